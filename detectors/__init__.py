@@ -1,0 +1,13 @@
+"""Streaming anomaly detectors: pure computation on numpy arrays, no I/O.
+
+Importing this package registers every built-in detector (see :mod:`.registry`).
+"""
+from .base import Detector, DetectorParams, Output, SensorInfo
+from .registry import REGISTRY, create, get, register
+
+# Built-in detectors register themselves on import.
+from . import limit as _limit  # noqa: F401,E402
+from . import stale as _stale  # noqa: F401,E402
+from . import robust_zscore as _robust_zscore  # noqa: F401,E402
+
+__all__ = ["Detector", "DetectorParams", "Output", "SensorInfo", "REGISTRY", "create", "get", "register"]

@@ -1,0 +1,150 @@
+"""The detector protocol.
+
+One detector *instance* watches many sensors at once: its state is a set of numpy arrays with
+one slot per sensor ("column"), so the daemon scores a whole batch of readings with a few
+vectorised operations instead of a Python loop per reading.
+
+The shape follows river's anomaly detectors, widened from one value to a column of sensors:
+
+* ``score_many(idx, t, x)`` scores readings using only what was learned before them
+  (higher = more anomalous); it never changes state.
+* ``learn_many(idx, t, x)`` updates the learned state.
+* ``update(idx, t, x)`` is what the daemon calls: score, decide, then learn from the readings
+  that were not flagged (as river's ``ThresholdFilter(protect_anomaly_detector=True)``), so an
+  ongoing incident does not become the new normal.
+* The decision is a separate object (:mod:`.decide`) turning scores into a condition code per
+  reading, with deadband and on/off delays.
+* ``tick(now)`` lets time-driven detectors (stale data) emit conditions without a reading.
+* ``get_state()`` / ``set_state()`` save and restore everything learned, so a restart does
+  not lose warm-up.
+
+Calling convention: within one call ``idx`` holds *distinct* sensor columns (the daemon splits a
+batch into rounds so that a sensor appears at most once per round) and every reading of a sensor
+is newer than the ones it has seen before. Readings that are not newer are ignored by the
+daemon before they get here (redelivered MQTT messages after a crash).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .decide import Decider
+
+
+class DetectorParams(BaseModel):
+    """Base of every detector's parameter model: unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SensorInfo:
+    """What a detector may know about the sensors it watches (from the registry)."""
+
+    id: str
+    kind: str
+    unit: str
+    range_min: float
+    range_max: float
+    area: str
+    x: float = float("nan")
+    y: float = float("nan")
+    neighbours: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Output:
+    """Per-reading result of :meth:`Detector.update` / :meth:`Detector.tick`.
+
+    ``code`` is the condition in force for the reading's sensor after this reading (0 = normal,
+    otherwise an index into the detector's ``CONDITIONS``); ``score`` is the anomaly score.
+    """
+
+    idx: np.ndarray  # int64 sensor columns
+    t: np.ndarray  # float64 Unix seconds
+    score: np.ndarray  # float64
+    code: np.ndarray  # int8
+
+
+class Detector(ABC):
+    """Base class of all detectors. Subclasses set ``name``, ``Params`` and ``CONDITIONS``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[DetectorParams]]
+    #: condition names by code; CONDITIONS[0] is always "normal"
+    CONDITIONS: ClassVar[tuple[str, ...]] = ("normal", "anomaly")
+    #: default alarm severity per condition name (config may override)
+    SEVERITY: ClassVar[Mapping[str, str]] = {"anomaly": "medium"}
+    #: readings per sensor before scores are trusted (0 = none needed)
+    warmup: int = 0
+
+    def __init__(self, params: DetectorParams, sensors: Sequence[SensorInfo]):
+        self.params = params
+        self.sensors = tuple(sensors)
+        self.n = len(self.sensors)
+        self.decider: Decider = self.make_decider()
+        self.seen = np.zeros(self.n, dtype=np.int64)  # readings learned per sensor
+
+    # --- to implement -------------------------------------------------------------------------
+    @abstractmethod
+    def make_decider(self) -> Decider:
+        """The decision stage that turns scores into condition codes."""
+
+    @abstractmethod
+    def score_many(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Scores for readings ``x`` of sensors ``idx`` at times ``t``; must not change state."""
+
+    def learn_many(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> None:
+        """Learn from readings (default: count them)."""
+        self.seen[idx] += 1
+
+    # --- provided -----------------------------------------------------------------------------
+    def warm(self, idx: np.ndarray) -> np.ndarray:
+        """Which of the sensors ``idx`` have seen enough readings for their score to count."""
+        return self.seen[idx] >= self.warmup
+
+    def update(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> Output:
+        """Score, decide, then learn from what was not flagged."""
+        score = self.score_many(idx, t, x)
+        score = np.where(self.warm(idx) & np.isfinite(score), score, 0.0)
+        code = self.decider.step(idx, t, score, x)
+        calm = code == 0
+        if calm.all():
+            self.learn_many(idx, t, x)
+        elif calm.any():
+            self.learn_many(idx[calm], t[calm], x[calm])
+        return Output(idx, t, score, code)
+
+    def tick(self, now: float) -> Output | None:
+        """Time-driven conditions (no reading needed). Default: none."""
+        return None
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything learned, as plain numpy arrays and scalars (picklable, comparable)."""
+        state = {k: np.copy(v) for k, v in self._state_arrays().items()}
+        state["seen"] = self.seen.copy()
+        state.update({f"decider.{k}": v for k, v in self.decider.get_state().items()})
+        return state
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (for the same sensors, in the same order)."""
+        self.seen = np.array(state["seen"], dtype=np.int64)
+        own = self._state_arrays()
+        for k in own:
+            setattr(self, k, np.array(state[k], dtype=own[k].dtype))
+        self.decider.set_state({k[len("decider."):]: v for k, v in state.items() if k.startswith("decider.")})
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """Subclasses list their learned numpy attributes here (name → array)."""
+        return {}
+
+    def condition(self, code: int) -> str:
+        return self.CONDITIONS[code]
+
+    def describe(self) -> dict[str, Any]:
+        """The detector and its parameters, as stored with every event."""
+        return {"type": self.name, "params": self.params.model_dump(mode="json")}

@@ -1,0 +1,56 @@
+"""Limit alarms: high / high-high / low / low-low with deadband and on/off delays (ISA-18.2).
+
+The score is the measured value itself; the decision is :class:`~.decide.LimitDecider`.
+Limits may be given per detector (``high: 10``) and are overridden per sensor by the sensor's
+own ``limits`` in the registry, so one detector entry can watch many sensors of one kind.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from .base import Detector, DetectorParams
+from .decide import Decider, LimitDecider
+from .registry import register
+
+
+class LimitParams(DetectorParams):
+    high: float | None = Field(None, description="high alarm limit (engineering units)")
+    high_high: float | None = Field(None, description="high-high (trip) limit, above high")
+    low: float | None = Field(None, description="low alarm limit")
+    low_low: float | None = Field(None, description="low-low limit, below low")
+    deadband: float = Field(0.0, ge=0, description="value must return past the limit by this much to clear")
+    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds a limit must be exceeded before alarming")
+    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds the value must be back before clearing")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        lv = [("low_low", self.low_low), ("low", self.low), ("high", self.high), ("high_high", self.high_high)]
+        given = [(k, v) for k, v in lv if v is not None]
+        for (k1, v1), (k2, v2) in zip(given, given[1:]):
+            if not v1 < v2:
+                raise ValueError(f"limits must be ordered low_low < low < high < high_high, got {k1}={v1} >= {k2}={v2}")
+        for k, v in given:
+            if not math.isfinite(v):
+                raise ValueError(f"{k} must be finite")
+        return self
+
+
+@register
+class LimitDetector(Detector):
+    name = "limit"
+    Params = LimitParams
+    CONDITIONS = LimitDecider.CONDITIONS
+    SEVERITY = {"low": "high", "low_low": "critical", "high": "high", "high_high": "critical"}
+
+    def make_decider(self) -> Decider:
+        p: LimitParams = self.params
+        nan = lambda v: np.nan if v is None else v  # noqa: E731
+        return LimitDecider(self.n, high=nan(p.high), high_high=nan(p.high_high), low=nan(p.low),
+                            low_low=nan(p.low_low), deadband=p.deadband, on_delay=p.on_delay,
+                            off_delay=p.off_delay)
+
+    def score_many(self, idx, t, x):
+        return np.asarray(x, dtype=np.float64)

@@ -1,0 +1,79 @@
+"""Robust rolling z-score: distance from the median of recent readings in MADs.
+
+``z = |x - median(window)| / (1.4826 * MAD(window))``, with the window holding the last
+``window`` readings *before* the scored one (causal). The median and MAD are recomputed every
+``refresh`` readings per sensor rather than at every reading: the baseline moves slowly, and this
+keeps the cost per reading at a few array operations (vectorised across sensors).
+
+``min_scale`` floors the MAD so that a sensor that is perfectly flat does not turn its first
+small wiggle into an enormous score (it is in the sensor's units).
+"""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from .base import Detector, DetectorParams
+from .decide import Decider, ThresholdDecider
+from .registry import register
+
+MAD_TO_SIGMA = 1.4826
+
+
+class RobustZParams(DetectorParams):
+    window: int = Field(300, ge=10, le=100_000, description="readings in the rolling baseline")
+    refresh: int = Field(10, ge=1, le=10_000, description="recompute median/MAD every this many readings")
+    threshold: float = Field(6.0, gt=0, description="|z| at which the anomaly condition starts")
+    high_threshold: float | None = Field(None, gt=0, description="|z| for the severe condition (optional)")
+    clear_ratio: float = Field(0.7, gt=0, le=1, description="condition clears below threshold * clear_ratio")
+    min_scale: float = Field(1e-6, gt=0, description="floor of the robust sigma, in sensor units")
+    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds |z| must stay high before alarming")
+    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds |z| must stay low before clearing")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.refresh > self.window:
+            raise ValueError(f"refresh ({self.refresh}) must not exceed window ({self.window})")
+        if self.high_threshold is not None and self.high_threshold <= self.threshold:
+            raise ValueError("high_threshold must be above threshold")
+        return self
+
+
+@register
+class RobustZScore(Detector):
+    name = "robust_zscore"
+    Params = RobustZParams
+    CONDITIONS = ("normal", "anomaly", "severe_anomaly")
+    SEVERITY = {"anomaly": "medium", "severe_anomaly": "high"}
+
+    def __init__(self, params: RobustZParams, sensors):
+        super().__init__(params, sensors)
+        self.warmup = max(10, params.window // 3)
+        self.buf = np.full((self.n, params.window), np.nan)
+        self.pos = np.zeros(self.n, dtype=np.int64)
+        self.med = np.full(self.n, np.nan)
+        self.scale = np.full(self.n, np.nan)
+
+    def make_decider(self) -> Decider:
+        p: RobustZParams = self.params
+        th = [p.threshold] + ([p.high_threshold] if p.high_threshold else [])
+        return ThresholdDecider(self.n, th, clear_ratio=p.clear_ratio, on_delay=p.on_delay, off_delay=p.off_delay)
+
+    def _state_arrays(self):
+        return {"buf": self.buf, "pos": self.pos, "med": self.med, "scale": self.scale}
+
+    def score_many(self, idx, t, x):
+        return np.abs(x - self.med[idx]) / self.scale[idx]
+
+    def learn_many(self, idx, t, x):
+        super().learn_many(idx, t, x)
+        w = self.params.window
+        self.buf[idx, self.pos[idx] % w] = x
+        self.pos[idx] += 1
+        due = idx[(self.pos[idx] % self.params.refresh == 0) | (self.pos[idx] <= self.warmup)]
+        if len(due):
+            rows = self.buf[due]
+            med = np.nanmedian(rows, axis=1)
+            mad = np.nanmedian(np.abs(rows - med[:, None]), axis=1)
+            self.med[due] = med
+            self.scale[due] = np.maximum(MAD_TO_SIGMA * mad, self.params.min_scale)

@@ -1,0 +1,56 @@
+"""Stale sensor: no reading for ``timeout`` seconds.
+
+Time-driven: :meth:`tick` compares the wall clock with each sensor's last reading, so a sensor
+that falls silent is flagged without any reading arriving. A sensor that never reported counts
+from the first tick (the daemon's start). The condition clears on the next reading.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from .base import Detector, DetectorParams, Output
+from .decide import Decider, ThresholdDecider
+from .registry import register
+
+
+class StaleParams(DetectorParams):
+    timeout: float = Field(60.0, gt=0, le=7 * 86400, description="seconds without a reading before a sensor is stale")
+
+
+@register
+class StaleDetector(Detector):
+    name = "stale"
+    Params = StaleParams
+    CONDITIONS = ("normal", "stale")
+    SEVERITY = {"stale": "medium"}
+
+    def __init__(self, params, sensors):
+        super().__init__(params, sensors)
+        self.last = np.full(self.n, np.nan)
+
+    def make_decider(self) -> Decider:
+        return ThresholdDecider(self.n, [1.0])
+
+    def _state_arrays(self):
+        return {"last": self.last}
+
+    def score_many(self, idx, t, x):
+        # a reading is the opposite of stale: score it as the gap it closes, relative to timeout
+        return np.zeros(len(idx))
+
+    def learn_many(self, idx, t, x):
+        super().learn_many(idx, t, x)
+        self.last[idx] = np.fmax(self.last[idx], t)
+
+    def tick(self, now: float) -> Output | None:
+        if self.n == 0:
+            return None
+        never = np.isnan(self.last)
+        self.last[never] = now  # silent since start: start counting now
+        idx = np.arange(self.n)
+        age = now - self.last
+        score = age / self.params.timeout
+        t = np.full(self.n, float(now))
+        code = self.decider.step(idx, t, score, age)
+        return Output(idx, t, score, code)
