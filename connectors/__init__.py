@@ -1,0 +1,1 @@
+"""Everything that talks to the outside: MQTT, the database, Grafana, embedded services."""

@@ -1,0 +1,166 @@
+"""The collector → plantwatch wire format, version 1 (spec: ``schema/batch-v1.json``).
+
+Topics: ``{prefix}/{site}/{collector}/{kind}`` where kind is ``readings`` (fixed instruments)
+or ``robot`` (mobile inspection robots; each reading carries the robot's position).
+Alarms go the other way on ``{prefix}/{site}/alarms/...`` ("alarms" is not a valid collector id).
+
+One MQTT message carries one batch::
+
+    {"v": 1, "collector": "edge-01", "seq": 1234, "sent": 1732371234.5,
+     "readings": [{"sensor": "TF-H2S-01", "time": 1732371234.0, "value": 0.3, "quality": "good"},
+                  ...]}
+
+``time`` is Unix seconds (number) or an RFC 3339 string with an offset; ``quality`` is optional
+(``good`` by default). Robot readings add ``"x"``, ``"y"`` (site coordinates, metres) and
+optionally ``"area"``. ``seq`` increases by one per batch and per collector, so the daemon can
+count batches lost between the collector and the broker.
+
+Decoding is two-speed: the whole batch is decoded strictly in one call (the common case); only if
+that fails are the readings decoded one by one, so that one bad reading is rejected with its own
+reason and the good readings around it are kept.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+WIRE_VERSION = 1
+KINDS = ("readings", "robot")
+QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
+RESERVED_COLLECTORS = frozenset({"alarms", "transfers", "status"})
+
+
+class Reading(msgspec.Struct, forbid_unknown_fields=True):
+    sensor: str
+    time: float | str
+    value: float
+    quality: Literal["good", "uncertain", "bad"] = "good"
+    x: float | None = None
+    y: float | None = None
+    area: str | None = None
+
+
+class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    v: int
+    collector: str
+    seq: int
+    readings: list[Reading]
+    sent: float | None = None
+
+
+class _LooseBatch(msgspec.Struct):
+    """Envelope with undecoded readings: the fallback when the strict decode fails."""
+
+    v: int
+    collector: str
+    seq: int
+    readings: list[msgspec.Raw]
+    sent: float | None = None
+
+
+_batch_decoder = msgspec.json.Decoder(Batch)
+_loose_decoder = msgspec.json.Decoder(_LooseBatch)
+_reading_decoder = msgspec.json.Decoder(Reading)
+
+
+@dataclass(slots=True)
+class Rejected:
+    reason: str  # short, stable code: metrics label and dead-letter reason
+    detail: str  # human explanation
+    raw: bytes  # the offending reading (or the whole payload)
+
+
+@dataclass(slots=True)
+class Decoded:
+    batch: Batch | None  # None when the envelope itself is unusable
+    readings: list[Reading] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def _clip(b: bytes, n: int = 4096) -> bytes:
+    return b if len(b) <= n else b[:n]
+
+
+def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
+    """Decode one MQTT payload. Never raises on bad input: problems become ``Rejected``."""
+    if len(payload) > max_bytes:
+        return Decoded(None, rejected=[Rejected("oversized", f"payload of {len(payload)} bytes exceeds {max_bytes}", _clip(payload))])
+    try:
+        batch = _batch_decoder.decode(payload)
+        readings = batch.readings
+        rejected: list[Rejected] = []
+    except (msgspec.DecodeError, msgspec.ValidationError) as first:
+        try:
+            loose = _loose_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            return Decoded(None, rejected=[Rejected(_envelope_reason(payload, e), f"batch envelope: {e}", _clip(payload))])
+        batch = Batch(loose.v, loose.collector, loose.seq, [], loose.sent)
+        readings, rejected = [], []
+        for raw in loose.readings:
+            try:
+                readings.append(_reading_decoder.decode(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                rejected.append(Rejected(_reading_reason(e), f"reading: {e}", _clip(bytes(raw))))
+        del first
+    if batch.v != WIRE_VERSION:
+        return Decoded(None, rejected=[Rejected("bad_version", f"wire version {batch.v} not supported (expected {WIRE_VERSION})", _clip(payload))])
+    if len(readings) > max_readings:
+        return Decoded(None, rejected=[Rejected("oversized", f"{len(readings)} readings exceed {max_readings} per message", _clip(payload))])
+    return Decoded(batch, readings, rejected)
+
+
+def _envelope_reason(payload: bytes, e: Exception) -> str:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return "invalid_utf8"
+    return "malformed_json" if isinstance(e, msgspec.DecodeError) else "bad_envelope"
+
+
+def _reading_reason(e: Exception) -> str:
+    msg = str(e)
+    if "out of range" in msg:
+        return "non_finite"
+    if isinstance(e, msgspec.DecodeError):
+        return "malformed_json"
+    return "wrong_type"
+
+
+def parse_time(value: float | str) -> float:
+    """Unix seconds from a number or an RFC 3339 string with offset; NaN if unusable."""
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        except ValueError:
+            return math.nan
+        if dt.tzinfo is None:
+            return math.nan  # a timestamp without an offset is ambiguous: reject it
+        return dt.timestamp()
+    return float(value)
+
+
+def encode_batch(collector: str, seq: int, readings: list[dict], sent: float | None = None) -> bytes:
+    """What a collector sends (used by the simulator, tests and benchmarks)."""
+    body = {"v": WIRE_VERSION, "collector": collector, "seq": seq, "readings": readings}
+    if sent is not None:
+        body["sent"] = sent
+    return msgspec.json.encode(body)
+
+
+def topic(prefix: str, site: str, collector: str, kind: str) -> str:
+    return f"{prefix}/{site}/{collector}/{kind}"
+
+
+def parse_topic(t: str, prefix: str, site: str) -> tuple[str, str] | None:
+    """(collector, kind) of an inbound topic, or None when it is not one."""
+    head = f"{prefix}/{site}/"
+    if not t.startswith(head):
+        return None
+    rest = t[len(head):].split("/")
+    if len(rest) != 2 or rest[1] not in KINDS or rest[0] in RESERVED_COLLECTORS:
+        return None
+    return rest[0], rest[1]

@@ -1,0 +1,1 @@
+"""Wiring and supervision: config, pipeline stages, alarms, metrics, CLI."""

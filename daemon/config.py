@@ -1,0 +1,338 @@
+"""Typed, validated configuration: the site's sensor registry, detectors and services.
+
+``load_config(path)`` returns a :class:`Config` or raises :class:`ConfigError` whose message lists
+every problem as ``file:line:col: path: what is wrong``. Unknown keys are errors everywhere (a
+typo in a limit must not silently disable it).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from plantwatch.detectors import REGISTRY, SensorInfo
+
+from .config_loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
+
+ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+SensorKind = Literal["gas", "pressure", "flow", "level", "temperature", "robot"]
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Area(Model):
+    id: ID
+    name: str = ""
+    #: x0, y0, x1, y1 in site coordinates (metres); robot readings are placed in areas by these
+    bounds: tuple[float, float, float, float] | None = None
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v):
+        if v is not None and not (v[0] < v[2] and v[1] < v[3]):
+            raise ValueError("bounds must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
+        return v
+
+
+class Site(Model):
+    id: ID
+    name: str = ""
+    #: site map size in site coordinates (metres), for dashboards and the robot grid
+    width: float = Field(200.0, gt=0)
+    height: float = Field(120.0, gt=0)
+    areas: list[Area] = Field(default_factory=list)
+
+
+class Sensor(Model):
+    id: ID
+    kind: SensorKind
+    #: what is measured: gas species ("H2S", "CH4"), "acoustic", ... (free text, used by selectors)
+    quantity: str = ""
+    unit: str
+    #: measuring range of the instrument: readings outside it are rejected as out_of_range
+    range: tuple[float, float]
+    area: ID
+    #: position on the site map; robot channels have none (the position comes with each reading)
+    location: tuple[float, float] | None = None
+    neighbours: list[ID] = Field(default_factory=list)
+    description: str = ""
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v):
+        if not (math.isfinite(v[0]) and math.isfinite(v[1]) and v[0] < v[1]):
+            raise ValueError("range must be [min, max] with finite min < max")
+        return v
+
+
+class Selector(Model):
+    """Which sensors a detector watches: every given criterion must match (AND)."""
+
+    sensors: list[ID] | None = None
+    kind: SensorKind | None = None
+    quantity: str | None = None
+    areas: list[ID] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self):
+        if not any(v is not None for v in (self.sensors, self.kind, self.quantity, self.areas)):
+            raise ValueError("select needs at least one of: sensors, kind, quantity, areas")
+        return self
+
+    def matches(self, s: Sensor) -> bool:
+        return ((self.sensors is None or s.id in self.sensors)
+                and (self.kind is None or s.kind == self.kind)
+                and (self.quantity is None or s.quantity.lower() == self.quantity.lower())
+                and (self.areas is None or s.area in self.areas))
+
+
+class DetectorConfig(Model):
+    id: ID
+    type: str
+    select: Selector
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: alarm severity per condition (defaults come from the detector type)
+    severity: dict[str, Severity] = Field(default_factory=dict)
+    enabled: bool = True
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, v):
+        if v not in REGISTRY:
+            raise ValueError(f"unknown detector type {v!r}; known: {', '.join(sorted(REGISTRY))}")
+        return v
+
+    @model_validator(mode="after")
+    def _params(self):
+        cls = REGISTRY[self.type]  # params are validated by load_config, which knows their lines
+        for cond in self.severity:
+            if cond not in cls.CONDITIONS[1:]:
+                raise ValueError(f"severity: {self.type!r} has no condition {cond!r} "
+                                 f"(its conditions: {', '.join(cls.CONDITIONS[1:])})")
+        return self
+
+    def validated_params(self):
+        return REGISTRY[self.type].Params.model_validate(self.params)
+
+    def severity_of(self, condition: str) -> str:
+        return self.severity.get(condition) or REGISTRY[self.type].SEVERITY.get(condition, "medium")
+
+
+class MqttConfig(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    topic_prefix: str = Field("plantwatch", pattern=r"^[^#+\s]+$")
+    #: fixed client id: the broker keeps this persistent session (and its queued messages)
+    client_id: str = "plantwatch-daemon"
+    keepalive: int = Field(30, ge=5, le=3600)
+    #: PUBLISH packets the daemon holds unacknowledged (the broker's own inflight cap also applies)
+    receive_window: int = Field(1000, ge=1, le=65535)
+
+
+class DatabaseConfig(Model):
+    dsn: str
+    #: connections used for writing readings (2 measured best on a 2-core box)
+    writers: int = Field(2, ge=1, le=16)
+
+
+class IngestConfig(Model):
+    #: write when this many readings are pending ...
+    batch_readings: int = Field(20_000, ge=1, le=1_000_000)
+    #: ... or when the oldest pending reading has waited this long (seconds)
+    flush_interval: float = Field(0.2, gt=0, le=10)
+    max_payload_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    max_readings_per_message: int = Field(10_000, ge=1, le=1_000_000)
+    #: readings stamped further in the future than this (seconds) are rejected
+    max_future_skew: float = Field(300.0, ge=0)
+    #: readings older than this (seconds) are rejected
+    max_age: float = Field(7 * 86400.0, gt=0)
+
+
+class MetricsConfig(Model):
+    host: str = "127.0.0.1"
+    #: 0 disables the HTTP endpoint
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class StateConfig(Model):
+    #: seconds between detector state snapshots (also written at shutdown)
+    snapshot_interval: float = Field(60.0, ge=1)
+    #: folder for the embedded broker/database when none is configured
+    data_dir: str = ".plantwatch"
+
+
+class Config(Model):
+    version: Literal[1] = 1
+    site: Site
+    mqtt: MqttConfig | None = None  # None: embedded broker
+    database: DatabaseConfig | None = None  # None: embedded PostgreSQL
+    ingest: IngestConfig = IngestConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    state: StateConfig = StateConfig()
+    sensors: list[Sensor]
+    detectors: list[DetectorConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self):
+        problems: list[str] = []
+        areas = {a.id for a in self.site.areas}
+        if len(areas) != len(self.site.areas):
+            problems.append("site.areas: duplicate area id")
+        seen: set[str] = set()
+        for i, s in enumerate(self.sensors):
+            if s.id in seen:
+                problems.append(f"sensors[{i}].id: duplicate sensor id {s.id!r}")
+            seen.add(s.id)
+            if s.area not in areas:
+                problems.append(f"sensors[{i}].area: unknown area {s.area!r}")
+        for i, s in enumerate(self.sensors):
+            for n in s.neighbours:
+                if n not in seen:
+                    problems.append(f"sensors[{i}].neighbours: unknown sensor {n!r}")
+        det_ids: set[str] = set()
+        for i, d in enumerate(self.detectors):
+            if d.id in det_ids:
+                problems.append(f"detectors[{i}].id: duplicate detector id {d.id!r}")
+            det_ids.add(d.id)
+            for n in d.select.sensors or []:
+                if n not in seen:
+                    problems.append(f"detectors[{i}].select.sensors: unknown sensor {n!r}")
+            for a in d.select.areas or []:
+                if a not in areas:
+                    problems.append(f"detectors[{i}].select.areas: unknown area {a!r}")
+            if not problems and not any(d.select.matches(s) for s in self.sensors):
+                problems.append(f"detectors[{i}].select: matches no sensor")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # --- derived views ------------------------------------------------------------------------
+    def sensor_infos(self) -> list[SensorInfo]:
+        return [SensorInfo(id=s.id, kind=s.kind, unit=s.unit, range_min=s.range[0], range_max=s.range[1],
+                           area=s.area, x=s.location[0] if s.location else math.nan,
+                           y=s.location[1] if s.location else math.nan, neighbours=tuple(s.neighbours))
+                for s in self.sensors]
+
+    def watched(self, d: DetectorConfig) -> list[int]:
+        """Positions (in ``sensors``) of the sensors a detector watches."""
+        return [i for i, s in enumerate(self.sensors) if d.select.matches(s)]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``problems`` lists ``file:line:col: path: message``."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s) in config\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _fmt_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+_REF = re.compile(r"^(?P<path>[A-Za-z_]+(?:\[\d+\])?(?:\.[A-Za-z_]+(?:\[\d+\])?)*): (?P<msg>.*)$")
+
+
+def _parse_ref(ref: str) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for part in ref.split("."):
+        m = re.match(r"^([A-Za-z_]+)(?:\[(\d+)\])?$", part)
+        if not m:
+            break
+        out.append(m.group(1))
+        if m.group(2) is not None:
+            out.append(int(m.group(2)))
+    return tuple(out)
+
+
+def _problems(err: ValidationError, located: Located) -> list[str]:
+    out: list[str] = []
+    for e in err.errors(include_url=False):
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith(("function-after", "tagged-union"))))
+        msg = e["msg"].removeprefix("Value error, ")
+        # cross-reference problems come as "path: message; path: message"
+        parts = msg.split("\n") if e["type"] == "value_error" else [msg]
+        for part in parts:
+            m = _REF.match(part)
+            if m and e["type"] == "value_error":
+                path = loc + _parse_ref(m.group("path"))
+                text = m.group("msg")
+            else:
+                path, text = loc, part
+            if e["type"] == "extra_forbidden":
+                text = f"unknown key {path[-1]!r}"
+            elif e["type"] == "missing":
+                text = f"missing required key {path[-1]!r}"
+            elif "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], (dict, list)):
+                text = f"{text} (got {e['input']!r})"
+            out.append(f"{located.where(path)}: {_fmt_path(path)}: {text}")
+    return out
+
+
+def _param_problems(located: Located) -> list[str]:
+    """Validate each detector's params against its type's model, with exact locations."""
+    out: list[str] = []
+    dets = located.data.get("detectors") if isinstance(located.data, dict) else None
+    if not isinstance(dets, list):
+        return out
+    for i, d in enumerate(dets):
+        if not isinstance(d, dict) or d.get("type") not in REGISTRY or not isinstance(d.get("params", {}), dict):
+            continue
+        try:
+            REGISTRY[d["type"]].Params.model_validate(d.get("params", {}))
+        except ValidationError as err:
+            for e in err.errors(include_url=False):
+                path = ("detectors", i, "params") + tuple(e["loc"])
+                text = e["msg"].removeprefix("Value error, ")
+                if e["type"] == "extra_forbidden":
+                    allowed = ", ".join(REGISTRY[d["type"]].Params.model_fields)
+                    text = f"unknown parameter {path[-1]!r} for detector type {d['type']!r} (allowed: {allowed})"
+                elif "input" in e and not isinstance(e["input"], (dict, list)) and e["type"] != "value_error":
+                    text = f"{text} (got {e['input']!r})"
+                out.append(f"{located.where(path)}: {_fmt_path(path)}: {text}")
+    return out
+
+
+def parse_config(located: Located) -> Config:
+    problems = _param_problems(located)
+    try:
+        cfg = Config.model_validate(located.data)
+    except ValidationError as err:
+        raise ConfigError(located.source, _problems(err, located) + problems) from None
+    if problems:
+        raise ConfigError(located.source, problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        return parse_config(load_yaml_file(path))
+    except ConfigSyntaxError as e:
+        raise ConfigError(str(path), [str(e)]) from None
+
+
+def load_config_text(text: str, source: str = "<string>") -> Config:
+    try:
+        return parse_config(load_yaml(text, source))
+    except ConfigSyntaxError as e:
+        raise ConfigError(source, [str(e)]) from None
+
+
+def config_hash(path_or_text: str | Path | bytes) -> str:
+    data = Path(path_or_text).read_bytes() if isinstance(path_or_text, Path) else (
+        path_or_text if isinstance(path_or_text, bytes) else path_or_text.encode())
+    return hashlib.sha256(data).hexdigest()
