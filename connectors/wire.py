@@ -164,3 +164,10 @@ def parse_topic(t: str, prefix: str, site: str) -> tuple[str, str] | None:
     if len(rest) != 2 or rest[1] not in KINDS or rest[0] in RESERVED_COLLECTORS:
         return None
     return rest[0], rest[1]
+
+
+_reading_encoder = msgspec.json.Encoder()
+
+
+def encode_reading(r: Reading) -> bytes:
+    return _reading_encoder.encode(r)

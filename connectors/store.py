@@ -1,0 +1,343 @@
+"""TimescaleDB / PostgreSQL storage: the sensor registry, idempotent batched writes, state.
+
+Readings are written with binary COPY into a per-connection temporary staging table and moved
+with ``INSERT … SELECT … ON CONFLICT (sensor_id, time) DO NOTHING`` in the same transaction:
+COPY alone cannot skip duplicates, and MQTT QoS 1 redelivers whatever was not acknowledged
+before a crash, so the write must be idempotent. The MQTT acknowledgement is sent only after
+this transaction commits (see ``daemon/pipeline.py``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import asyncpg
+import numpy as np
+
+from . import pgcopy
+from .migrations import migrate, timescaledb_status
+
+_STAGE_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS _stage_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _stage_robot (LIKE robot_readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+"""
+
+
+@dataclass(slots=True)
+class ReadingRows:
+    sensor_id: np.ndarray  # int32 database ids
+    t: np.ndarray  # float64 Unix seconds
+    value: np.ndarray  # float64
+    quality: np.ndarray  # int16
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+@dataclass(slots=True)
+class RobotRows(ReadingRows):
+    x: np.ndarray = field(default_factory=lambda: np.empty(0))
+    y: np.ndarray = field(default_factory=lambda: np.empty(0))
+    area: list[str | None] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    topic: str
+    collector: str | None
+    seq: int | None
+    reason: str
+    detail: str
+    payload: bytes
+    key: str  # idempotency key: same message + position → same key
+
+
+@dataclass(slots=True)
+class CollectorSeen:
+    collector: str
+    seq: int
+    t: float  # Unix seconds
+    gaps: int  # batches missing (sequence numbers skipped)
+    batches: int = 1
+
+
+@dataclass(slots=True)
+class EventStart:
+    detector_id: str
+    detector: dict[str, Any]
+    sensor_id: int
+    condition: str
+    severity: str
+    t: float
+    score: float
+
+
+@dataclass(slots=True)
+class EventEnd:
+    detector_id: str
+    sensor_id: int
+    t: float
+    peak: float
+
+
+@dataclass(slots=True)
+class AlarmWrite:
+    """New state of the alarm of (detector, sensor), and the change record that explains it."""
+
+    detector_id: str
+    sensor_id: int
+    from_state: str
+    to_state: str
+    active: bool
+    condition: str
+    severity: str
+    t: float
+    cause: dict[str, Any]
+    raised: bool = False  # this change (re-)raised the alarm: set raised_at, link the open event
+    cleared: bool = False  # the condition returned to normal: set cleared_at
+
+
+AlarmOp = EventStart | EventEnd | AlarmWrite
+
+
+@dataclass(slots=True)
+class WriteResult:
+    inserted: int = 0
+    duplicates: int = 0
+    robot_inserted: int = 0
+    dead_lettered: int = 0
+    alarm_ids: list[int] = field(default_factory=list)
+
+
+def _ts(t: float):
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def _count(status: str) -> int:
+    # "INSERT 0 123"
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class Store:
+    """A pool of connections to the plantwatch database."""
+
+    def __init__(self, pool: asyncpg.Pool, timescale: dict[str, Any]):
+        self.pool = pool
+        self.timescale = timescale
+
+    @classmethod
+    async def open(cls, dsn: str, *, connections: int = 3) -> "Store":
+        async def init(conn: asyncpg.Connection) -> None:
+            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+            await conn.execute(_STAGE_SQL)  # temp tables live as long as the pooled connection
+
+        async with _connect(dsn) as conn:
+            await migrate(conn)
+            ts = await timescaledb_status(conn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=connections, init=init,
+                                         command_timeout=60)
+        return cls(pool, ts)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self) -> "Store":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # --- registry -----------------------------------------------------------------------------
+    async def sync_registry(self, site: Any, sensors: Sequence[Any]) -> dict[str, int]:
+        """Upsert the site, areas and sensors of the config; returns tag → sensor id."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO sites (id, name, width, height) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, width = EXCLUDED.width, height = EXCLUDED.height",
+                site.id, site.name, site.width, site.height)
+            await conn.executemany(
+                "INSERT INTO areas (id, site_id, name, x0, y0, x1, y1) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (id) DO UPDATE SET site_id = EXCLUDED.site_id, name = EXCLUDED.name, x0 = EXCLUDED.x0,"
+                " y0 = EXCLUDED.y0, x1 = EXCLUDED.x1, y1 = EXCLUDED.y1",
+                [(a.id, site.id, a.name, *(a.bounds or (None,) * 4)) for a in site.areas])
+            await conn.executemany(
+                "INSERT INTO sensors (tag, site_id, area_id, kind, quantity, unit, range_min, range_max, x, y, description)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (tag) DO UPDATE SET"
+                " site_id = EXCLUDED.site_id, area_id = EXCLUDED.area_id, kind = EXCLUDED.kind,"
+                " quantity = EXCLUDED.quantity, unit = EXCLUDED.unit, range_min = EXCLUDED.range_min,"
+                " range_max = EXCLUDED.range_max, x = EXCLUDED.x, y = EXCLUDED.y,"
+                " description = EXCLUDED.description, retired = false, updated_at = now()",
+                [(s.id, site.id, s.area, s.kind, s.quantity, s.unit, s.range[0], s.range[1],
+                  s.location[0] if s.location else None, s.location[1] if s.location else None, s.description)
+                 for s in sensors])
+            tags = [s.id for s in sensors]
+            await conn.execute("UPDATE sensors SET retired = true WHERE site_id = $1 AND NOT (tag = ANY($2::text[]))",
+                               site.id, tags)
+            rows = await conn.fetch("SELECT tag, id FROM sensors WHERE tag = ANY($1::text[])", tags)
+        return {r["tag"]: r["id"] for r in rows}
+
+    async def record_config(self, digest: str, content: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO config_versions (hash, content) VALUES ($1, $2) "
+                "ON CONFLICT (hash) DO UPDATE SET last_loaded_at = now()", digest, content)
+
+    # --- the write path -------------------------------------------------------------------------
+    async def write(self, readings: ReadingRows | None, robot: RobotRows | None = None,
+                    dead: Sequence[DeadLetter] = (), collectors: Sequence[CollectorSeen] = (),
+                    alarm_ops: Sequence[AlarmOp] = (), before_alarms=None) -> WriteResult:
+        """Write one unit in one transaction. ``before_alarms`` is awaited (inside the
+        transaction) before alarm operations run, so alarm writes keep their order across
+        concurrent writers."""
+        res = WriteResult()
+        async with self.pool.acquire() as conn, conn.transaction():
+            if readings is not None and len(readings):
+                res.inserted = await self._copy_readings(conn, readings)
+                res.duplicates = len(readings) - res.inserted
+            if robot is not None and len(robot):
+                res.robot_inserted = await self._copy_robot(conn, robot)
+                res.duplicates += len(robot) - res.robot_inserted
+            if dead:
+                res.dead_lettered = await self._dead_letters(conn, dead)
+            if collectors:
+                await conn.executemany(
+                    "INSERT INTO collectors (id, last_seq, last_seen, batches, gaps) VALUES ($1, $2, $3, $5, $4) "
+                    "ON CONFLICT (id) DO UPDATE SET last_seq = GREATEST(collectors.last_seq, EXCLUDED.last_seq),"
+                    " last_seen = GREATEST(collectors.last_seen, EXCLUDED.last_seen),"
+                    " batches = collectors.batches + EXCLUDED.batches, gaps = collectors.gaps + EXCLUDED.gaps",
+                    [(c.collector, c.seq, _ts(c.t), c.gaps, c.batches) for c in collectors])
+            if alarm_ops:
+                if before_alarms is not None:
+                    await before_alarms()
+                res.alarm_ids = await apply_alarm_ops(conn, alarm_ops)
+        return res
+
+    async def _copy_readings(self, conn: asyncpg.Connection, r: ReadingRows) -> int:
+        data = pgcopy.encode([("timestamptz", r.t), ("int4", r.sensor_id), ("float8", r.value), ("int2", r.quality)])
+        await conn.copy_to_table("_stage_readings", source=io.BytesIO(data), format="binary",
+                                 columns=["time", "sensor_id", "value", "quality"])
+        return _count(await conn.execute(
+            "INSERT INTO readings (time, sensor_id, value, quality) "
+            "SELECT time, sensor_id, value, quality FROM _stage_readings ON CONFLICT DO NOTHING"))
+
+    async def _copy_robot(self, conn: asyncpg.Connection, r: RobotRows) -> int:
+        await conn.copy_records_to_table(
+            "_stage_robot", columns=["time", "sensor_id", "value", "quality", "x", "y", "area_id"],
+            records=[(_ts(t), int(s), float(v), int(q), float(x), float(y), a)
+                     for t, s, v, q, x, y, a in zip(r.t, r.sensor_id, r.value, r.quality, r.x, r.y, r.area)])
+        return _count(await conn.execute(
+            "INSERT INTO robot_readings SELECT * FROM _stage_robot ON CONFLICT DO NOTHING"))
+
+    async def _dead_letters(self, conn: asyncpg.Connection, dead: Sequence[DeadLetter]) -> int:
+        rows = await conn.fetch(
+            "INSERT INTO dead_letters (topic, collector, seq, reason, detail, payload, msg_key) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::text[]) "
+            "ON CONFLICT (msg_key) DO NOTHING RETURNING id",
+            [d.topic for d in dead], [d.collector for d in dead], [d.seq for d in dead],
+            [d.reason for d in dead], [d.detail[:2000] for d in dead], [d.payload for d in dead],
+            [d.key for d in dead])
+        return len(rows)
+
+    # --- alarms and detector state -----------------------------------------------------------
+    async def load_alarms(self) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            return await conn.fetch(
+                "SELECT a.id, a.detector_id, a.sensor_id, a.state, a.active, a.condition, a.severity,"
+                " a.raised_at, a.acked_at, s.tag FROM alarms a JOIN sensors s ON s.id = a.sensor_id")
+
+    async def active_alarms(self) -> list[dict[str, Any]]:
+        """Alarms not in state normal, for the retained MQTT topic and the API."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT a.id, a.detector_id, s.tag AS sensor, s.area_id AS area, a.state, a.active, a.condition,"
+                " a.severity, extract(epoch FROM a.raised_at) AS raised_at,"
+                " extract(epoch FROM a.cleared_at) AS cleared_at, a.acked_by"
+                " FROM alarms a JOIN sensors s ON s.id = a.sensor_id WHERE a.state <> 'normal'"
+                " ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END,"
+                " a.raised_at")
+        return [{k: (float(v) if k in ("raised_at", "cleared_at") and v is not None else v)
+                 for k, v in dict(r).items()} for r in rows]
+
+    async def save_detector_states(self, states: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        rows = [(d, fp, pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)) for d, fp, st in states]
+        async with self.pool.acquire() as conn:
+            await conn.executemany(
+                "INSERT INTO detector_state (detector_id, fingerprint, state, saved_at) VALUES ($1, $2, $3, now()) "
+                "ON CONFLICT (detector_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+                " state = EXCLUDED.state, saved_at = now()", rows)
+
+    async def load_detector_states(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT detector_id, fingerprint, state FROM detector_state")
+        # The state table is written only by plantwatch itself (never from network input).
+        return {r["detector_id"]: (r["fingerprint"], pickle.loads(r["state"])) for r in rows}
+
+    async def refresh_rollups(self, since: float, until: float) -> int:
+        """Recompute the 1-minute rollups of the buckets in [since, until)."""
+        async with self.pool.acquire() as conn:
+            status = await conn.execute(
+                "INSERT INTO readings_1m (bucket, sensor_id, n, avg, min, max, last)"
+                " SELECT date_trunc('minute', time) AS b, sensor_id, count(*), avg(value), min(value), max(value),"
+                " (array_agg(value ORDER BY time DESC))[1]"
+                " FROM readings WHERE time >= date_trunc('minute', $1::timestamptz) AND time < $2"
+                " GROUP BY b, sensor_id"
+                " ON CONFLICT (sensor_id, bucket) DO UPDATE SET n = EXCLUDED.n, avg = EXCLUDED.avg,"
+                " min = EXCLUDED.min, max = EXCLUDED.max, last = EXCLUDED.last",
+                _ts(since), _ts(until))
+        return _count(status)
+
+
+async def apply_alarm_ops(conn: asyncpg.Connection, ops: Sequence[AlarmOp]) -> list[int]:
+    """Apply event and alarm operations in order; returns the ids of the alarms written."""
+    ids: list[int] = []
+    for op in ops:
+        if isinstance(op, EventStart):
+            await conn.execute(
+                "INSERT INTO events (detector_id, detector, sensor_id, condition, severity, started_at, start_score,"
+                " peak_score) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+                op.detector_id, op.detector, op.sensor_id, op.condition, op.severity, _ts(op.t), op.score)
+        elif isinstance(op, EventEnd):
+            await conn.execute(
+                "UPDATE events SET ended_at = $3, peak_score = GREATEST(peak_score, $4)"
+                " WHERE detector_id = $1 AND sensor_id = $2 AND ended_at IS NULL",
+                op.detector_id, op.sensor_id, _ts(op.t), op.peak)
+        else:
+            alarm_id = await conn.fetchval(
+                "INSERT INTO alarms AS a (detector_id, sensor_id, state, active, condition, severity, raised_at,"
+                " cleared_at, event_id, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN $9::timestamptz END,"
+                "  CASE WHEN $8 THEN $9::timestamptz END,"
+                "  (SELECT id FROM events WHERE detector_id = $1 AND sensor_id = $2 AND ended_at IS NULL"
+                "   ORDER BY started_at DESC LIMIT 1), now())"
+                " ON CONFLICT (detector_id, sensor_id) DO UPDATE SET state = EXCLUDED.state,"
+                "  active = EXCLUDED.active, condition = EXCLUDED.condition, severity = EXCLUDED.severity,"
+                "  raised_at = CASE WHEN $7 THEN EXCLUDED.raised_at ELSE a.raised_at END,"
+                "  cleared_at = CASE WHEN $8 THEN EXCLUDED.cleared_at WHEN $7 THEN NULL ELSE a.cleared_at END,"
+                "  event_id = COALESCE(EXCLUDED.event_id, a.event_id),"
+                "  acked_at = CASE WHEN $7 THEN NULL ELSE a.acked_at END,"
+                "  acked_by = CASE WHEN $7 THEN NULL ELSE a.acked_by END, updated_at = now()"
+                " RETURNING id",
+                op.detector_id, op.sensor_id, op.to_state, op.active, op.condition, op.severity, op.raised,
+                op.cleared, _ts(op.t))
+            await conn.execute(
+                "INSERT INTO alarm_changes (alarm_id, time, from_state, to_state, condition, severity, cause)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                alarm_id, _ts(op.t), op.from_state, op.to_state, op.condition, op.severity, op.cause)
+            ids.append(alarm_id)
+    return ids
+
+
+class _connect:
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self.conn = await asyncpg.connect(self.dsn)
+        return self.conn
+
+    async def __aexit__(self, *exc) -> None:
+        await self.conn.close()

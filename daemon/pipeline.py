@@ -1,0 +1,244 @@
+"""The one-way flow: message → validate → (store + detect) → events → alarms → notify.
+
+``Pipeline.submit`` validates a message and keeps its rows pending. ``flush`` turns everything
+pending into a :class:`Unit`: it runs the detectors on the unit's readings (in memory, right
+away, so alarm latency does not wait for the database), derives event and alarm operations, and
+queues the unit for the writers. Writers commit a unit's readings, dead letters, events and
+alarm changes in one transaction; only then are the unit's MQTT messages acknowledged, strictly
+in arrival order. A unit that fails to write is retried until it succeeds: nothing is
+acknowledged, so nothing can be lost, and the bounded queue pushes back on the broker.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+
+from plantwatch.connectors.store import AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store
+
+from .alarms import AlarmBook
+from .config import Config
+from .detection import DetectorSet
+from .metrics import Metrics
+from .validate import Registry, Validated, validate
+
+log = logging.getLogger(__name__)
+
+Ack = Callable[[], None]
+
+
+@dataclass(slots=True)
+class Unit:
+    seq: int
+    acks: list[Ack]
+    readings: ReadingRows | None
+    robot: RobotRows | None
+    dead: list[DeadLetter]
+    collectors: list[CollectorSeen]
+    ops: list[AlarmOp]
+    sent: list[float]
+    newest: float
+    n_messages: int
+    alarm_turn: asyncio.Future | None = None  # set when the previous alarm-writing unit committed
+    alarm_done: asyncio.Future | None = None
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    acks: list[Ack] = field(default_factory=list)
+    items: list[Validated] = field(default_factory=list)
+    n: int = 0
+    since: float = 0.0
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, store: Store, registry: Registry, detectors: DetectorSet, alarms: AlarmBook,
+                 metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], Awaitable[None] | None] | None = None,
+                 queue_units: int = 4):
+        self.cfg = cfg
+        self.store = store
+        self.reg = registry
+        self.detectors = detectors
+        self.alarms = alarms
+        self.m = metrics
+        self.on_alarms = on_alarms
+        self.units: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=queue_units)
+        self._pending = _Pending()
+        self._unit_seq = 0
+        self._in_flight: deque[Unit] = deque()
+        self._last_alarm_done: asyncio.Future | None = None
+        self._seq: dict[str, int] = {}  # last sequence number seen per collector
+        self._tick_changes: list = []
+        self.committed = asyncio.Event()  # pulsed after each commit (tests, graceful drain)
+
+    # --- intake -------------------------------------------------------------------------------
+    def submit(self, topic: str, payload: bytes, ack: Ack, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        v = validate(topic, payload, self.cfg, self.reg, now)
+        self.m.messages.inc()
+        n_ok = len(v.col)
+        n_bad = sum(1 for d in v.rejected)
+        self.m.received.inc(n_ok + n_bad)
+        for d in v.rejected:
+            self.m.rejected.labels(d.reason).inc()
+        p = self._pending
+        if not p.acks:
+            p.since = now
+        p.acks.append(ack)
+        p.items.append(v)
+        p.n += n_ok + n_bad
+        self.m.pending.set(p.n)
+
+    def due(self, now: float | None = None) -> bool:
+        p = self._pending
+        if not p.acks:
+            return False
+        now = time.time() if now is None else now
+        return (p.n >= self.cfg.ingest.batch_readings or len(p.acks) >= self._window()
+                or now - p.since >= self.cfg.ingest.flush_interval)
+
+    def _window(self) -> int:
+        return self.cfg.mqtt.receive_window if self.cfg.mqtt else 1000
+
+    def add_tick(self, now: float) -> None:
+        """Time-driven detector conditions (stale sensors); written with the next unit."""
+        self._tick_changes.extend(self.detectors.tick(now))
+
+    # --- flush: detect, derive alarms, hand to writers -------------------------------------------
+    async def flush(self) -> None:
+        p, self._pending = self._pending, _Pending()
+        ticks, self._tick_changes = self._tick_changes, []
+        if not p.acks and not ticks:
+            return
+        fixed = [v for v in p.items if not v.robot and len(v.col)]
+        robots = [v for v in p.items if v.robot and len(v.col)]
+        col = np.concatenate([v.col for v in fixed]) if fixed else np.empty(0, np.int64)
+        t = np.concatenate([v.t for v in fixed]) if fixed else np.empty(0)
+        val = np.concatenate([v.value for v in fixed]) if fixed else np.empty(0)
+        q = np.concatenate([v.quality for v in fixed]) if fixed else np.empty(0, np.int16)
+        rcol = np.concatenate([v.col for v in robots]) if robots else np.empty(0, np.int64)
+        rt = np.concatenate([v.t for v in robots]) if robots else np.empty(0)
+        rval = np.concatenate([v.value for v in robots]) if robots else np.empty(0)
+
+        # detection runs on good-quality readings only: a "bad" reading is stored, not judged
+        changes = list(ticks)
+        good = q == 0
+        changes += self.detectors.process(col[good], t[good], val[good]) if not good.all() else \
+            self.detectors.process(col, t, val)
+        if len(rcol):
+            changes += self.detectors.process(rcol, rt, rval)
+        ops = self.alarms.apply(changes) if changes else []
+
+        readings = ReadingRows(self.reg.db_id[col], t, val, q) if len(col) else None
+        robot = None
+        if robots:
+            robot = RobotRows(self.reg.db_id[rcol], rt, rval, np.concatenate([v.quality for v in robots]),
+                              np.concatenate([v.x for v in robots]), np.concatenate([v.y for v in robots]),
+                              [a for v in robots for a in v.area])
+        self._unit_seq += 1
+        unit = Unit(self._unit_seq, p.acks, readings, robot, [d for v in p.items for d in v.rejected],
+                    self._collectors(p.items), ops, [v.sent for v in p.items if v.sent is not None],
+                    float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks))
+        if ops:
+            unit.alarm_turn = self._last_alarm_done
+            unit.alarm_done = asyncio.get_running_loop().create_future()
+            self._last_alarm_done = unit.alarm_done
+        self._in_flight.append(unit)
+        await self.units.put(unit)
+
+    def _collectors(self, items: list[Validated]) -> list[CollectorSeen]:
+        seen: dict[str, CollectorSeen] = {}
+        for v in items:
+            if v.collector is None or v.seq is None:
+                continue
+            last = self._seq.get(v.collector)
+            gap = max(0, v.seq - last - 1) if last is not None and v.seq > last else 0
+            if gap:
+                self.m.sequence_gaps.labels(v.collector).inc(gap)
+            if last is None or v.seq > last:
+                self._seq[v.collector] = v.seq
+            c = seen.get(v.collector)
+            t = v.sent if v.sent is not None else time.time()
+            if c is None:
+                seen[v.collector] = CollectorSeen(v.collector, v.seq, t, gap, 1)
+            else:
+                c.seq, c.t, c.gaps, c.batches = max(c.seq, v.seq), max(c.t, t), c.gaps + gap, c.batches + 1
+        return list(seen.values())
+
+    # --- writers --------------------------------------------------------------------------------
+    async def writer(self) -> None:
+        """Consume units until a ``None`` sentinel; run several of these for parallel writes."""
+        while True:
+            unit = await self.units.get()
+            if unit is None:
+                self.units.task_done()
+                return
+            try:
+                await self._write(unit)
+            finally:
+                self.units.task_done()
+
+    async def _write(self, unit: Unit) -> None:
+        delay = 0.2
+        while True:
+            t0 = time.perf_counter()
+            try:
+                turn = unit.alarm_turn
+                res = await self.store.write(unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops,
+                                             before_alarms=(lambda: asyncio.shield(turn)) if turn else None)
+                break
+            except Exception as e:  # noqa: BLE001 - never drop a unit: retry until it is durable
+                self.m.write_errors.inc()
+                log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        now = time.time()
+        self.m.write_seconds.observe(time.perf_counter() - t0)
+        self.m.batches.inc()
+        self.m.stored.labels("readings").inc(res.inserted)
+        self.m.stored.labels("robot_readings").inc(res.robot_inserted)
+        self.m.duplicates.inc(res.duplicates)
+        self.m.dead_lettered.inc(res.dead_lettered)
+        for s in unit.sent:
+            self.m.store_delay.observe(max(0.0, now - s))
+        if unit.newest:
+            self.m.ingest_lag.set(max(0.0, now - unit.newest))
+        if unit.alarm_done is not None:
+            unit.alarm_done.set_result(None)
+        unit.done = True
+        self._release_acks()
+        writes = [op for op in unit.ops if isinstance(op, AlarmWrite)]
+        if writes:
+            for w in writes:
+                self.m.alarm_changes.labels(w.to_state).inc()
+            for sev, n in self.alarms.counts_by_severity().items():
+                self.m.active_alarms.labels(sev).set(n)
+            if self.on_alarms is not None:
+                r = self.on_alarms(writes)
+                if asyncio.iscoroutine(r):
+                    await r
+        self.committed.set()
+        self.committed.clear()
+
+    def _release_acks(self) -> None:
+        """Acknowledge committed units' messages, oldest first, stopping at the first unit still
+        being written (MQTT requires PUBACKs in the order the PUBLISHes arrived)."""
+        n = 0
+        while self._in_flight and self._in_flight[0].done:
+            u = self._in_flight.popleft()
+            for ack in u.acks:
+                ack()
+            n += len(u.acks)
+        if n:
+            self.m.acked.inc(n)
+        self.m.pending.set(self._pending.n)
+
+    @property
+    def idle(self) -> bool:
+        return not self._in_flight and not self._pending.acks and self.units.empty()

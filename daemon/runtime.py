@@ -1,0 +1,68 @@
+"""Start what the config names (or the embedded broker and database when it names none), the
+metrics endpoint, and the daemon."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from plantwatch.connectors.mqtt import BrokerAddress
+
+from .config import Config
+from .metrics import Metrics
+from .service import Daemon, Endpoints
+
+log = logging.getLogger("plantwatch")
+
+
+class DaemonHandle:
+    def __init__(self, cfg: Config, *, config_text: str = "", metrics: Metrics | None = None):
+        self.cfg = cfg
+        self.config_text = config_text
+        self.metrics = metrics or Metrics()
+        self.daemon: Daemon | None = None
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self.daemon is not None:
+            self.daemon.stop.set()
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        async with contextlib.AsyncExitStack() as stack:
+            broker, dsn = await open_endpoints(cfg, stack)
+            if cfg.metrics.port:
+                server, _ = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+                stack.callback(server.shutdown)
+                log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, cfg.metrics.port)
+            self.daemon = Daemon(cfg, Endpoints(broker, dsn), config_text=self.config_text, metrics=self.metrics)
+            if self._stop_requested:
+                self.daemon.stop.set()
+            await self.daemon.run()
+
+
+async def open_endpoints(cfg: Config, stack: contextlib.AsyncExitStack) -> tuple[BrokerAddress, str]:
+    """The configured broker and database, or embedded ones in ``state.data_dir``."""
+    data = Path(cfg.state.data_dir)
+    if cfg.mqtt is not None:
+        broker = BrokerAddress(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.username, cfg.mqtt.password)
+    else:
+        from plantwatch.connectors.embedded import EmbeddedBroker
+
+        b = await stack.enter_async_context(EmbeddedBroker())
+        broker = BrokerAddress(b.host, b.port)
+        log.info("no mqtt configured: embedded broker on %s:%d", b.host, b.port)
+    if cfg.database is not None:
+        dsn = cfg.database.dsn
+    else:
+        from plantwatch.connectors.embedded import EmbeddedPostgres
+
+        pg = await stack.enter_async_context(EmbeddedPostgres(data / "pgdata"))
+        dsn = pg.dsn
+        log.info("no database configured: embedded PostgreSQL in %s", data / "pgdata")
+    return broker, dsn
+
+
+def run_with_services(cfg: Config, *, config_text: str = "") -> DaemonHandle:
+    return DaemonHandle(cfg, config_text=config_text)

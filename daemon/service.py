@@ -1,0 +1,200 @@
+"""The daemon: wires the stages under one ``asyncio.TaskGroup`` and shuts them down in order.
+
+Start order is outputs first (database, writers, alarm publisher), inputs last (MQTT), as in
+Telegraf; stop order is the reverse: stop reading MQTT, flush what is pending, let the writers
+drain and acknowledge, save detector state, close. A task that crashes cancels its siblings and
+the process exits non-zero so that systemd (or the container runtime) restarts it; unacknowledged
+messages are redelivered by the broker on restart.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import aiomqtt
+
+from plantwatch.connectors.mqtt import BrokerAddress, Publisher, Subscriber
+from plantwatch.connectors.store import AlarmWrite, Store
+
+from .alarms import AlarmBook
+from .config import Config
+from .detection import DetectorSet
+from .metrics import Metrics
+from .pipeline import Pipeline
+from .validate import Registry
+
+log = logging.getLogger("plantwatch")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    broker: BrokerAddress
+    dsn: str
+
+
+def topics(cfg: Config) -> tuple[list[str], str]:
+    prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
+    base = f"{prefix}/{cfg.site.id}"
+    return [f"{base}/+/readings", f"{base}/+/robot"], f"{base}/alarms"
+
+
+class Daemon:
+    def __init__(self, cfg: Config, endpoints: Endpoints, *, config_text: str = "", metrics: Metrics | None = None,
+                 client_id: str | None = None):
+        self.cfg = cfg
+        self.ep = endpoints
+        self.config_text = config_text
+        self.m = metrics or Metrics()
+        self.client_id = client_id or (cfg.mqtt.client_id if cfg.mqtt else "plantwatch-daemon")
+        self.stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.store: Store | None = None
+        self.pipeline: Pipeline | None = None
+        self._gen = 0
+        self._notify: asyncio.Queue[list[AlarmWrite]] = asyncio.Queue(maxsize=1000)
+        self._dirty_since: float | None = None
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        self.store = store = await Store.open(self.ep.dsn, connections=(cfg.database.writers if cfg.database else 2) + 2)
+        try:
+            ids = await store.sync_registry(cfg.site, cfg.sensors)
+            if self.config_text:
+                from .config import config_hash
+                await store.record_config(config_hash(self.config_text), self.config_text)
+            reg = Registry.build(cfg, ids)
+            detectors = DetectorSet(cfg)
+            restored = detectors.restore(await store.load_detector_states())
+            if restored:
+                log.info("restored learned state of %d detector(s): %s", len(restored), ", ".join(restored))
+            book = AlarmBook(reg.db_id)
+            book.load([dict(r) for r in await store.load_alarms()])
+            self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification)
+            n_writers = cfg.database.writers if cfg.database else 2
+            async with asyncio.TaskGroup() as tg:
+                writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
+                notifier = tg.create_task(self._notifier(), name="notifier")
+                timer = tg.create_task(self._timer(), name="timer")
+                ingest = tg.create_task(self._ingest(), name="ingest")
+                await self.stop.wait()
+                log.info("stopping: no more intake; flushing and draining")
+                ingest.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ingest
+                timer.cancel()
+                await self.pipeline.flush()
+                for _ in writers:
+                    await self.pipeline.units.put(None)
+                await asyncio.gather(*writers)
+                await self._save_state()
+                await self._notify.put([])  # sentinel: notifier publishes the final state and ends
+                await notifier
+        finally:
+            await store.close()
+
+    # --- stages -----------------------------------------------------------------------------------
+    async def _ingest(self) -> None:
+        in_topics, _ = topics(self.cfg)
+        mq = self.cfg.mqtt
+        backoff = 0.5
+        while True:
+            self._gen += 1
+            gen = self._gen
+            try:
+                async with Subscriber(self.ep.broker, client_id=self.client_id, topics=in_topics,
+                                      keepalive=mq.keepalive if mq else 30,
+                                      receive_window=mq.receive_window if mq else 1000) as sub:
+                    self.m.connected.set(1)
+                    self.ready.set()
+                    backoff = 0.5
+                    log.info("subscribed to %s on %s:%d", ", ".join(in_topics), self.ep.broker.host, self.ep.broker.port)
+                    async for msg in sub.messages():
+                        payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
+                        self.pipeline.submit(str(msg.topic), bytes(payload), partial(self._ack, sub, msg, gen))
+                        if self.pipeline.due():
+                            await self.pipeline.flush()
+            except aiomqtt.MqttError as e:
+                self.m.connected.set(0)
+                log.warning("MQTT connection lost (%s); reconnecting in %.1fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _ack(self, sub: Subscriber, msg: aiomqtt.Message, gen: int) -> None:
+        # A message from an earlier connection cannot be acknowledged on this one: the broker
+        # redelivers it, and the idempotent write makes the second copy harmless.
+        if gen == self._gen:
+            sub.ack(msg)
+
+    async def _timer(self) -> None:
+        p = self.pipeline
+        tick_every, last_tick = 1.0, 0.0
+        last_snapshot = time.monotonic()
+        last_rollup, rollup_from = 0.0, time.time() - 120
+        step = min(self.cfg.ingest.flush_interval / 2, 0.05)
+        while True:
+            await asyncio.sleep(step)
+            now = time.time()
+            if now - last_tick >= tick_every:
+                last_tick = now
+                p.add_tick(now)
+                if p._tick_changes:  # noqa: SLF001
+                    await p.flush()
+            if p.due(now):
+                await p.flush()
+            if time.monotonic() - last_snapshot >= self.cfg.state.snapshot_interval:
+                last_snapshot = time.monotonic()
+                await self._save_state()
+            if now - last_rollup >= 10.0:
+                last_rollup = now
+                with contextlib.suppress(Exception):
+                    await self.store.refresh_rollups(rollup_from, now)
+                rollup_from = now - 120  # late readings within two minutes are folded in
+
+    async def _save_state(self) -> None:
+        try:
+            await self.store.save_detector_states(self.pipeline.detectors.states())
+        except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion
+            log.error("saving detector state failed: %s", e)
+
+    def _queue_notification(self, writes: list[AlarmWrite]) -> None:
+        try:
+            self._notify.put_nowait(writes)
+        except asyncio.QueueFull:
+            self.m.notify_dropped.inc(len(writes))
+
+    async def _notifier(self) -> None:
+        """Publish alarm changes and the retained list of active alarms. Runs on its own MQTT
+        connection and queue, so a slow or absent broker never blocks ingestion."""
+        _, alarm_base = topics(self.cfg)
+        ending = False
+        while not ending:
+            try:
+                async with Publisher(self.ep.broker, client_id=f"{self.client_id}-pub") as pub:
+                    await self._publish_active(pub, alarm_base)
+                    while True:
+                        writes = await self._notify.get()
+                        if not writes:
+                            ending = True
+                            await self._publish_active(pub, alarm_base)
+                            break
+                        for w in writes:
+                            await pub.publish(f"{alarm_base}/changes", json.dumps({
+                                "detector": w.detector_id, "sensor_id": w.sensor_id, "from": w.from_state,
+                                "to": w.to_state, "active": w.active, "condition": w.condition,
+                                "severity": w.severity, "time": w.t, "cause": w.cause}).encode())
+                        await self._publish_active(pub, alarm_base)
+            except aiomqtt.MqttError as e:
+                if ending:
+                    return
+                log.warning("alarm publisher: %s; retrying", e)
+                await asyncio.sleep(1.0)
+
+    async def _publish_active(self, pub: Publisher, alarm_base: str) -> None:
+        active = await self.store.active_alarms()
+        await pub.publish(f"{alarm_base}/active", json.dumps(
+            {"site": self.cfg.site.id, "time": time.time(), "alarms": active}).encode(), retain=True)

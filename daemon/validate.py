@@ -1,0 +1,169 @@
+"""Decode and validate one MQTT message against the sensor registry.
+
+Every reading either becomes a row (column arrays, ready for storage and detection) or a
+:class:`~plantwatch.connectors.store.DeadLetter` with a stable reason code. A bad reading never
+takes the good readings of its batch down with it.
+
+Reason codes (the ``reason`` label of ``plantwatch_readings_rejected_total``):
+``oversized``, ``invalid_utf8``, ``malformed_json``, ``bad_envelope``, ``bad_version``,
+``bad_topic``, ``collector_mismatch``, ``wrong_type``, ``non_finite``, ``unknown_sensor``,
+``wrong_kind``, ``missing_position``, ``bad_time``, ``future_time``, ``too_old``, ``out_of_range``.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from plantwatch.connectors import wire
+from plantwatch.connectors.store import DeadLetter
+
+from .config import Config
+
+
+@dataclass(slots=True)
+class Registry:
+    """Lookup tables built once from the config (and the database ids of the sensors)."""
+
+    index: dict[str, int]  # sensor tag -> column (position in config.sensors)
+    db_id: np.ndarray  # column -> database id (int32)
+    range_min: np.ndarray
+    range_max: np.ndarray
+    is_robot: np.ndarray  # bool per column
+    areas: list[tuple[str, float, float, float, float]]  # (id, x0, y0, x1, y1) with bounds
+
+    @classmethod
+    def build(cls, cfg: Config, ids: dict[str, int]) -> "Registry":
+        s = cfg.sensors
+        return cls(
+            index={x.id: i for i, x in enumerate(s)},
+            db_id=np.array([ids[x.id] for x in s], dtype=np.int32),
+            range_min=np.array([x.range[0] for x in s]),
+            range_max=np.array([x.range[1] for x in s]),
+            is_robot=np.array([x.kind == "robot" for x in s], dtype=bool),
+            areas=[(a.id, *a.bounds) for a in cfg.site.areas if a.bounds],
+        )
+
+    def area_at(self, x: float, y: float) -> str | None:
+        for a, x0, y0, x1, y1 in self.areas:
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                return a
+        return None
+
+
+@dataclass(slots=True)
+class Validated:
+    """The usable content of one message."""
+
+    collector: str | None
+    seq: int | None
+    sent: float | None
+    col: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # sensor columns
+    t: np.ndarray = field(default_factory=lambda: np.empty(0))
+    value: np.ndarray = field(default_factory=lambda: np.empty(0))
+    quality: np.ndarray = field(default_factory=lambda: np.empty(0, np.int16))
+    x: np.ndarray | None = None  # robot readings only
+    y: np.ndarray | None = None
+    area: list[str | None] | None = None
+    rejected: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def robot(self) -> bool:
+        return self.x is not None
+
+
+def _key(topic: str, payload: bytes, pos: str) -> str:
+    return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=12).hexdigest() + ":" + pos
+
+
+def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float) -> Validated:
+    ing = cfg.ingest
+    prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
+    where = wire.parse_topic(topic, prefix, cfg.site.id)
+    if where is None:
+        return Validated(None, None, None, rejected=[DeadLetter(
+            topic, None, None, "bad_topic", f"topic {topic!r} is not {prefix}/{cfg.site.id}/<collector>/readings|robot",
+            payload[:4096], _key(topic, payload, "topic"))])
+    collector, kind = where
+    dec = wire.decode(payload, max_bytes=ing.max_payload_bytes, max_readings=ing.max_readings_per_message)
+    if dec.batch is None:
+        r = dec.rejected[0]
+        return Validated(collector, None, None, rejected=[DeadLetter(topic, collector, None, r.reason, r.detail, r.raw,
+                                                                     _key(topic, payload, "batch"))])
+    b = dec.batch
+    out = Validated(b.collector, b.seq, b.sent)
+    if b.collector != collector:
+        out.rejected.append(DeadLetter(topic, collector, b.seq, "collector_mismatch",
+                                       f"payload collector {b.collector!r} does not match topic collector {collector!r}",
+                                       payload[:4096], _key(topic, payload, "batch")))
+        return out
+    dead = out.rejected
+    for i, r in enumerate(dec.rejected):
+        dead.append(DeadLetter(topic, collector, b.seq, r.reason, r.detail, r.raw, _key(topic, payload, f"d{i}")))
+    rs = dec.readings
+    if not rs:
+        return out
+    robot = kind == "robot"
+
+    col = np.fromiter((reg.index.get(r.sensor, -1) for r in rs), dtype=np.int64, count=len(rs))
+    times = [r.time for r in rs]
+    try:
+        t = np.array(times, dtype=np.float64)
+    except (TypeError, ValueError):  # some are RFC 3339 strings
+        t = np.array([wire.parse_time(v) for v in times], dtype=np.float64)
+    value = np.fromiter((r.value for r in rs), dtype=np.float64, count=len(rs))
+    quality = np.fromiter((wire.QUALITY_CODES[r.quality] for r in rs), dtype=np.int16, count=len(rs))
+
+    bad = np.zeros(len(rs), dtype=np.int8)  # index into REASONS below, 0 = ok
+    known = col >= 0
+    c = np.where(known, col, 0)
+    checks = [
+        ("unknown_sensor", ~known),
+        ("wrong_kind", known & (reg.is_robot[c] != robot)),
+        ("bad_time", ~np.isfinite(t)),
+        ("future_time", t > now + ing.max_future_skew),
+        ("too_old", t < now - ing.max_age),
+        ("out_of_range", known & ((value < reg.range_min[c]) | (value > reg.range_max[c]))),
+    ]
+    if robot:
+        xs = np.array([math.nan if r.x is None else r.x for r in rs])
+        ys = np.array([math.nan if r.y is None else r.y for r in rs])
+        checks.insert(2, ("missing_position", ~(np.isfinite(xs) & np.isfinite(ys))))
+    for code, (_, mask) in enumerate(checks, start=1):
+        np.copyto(bad, np.int8(code), where=mask & (bad == 0))
+    ok = bad == 0
+    for i in np.flatnonzero(~ok):
+        reason = checks[bad[i] - 1][0]
+        r = rs[i]
+        dead.append(DeadLetter(topic, collector, b.seq, reason, _detail(reason, r, cfg, reg, c[i], now),
+                               wire.encode_reading(r), _key(topic, payload, f"r{i}")))
+    if ok.all():
+        out.col, out.t, out.value, out.quality = col, t, value, quality
+    else:
+        out.col, out.t, out.value, out.quality = col[ok], t[ok], value[ok], quality[ok]
+    if robot:
+        keep = np.flatnonzero(ok)
+        out.x, out.y = xs[ok], ys[ok]
+        out.area = [rs[i].area or reg.area_at(xs[i], ys[i]) for i in keep]
+    return out
+
+
+def _detail(reason: str, r: wire.Reading, cfg: Config, reg: Registry, col: int, now: float) -> str:
+    if reason == "unknown_sensor":
+        return f"sensor {r.sensor!r} is not in the registry of site {cfg.site.id!r}"
+    if reason == "wrong_kind":
+        return f"sensor {r.sensor!r} is {cfg.sensors[col].kind!r}: sent on the wrong topic kind"
+    if reason == "missing_position":
+        return f"robot reading of {r.sensor!r} without finite x and y"
+    if reason == "bad_time":
+        return f"time {r.time!r} is not Unix seconds or RFC 3339 with an offset"
+    if reason == "future_time":
+        return f"time {r.time!r} is {wire.parse_time(r.time) - now:.0f} s in the future (max {cfg.ingest.max_future_skew:g})"
+    if reason == "too_old":
+        return f"time {r.time!r} is {now - wire.parse_time(r.time):.0f} s old (max {cfg.ingest.max_age:g})"
+    if reason == "out_of_range":
+        s = cfg.sensors[col]
+        return f"value {r.value!r} outside the measuring range [{s.range[0]:g}, {s.range[1]:g}] {s.unit} of {r.sensor!r}"
+    return reason
