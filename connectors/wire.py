@@ -62,6 +62,9 @@ class _LooseBatch(msgspec.Struct):
     sent: float | None = None
 
 
+# msgspec.ValidationError subclasses DecodeError; invalid UTF-8 inside a string raises
+# UnicodeDecodeError, which must not escape either.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
 _batch_decoder = msgspec.json.Decoder(Batch)
 _loose_decoder = msgspec.json.Decoder(_LooseBatch)
 _reading_decoder = msgspec.json.Decoder(Reading)
@@ -93,19 +96,18 @@ def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
         batch = _batch_decoder.decode(payload)
         readings = batch.readings
         rejected: list[Rejected] = []
-    except (msgspec.DecodeError, msgspec.ValidationError) as first:
+    except _DECODE_ERRORS:
         try:
             loose = _loose_decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        except _DECODE_ERRORS as e:
             return Decoded(None, rejected=[Rejected(_envelope_reason(payload, e), f"batch envelope: {e}", _clip(payload))])
         batch = Batch(loose.v, loose.collector, loose.seq, [], loose.sent)
         readings, rejected = [], []
         for raw in loose.readings:
             try:
                 readings.append(_reading_decoder.decode(raw))
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            except _DECODE_ERRORS as e:
                 rejected.append(Rejected(_reading_reason(e), f"reading: {e}", _clip(bytes(raw))))
-        del first
     if batch.v != WIRE_VERSION:
         return Decoded(None, rejected=[Rejected("bad_version", f"wire version {batch.v} not supported (expected {WIRE_VERSION})", _clip(payload))])
     if len(readings) > max_readings:
@@ -118,16 +120,17 @@ def _envelope_reason(payload: bytes, e: Exception) -> str:
         payload.decode("utf-8")
     except UnicodeDecodeError:
         return "invalid_utf8"
-    return "malformed_json" if isinstance(e, msgspec.DecodeError) else "bad_envelope"
+    if isinstance(e, UnicodeDecodeError):
+        return "invalid_utf8"
+    return "bad_envelope" if isinstance(e, msgspec.ValidationError) else "malformed_json"
 
 
 def _reading_reason(e: Exception) -> str:
-    msg = str(e)
-    if "out of range" in msg:
-        return "non_finite"
-    if isinstance(e, msgspec.DecodeError):
+    if isinstance(e, UnicodeDecodeError):
+        return "invalid_utf8"
+    if not isinstance(e, msgspec.ValidationError):
         return "malformed_json"
-    return "wrong_type"
+    return "non_finite" if "out of range" in str(e) else "wrong_type"
 
 
 def parse_time(value: float | str) -> float:

@@ -1,0 +1,90 @@
+"""Storage on TimescaleDB and on plain PostgreSQL: migrations, idempotent writes, exact values."""
+from __future__ import annotations
+
+import asyncpg
+import numpy as np
+import pytest
+
+from plantwatch.connectors.migrations import available, migrate
+from plantwatch.connectors.store import DeadLetter, ReadingRows, RobotRows, Store
+from plantwatch.daemon.config import load_config_text
+
+from .helpers import site_config
+
+CFG = load_config_text(site_config(n_gas=5, n_robot=1))
+
+
+async def test_migrations_apply_once_and_pick_the_right_tables(any_db):
+    conn = await asyncpg.connect(any_db)
+    try:
+        assert await migrate(conn) == [v for v, _, _ in available()]
+        assert await migrate(conn) == []
+        preloaded = "timescaledb" in (await conn.fetchval("SHOW shared_preload_libraries"))
+        hyper = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+        assert bool(hyper) == preloaded
+        if preloaded:
+            names = {r[0] for r in await conn.fetch("SELECT hypertable_name FROM timescaledb_information.hypertables")}
+            assert {"readings", "robot_readings", "readings_1m"} <= names
+    finally:
+        await conn.close()
+
+
+async def test_writes_are_idempotent_and_exact(any_db):
+    store = await Store.open(any_db)
+    try:
+        ids = await store.sync_registry(CFG.site, CFG.sensors)
+        assert await store.sync_registry(CFG.site, CFG.sensors) == ids  # ids are stable
+        n = 10_000
+        sid = np.array([ids[f"G{i % 5}"] for i in range(n)], dtype=np.int32)
+        t = 1_790_000_000.123456 + np.arange(n) // 5 * 0.25
+        val = np.random.default_rng(1).normal(size=n)
+        q = (np.arange(n) % 3).astype(np.int16)
+        rows = ReadingRows(sid, t, val, q)
+        r1 = await store.write(rows)
+        assert (r1.inserted, r1.duplicates) == (n, 0)
+        r2 = await store.write(rows)  # a redelivery
+        assert (r2.inserted, r2.duplicates) == (0, n)
+        async with store.pool.acquire() as c:
+            got = await c.fetch("SELECT extract(epoch FROM time)::float8 AS t, sensor_id, value, quality FROM readings"
+                                " ORDER BY time, sensor_id")
+        assert len(got) == n
+        order = np.lexsort((sid, t))
+        assert np.allclose([g["t"] for g in got], t[order], atol=1e-6, rtol=0)
+        assert [g["value"] for g in got] == val[order].tolist()
+        assert [g["quality"] for g in got] == q[order].tolist()
+
+        robot = RobotRows(np.array([ids["R0"]] * 2, dtype=np.int32), np.array([1.79e9, 1.79e9 + 1]), np.array([1.0, 2.0]),
+                          np.zeros(2, np.int16), np.array([3.0, 4.0]), np.array([5.0, 6.0]), ["area1", None])
+        dead = [DeadLetter("t/x", "c1", 4, "out_of_range", "too big", b'{"x":1}', "k1")]
+        r = await store.write(None, robot, dead)
+        assert (r.robot_inserted, r.dead_lettered) == (2, 1)
+        r = await store.write(None, robot, dead)
+        assert (r.robot_inserted, r.dead_lettered, r.duplicates) == (0, 0, 2)
+    finally:
+        await store.close()
+
+
+async def test_rollups(any_db):
+    store = await Store.open(any_db)
+    try:
+        ids = await store.sync_registry(CFG.site, CFG.sensors)
+        t0 = 1_790_000_080.0  # 40 s into a minute (1_790_000_040 is a whole minute)
+        t = t0 + np.arange(60.0)  # spans two minutes
+        await store.write(ReadingRows(np.full(60, ids["G0"], np.int32), t, np.arange(60.0), np.zeros(60, np.int16)))
+        assert await store.refresh_rollups(t0 - 100, t0 + 100) == 2
+        async with store.pool.acquire() as c:
+            rows = await c.fetch("SELECT n, avg, min, max, last FROM readings_1m ORDER BY bucket")
+        assert [tuple(r) for r in rows] == [(20, 9.5, 0.0, 19.0, 19.0), (40, 39.5, 20.0, 59.0, 59.0)]
+    finally:
+        await store.close()
+
+
+async def test_detector_state_round_trip(any_db):
+    store = await Store.open(any_db)
+    try:
+        st = {"a": np.arange(5.0), "b": {"c": np.zeros(3, np.int8)}}
+        await store.save_detector_states([("d1", "fp", st)])
+        got = await store.load_detector_states()
+        assert got["d1"][0] == "fp" and np.array_equal(got["d1"][1]["a"], st["a"])
+    finally:
+        await store.close()

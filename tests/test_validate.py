@@ -1,0 +1,111 @@
+"""Decoding and validation: each kind of bad input gets its reason; good readings survive."""
+from __future__ import annotations
+
+import time
+
+import msgspec
+import numpy as np
+import pytest
+
+from plantwatch.connectors.wire import encode_batch
+from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.validate import Registry, validate
+
+from .helpers import site_config
+
+NOW = 1_800_000_000.0
+CFG = load_config_text(site_config(n_gas=3, n_robot=1, mqtt=("127.0.0.1", 1883), prefix="pw"))
+REG = Registry.build(CFG, {s.id: 100 + i for i, s in enumerate(CFG.sensors)})
+TOPIC = "pw/testsite/edge1/readings"
+
+
+def run(payload: bytes, topic: str = TOPIC):
+    return validate(topic, payload, CFG, REG, NOW)
+
+
+def test_good_batch():
+    v = run(encode_batch("edge1", 7, [{"sensor": "G1", "time": NOW, "value": 2.5, "quality": "uncertain"},
+                                      {"sensor": "G0", "time": "2027-01-15T08:00:00Z", "value": 0.0}]))
+    assert v.rejected == [] and v.seq == 7 and v.collector == "edge1"
+    assert v.col.tolist() == [1, 0] and v.value.tolist() == [2.5, 0.0] and v.quality.tolist() == [1, 0]
+    from datetime import datetime
+    assert v.t[0] == NOW and v.t[1] == datetime.fromisoformat("2027-01-15T08:00:00+00:00").timestamp()
+
+
+@pytest.mark.parametrize("reading,reason", [
+    ({"sensor": "nope", "time": NOW, "value": 1}, "unknown_sensor"),
+    ({"sensor": "G0", "time": NOW, "value": 101}, "out_of_range"),
+    ({"sensor": "G0", "time": NOW, "value": -0.5}, "out_of_range"),
+    ({"sensor": "G0", "time": NOW + 3600, "value": 1}, "future_time"),
+    ({"sensor": "G0", "time": NOW - 30 * 86400, "value": 1}, "too_old"),
+    ({"sensor": "G0", "time": "yesterday", "value": 1}, "bad_time"),
+    ({"sensor": "G0", "time": "2027-01-15T08:00:00", "value": 1}, "bad_time"),  # no offset: ambiguous
+    ({"sensor": "G0", "time": NOW, "value": "7"}, "wrong_type"),
+    ({"sensor": "G0", "time": NOW, "value": True}, "wrong_type"),
+    ({"sensor": "G0", "time": NOW}, "wrong_type"),
+    ({"sensor": "G0", "time": NOW, "value": 1, "extra": 1}, "wrong_type"),
+    ({"sensor": "R0", "time": NOW, "value": 1}, "wrong_kind"),
+])
+def test_bad_reading_is_rejected_alone(reading, reason):
+    good = {"sensor": "G2", "time": NOW, "value": 3.0}
+    v = run(msgspec.json.encode({"v": 1, "collector": "edge1", "seq": 1, "readings": [good, reading, good | {"time": NOW + 1}]}))
+    assert [d.reason for d in v.rejected] == [reason]
+    assert v.col.tolist() == [2, 2] and v.t.tolist() == [NOW, NOW + 1]
+    d = v.rejected[0]
+    assert d.detail and d.collector == "edge1" and d.seq == 1 and d.payload
+
+
+def test_non_finite_values_are_rejected():
+    raw = b'{"v":1,"collector":"edge1","seq":1,"readings":[{"sensor":"G0","time":%d,"value":1e999},' \
+          b'{"sensor":"G1","time":%d,"value":2}]}' % (NOW, NOW)
+    v = run(raw)
+    assert [d.reason for d in v.rejected] == ["non_finite"] and v.col.tolist() == [1]
+    v = run(raw.replace(b"1e999", b"NaN"))  # not JSON at all: the whole message is malformed
+    assert [d.reason for d in v.rejected] == ["malformed_json"] and len(v.col) == 0
+
+
+@pytest.mark.parametrize("payload,reason", [
+    (b"{not json", "malformed_json"),
+    (b"\xff\xfe\x00garbage", "invalid_utf8"),
+    (b'{"v":1,"collector":"edge1","seq":1,"readings":[{"sensor":"\xff","time":1,"value":1}]}', "invalid_utf8"),
+    (b"[]", "bad_envelope"),
+    (b'{"v":2,"collector":"edge1","seq":1,"readings":[]}', "bad_version"),
+    (b'{"v":1,"collector":"edge1","readings":[]}', "bad_envelope"),
+    (b"x" * (2 * 1024 * 1024), "oversized"),
+    (b'{"v":1,"collector":"other","seq":1,"readings":[]}', "collector_mismatch"),
+])
+def test_bad_envelope(payload, reason):
+    v = run(payload)
+    assert [d.reason for d in v.rejected] == [reason]
+    assert len(v.col) == 0
+
+
+def test_bad_topic():
+    v = run(encode_batch("edge1", 1, []), topic="pw/othersite/edge1/readings")
+    assert [d.reason for d in v.rejected] == ["bad_topic"]
+
+
+def test_robot_readings_need_position_and_get_area():
+    t = "pw/testsite/robot1/robot"
+    v = validate(t, encode_batch("robot1", 1, [
+        {"sensor": "R0", "time": NOW, "value": 1.0, "x": 150.0, "y": 20.0},
+        {"sensor": "R0", "time": NOW + 1, "value": 1.0},
+        {"sensor": "G0", "time": NOW + 2, "value": 1.0, "x": 1.0, "y": 1.0},
+    ]), CFG, REG, NOW)
+    assert sorted(d.reason for d in v.rejected) == ["missing_position", "wrong_kind"]
+    assert v.robot and v.x.tolist() == [150.0] and v.area == ["area2"]
+
+
+def test_dead_letter_keys_are_stable_for_redelivery():
+    p = msgspec.json.encode({"v": 1, "collector": "edge1", "seq": 1, "readings": [{"sensor": "x", "time": NOW, "value": 1}]})
+    assert run(p).rejected[0].key == run(p).rejected[0].key
+    q = p.replace(b'"seq":1', b'"seq":2')
+    assert run(p).rejected[0].key != run(q).rejected[0].key
+
+
+def test_many_readings_vectorised_path():
+    rs = [{"sensor": f"G{i % 3}", "time": NOW - 1000 + i, "value": float(i % 50)} for i in range(1000)]
+    rs[500]["value"] = 1000.0
+    v = run(encode_batch("edge1", 1, rs))
+    assert len(v.col) == 999 and [d.reason for d in v.rejected] == ["out_of_range"]
+    assert np.all(np.diff(v.t) > 0)
