@@ -1,0 +1,1 @@
+"""plantwatch connectors: I/O to MQTT brokers, PostgreSQL/TimescaleDB and the embedded services."""

@@ -1,0 +1,1 @@
+"""plantwatch daemon: config, pipeline wiring, supervisor and CLI."""
