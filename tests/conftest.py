@@ -1,0 +1,123 @@
+"""Shared fixtures: private Mosquitto and PostgreSQL/TimescaleDB instances on free ports.
+
+The services come from ``plantwatch.connectors.services``; nothing here uses
+the system's 1883/5432.  A missing binary makes the fixture raise
+``ServiceUnavailable`` with the install command, so the tests that need it
+*error* (and the run fails) instead of being skipped.
+
+TimescaleDB is required too, except that a developer may run locally without
+it by setting ``PLANTWATCH_TEST_ALLOW_NO_TIMESCALEDB=1``; under ``CI`` that
+opt-out is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
+
+import asyncpg
+import pytest
+
+from plantwatch.connectors.services import MosquittoInstance, PostgresInstance, ServiceError
+
+
+S = TypeVar("S", MosquittoInstance, PostgresInstance)
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _timescaledb_required() -> bool:
+    return _ci() or os.environ.get("PLANTWATCH_TEST_ALLOW_NO_TIMESCALEDB", "") in ("", "0")
+
+
+def _started(make: Callable[[], S]) -> S:
+    """Create and start a service; a missing one becomes a test error with just its message (how to install it)."""
+    try:
+        service = make()
+        service.start()
+        return service
+    except ServiceError as exc:
+        message = f"{type(exc).__name__}: {exc}"
+    pytest.fail(message, pytrace=False)  # outside the except block: no chained traceback
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[MosquittoInstance]:
+    """A Mosquitto broker for the whole session (persistence on, big offline queues)."""
+    broker = _started(MosquittoInstance)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresInstance]:
+    """PostgreSQL 15 with TimescaleDB preloaded, fsync off, for the whole session."""
+    required = _timescaledb_required()
+    pg = _started(lambda: PostgresInstance(timescaledb=True if required else None, fast=True))
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def plain_postgres() -> Iterator[PostgresInstance]:
+    """PostgreSQL 15 without TimescaleDB preloaded: plantwatch must also run on plain PostgreSQL."""
+    pg = _started(lambda: PostgresInstance(timescaledb=False, fast=True))
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+async def _fresh_database(instance: PostgresInstance) -> AsyncIterator[str]:
+    name = f"test_{uuid.uuid4().hex}"
+    conn = await asyncpg.connect(instance.admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield instance.dsn_for(name)
+    finally:
+        conn = await asyncpg.connect(instance.admin_dsn)
+        try:
+            # FORCE: TimescaleDB's per-database scheduler (or a leaked test connection) would block the drop.
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def db(postgres: PostgresInstance) -> AsyncIterator[str]:
+    """DSN of a new, empty database on the TimescaleDB cluster, dropped after the test."""
+    async for dsn in _fresh_database(postgres):
+        yield dsn
+
+
+@pytest.fixture
+async def plain_db(plain_postgres: PostgresInstance) -> AsyncIterator[str]:
+    """DSN of a new, empty database on the plain PostgreSQL cluster, dropped after the test."""
+    async for dsn in _fresh_database(plain_postgres):
+        yield dsn
+
+
+@pytest.fixture(params=["timescaledb", "plain"])
+async def any_db(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Runs the test twice: on a fresh TimescaleDB database and on a fresh plain PostgreSQL one."""
+    name = "postgres" if request.param == "timescaledb" else "plain_postgres"
+    instance: PostgresInstance = request.getfixturevalue(name)
+    async for dsn in _fresh_database(instance):
+        yield dsn
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique MQTT topic prefix (ending in '/') so tests sharing the broker never see each other's messages."""
+    return f"plantwatch-tests/{uuid.uuid4().hex}/"
