@@ -18,7 +18,8 @@ def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
-        logging.getLogger("aiomqtt").setLevel(logging.WARNING)
+        for noisy in ("aiomqtt", "amqtt", "transitions", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # --- config check ------------------------------------------------------------------------------
