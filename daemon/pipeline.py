@@ -134,6 +134,10 @@ class Pipeline:
         if len(rcol):
             changes += self.detectors.process(rcol, rt, rval)
         ops = self.alarms.apply(changes) if changes else []
+        for w in self.detectors.watches:
+            if w.seconds:
+                self.m.detector_seconds.labels(w.cfg.id).inc(w.seconds)
+                w.seconds = 0.0
 
         readings = ReadingRows(self.reg.db_id[col], t, val, q) if len(col) else None
         robot = None

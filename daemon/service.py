@@ -74,6 +74,8 @@ class Daemon:
                 log.info("restored learned state of %d detector(s): %s", len(restored), ", ".join(restored))
             book = AlarmBook(reg.db_id)
             book.load([dict(r) for r in await store.load_alarms()])
+            for sev, n in book.counts_by_severity().items():
+                self.m.active_alarms.labels(sev).set(n)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification)
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
