@@ -34,3 +34,21 @@ def encode(columns: list[tuple[str, np.ndarray]]) -> bytes:
         rows[f"l{i}"] = _FIELDS[kind][1]
         rows[f"v{i}"] = unix_to_pg_micros(values) if kind == "timestamptz" else values
     return HEADER + rows.tobytes() + TRAILER
+
+
+def decode_fixed(data: bytes, kinds: list[str]) -> list[np.ndarray]:
+    """Columns from a binary COPY stream of fixed-width, non-NULL fields (the reverse of
+    :func:`encode`); timestamptz columns come back as Unix seconds (float64)."""
+    fields = [("nf", ">i2")]
+    for i, kind in enumerate(kinds):
+        fields += [(f"l{i}", ">i4"), (f"v{i}", _FIELDS[kind][0])]
+    dt = np.dtype(fields)
+    body = memoryview(data)[len(HEADER):len(data) - len(TRAILER)]
+    if len(body) % dt.itemsize:
+        raise ValueError("COPY stream is not made of fixed-width rows (a NULL or a variable-width field?)")
+    rows = np.frombuffer(body, dtype=dt)
+    out = []
+    for i, kind in enumerate(kinds):
+        v = rows[f"v{i}"]
+        out.append(v.astype(np.float64) / 1e6 + PG_EPOCH if kind == "timestamptz" else v.astype(v.dtype.newbyteorder("=")))
+    return out

@@ -276,6 +276,20 @@ class Store:
         # The state table is written only by plantwatch itself (never from network input).
         return {r["detector_id"]: (r["fingerprint"], pickle.loads(r["state"])) for r in rows}
 
+    async def read_readings(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(sensor_id, t, value, quality) of the readings in [start, end), in time order, read with
+        binary COPY and decoded as whole numpy columns (for replay at millions of rows/s)."""
+        buf = io.BytesIO()
+        async with self.pool.acquire() as conn:
+            await conn.copy_from_query(
+                "SELECT time, sensor_id, value, quality FROM readings WHERE time >= $1 AND time < $2 ORDER BY time",
+                _ts(start), _ts(end), output=buf, format="binary")
+        data = buf.getvalue()
+        if len(data) <= len(pgcopy.HEADER) + len(pgcopy.TRAILER):
+            return np.empty(0, np.int32), np.empty(0), np.empty(0), np.empty(0, np.int16)
+        t, sid, val, q = pgcopy.decode_fixed(data, ["timestamptz", "int4", "float8", "int2"])
+        return sid, t, val, q
+
     async def refresh_rollups(self, since: float, until: float) -> int:
         """Recompute the 1-minute rollups of the buckets in [since, until)."""
         async with self.pool.acquire() as conn:

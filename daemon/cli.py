@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -78,6 +79,50 @@ async def _supervise(handle) -> int:
     return 0
 
 
+# --- backtest ----------------------------------------------------------------------------------
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config, load_config_text
+
+    try:
+        candidate = load_config(args.config)
+        active = load_config(args.active) if args.active else None
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        return 2
+    dsn = args.dsn or (candidate.database.dsn if candidate.database else None)
+    if not dsn:
+        console.print("[red]no database: give --dsn or a config with database.dsn[/red]")
+        return 2
+
+    async def go() -> int:
+        from plantwatch.connectors.store import Store
+
+        from . import backtest as bt
+
+        store = await Store.open(dsn)
+        try:
+            act = active
+            if act is None:
+                async with store.pool.acquire() as conn:
+                    text = await conn.fetchval("SELECT content FROM config_versions ORDER BY last_loaded_at DESC LIMIT 1")
+                if text:
+                    try:
+                        act = load_config_text(text, "<active config from the database>")
+                    except ConfigError as e:
+                        console.print(f"[yellow]the active config stored in the database no longer loads:\n{e}[/yellow]")
+            configs = {"candidate": candidate} | ({"active": act} if act is not None else {})
+            res = await bt.backtest(store, configs, bt.parse_time(args.start), bt.parse_time(args.end),
+                                    labels=bt.load_labels(args.labels), warmup=args.warmup)
+        finally:
+            await store.close()
+        bt.render(res, Console(soft_wrap=True))
+        if args.json:
+            Path(args.json).write_text(json.dumps(bt.to_json(res), indent=2))
+        return 0
+
+    return asyncio.run(go())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwatch", description="Chemical-plant sensor monitoring daemon")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -86,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("--config", required=True, help="site config (YAML)")
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("backtest", help="replay stored readings through a candidate config and the active one")
+    b.add_argument("--config", required=True, help="candidate config (YAML)")
+    b.add_argument("--active", help="config to compare with (default: the one the daemon last loaded)")
+    b.add_argument("--from", dest="start", required=True, help="start: ISO 8601 (UTC unless an offset is given) or Unix seconds")
+    b.add_argument("--to", dest="end", required=True, help="end, same forms")
+    b.add_argument("--labels", help="labelled past incidents (JSON, the simulator's ground-truth format)")
+    b.add_argument("--dsn", help="database (default: the candidate config's database.dsn)")
+    b.add_argument("--warmup", type=float, default=3600.0, help="seconds replayed before --from to warm detectors up")
+    b.add_argument("--json", help="also write the results as JSON here")
+    b.set_defaults(func=cmd_backtest)
 
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_cmd", required=True)
