@@ -7,6 +7,7 @@ before ``start`` lets statistical detectors learn without their alarms being cou
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -111,14 +112,16 @@ async def backtest(store: Store, configs: dict[str, Config], start: float, end: 
     runs = [_Run(name, cfg, tag_of, max_id) for name, cfg in configs.items()]
     t_begin = time.perf_counter()
     n = 0
+    chunks = []
     a = start - warmup
-    next_tick = a + tick_every
     while a < end:
-        b = min(a + chunk, end)
-        sid, t, v, q = await store.read_readings(a, b)
-        n += len(t)
+        chunks.append((a, min(a + chunk, end)))
+        a += chunk
+    state = {"next_tick": start - warmup + tick_every}
+
+    def replay(sid, t, v, q, b) -> None:
         # split at tick boundaries so that stale-data detectors see the silence as it happened
-        edges = np.arange(next_tick, b + 1e-9, tick_every)
+        edges = np.arange(state["next_tick"], b + 1e-9, tick_every)
         cuts = np.searchsorted(t, edges, side="left")
         lo = 0
         for edge, hi in zip(edges, cuts):
@@ -130,8 +133,17 @@ async def backtest(store: Store, configs: dict[str, Config], start: float, end: 
         if lo < len(t):
             for r in runs:
                 r.feed(sid[lo:], t[lo:], v[lo:], q[lo:], start)
-        next_tick = float(edges[-1] + tick_every) if len(edges) else next_tick
-        a = b
+        if len(edges):
+            state["next_tick"] = float(edges[-1] + tick_every)
+
+    # read chunk k+1 from the database while chunk k is replayed in a worker thread (numpy
+    # releases the GIL in its kernels, asyncpg reads on the event loop)
+    pending = asyncio.ensure_future(store.read_readings(*chunks[0])) if chunks else None
+    for k, (a, b) in enumerate(chunks):
+        sid, t, v, q = await pending
+        pending = asyncio.ensure_future(store.read_readings(*chunks[k + 1])) if k + 1 < len(chunks) else None
+        n += len(t)
+        await asyncio.to_thread(replay, sid, t, v, q, b)
     seconds = time.perf_counter() - t_begin
     replays = [Replay(r.name, figures(r.acts, start, end, operator_positions=operator_positions),
                       match_labels(r.acts, labels or []), r.acts) for r in runs]
