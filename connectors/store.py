@@ -180,6 +180,15 @@ class Store:
             rows = await conn.fetch("SELECT tag, id FROM sensors WHERE tag = ANY($1::text[])", tags)
         return {r["tag"]: r["id"] for r in rows}
 
+    async def sync_limits(self, limits: Sequence[tuple[str, str, float | None, float | None, float | None, float | None]],
+                          ids: dict[str, int]) -> None:
+        """The limits each limit-type detector applies to each sensor (for dashboards)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM sensor_limits")
+            await conn.executemany(
+                "INSERT INTO sensor_limits (sensor_id, detector_id, low_low, low, high, high_high) VALUES ($1, $2, $3, $4, $5, $6)",
+                [(ids[tag], det, ll, lo, hi, hh) for tag, det, ll, lo, hi, hh in limits])
+
     async def record_config(self, digest: str, content: str) -> None:
         async with self.pool.acquire() as conn:
             await conn.execute(

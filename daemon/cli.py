@@ -123,6 +123,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_grafana(args: argparse.Namespace, rest: list[str]) -> int:
+    from plantwatch.connectors import grafana
+
+    if rest[:1] != ["push"]:
+        console.print("usage: plantwatch grafana push --url URL --token TOKEN [options]  (see plantwatch grafana push --help)")
+        return 2
+    return grafana.main(rest[1:])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwatch", description="Chemical-plant sensor monitoring daemon")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -143,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="also write the results as JSON here")
     b.set_defaults(func=cmd_backtest)
 
+    g = sub.add_parser("grafana", help="Grafana: push dashboards, data source and alert rules (see grafana push --help)",
+                       add_help=False)
+    g.set_defaults(func=cmd_grafana, passthrough=True)
+
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_cmd", required=True)
     cc = csub.add_parser("check", help="validate a config file")
@@ -153,8 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     _setup_logging(args.verbose if args.cmd != "run" else max(1, args.verbose))
+    if getattr(args, "passthrough", False):
+        return int(args.func(args, rest) or 0)  # subcommands that own their argument parsing
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args) or 0)
 
 

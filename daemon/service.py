@@ -37,6 +37,18 @@ class Endpoints:
     dsn: str
 
 
+def limit_rows(cfg: Config) -> list[tuple[str, str, float | None, float | None, float | None, float | None]]:
+    """(sensor, detector, low_low, low, high, high_high) for every limit detector and sensor it watches."""
+    rows = []
+    for d in cfg.detectors:
+        if d.type != "limit" or not d.enabled:
+            continue
+        p = d.params
+        for i in cfg.watched(d):
+            rows.append((cfg.sensors[i].id, d.id, p.get("low_low"), p.get("low"), p.get("high"), p.get("high_high")))
+    return rows
+
+
 def topics(cfg: Config) -> tuple[list[str], str]:
     prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
     base = f"{prefix}/{cfg.site.id}"
@@ -64,6 +76,7 @@ class Daemon:
         self.store = store = await Store.open(self.ep.dsn, connections=(cfg.database.writers if cfg.database else 2) + 2)
         try:
             ids = await store.sync_registry(cfg.site, cfg.sensors)
+            await store.sync_limits(limit_rows(cfg), ids)
             if self.config_text:
                 from .config import config_hash
                 await store.record_config(config_hash(self.config_text), self.config_text)
