@@ -22,7 +22,8 @@ def test_help_lists_the_subcommands():
 
 def test_grafana_push_unreachable_is_a_clear_error():
     port = free_port()  # nothing listens here
-    env = {"PLANTWATCH_DB_ADDR": "db:5432", "PLANTWATCH_DB_NAME": "plantwatch", "PLANTWATCH_READER_PASSWORD": "x"}
+    env = {"PLANTWATCH_DB_ADDR": "db:5432", "PLANTWATCH_DB_NAME": "plantwatch", "PLANTWATCH_READER_PASSWORD": "x",
+           "PLANTWATCH_PROMETHEUS_URL": "http://prometheus:9090"}
     p = plantwatch("grafana", "push", "--url", f"http://127.0.0.1:{port}", "--token", "t", "--timeout", "2", env=env)
     assert p.returncode == 1
     assert f"cannot reach Grafana at http://127.0.0.1:{port}" in p.stderr
