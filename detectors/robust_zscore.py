@@ -77,8 +77,8 @@ class RobustZScore(Detector):
             full = self.pos[due] >= w
             for sel, median in ((due[full], np.median), (due[~full], np.nanmedian)):
                 if len(sel):
-                    rows = self.buf[sel]
-                    med = median(rows, axis=1)
-                    mad = median(np.abs(rows - med[:, None]), axis=1)
+                    rows = self.buf[sel]  # a copy (fancy indexing): the medians may reorder it in place
+                    med = median(rows, axis=1, overwrite_input=True)
+                    mad = median(np.abs(rows - med[:, None]), axis=1, overwrite_input=True)
                     self.med[sel] = med
                     self.scale[sel] = np.maximum(MAD_TO_SIGMA * mad, self.params.min_scale)
