@@ -123,6 +123,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+#: subcommands whose module parses its own arguments: name -> (module, help)
+PASSTHROUGH = {
+    "demo": ("plantwatch.daemon.demo", "simulated site through the daemon, embedded services, a result table"),
+    "simulate": ("plantwatch.connectors.simulator.collector", "run the plant simulator as an edge collector"),
+}
+
+
+def cmd_passthrough(args: argparse.Namespace, rest: list[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(PASSTHROUGH[args.cmd][0]).main(rest) or 0)
+
+
 def cmd_grafana(args: argparse.Namespace, rest: list[str]) -> int:
     from plantwatch.connectors import grafana
 
@@ -151,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=float, default=3600.0, help="seconds replayed before --from to warm detectors up")
     b.add_argument("--json", help="also write the results as JSON here")
     b.set_defaults(func=cmd_backtest)
+
+    for name, (_, help_) in PASSTHROUGH.items():
+        sub.add_parser(name, help=help_, add_help=False).set_defaults(func=cmd_passthrough, passthrough=True)
 
     g = sub.add_parser("grafana", help="Grafana: push dashboards, data source and alert rules (see grafana push --help)",
                        add_help=False)
