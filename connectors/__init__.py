@@ -1,0 +1,1 @@
+"""Data connectors (MQTT, TimescaleDB)."""

@@ -1,0 +1,1 @@
+"""The plantwatch daemon: CLI wiring, file reading, services."""
