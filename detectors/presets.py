@@ -18,3 +18,15 @@ TEP_DEFAULT: dict[str, Any] = {
     "n_components": 17,
     "alpha": 0.995,
 }
+
+#: SKAB: PCA T²/SPE over the 8 channels, fitted on each file's first 400 rows (the benchmark's
+#: protocol), rows smoothed by an EWMA (factor 0.8, ~5 s) and both limits widened 4x; tuned on
+#: valve1 (the shared half of SKAB).
+SKAB_DEFAULT: dict[str, Any] = {
+    "monitor": "pca",
+    "train_rows": 400,
+    "n_components": 0.95,
+    "alpha": 0.99,
+    "smooth": 0.8,
+    "limit_scale": 4.0,
+}
