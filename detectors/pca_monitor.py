@@ -83,7 +83,7 @@ class PCAMonitor:
         if self.n_components >= 1:
             return int(min(self.n_components, len(eig) - 1))
         frac = np.cumsum(eig) / eig.sum()
-        return int(np.searchsorted(frac, self.n_components) + 1)
+        return int(min(np.searchsorted(frac, self.n_components) + 1, len(eig) - 1))  # keep a residual
 
     def _ewma_rows(self, Z: np.ndarray, reset: bool = False) -> np.ndarray:
         out = np.empty_like(Z)
@@ -117,4 +117,4 @@ class PCAMonitor:
 
     def score(self, t2: np.ndarray, spe: np.ndarray) -> np.ndarray:
         """One combined score: the larger of T² and SPE relative to their limits (alarm if > 1)."""
-        return np.maximum(t2 / self.t2_lim, spe / self.spe_lim)
+        return np.maximum(t2 / self.t2_lim, spe / max(self.spe_lim, 1e-12))
