@@ -14,6 +14,10 @@ Interface (streaming, causal)::
 ``smooth``), so feeding rows one at a time gives the same result as a batch. Limits follow the
 literature (Chiang, Russell & Braatz 2001; Yin et al. 2012): T² with the F distribution, SPE with
 Jackson-Mudholkar, both at confidence ``alpha``; ``limit_scale`` widens both.
+
+With ``smooth`` the rows are autocorrelated and the textbook limits no longer hold; ``calibrate``
+then rescales both limits so that exactly that quantile of the fitted (normal) rows' combined
+score sits on the limit: empirical control limits, still from normal data only.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class PCAMonitor:
     alpha: float = 0.99
     limit_scale: float = 1.0
     smooth: float = 0.0  # EWMA factor on the standardised rows before projection (0 = none)
+    calibrate: float | None = None  # quantile of the training rows' score put on the limit
     mean_: np.ndarray = field(init=False, repr=False)
     std_: np.ndarray = field(init=False, repr=False)
     P_: np.ndarray = field(init=False, repr=False)
@@ -74,9 +79,15 @@ class PCAMonitor:
         eig, vec = np.clip(eig[order], 0, None), vec[:, order]
         a = self._n_keep(eig)
         self.P_, self.eig_ = vec[:, :a], eig
-        self.t2_lim = t2_limit(a, n, self.alpha) * self.limit_scale
-        self.spe_lim = spe_limit(eig[a:], self.alpha) * self.limit_scale
+        self.t2_lim = t2_limit(a, n, self.alpha)
+        self.spe_lim = spe_limit(eig[a:], self.alpha)
         self._ewma = None
+        if self.calibrate is not None:
+            q = float(np.quantile(self.score(*self.score_rows(X)), self.calibrate))
+            self.t2_lim, self.spe_lim = self.t2_lim * q, self.spe_lim * q
+            self._ewma = None
+        self.t2_lim *= self.limit_scale
+        self.spe_lim *= self.limit_scale
         return self
 
     def _n_keep(self, eig: np.ndarray) -> int:

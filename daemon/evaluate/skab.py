@@ -75,7 +75,8 @@ def _num(stem: str) -> tuple[int, str]:
 
 def monitor(config: Mapping[str, Any]) -> PCAMonitor:
     return PCAMonitor(n_components=config.get("n_components", 0.95), alpha=config.get("alpha", 0.99),
-                      limit_scale=config.get("limit_scale", 1.0), smooth=config.get("smooth", 0.0))
+                      limit_scale=config.get("limit_scale", 1.0), smooth=config.get("smooth", 0.0),
+                      calibrate=config.get("calibrate"))
 
 
 def run_file(f: SkabFile, config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -37,8 +37,9 @@ def read_dat(path: Path) -> np.ndarray:
 
 
 def monitor(config: Mapping[str, Any]) -> PCAMonitor:
-    return PCAMonitor(n_components=config.get("n_components", 17), alpha=config.get("alpha", 0.995),
-                      limit_scale=config.get("limit_scale", 1.0), smooth=config.get("smooth", 0.0))
+    return PCAMonitor(n_components=config.get("n_components", 17), alpha=config.get("alpha", 0.99),
+                      limit_scale=config.get("limit_scale", 1.0), smooth=config.get("smooth", 0.0),
+                      calibrate=config.get("calibrate"))
 
 
 def run_file(mon: PCAMonitor, X: np.ndarray, cols: list[int]) -> dict[str, np.ndarray]:
