@@ -9,5 +9,6 @@ from .registry import REGISTRY, create, get, register
 from . import limit as _limit  # noqa: F401,E402
 from . import stale as _stale  # noqa: F401,E402
 from . import robust_zscore as _robust_zscore  # noqa: F401,E402
+from . import range_novelty as _range_novelty  # noqa: F401,E402
 
 __all__ = ["Detector", "DetectorParams", "Output", "SensorInfo", "REGISTRY", "create", "get", "register"]

@@ -13,6 +13,7 @@ opt-out is ignored.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
@@ -121,3 +122,28 @@ async def any_db(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 def topic_prefix() -> str:
     """A unique MQTT topic prefix (ending in '/') so tests sharing the broker never see each other's messages."""
     return f"plantwatch-tests/{uuid.uuid4().hex}/"
+
+
+def _datasets() -> Path | None:
+    env = os.environ.get("PLANTWATCH_DATASETS")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents:
+        cand = parent / "shared" / "datasets"
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    """The shared benchmark folder (``shared/datasets`` beside or above the repository).
+
+    CI always has it beside the clone, so there a missing folder fails the run; a developer
+    without the data sets sees those tests skipped."""
+    d = _datasets()
+    if d is None:
+        if _ci():
+            pytest.fail("shared/datasets not found beside the repository (set PLANTWATCH_DATASETS)", pytrace=False)
+        pytest.skip("shared/datasets not found (set PLANTWATCH_DATASETS)")
+    return d
