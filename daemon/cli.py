@@ -127,6 +127,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 PASSTHROUGH = {
     "demo": ("plantwatch.daemon.demo", "simulated site through the daemon, embedded services, a result table"),
     "simulate": ("plantwatch.connectors.simulator.collector", "run the plant simulator as an edge collector"),
+    "eval": ("plantwatch.daemon.evaluate.__main__", "evaluate the detectors on NAB, SKAB or TEP (eval nab --data DIR)"),
 }
 
 
