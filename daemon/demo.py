@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="folder for the ground truth and reports (default: DATA_DIR/demo/<time>)")
     p.add_argument("--scenario", help="scenario file (default: the shipped demo scenario)")
     args = p.parse_args(argv)
+    console = Console() if Console().is_terminal else Console(width=160)  # logs and CI: do not squeeze the table
     res = asyncio.run(run_demo(duration=args.duration, mqtt=args.mqtt, dsn=args.dsn, data_dir=args.data_dir,
-                               out_dir=args.out, speed=args.speed, scenario_path=args.scenario))
+                               out_dir=args.out, speed=args.speed, scenario_path=args.scenario, console=console))
     return 0 if res["report"] is not None else 1
