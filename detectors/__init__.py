@@ -9,5 +9,7 @@ from .registry import REGISTRY, create, get, register
 from . import limit as _limit  # noqa: F401,E402
 from . import stale as _stale  # noqa: F401,E402
 from . import robust_zscore as _robust_zscore  # noqa: F401,E402
+from . import pca_monitor as _pca_monitor  # noqa: F401,E402
+from . import pyod_group as _pyod_group  # noqa: F401,E402
 
 __all__ = ["Detector", "DetectorParams", "Output", "SensorInfo", "REGISTRY", "create", "get", "register"]
