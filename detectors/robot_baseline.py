@@ -43,7 +43,6 @@ nothing about positions (the generic conformance suite, a replay without coordin
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -52,6 +51,7 @@ from pydantic import Field, field_validator, model_validator
 from .base import Detector, DetectorParams, Output
 from .decide import Decider, ThresholdDecider
 from .registry import register
+from .rowstats import nanmedian_rows
 
 MAD_TO_SIGMA = 1.4826
 SCORE_CAP = 1e12
@@ -107,10 +107,9 @@ class RobotBaselineParams(DetectorParams):
 
 def _robust(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median and robust sigma of each row (NaN = empty slot)."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slots give NaN, as meant
-        med = np.nanmedian(rows, axis=-1)
-        mad = np.nanmedian(np.abs(rows - med[..., None]), axis=-1)
+    med = nanmedian_rows(rows)
+    with np.errstate(invalid="ignore"):
+        mad = nanmedian_rows(np.abs(rows - med[..., None]))
     return med, MAD_TO_SIGMA * mad
 
 
