@@ -371,3 +371,20 @@ class GroupDetector(Detector):
     def set_state(self, state: Mapping[str, Any]) -> None:
         super().set_state(state)
         self._inflight = None
+
+    def relearn(self) -> None:
+        """Forget the model and the training rows (an operator confirmed a new normal): the
+        group's condition clears (the holding member's next reading carries 0) and the detector
+        learns again from scratch (``min_rows`` rows before scores)."""
+        self.buf[:] = np.nan
+        self.counts[2:] = 0
+        self.last_score[0] = 0.0
+        self.member_code[:] = 0
+        self.owner[0] = -1
+        self.decider.set_state({k: np.zeros_like(v) if k != "since" else np.full_like(v, -np.inf)
+                                for k, v in self.decider.get_state().items()})
+        self._inflight = None
+        self._forget_model()
+
+    def _forget_model(self) -> None:
+        raise NotImplementedError

@@ -115,6 +115,11 @@ class PCAMonitor(GroupDetector):
     def fitted(self) -> bool:
         return self.lim[2] > 0
 
+    def _forget_model(self) -> None:
+        self.P = np.zeros((self.n, 0))
+        self.lam = np.zeros(0)
+        self.lim = np.array([np.nan, np.nan, 0.0, 0.0])
+
     def _state_arrays(self):
         return super()._state_arrays() | {"mean": self.mean, "std": self.std, "P": self.P, "lam": self.lam,
                                           "lim": self.lim}

@@ -104,6 +104,10 @@ class PyodGroup(GroupDetector):
     def fitted(self) -> bool:
         return self.model is not None
 
+    def _forget_model(self) -> None:
+        self.model = None
+        self.fit_X = np.zeros((0, self.n))
+
     def _state_arrays(self):
         return super()._state_arrays() | {"center": self.center, "scale": self.scale, "norm": self.norm,
                                           "fit_X": self.fit_X}

@@ -154,6 +154,20 @@ def test_pca_learns_only_normal_rows():
     assert det.counts[2] == before + 60 - flagged
 
 
+@pytest.mark.parametrize("name", ["pca_monitor", "pyod_group"])
+def test_relearn_after_a_new_normal(name):
+    extra = {"model": "PCA"} if name == "pyod_group" else {}
+    det = trained(name, **extra)
+    moved = latent(400, seed=16, shift={j: 4.0 for j in range(D)})  # the plant moved for good
+    _, codes, group = feed(det, moved[:50], t0=10_000)
+    assert group[-1] != 0 and codes[-1].any()
+    det.relearn()
+    assert not det.fitted and det.explain() is None
+    _, codes, group = feed(det, moved[50:], t0=20_000)
+    assert not codes[0].any()  # the holding member's event ends with its next reading
+    assert det.fitted and (group[-50:] == 0).all()
+
+
 # --- rows: cadence, causality, hostile input ------------------------------------------------------
 
 def test_complete_mode_rows_form_when_all_members_reported():
