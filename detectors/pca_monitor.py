@@ -1,131 +1,162 @@
-"""PCA process monitoring: Hotelling's T² and SPE (Q) over a group of sensors scored jointly.
+"""PCA process monitoring of a sensor group: Hotelling's T² and SPE (Q) with control limits.
 
-A multivariate monitor, not a per-sensor :class:`~.base.Detector`: it watches a *group* of
-sensors whose readings arrive together as one row (TEP's 52 variables, SKAB's 8 channels).
+Catches changes in the *joint* behaviour of a group — a sensor drifting against the others, a
+broken correlation (a leak making a pressure fall while the flow that should explain it does
+not), an unusual combination of values that are each within their own limits.
 
-Interface (streaming, causal)::
+Model (refitted on a sliding window of recent normal rows, see :mod:`.group` for rows, the
+decision and the refit interface): rows are standardised with the training mean and standard
+deviation; the covariance's eigenvectors give ``a`` principal components, either a fixed number
+(``components``) or the fewest that explain ``variance`` of the total.
 
-    mon = PCAMonitor(n_components=9, alpha=0.99)
-    mon.fit(X_normal)             # (n_samples, n_vars) of normal operation only
-    t2, spe = mon.score_rows(X)   # each row scored on its own with the fitted model
-    alarm = mon.alarm(t2, spe)    # T² > T²_lim or SPE > SPE_lim
+* T² = Σ tₖ²/λₖ over the retained components, limit ``a(n²−1)/(n(n−a)) F_α(a, n−a)``
+  (n training rows).
+* SPE = ‖z − P Pᵀ z‖², limit by Jackson–Mudholkar (default) or Box's ``g χ²_α(h)``
+  from the residual eigenvalues.
 
-``score_rows`` uses only the fitted model and the row itself (optionally an EWMA of past rows,
-``smooth``), so feeding rows one at a time gives the same result as a batch. Limits follow the
-literature (Chiang, Russell & Braatz 2001; Yin et al. 2012): T² with the F distribution, SPE with
-Jackson-Mudholkar, both at confidence ``alpha``; ``limit_scale`` widens both.
-
-With ``smooth`` the rows are autocorrelated and the textbook limits no longer hold; ``calibrate``
-then rescales both limits so that exactly that quantile of the fitted (normal) rows' combined
-score sits on the limit: empirical control limits, still from normal data only.
+The row score is ``max(T²/T²_lim, SPE/SPE_lim)``: 1.0 is the ``alpha`` (99 %) control limit.
+Contributions for attribution: SPE — squared residual per member; T² — ``zⱼ (P Λ⁻¹ Pᵀ z)ⱼ``;
+the statistic whose ratio is larger decides which are used.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
+from scipy import stats
+
+from .group import SCORE_CAP, Z_CLIP, FittedModel, GroupDetector, GroupParams
+from .registry import register
 
 
-def t2_limit(a: int, n: int, alpha: float) -> float:
-    """a(n²-1)/(n(n-a)) F_alpha(a, n-a): the T² control limit for a PCs fitted on n samples."""
-    from scipy.stats import f  # scipy comes with scikit-learn (a pyod dependency)
+class PCAMonitorParams(GroupParams):
+    components: int | None = Field(None, ge=1, le=10_000,
+                                   description="principal components kept; null: by explained variance")
+    variance: float = Field(0.9, gt=0, lt=1, description="explained-variance fraction when components is null")
+    alpha: float = Field(0.99, ge=0.5, lt=1, description="confidence level of the T² and SPE control limits")
+    spe_limit: Literal["jackson_mudholkar", "box"] = Field("jackson_mudholkar", description="SPE (Q) limit method")
 
-    return float(a * (n * n - 1) / (n * (n - a)) * f.ppf(alpha, a, n - a))
-
-
-def spe_limit(residual_eigs: np.ndarray, alpha: float) -> float:
-    """Jackson-Mudholkar limit of SPE from the eigenvalues of the discarded components."""
-    from scipy.stats import norm
-
-    lam = np.asarray(residual_eigs, dtype=np.float64)
-    lam = lam[lam > 0]
-    if len(lam) == 0:
-        return 0.0
-    th1, th2, th3 = lam.sum(), (lam**2).sum(), (lam**3).sum()
-    h0 = 1.0 - 2.0 * th1 * th3 / (3.0 * th2 * th2)
-    c = norm.ppf(alpha)
-    return float(th1 * (c * np.sqrt(2.0 * th2 * h0 * h0) / th1 + 1.0 + th2 * h0 * (h0 - 1.0) / (th1 * th1)) ** (1.0 / h0))
-
-
-@dataclass
-class PCAMonitor:
-    """T²/SPE monitor. ``n_components`` is a count, or a fraction of variance to keep if < 1."""
-
-    n_components: float = 9
-    alpha: float = 0.99
-    limit_scale: float = 1.0
-    smooth: float = 0.0  # EWMA factor on the standardised rows before projection (0 = none)
-    calibrate: float | None = None  # quantile of the training rows' score put on the limit
-    mean_: np.ndarray = field(init=False, repr=False)
-    std_: np.ndarray = field(init=False, repr=False)
-    P_: np.ndarray = field(init=False, repr=False)
-    eig_: np.ndarray = field(init=False, repr=False)
-    t2_lim: float = field(init=False, default=float("nan"))
-    spe_lim: float = field(init=False, default=float("nan"))
-    _ewma: np.ndarray | None = field(init=False, default=None, repr=False)
-
-    def fit(self, X: np.ndarray) -> "PCAMonitor":
-        X = np.asarray(X, dtype=np.float64)
-        n = len(X)
-        self.mean_ = X.mean(axis=0)
-        std = X.std(axis=0, ddof=1)
-        self.std_ = np.where(std > 1e-12, std, 1.0)
-        Z = (X - self.mean_) / self.std_
-        if self.smooth:
-            Z = self._ewma_rows(Z, reset=True)
-        cov = np.cov(Z, rowvar=False)
-        eig, vec = np.linalg.eigh(cov)
-        order = np.argsort(eig)[::-1]
-        eig, vec = np.clip(eig[order], 0, None), vec[:, order]
-        a = self._n_keep(eig)
-        self.P_, self.eig_ = vec[:, :a], eig
-        self.t2_lim = t2_limit(a, n, self.alpha)
-        self.spe_lim = spe_limit(eig[a:], self.alpha)
-        self._ewma = None
-        if self.calibrate is not None:
-            q = float(np.quantile(self.score(*self.score_rows(X)), self.calibrate))
-            self.t2_lim, self.spe_lim = self.t2_lim * q, self.spe_lim * q
-            self._ewma = None
-        self.t2_lim *= self.limit_scale
-        self.spe_lim *= self.limit_scale
+    @model_validator(mode="after")
+    def _components(self):
+        if self.components is not None and self.components >= self.min_rows:
+            raise ValueError(f"components ({self.components}) must be below min_rows ({self.min_rows})")
         return self
 
-    def _n_keep(self, eig: np.ndarray) -> int:
-        if self.n_components >= 1:
-            return int(min(self.n_components, len(eig) - 1))
-        frac = np.cumsum(eig) / eig.sum()
-        return int(min(np.searchsorted(frac, self.n_components) + 1, len(eig) - 1))  # keep a residual
 
-    def _ewma_rows(self, Z: np.ndarray, reset: bool = False) -> np.ndarray:
-        out = np.empty_like(Z)
-        prev = None if reset else self._ewma
-        lam = self.smooth
-        for i, z in enumerate(Z):
-            prev = z if prev is None else lam * prev + (1 - lam) * z
-            out[i] = prev
-        if not reset:
-            self._ewma = prev
+def t2_limit(a: int, m: int, alpha: float) -> float:
+    """a(m²−1)/(m(m−a)) F_α(a, m−a): the T² control limit of ``a`` components fitted on ``m`` rows."""
+    return a * (m * m - 1) / (m * (m - a)) * float(stats.f.ppf(alpha, a, m - a)) if m > a else math.inf
+
+
+def spe_limit(res: np.ndarray, alpha: float, method: str = "jackson_mudholkar") -> float:
+    """SPE (Q) control limit from the residual eigenvalues ``res``."""
+    res = np.asarray(res, dtype=np.float64)
+    res = res[res > 0]
+    th1, th2, th3 = (float(np.sum(res ** k)) for k in (1, 2, 3))
+    if th1 <= 0 or th2 <= 0:
+        return 0.0
+    if method == "jackson_mudholkar":
+        h0 = 1.0 - 2.0 * th1 * th3 / (3.0 * th2 ** 2)
+        if h0 > 1e-3:
+            ca = stats.norm.ppf(alpha)
+            base = ca * math.sqrt(2.0 * th2 * h0 ** 2) / th1 + 1.0 + th2 * h0 * (h0 - 1.0) / th1 ** 2
+            if base > 0:
+                return th1 * base ** (1.0 / h0)
+    g, h = th2 / th1, th1 ** 2 / th2  # Box (1954); also the fallback when h0 is degenerate
+    return g * float(stats.chi2.ppf(alpha, h))
+
+
+def fit_pca(X: np.ndarray, p: "PCAMonitorParams") -> dict[str, Any]:
+    m, d = X.shape
+    mean = X.mean(axis=0)
+    std = np.maximum(X.std(axis=0, ddof=1), p.min_scale) if m > 1 else np.ones(d)
+    Z = (X - mean) / std
+    lam, vec = np.linalg.eigh(Z.T @ Z / max(m - 1, 1))
+    order = np.argsort(lam)[::-1]
+    lam, vec = np.clip(lam[order], 0.0, None), vec[:, order]
+    amax = max(1, min(d, m - 2))
+    if p.components is not None:
+        a = min(p.components, amax)
+    else:
+        frac = np.cumsum(lam) / max(lam.sum(), 1e-300)
+        a = min(int(np.searchsorted(frac, p.variance) + 1), amax)
+    a = max(1, min(a, int(np.sum(lam > 1e-12 * max(lam[0], 1e-300))) or 1))
+    t2_lim = t2_limit(a, m, p.alpha)
+    spe_lim = spe_limit(lam[a:], p.alpha, p.spe_limit) if a < d else math.inf
+    # a residual space that was numerically empty in training: tolerate rounding, flag the rest
+    spe_lim = max(spe_lim, 1e-9 * d)
+    return {"mean": mean, "std": std, "P": vec[:, :a].copy(), "lam": np.maximum(lam[:a], 1e-12),
+            "lim": np.array([t2_lim, spe_lim, float(m), float(a)])}
+
+
+@register
+class PCAMonitor(GroupDetector):
+    name = "pca_monitor"
+    Params = PCAMonitorParams
+
+    def __init__(self, params: PCAMonitorParams, sensors):
+        super().__init__(params, sensors)
+        n = self.n
+        self.mean = np.zeros(n)
+        self.std = np.ones(n)
+        self.P = np.zeros((n, 0))
+        self.lam = np.zeros(0)
+        self.lim = np.array([np.nan, np.nan, 0.0, 0.0])  # T² limit, SPE limit, rows fitted, components
+
+    @classmethod
+    def example_params(cls) -> dict[str, Any]:
+        return {"window": 300, "min_rows": 50, "refit_every": 50, "variance": 0.9}
+
+    @staticmethod
+    def fit_model(X, params):
+        return fit_pca(X, params)
+
+    def _install(self, fitted: FittedModel) -> None:
+        m = fitted.model
+        self.mean, self.std, self.P, self.lam, self.lim = m["mean"], m["std"], m["P"], m["lam"], m["lim"]
+
+    @property
+    def fitted(self) -> bool:
+        return self.lim[2] > 0
+
+    def _forget_model(self) -> None:
+        self.P = np.zeros((self.n, 0))
+        self.lam = np.zeros(0)
+        self.lim = np.array([np.nan, np.nan, 0.0, 0.0])
+
+    def _state_arrays(self):
+        return super()._state_arrays() | {"mean": self.mean, "std": self.std, "P": self.P, "lam": self.lam,
+                                          "lim": self.lim}
+
+    def _stat_names(self):
+        return ("t2", "t2_limit", "spe", "spe_limit")
+
+    def statistics(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """T² and SPE of raw rows (k, n) under the current model (pure; for evaluation)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.clip((np.atleast_2d(rows) - self.mean) / self.std, -Z_CLIP, Z_CLIP)
+        sc = z @ self.P
+        t2 = np.sum(sc ** 2 / self.lam, axis=1)
+        e = z - sc @ self.P.T
+        return np.minimum(t2, SCORE_CAP), np.minimum(np.sum(e ** 2, axis=1), SCORE_CAP)
+
+    def _score(self, row):
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.clip((row - self.mean) / self.std, -Z_CLIP, Z_CLIP)
+        sc = self.P.T @ z
+        t2 = float(np.sum(sc ** 2 / self.lam))
+        e = z - self.P @ sc
+        spe = float(e @ e)
+        r_t2 = t2 / self.lim[0] if math.isfinite(self.lim[0]) else 0.0
+        r_spe = spe / self.lim[1] if math.isfinite(self.lim[1]) else 0.0
+        s = min(max(r_t2, r_spe), SCORE_CAP)
+        contrib = e ** 2 if r_spe >= r_t2 else z * (self.P @ (sc / self.lam))
+        return s, np.array([t2, self.lim[0], spe, self.lim[1]]), contrib
+
+    def explain(self):
+        out = super().explain()
+        if out is not None:
+            out["statistic"] = "spe" if out["spe"] / out["spe_limit"] >= out["t2"] / out["t2_limit"] else "t2"
         return out
-
-    def reset(self) -> None:
-        """Forget the smoothing state (start of a new, unrelated run)."""
-        self._ewma = None
-
-    def score_rows(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(T², SPE) of each row, in order; causal (a row never sees later rows)."""
-        Z = (np.atleast_2d(np.asarray(X, dtype=np.float64)) - self.mean_) / self.std_
-        if self.smooth:
-            Z = self._ewma_rows(Z)
-        T = Z @ self.P_
-        lam = np.maximum(self.eig_[: self.P_.shape[1]], 1e-12)
-        t2 = (T * T / lam).sum(axis=1)
-        R = Z - T @ self.P_.T
-        spe = (R * R).sum(axis=1)
-        return t2, spe
-
-    def alarm(self, t2: np.ndarray, spe: np.ndarray) -> np.ndarray:
-        return (t2 > self.t2_lim) | (spe > self.spe_lim)
-
-    def score(self, t2: np.ndarray, spe: np.ndarray) -> np.ndarray:
-        """One combined score: the larger of T² and SPE relative to their limits (alarm if > 1)."""
-        return np.maximum(t2 / self.t2_lim, spe / max(self.spe_lim, 1e-12))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from plantwatch.daemon.evaluate.tep import eval_tep
-from plantwatch.detectors.pca_monitor import PCAMonitor, spe_limit, t2_limit
+from plantwatch.detectors.pca_control import PCAMonitor, spe_limit, t2_limit
 from plantwatch.detectors.scoring import tep
 
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from plantwatch.detectors.pca_monitor import PCAMonitor
+from plantwatch.detectors.pca_control import PCAMonitor
 from plantwatch.detectors.presets import SKAB_DEFAULT
 from plantwatch.detectors.scoring import skab as skabscore
 
