@@ -12,7 +12,7 @@ from scipy import stats
 from plantwatch.detectors import REGISTRY, SensorInfo, create
 from plantwatch.detectors.events import EventTracker
 from plantwatch.detectors.group import FittedModel, RefitJob, fit_group_model
-from plantwatch.detectors.pca_monitor import _spe_limit
+from plantwatch.detectors.pca_monitor import spe_limit
 
 D = 8  # members
 K = 2  # latent factors
@@ -127,8 +127,8 @@ def test_pca_false_alarm_rate_matches_limit():
 
 def test_spe_limits_jackson_mudholkar_close_to_box():
     res = np.array([0.3, 0.2, 0.1, 0.05, 0.05, 0.02])
-    jm = _spe_limit(res, 0.99, "jackson_mudholkar")
-    box = _spe_limit(res, 0.99, "box")
+    jm = spe_limit(res, 0.99, "jackson_mudholkar")
+    box = spe_limit(res, 0.99, "box")
     assert jm > res.sum() and box > res.sum()
     assert jm == pytest.approx(box, rel=0.1)
     # Monte Carlo: SPE = sum(res_k * chi2_1)
