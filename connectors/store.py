@@ -65,6 +65,17 @@ class CollectorSeen:
 
 
 @dataclass(slots=True)
+class Transfer:
+    sensor_id: int
+    start: float
+    end: float
+    quantity: float
+    by: str
+    reference: str
+    key: str
+
+
+@dataclass(slots=True)
 class EventStart:
     detector_id: str
     detector: dict[str, Any]
@@ -198,7 +209,8 @@ class Store:
     # --- the write path -------------------------------------------------------------------------
     async def write(self, readings: ReadingRows | None, robot: RobotRows | None = None,
                     dead: Sequence[DeadLetter] = (), collectors: Sequence[CollectorSeen] = (),
-                    alarm_ops: Sequence[AlarmOp] = (), before_alarms=None) -> WriteResult:
+                    alarm_ops: Sequence[AlarmOp] = (), before_alarms=None,
+                    transfers: Sequence[Transfer] = ()) -> WriteResult:
         """Write one unit in one transaction. ``before_alarms`` is awaited (inside the
         transaction) before alarm operations run, so alarm writes keep their order across
         concurrent writers."""
@@ -219,6 +231,11 @@ class Store:
                     " last_seen = GREATEST(collectors.last_seen, EXCLUDED.last_seen),"
                     " batches = collectors.batches + EXCLUDED.batches, gaps = collectors.gaps + EXCLUDED.gaps",
                     [(c.collector, c.seq, _ts(c.t), c.gaps, c.batches) for c in collectors])
+            if transfers:
+                await conn.executemany(
+                    "INSERT INTO transfers (sensor_id, start_at, end_at, quantity, declared_by, reference, msg_key)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (msg_key) DO NOTHING",
+                    [(x.sensor_id, _ts(x.start), _ts(x.end), x.quantity, x.by, x.reference, x.key) for x in transfers])
             if alarm_ops:
                 if before_alarms is not None:
                     await before_alarms()

@@ -65,7 +65,19 @@ class _LooseBatch(msgspec.Struct):
 # msgspec.ValidationError subclasses DecodeError; invalid UTF-8 inside a string raises
 # UnicodeDecodeError, which must not escape either.
 _DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+class TransferDeclaration(msgspec.Struct, forbid_unknown_fields=True):
+    """A declared material transfer, on ``{prefix}/{site}/transfers/declared`` (QoS 1)."""
+
+    tank: str  # sensor id of the tank's level/inventory sensor
+    start: float | str
+    end: float | str
+    quantity: float  # in the sensor's unit; > 0 leaves the tank, < 0 enters it
+    by: str = ""
+    reference: str = ""
+
+
 _batch_decoder = msgspec.json.Decoder(Batch)
+_transfer_decoder = msgspec.json.Decoder(TransferDeclaration)
 _loose_decoder = msgspec.json.Decoder(_LooseBatch)
 _reading_decoder = msgspec.json.Decoder(Reading)
 
@@ -174,3 +186,11 @@ _reading_encoder = msgspec.json.Encoder()
 
 def encode_reading(r: Reading) -> bytes:
     return _reading_encoder.encode(r)
+
+
+def decode_transfer(payload: bytes) -> TransferDeclaration:
+    """Raises ValueError with the reason when the declaration is not usable."""
+    try:
+        return _transfer_decoder.decode(payload)
+    except _DECODE_ERRORS as e:
+        raise ValueError(f"transfer declaration: {e}") from None

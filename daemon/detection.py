@@ -58,13 +58,16 @@ class Watch:
         return [Change(self, int(self.cols[tr.sensor]), tr.t, cond[tr.old], cond[tr.new], tr.score, tr.peak)
                 for tr in self.tracker.feed(out)]
 
-    def feed(self, col: np.ndarray, t: np.ndarray, x: np.ndarray) -> list[Change]:
+    def feed(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None) -> list[Change]:
         lc = self.local[col]
         mine = lc >= 0
         if not mine.any():
             return []
         t0 = time.perf_counter()
-        out = self.detector.update(lc[mine], t[mine], x[mine])
+        if getattr(self.detector, "needs_position", False):
+            out = self.detector.update(lc[mine], t[mine], x[mine], pos=None if pos is None else pos[mine])
+        else:
+            out = self.detector.update(lc[mine], t[mine], x[mine])
         ch = self._changes(out)
         self.seconds += time.perf_counter() - t0
         return ch
@@ -85,26 +88,52 @@ class DetectorSet:
     def __init__(self, config: Config):
         self.config = config
         self.watches = [Watch(d, config.watched(d), config) for d in config.detectors if d.enabled]
+        for w in self.watches:
+            if hasattr(w.detector, "defer_refit"):
+                w.detector.defer_refit = True  # the daemon fits group models in a worker thread
         self.last_t = np.full(len(config.sensors), -np.inf)  # newest reading scored per sensor
 
-    def process(self, col: np.ndarray, t: np.ndarray, x: np.ndarray) -> list[Change]:
-        """Score a batch (any order, any number of readings per sensor)."""
+    def process(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None) -> list[Change]:
+        """Score a batch (any order, any number of readings per sensor); ``pos`` is the (n, 2)
+        site position of each reading, for robot channels."""
         if len(col) == 0:
             return []
         order = np.argsort(t, kind="stable")
         col, t, x = col[order], t[order], x[order]
+        pos = pos[order] if pos is not None else None
         changes: list[Change] = []
         for r in rounds(col):
             c, tt, xx = col[r], t[r], x[r]
+            pp = pos[r] if pos is not None else None
             fresh = tt > self.last_t[c]
             if not fresh.all():
                 c, tt, xx = c[fresh], tt[fresh], xx[fresh]
+                pp = pp[fresh] if pp is not None else None
                 if len(c) == 0:
                     continue
             self.last_t[c] = tt
             for w in self.watches:
-                changes.extend(w.feed(c, tt, xx))
+                changes.extend(w.feed(c, tt, xx, pp))
         return changes
+
+    def refit_jobs(self) -> list[tuple["Watch", Any]]:
+        """Group detectors whose model is due for a refit (run off the event loop by the daemon)."""
+        out = []
+        for w in self.watches:
+            d = w.detector
+            if getattr(d, "defer_refit", False) and d.needs_refit():
+                out.append((w, d.refit_data()))
+        return out
+
+    def declare_transfer(self, tank: str, start: float, end: float, quantity: float) -> list[str]:
+        """Tell every detector that tracks the tank's inventory; returns the detector ids told."""
+        told = []
+        for w in self.watches:
+            d = w.detector
+            if hasattr(d, "declare_transfer") and any(s.id == tank for s in d.sensors):
+                d.declare_transfer(tank, start, end, quantity)
+                told.append(w.cfg.id)
+        return told
 
     def tick(self, now: float) -> list[Change]:
         out: list[Change] = []

@@ -41,6 +41,7 @@ class Unit:
     dead: list[DeadLetter]
     collectors: list[CollectorSeen]
     ops: list[AlarmOp]
+    transfers: list
     sent: list[float]
     newest: float
     n_messages: int
@@ -126,13 +127,18 @@ class Pipeline:
         rt = np.concatenate([v.t for v in robots]) if robots else np.empty(0)
         rval = np.concatenate([v.value for v in robots]) if robots else np.empty(0)
 
+        transfers = [v for v in p.items if v.transfer is not None]
+        for v in transfers:  # declarations first: a draw-off declared with its readings explains them
+            x = v.transfer
+            self.detectors.declare_transfer(v.transfer_tank, x.start, x.end, x.quantity)
         # detection runs on good-quality readings only: a "bad" reading is stored, not judged
         changes = list(ticks)
         good = q == 0
         changes += self.detectors.process(col[good], t[good], val[good]) if not good.all() else \
             self.detectors.process(col, t, val)
         if len(rcol):
-            changes += self.detectors.process(rcol, rt, rval)
+            pos = np.column_stack([np.concatenate([v.x for v in robots]), np.concatenate([v.y for v in robots])])
+            changes += self.detectors.process(rcol, rt, rval, pos)
         ops = self.alarms.apply(changes) if changes else []
         for w in self.detectors.watches:
             if w.seconds:
@@ -147,7 +153,7 @@ class Pipeline:
                               [a for v in robots for a in v.area])
         self._unit_seq += 1
         unit = Unit(self._unit_seq, p.acks, readings, robot, [d for v in p.items for d in v.rejected],
-                    self._collectors(p.items), ops, [v.sent for v in p.items if v.sent is not None],
+                    self._collectors(p.items), ops, [v.transfer for v in transfers], [v.sent for v in p.items if v.sent is not None],
                     float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks))
         if ops:
             unit.alarm_turn = self._last_alarm_done
@@ -195,7 +201,8 @@ class Pipeline:
             try:
                 turn = unit.alarm_turn
                 res = await self.store.write(unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops,
-                                             before_alarms=(lambda: asyncio.shield(turn)) if turn else None)
+                                             before_alarms=(lambda: asyncio.shield(turn)) if turn else None,
+                                             transfers=unit.transfers)
                 break
             except Exception as e:  # noqa: BLE001 - never drop a unit: retry until it is durable
                 self.m.write_errors.inc()

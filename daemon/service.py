@@ -52,7 +52,7 @@ def limit_rows(cfg: Config) -> list[tuple[str, str, float | None, float | None, 
 def topics(cfg: Config) -> tuple[list[str], str]:
     prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
     base = f"{prefix}/{cfg.site.id}"
-    return [f"{base}/+/readings", f"{base}/+/robot"], f"{base}/alarms"
+    return [f"{base}/+/readings", f"{base}/+/robot", f"{base}/transfers/declared"], f"{base}/alarms"
 
 
 class Daemon:
@@ -69,7 +69,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self._gen = 0
         self._notify: asyncio.Queue[list[AlarmWrite]] = asyncio.Queue(maxsize=1000)
-        self._dirty_since: float | None = None
+        self._refits: set[asyncio.Task] = set()
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -161,6 +161,8 @@ class Daemon:
                     await p.flush()
             if p.due(now):
                 await p.flush()
+            for watch, job in p.detectors.refit_jobs():
+                self._refits.add(asyncio.create_task(self._refit(watch, job)))
             if time.monotonic() - last_snapshot >= self.cfg.state.snapshot_interval:
                 last_snapshot = time.monotonic()
                 await self._save_state()
@@ -169,6 +171,19 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await self.store.refresh_rollups(rollup_from, now)
                 rollup_from = now - 120  # late readings within two minutes are folded in
+
+    async def _refit(self, watch, job) -> None:
+        """Fit a group detector's model in a worker thread; scoring goes on with the old model."""
+        from plantwatch.detectors.group import fit_group_model
+
+        try:
+            fitted = await asyncio.to_thread(fit_group_model, job)
+            watch.detector.install_model(fitted)
+        except Exception as e:  # noqa: BLE001 - a failed fit keeps the old model; it is retried
+            log.warning("refit of %s failed: %s", watch.cfg.id, e)
+            watch.detector.abandon_refit(job.token)
+        finally:
+            self._refits.discard(asyncio.current_task())
 
     async def _save_state(self) -> None:
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plantwatch.connectors import wire
-from plantwatch.connectors.store import DeadLetter
+from plantwatch.connectors.store import DeadLetter, Transfer
 
 from .config import Config
 
@@ -68,6 +68,8 @@ class Validated:
     y: np.ndarray | None = None
     area: list[str | None] | None = None
     rejected: list[DeadLetter] = field(default_factory=list)
+    transfer: Transfer | None = None
+    transfer_tank: str | None = None
 
     @property
     def robot(self) -> bool:
@@ -78,9 +80,35 @@ def _key(topic: str, payload: bytes, pos: str) -> str:
     return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=12).hexdigest() + ":" + pos
 
 
+def transfers_topic(cfg: Config) -> str:
+    prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
+    return f"{prefix}/{cfg.site.id}/transfers/declared"
+
+
+def validate_transfer(topic: str, payload: bytes, cfg: Config, reg: Registry) -> Validated:
+    out = Validated(None, None, None)
+    key = _key(topic, payload, "transfer")
+    try:
+        d = wire.decode_transfer(payload[:cfg.ingest.max_payload_bytes])
+        col = reg.index.get(d.tank)
+        if col is None or cfg.sensors[col].kind != "level":
+            raise ValueError(f"tank {d.tank!r} is not a level sensor of site {cfg.site.id!r}")
+        start, end = wire.parse_time(d.start), wire.parse_time(d.end)
+        if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(d.quantity)) or end < start:
+            raise ValueError("start, end and quantity must be finite, with end not before start")
+    except ValueError as e:
+        out.rejected.append(DeadLetter(topic, None, None, "bad_transfer", str(e), payload[:4096], key))
+        return out
+    out.transfer = Transfer(int(reg.db_id[col]), start, end, float(d.quantity), d.by, d.reference, key)
+    out.transfer_tank = d.tank
+    return out
+
+
 def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float) -> Validated:
     ing = cfg.ingest
     prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
+    if topic == transfers_topic(cfg):
+        return validate_transfer(topic, payload, cfg, reg)
     where = wire.parse_topic(topic, prefix, cfg.site.id)
     if where is None:
         return Validated(None, None, None, rejected=[DeadLetter(
