@@ -35,7 +35,7 @@ def _dsn(args: argparse.Namespace) -> str:
     raise SystemExit("name the database: --dsn, --config or PLANTWATCH_DSN")
 
 
-_REL = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
+_REL = re.compile(r"^-?(\d+(?:\.\d+)?)([smhd])$")  # "-24h" or "24h": that long ago
 
 
 def parse_time(s: str | None, default: datetime | None = None) -> datetime | None:
@@ -270,8 +270,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=cmd_audit_verify)
     e = asub.add_parser("export", help="export entries as JSON lines with the anchor hash")
     _add_db(e)
-    e.add_argument("--from", dest="from_", help="ISO time, 'now' or like -24h (default: the beginning)")
-    e.add_argument("--to", help="ISO time, 'now' or like -1h (default: now)")
+    e.add_argument("--from", dest="from_", help="ISO time, 'now' or an age like 24h (default: the beginning)")
+    e.add_argument("--to", help="ISO time, 'now' or an age like 1h (default: now)")
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_audit_export)
 
@@ -295,7 +295,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     alsub = al.add_subparsers(dest="alarms_cmd", required=True)
     ar = alsub.add_parser("report", help="EEMUA 191 / ISA-18.2 figures over a time range")
     _add_db(ar)
-    ar.add_argument("--from", dest="from_", help="ISO time or like -7d (default: 24 h before --to)")
+    ar.add_argument("--from", dest="from_", help="ISO time or an age like 7d (default: 24 h before --to)")
     ar.add_argument("--to", help="ISO time (default: now)")
     ar.add_argument("--json", action="store_true")
     ar.set_defaults(func=cmd_alarms_report)
