@@ -243,7 +243,7 @@ CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1000
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e3e6ea;padding:.25em .5em;text-align:left;
 vertical-align:top;font-size:13px}th{background:#eceff3}pre{background:#f6f7f9;padding:.8em;overflow:auto;font-size:12px}
-.plot svg{max-width:100%;height:auto}.muted{color:#667}code{font-size:12px}"""
+.plot svg{max-width:100%;height:auto}.muted{color:#667}code{font-size:12px;word-break:break-all}"""
 
 
 def render(d: dict[str, Any]) -> str:
