@@ -148,3 +148,27 @@ def test_token_file(tmp_path):
         read_token_file(f)
 
 
+
+
+def test_flood_consequences_grouped_and_cause_notified_once():
+    from plantwatch.connectors.store import AlarmWrite
+    from plantwatch.daemon.metrics import Metrics
+    from plantwatch.daemon.notify import Notifications
+
+    cfg = load_config_text(BASE + "notify: {webhooks: [{url: 'http://127.0.0.1:9/x'}]}\n")
+    m = Metrics()
+    n = Notifications(cfg, m, {1: "G0"})
+    (_, sender), = n.senders
+
+    def w(cause):
+        return AlarmWrite("d", 1, "normal", "unack", True, "high", "high", 1.0, cause, raised=True)
+
+    n.offer([w({"by": "detector", "incident": "k", "incident_role": "cause", "flood": False}),
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": False}),
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True,
+                "flood_started": "site"}),
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True})])
+    msgs = list(sender._q)
+    assert [x["type"] for x in msgs] == ["alarm", "alarm", "flood"]
+    assert msgs[0]["incident"]["opened"] is True
+    assert m.registry.get_sample_value("plantwatch_notifications_grouped_total") == 2

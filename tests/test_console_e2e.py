@@ -196,6 +196,15 @@ async def test_console_browser_ack_shelve_audit_report_restart(tmp_path, mosquit
         await _until(lambda: any(m.get("to") == "ack" for m in Hook.received), what="webhook for the ack")
         assert any(m.get("incident", {}).get("opened") for m in Hook.received)
 
+        # --- a shelve runs out on its own (the daemon's alarm clock): G0 is still active → unack
+        st, body = _call(api_port, f"/api/alarms/{g0}/shelve", ann, {"reason": "brief", "duration": 1})
+        assert (st, body["state"]) == (200, "shelved")
+        await _until(lambda: _call(api_port, f"/api/alarms/{g0}", ins)[1]["state"] == "unack", timeout=15,
+                     what="shelve expiry")
+        last = _call(api_port, f"/api/alarms/{g0}", ins)[1]["actions"][-1]
+        assert (last["action"], last["actor"]) == ("shelve_expired", "system")
+        assert _call(api_port, f"/api/alarms/{g0}/ack", ann, {})[1]["state"] == "ack"
+
         # --- restart: the states survive
         assert d.terminate() == 0, d.log()
         d.start()
