@@ -221,3 +221,62 @@ def verify_lines(lines: Iterable[str], *, anchor: str | None = None, last_hash: 
     end = last_hash or header.get("last_hash")
     return check(entries, anchor=anchor or header.get("anchor") or GENESIS, start_seq=first,
                  head=(last, end) if last is not None and end else None)
+
+
+# --- cross-check: do the tables still say what the chain recorded? ------------------------------
+async def verify_records(conn: asyncpg.Connection) -> list[Problem]:
+    """Compare alarm changes, operator actions, config versions and the alarms' current state
+    with what the (verified) chain recorded: a row edited, deleted or added behind the chain's
+    back is named. ``seq`` in a problem is the audit entry concerned (None: no entry)."""
+    problems: list[Problem] = []
+
+    def differs(a: Any, b: Any) -> bool:
+        return canonical(clean(a)) != canonical(clean(b))
+
+    rows = await conn.fetch(
+        "SELECT c.id, c.alarm_id, c.from_state, c.to_state, c.condition, c.severity, c.cause::text AS cause,"
+        " c.time, l.seq, l.body::text AS body FROM alarm_changes c"
+        " FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = 'alarm_change') l"
+        " ON l.ref = 'alarm_change:' || c.id ORDER BY coalesce(l.seq, 0), c.id")
+    for r in rows:
+        if r["id"] is None:
+            problems.append(Problem(r["seq"], "deleted", "the alarm change it records is gone from alarm_changes"))
+            continue
+        if r["seq"] is None:
+            problems.append(Problem(None, "inserted", f"alarm_changes row {r['id']} has no audit entry"))
+            continue
+        b = json.loads(r["body"])
+        now = {"alarm_id": r["alarm_id"], "from": r["from_state"], "to": r["to_state"], "condition": r["condition"],
+               "severity": r["severity"], "cause": json.loads(r["cause"])}
+        then = {k: b.get(k) for k in now}
+        if differs(now, then) or abs(r["time"].timestamp() - float(b.get("time", 0))) > 1e-5:
+            problems.append(Problem(r["seq"], "altered", f"alarm_changes row {r['id']} differs from its audit entry"))
+    rows = await conn.fetch(
+        "SELECT o.id, o.alarm_id, o.action, o.actor, o.role, o.reason, o.params::text AS params, o.from_state,"
+        " o.to_state, l.seq, l.body::text AS body FROM operator_actions o"
+        " FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = 'operator_action') l"
+        " ON l.ref = 'operator_action:' || o.id ORDER BY coalesce(l.seq, 0), o.id")
+    for r in rows:
+        if r["id"] is None:
+            problems.append(Problem(r["seq"], "deleted", "the operator action it records is gone from operator_actions"))
+            continue
+        if r["seq"] is None:
+            problems.append(Problem(None, "inserted", f"operator_actions row {r['id']} has no audit entry"))
+            continue
+        b = json.loads(r["body"])
+        now = {"alarm_id": r["alarm_id"], "action": r["action"], "actor": r["actor"], "role": r["role"],
+               "reason": r["reason"], "params": json.loads(r["params"]), "from": r["from_state"], "to": r["to_state"]}
+        if differs(now, {k: b.get(k) for k in now}):
+            problems.append(Problem(r["seq"], "altered", f"operator_actions row {r['id']} differs from its audit entry"))
+    for r in await conn.fetch("SELECT hash, content FROM config_versions"):
+        import hashlib as _h
+        if _h.sha256(r["content"].encode()).hexdigest() != r["hash"]:
+            problems.append(Problem(None, "altered", f"config_versions {r['hash'][:12]}…: content does not match its hash"))
+        elif not await conn.fetchval("SELECT 1 FROM audit_log WHERE kind = 'config' AND ref = $1", f"config:{r['hash']}"):
+            problems.append(Problem(None, "inserted", f"config_versions {r['hash'][:12]}… has no audit entry"))
+    for r in await conn.fetch(
+            "SELECT a.id, a.state, c.to_state FROM alarms a LEFT JOIN LATERAL (SELECT to_state FROM alarm_changes"
+            " WHERE alarm_id = a.id ORDER BY id DESC LIMIT 1) c ON true WHERE c.to_state IS DISTINCT FROM a.state"):
+        problems.append(Problem(None, "altered", f"alarm {r['id']} is in state {r['state']!r} but its last recorded"
+                                                 f" change says {r['to_state']!r}"))
+    return problems

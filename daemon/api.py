@@ -239,6 +239,7 @@ class Api:
     async def audit_verify(self, request: web.Request) -> web.Response:
         async with self.pool.acquire() as conn:
             v = await audit.verify(conn)
+            v.problems += await audit.verify_records(conn)
         return _json({"ok": v.ok, "entries": v.entries, "last_seq": v.last_seq, "last_hash": v.last_hash,
                       "problems": [str(p) for p in v.problems[:20]]})
 

@@ -84,7 +84,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         async def go():
             conn = await _connect(args)
             try:
-                return await audit.verify(conn)
+                v = await audit.verify(conn)
+                v.problems += await audit.verify_records(conn)  # tables vs. what the chain recorded
+                return v
             finally:
                 await conn.close()
         v = asyncio.run(go())
