@@ -17,7 +17,8 @@ from typing import Any, Iterable, Sequence
 import asyncpg
 import numpy as np
 
-from . import pgcopy
+from . import audit, pgcopy
+from .alarm_db import audit_alarm_write
 from .migrations import migrate, timescaledb_status
 
 _STAGE_SQL = """
@@ -201,10 +202,11 @@ class Store:
                 [(ids[tag], det, ll, lo, hi, hh) for tag, det, ll, lo, hi, hh in limits])
 
     async def record_config(self, digest: str, content: str) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(
+        async with self.pool.acquire() as conn, conn.transaction():
+            new = await conn.fetchval(
                 "INSERT INTO config_versions (hash, content) VALUES ($1, $2) "
-                "ON CONFLICT (hash) DO UPDATE SET last_loaded_at = now()", digest, content)
+                "ON CONFLICT (hash) DO UPDATE SET last_loaded_at = now() RETURNING (xmax = 0)", digest, content)
+            await audit.append(conn, "config", f"config:{digest}", {"hash": digest, "first_load": bool(new)})
 
     # --- the write path -------------------------------------------------------------------------
     async def write(self, readings: ReadingRows | None, robot: RobotRows | None = None,
@@ -335,7 +337,9 @@ async def apply_alarm_ops(conn: asyncpg.Connection, ops: Sequence[AlarmOp]) -> l
     """Apply event and alarm operations in order; returns the ids of the alarms written."""
     ids: list[int] = []
     for op in ops:
-        if isinstance(op, EventStart):
+        if hasattr(op, "apply"):  # alarm-management ops (connectors/alarm_db.py): actions, incidents
+            await op.apply(conn)
+        elif isinstance(op, EventStart):
             await conn.execute(
                 "INSERT INTO events (detector_id, detector, sensor_id, condition, severity, started_at, start_score,"
                 " peak_score) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
@@ -363,10 +367,12 @@ async def apply_alarm_ops(conn: asyncpg.Connection, ops: Sequence[AlarmOp]) -> l
                 " RETURNING id",
                 op.detector_id, op.sensor_id, op.to_state, op.active, op.condition, op.severity, op.raised,
                 op.cleared, _ts(op.t))
-            await conn.execute(
+            change_id = await conn.fetchval(
                 "INSERT INTO alarm_changes (alarm_id, time, from_state, to_state, condition, severity, cause)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                alarm_id, _ts(op.t), op.from_state, op.to_state, op.condition, op.severity, op.cause)
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING id",
+                alarm_id, _ts(op.t), op.from_state, op.to_state, op.condition, op.severity,
+                json.dumps(audit.clean(op.cause)))
+            await audit_alarm_write(conn, alarm_id, change_id, op)  # same transaction: tamper-evident
             ids.append(alarm_id)
     return ids
 

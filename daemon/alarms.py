@@ -38,6 +38,10 @@ class AlarmState:
     active: bool = False
     condition: str = "normal"
     severity: str = "low"
+    # kept by the lifecycle layer (daemon/lifecycle.py): operator actions, suppression, incidents
+    shelved_until: float | None = None
+    suppressed_by: str | None = None
+    incident: str | None = None
 
 
 class AlarmBook:
@@ -47,8 +51,9 @@ class AlarmBook:
 
     def load(self, rows: Iterable[dict]) -> None:
         for r in rows:
-            self.alarms[(r["detector_id"], r["sensor_id"])] = AlarmState(r["state"], r["active"], r["condition"],
-                                                                         r["severity"])
+            self.alarms[(r["detector_id"], r["sensor_id"])] = AlarmState(
+                r["state"], r["active"], r["condition"], r["severity"], r.get("shelved_until"),
+                r.get("suppressed_by"), r.get("incident"))
 
     def apply(self, changes: Iterable[Change]) -> list[AlarmOp]:
         ops: list[AlarmOp] = []

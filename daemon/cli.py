@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     cc = csub.add_parser("check", help="validate a config file")
     cc.add_argument("file")
     cc.set_defaults(func=cmd_config_check)
+
+    from .cli_alarms import register  # audit, incident, alarms, token, api
+    register(sub)
     return p
 
 

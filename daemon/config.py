@@ -171,6 +171,107 @@ class StateConfig(Model):
     data_dir: str = ".plantwatch"
 
 
+# --- alarm management, operator API, notifications (see docs/alarms.md) ----------------------------
+class AlarmRef(Model):
+    """Which alarms a rule is about: every given criterion must match (AND)."""
+
+    detector: ID | None = None
+    sensors: list[ID] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self):
+        if self.detector is None and self.sensors is None:
+            raise ValueError("give detector, sensors or both")
+        return self
+
+    def matches(self, detector_id: str, sensor_tag: str) -> bool:
+        return ((self.detector is None or self.detector == detector_id)
+                and (self.sensors is None or sensor_tag in self.sensors))
+
+    def label(self) -> str:
+        return f"{self.detector or '*'}/{','.join(self.sensors) if self.sensors else '*'}"
+
+
+class SuppressRule(Model):
+    """Suppression by design: ``alarms`` are suppressed while any ``upstream`` alarm is active
+    (e.g. a downstream low-flow alarm while the upstream pump's trip alarm is active)."""
+
+    alarms: AlarmRef
+    upstream: AlarmRef
+
+
+class Position(Model):
+    """An operator position (console) and the areas it watches (for the EEMUA 191 rates)."""
+
+    id: ID
+    areas: list[ID]
+
+
+class FloodConfig(Model):
+    #: sliding window (seconds) in which alarms are counted per operator position
+    window: float = Field(600.0, gt=0)
+    #: a flood starts when more than this many alarms were raised in the window ...
+    start: int = Field(10, ge=1)
+    #: ... and ends when fewer than this many were
+    end: int = Field(5, ge=1)
+
+
+class IncidentConfig(Model):
+    #: an alarm joins an open incident whose last alarm was raised at most this long ago (s)
+    window: float = Field(600.0, gt=0)
+    #: an incident ends once all its alarms have been inactive this long (s)
+    close_after: float = Field(300.0, ge=0)
+    #: robot readings within this distance (m) of an involved sensor are shown in reports
+    robot_radius: float = Field(30.0, gt=0)
+
+
+class AlarmsConfig(Model):
+    #: shelving is always for a time: the default and the longest allowed (seconds)
+    default_shelve: float = Field(3600.0, gt=0)
+    max_shelve: float = Field(8 * 3600.0, gt=0)
+    suppress_when: list[SuppressRule] = Field(default_factory=list)
+    #: areas not listed belong to the position "site"
+    positions: list[Position] = Field(default_factory=list)
+    flood: FloodConfig = FloodConfig()
+    incidents: IncidentConfig = IncidentConfig()
+
+
+class ApiToken(Model):
+    name: ID
+    role: Literal["operator", "engineer", "inspector"]
+    #: hex SHA-256 of the token (``plantwatch token new`` prints both)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ApiConfig(Model):
+    """The operator API and console, served by the daemon (absent: not served)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8110, ge=0, le=65535)
+    tokens: list[ApiToken] = Field(default_factory=list)
+    #: more tokens, one per line: ``name role sha256`` (``#`` comments); read at start
+    token_file: str | None = None
+
+
+class Webhook(Model):
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: alarm changes below this severity are not sent
+    min_severity: Severity = "low"
+    timeout: float = Field(5.0, gt=0, le=120)
+    #: attempts per notification before it is counted as failed
+    attempts: int = Field(6, ge=1, le=100)
+
+
+class NotifyConfig(Model):
+    webhooks: list[Webhook] = Field(default_factory=list)
+    #: notifications waiting per webhook; beyond it the oldest are dropped (and counted)
+    queue: int = Field(1000, ge=1, le=1_000_000)
+    #: first retry delay (s); doubles per attempt up to max_backoff
+    backoff: float = Field(0.5, gt=0)
+    max_backoff: float = Field(60.0, gt=0)
+
+
 class Config(Model):
     version: Literal[1] = 1
     site: Site
@@ -181,6 +282,9 @@ class Config(Model):
     state: StateConfig = StateConfig()
     sensors: list[Sensor]
     detectors: list[DetectorConfig] = Field(default_factory=list)
+    alarms: AlarmsConfig = AlarmsConfig()
+    api: ApiConfig | None = None
+    notify: NotifyConfig = NotifyConfig()
 
     @model_validator(mode="after")
     def _references(self):
@@ -212,6 +316,18 @@ class Config(Model):
                     problems.append(f"detectors[{i}].select.areas: unknown area {a!r}")
             if not problems and not any(d.select.matches(s) for s in self.sensors):
                 problems.append(f"detectors[{i}].select: matches no sensor")
+        for i, r in enumerate(self.alarms.suppress_when):
+            for side in ("alarms", "upstream"):
+                ref = getattr(r, side)
+                if ref.detector is not None and ref.detector not in det_ids:
+                    problems.append(f"alarms.suppress_when[{i}].{side}.detector: unknown detector {ref.detector!r}")
+                for n in ref.sensors or []:
+                    if n not in seen:
+                        problems.append(f"alarms.suppress_when[{i}].{side}.sensors: unknown sensor {n!r}")
+        for i, pos in enumerate(self.alarms.positions):
+            for a in pos.areas:
+                if a not in areas:
+                    problems.append(f"alarms.positions[{i}].areas: unknown area {a!r}")
         if problems:
             raise ValueError("\n".join(problems))
         return self

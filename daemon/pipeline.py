@@ -162,6 +162,20 @@ class Pipeline:
         self._in_flight.append(unit)
         await self.units.put(unit)
 
+    async def submit_alarm_ops(self, ops: list[AlarmOp]) -> asyncio.Future:
+        """Queue alarm ops that do not come from readings (operator actions, shelve expiry,
+        incident closing) on the same ordered alarm write path. Call it right after mutating the
+        AlarmBook, with no ``await`` in between: the order is fixed before this first suspends.
+        The returned future resolves when the ops are committed."""
+        self._unit_seq += 1
+        unit = Unit(self._unit_seq, [], None, None, [], [], list(ops), [], 0.0, 0)
+        unit.alarm_turn = self._last_alarm_done
+        unit.alarm_done = asyncio.get_running_loop().create_future()
+        self._last_alarm_done = unit.alarm_done
+        self._in_flight.append(unit)
+        await self.units.put(unit)
+        return unit.alarm_done
+
     def _collectors(self, items: list[Validated]) -> list[CollectorSeen]:
         seen: dict[str, CollectorSeen] = {}
         for v in items:

@@ -21,7 +21,7 @@ import aiomqtt
 from plantwatch.connectors.mqtt import BrokerAddress, Publisher, Subscriber
 from plantwatch.connectors.store import AlarmWrite, Store
 
-from .alarms import AlarmBook
+from .alarm_service import AlarmManagement
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
@@ -67,6 +67,7 @@ class Daemon:
         self.ready = asyncio.Event()
         self.store: Store | None = None
         self.pipeline: Pipeline | None = None
+        self.alarm_mgmt: AlarmManagement | None = None
         self._gen = 0
         self._notify: asyncio.Queue[list[AlarmWrite]] = asyncio.Queue(maxsize=1000)
         self._refits: set[asyncio.Task] = set()
@@ -77,30 +78,35 @@ class Daemon:
         try:
             ids = await store.sync_registry(cfg.site, cfg.sensors)
             await store.sync_limits(limit_rows(cfg), ids)
+            digest = None
             if self.config_text:
                 from .config import config_hash
-                await store.record_config(config_hash(self.config_text), self.config_text)
+                digest = config_hash(self.config_text)
+                await store.record_config(digest, self.config_text)
             reg = Registry.build(cfg, ids)
             detectors = DetectorSet(cfg)
             restored = detectors.restore(await store.load_detector_states())
             if restored:
                 log.info("restored learned state of %d detector(s): %s", len(restored), ", ".join(restored))
-            book = AlarmBook(reg.db_id)
-            book.load([dict(r) for r in await store.load_alarms()])
+            self.alarm_mgmt = AlarmManagement(cfg, store, self.m, config_hash=digest)
+            book = await self.alarm_mgmt.make_book(reg.db_id)  # lifecycle-aware AlarmBook, state as committed
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification)
+            self.alarm_mgmt.bind(self.pipeline)
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
                 notifier = tg.create_task(self._notifier(), name="notifier")
                 timer = tg.create_task(self._timer(), name="timer")
+                alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 ingest = tg.create_task(self._ingest(), name="ingest")
                 await self.stop.wait()
                 log.info("stopping: no more intake; flushing and draining")
-                ingest.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ingest
+                for t in (ingest, alarm_mgmt):
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
                 timer.cancel()
                 await self.pipeline.flush()
                 for _ in writers:
@@ -192,6 +198,7 @@ class Daemon:
             log.error("saving detector state failed: %s", e)
 
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
+        self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks
         try:
             self._notify.put_nowait(writes)
         except asyncio.QueueFull:

@@ -3,7 +3,9 @@
 #   - Mosquitto (broker binary only; tests start their own throwaway instance),
 #   - PostgreSQL 15 server binaries (tests start their own throwaway cluster),
 #   - TimescaleDB (Apache-2 edition), built from Debian trixie's source package,
-#     because bookworm ships no TimescaleDB package.
+#     because bookworm ships no TimescaleDB package,
+#   - Chromium and its WebDriver (Debian's packages) for the headless browser tests of the
+#     operator console and the incident reports (selenium drives /usr/bin/chromium).
 # Idempotent: each step is skipped when its result is already present.
 set -euo pipefail
 
@@ -16,6 +18,8 @@ need_pkgs=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_pkgs+=(mosquitto)
 [ -x "${PG_BIN}/postgres" ] || need_pkgs+=("postgresql-${PG_MAJOR}")
 [ -x "${PG_BIN}/pg_config" ] || [ -f "/usr/include/postgresql/${PG_MAJOR}/server/postgres.h" ] || need_pkgs+=("postgresql-server-dev-${PG_MAJOR}")
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
 TS_CONTROL="/usr/share/postgresql/${PG_MAJOR}/extension/timescaledb.control"
 if [ ! -f "$TS_CONTROL" ]; then
   for p in build-essential cmake dpkg-dev; do dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p"); done
@@ -49,4 +53,5 @@ if [ ! -f "$TS_CONTROL" ]; then
   make -C build -j"$(nproc)" install >/dev/null
   log "TimescaleDB installed: $(grep default_version "$TS_CONTROL")"
 fi
+log "ok: $(/usr/bin/chromium --version 2>/dev/null || echo 'chromium missing')"
 log "ok: mosquitto $(mosquitto -h 2>/dev/null | head -n1 | awk '{print $3}'), postgres $(${PG_BIN}/postgres --version | awk '{print $3}'), timescaledb $(grep default_version "$TS_CONTROL" | tr -d "'" | awk '{print $3}')"

@@ -14,7 +14,8 @@ started=$(date +%s)
 if [ "$(id -u)" -eq 0 ]; then
   bash deploy/dev/install-services.sh
 elif [ -x /usr/sbin/mosquitto ] && [ -x /usr/lib/postgresql/15/bin/postgres ] \
-     && [ -f /usr/share/postgresql/15/extension/timescaledb.control ]; then
+     && [ -f /usr/share/postgresql/15/extension/timescaledb.control ] \
+     && [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
   log "services present (not root: skipping install-services.sh)"
 else
   log "installing services with sudo"

@@ -1,0 +1,288 @@
+"""Database side of alarm management: operator actions, alarm fields, incidents, the audit
+entries that go with them, and the queries the API, CLI and reports use.
+
+The write-side classes are *alarm ops*: they travel in a pipeline unit's ``ops`` list beside
+:class:`~plantwatch.connectors.store.AlarmWrite` and are applied, in order, by
+:func:`~plantwatch.connectors.store.apply_alarm_ops` (anything with an ``apply(conn)`` method),
+inside the unit's transaction and after the previous alarm-writing unit committed. So an
+operator action, the alarm change it causes and its audit entries commit together, in the same
+order as the detector-driven changes around them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import asyncpg
+
+from . import audit
+
+
+def ts(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def epoch(d: datetime | None) -> float | None:
+    return d.timestamp() if d is not None else None
+
+
+_ALARM_ID = "SELECT id FROM alarms WHERE detector_id = $1 AND sensor_id = $2"
+
+#: alarm columns an op may set (whitelist: the names are put into SQL)
+_FIELDS = {"acked_at": "timestamptz", "acked_by": "text", "shelved_at": "timestamptz", "shelved_until": "timestamptz",
+           "shelved_by": "text", "oos_at": "timestamptz", "oos_by": "text", "suppressed_by": "text",
+           "state_reason": "text", "incident_id": "bigint"}
+
+
+async def audit_alarm_write(conn: asyncpg.Connection, alarm_id: int, change_id: int, op: Any) -> None:
+    """The audit entry of one alarm change (called by store.apply_alarm_ops)."""
+    await audit.append(conn, "alarm_change", f"alarm_change:{change_id}", {
+        "alarm_id": alarm_id, "change_id": change_id, "detector": op.detector_id, "sensor_id": op.sensor_id,
+        "from": op.from_state, "to": op.to_state, "active": op.active, "condition": op.condition,
+        "severity": op.severity, "time": op.t, "cause": op.cause})
+
+
+@dataclass(slots=True)
+class AlarmFields:
+    """Set bookkeeping columns of the alarm of (detector, sensor). Values: float → timestamp."""
+
+    detector_id: str
+    sensor_id: int
+    fields: dict[str, Any]
+
+    async def apply(self, conn: asyncpg.Connection) -> None:
+        sets, args = [], [self.detector_id, self.sensor_id]
+        for k, v in self.fields.items():
+            typ = _FIELDS[k]
+            args.append(ts(v) if typ == "timestamptz" and isinstance(v, (int, float)) else v)
+            sets.append(f"{k} = ${len(args)}::{typ}")
+        if sets:
+            await conn.execute(f"UPDATE alarms SET {', '.join(sets)} WHERE detector_id = $1 AND sensor_id = $2", *args)
+
+
+@dataclass(slots=True)
+class OperatorAction:
+    """Who did what to which alarm, when and why (also: 'system' for shelve expiry)."""
+
+    detector_id: str
+    sensor_id: int
+    t: float
+    action: str
+    actor: str
+    role: str
+    reason: str
+    params: dict[str, Any] = field(default_factory=dict)
+    from_state: str | None = None
+    to_state: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)  # filled on apply: {"id": ...}
+
+    async def apply(self, conn: asyncpg.Connection) -> None:
+        alarm_id = await conn.fetchval(_ALARM_ID, self.detector_id, self.sensor_id)
+        params = audit.clean(self.params)
+        aid = await conn.fetchval(
+            "INSERT INTO operator_actions (time, alarm_id, action, actor, role, reason, params, from_state, to_state)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9) RETURNING id",
+            ts(self.t), alarm_id, self.action, self.actor, self.role, self.reason, json.dumps(params),
+            self.from_state, self.to_state)
+        self.result["id"] = aid
+        await audit.append(conn, "operator_action", f"operator_action:{aid}", {
+            "id": aid, "alarm_id": alarm_id, "detector": self.detector_id, "sensor_id": self.sensor_id,
+            "time": self.t, "action": self.action, "actor": self.actor, "role": self.role, "reason": self.reason,
+            "params": params, "from": self.from_state, "to": self.to_state})
+
+
+@dataclass(slots=True)
+class IncidentOpen:
+    key: str
+    site_id: str
+    t: float
+    title: str
+    area: str
+    sensor: str
+    detector_id: str
+    sensor_id: int
+    condition: str
+    severity: str
+    config_hash: str | None
+    flood: bool = False
+
+    async def apply(self, conn: asyncpg.Connection) -> None:
+        alarm_id = await conn.fetchval(_ALARM_ID, self.detector_id, self.sensor_id)
+        cfg = self.config_hash
+        if cfg is not None and not await conn.fetchval("SELECT 1 FROM config_versions WHERE hash = $1", cfg):
+            cfg = None
+        iid = await conn.fetchval(
+            "INSERT INTO incidents (key, site_id, started_at, last_alarm_at, title, areas, sensors, cause_alarm_id,"
+            " config_hash, flood) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (key) DO NOTHING RETURNING id",
+            self.key, self.site_id, ts(self.t), self.title, [self.area], [self.sensor], alarm_id, cfg, self.flood)
+        if iid is None:  # already written (cannot normally happen: ops are applied once)
+            return
+        await conn.execute("INSERT INTO incident_alarms (incident_id, alarm_id, role, raised_at, condition, severity)"
+                           " VALUES ($1, $2, 'cause', $3, $4, $5) ON CONFLICT DO NOTHING",
+                           iid, alarm_id, ts(self.t), self.condition, self.severity)
+        await conn.execute("UPDATE alarms SET incident_id = $1 WHERE id = $2", iid, alarm_id)
+        await audit.append(conn, "incident", f"incident:{iid}", {
+            "event": "opened", "id": iid, "key": self.key, "time": self.t, "title": self.title,
+            "cause_alarm_id": alarm_id, "area": self.area, "sensor": self.sensor, "condition": self.condition,
+            "severity": self.severity, "config_hash": cfg, "flood": self.flood})
+
+
+@dataclass(slots=True)
+class IncidentJoin:
+    key: str
+    t: float
+    area: str
+    sensor: str
+    detector_id: str
+    sensor_id: int
+    condition: str
+    severity: str
+    flood: bool = False
+
+    async def apply(self, conn: asyncpg.Connection) -> None:
+        alarm_id = await conn.fetchval(_ALARM_ID, self.detector_id, self.sensor_id)
+        iid = await conn.fetchval(
+            "UPDATE incidents SET last_alarm_at = GREATEST(last_alarm_at, $2),"
+            " areas = CASE WHEN $3 = ANY(areas) THEN areas ELSE areas || $3 END,"
+            " sensors = CASE WHEN $4 = ANY(sensors) THEN sensors ELSE sensors || $4 END,"
+            " flood = flood OR $5 WHERE key = $1 RETURNING id",
+            self.key, ts(self.t), self.area, self.sensor, self.flood)
+        if iid is None:
+            return
+        await conn.execute("INSERT INTO incident_alarms (incident_id, alarm_id, role, raised_at, condition, severity)"
+                           " VALUES ($1, $2, 'consequence', $3, $4, $5) ON CONFLICT DO NOTHING",
+                           iid, alarm_id, ts(self.t), self.condition, self.severity)
+        await conn.execute("UPDATE alarms SET incident_id = $1 WHERE id = $2", iid, alarm_id)
+        await audit.append(conn, "incident", f"incident:{iid}", {
+            "event": "joined", "id": iid, "key": self.key, "time": self.t, "alarm_id": alarm_id, "area": self.area,
+            "sensor": self.sensor, "condition": self.condition, "severity": self.severity, "flood": self.flood})
+
+
+@dataclass(slots=True)
+class IncidentClose:
+    key: str
+    t: float
+
+    async def apply(self, conn: asyncpg.Connection) -> None:
+        iid = await conn.fetchval("UPDATE incidents SET ended_at = $2 WHERE key = $1 AND ended_at IS NULL RETURNING id",
+                                  self.key, ts(self.t))
+        if iid is not None:
+            await audit.append(conn, "incident", f"incident:{iid}", {"event": "closed", "id": iid, "key": self.key,
+                                                                      "time": self.t})
+
+
+# --- loading state at start ------------------------------------------------------------------------
+async def load_alarm_rows(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT a.detector_id, a.sensor_id, a.state, a.active, a.condition, a.severity,"
+        " extract(epoch FROM a.shelved_until)::float8 AS shelved_until, a.suppressed_by, i.key AS incident"
+        " FROM alarms a LEFT JOIN incidents i ON i.id = a.incident_id AND i.ended_at IS NULL")
+    return [dict(r) for r in rows]
+
+
+async def load_open_incidents(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT i.key, extract(epoch FROM i.started_at)::float8 AS started_at,"
+        " extract(epoch FROM i.last_alarm_at)::float8 AS last_alarm_at, i.areas, i.sensors, i.flood,"
+        " array_agg(a.detector_id) AS detectors, array_agg(a.sensor_id) AS sensor_ids"
+        " FROM incidents i JOIN incident_alarms ia ON ia.incident_id = i.id JOIN alarms a ON a.id = ia.alarm_id"
+        " WHERE i.ended_at IS NULL GROUP BY i.id")
+    return [dict(r) for r in rows]
+
+
+async def sync_positions(conn: asyncpg.Connection, mapping: dict[str, str]) -> None:
+    async with conn.transaction():
+        await conn.execute("DELETE FROM operator_positions")
+        await conn.executemany("INSERT INTO operator_positions (area_id, position) VALUES ($1, $2)",
+                               list(mapping.items()))
+
+
+# --- queries (API, CLI, reports) --------------------------------------------------------------------
+_ALARM_COLS = (
+    "a.id, a.detector_id, s.tag AS sensor, s.area_id AS area, s.unit, a.state, a.active, a.condition, a.severity,"
+    " a.priority, extract(epoch FROM a.raised_at)::float8 AS raised_at,"
+    " extract(epoch FROM a.cleared_at)::float8 AS cleared_at, extract(epoch FROM a.acked_at)::float8 AS acked_at,"
+    " a.acked_by, extract(epoch FROM a.shelved_until)::float8 AS shelved_until, a.shelved_by, a.oos_by,"
+    " a.suppressed_by, a.state_reason, a.incident_id, extract(epoch FROM a.updated_at)::float8 AS updated_at")
+
+
+async def list_alarms(conn: asyncpg.Connection, *, include_normal: bool = False) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {_ALARM_COLS} FROM alarms a JOIN sensors s ON s.id = a.sensor_id"
+        f" WHERE $1 OR a.state <> 'normal' ORDER BY a.priority, a.raised_at NULLS LAST, a.id", include_normal)
+    return [dict(r) for r in rows]
+
+
+async def get_alarm(conn: asyncpg.Connection, alarm_id: int) -> dict[str, Any] | None:
+    r = await conn.fetchrow(f"SELECT {_ALARM_COLS} FROM alarms a JOIN sensors s ON s.id = a.sensor_id"
+                            f" WHERE a.id = $1", alarm_id)
+    if r is None:
+        return None
+    out = dict(r)
+    out["changes"] = [dict(c) for c in await conn.fetch(
+        "SELECT id, extract(epoch FROM time)::float8 AS time, from_state, to_state, condition, severity,"
+        " cause::text AS cause FROM alarm_changes WHERE alarm_id = $1 ORDER BY id", alarm_id)]
+    for c in out["changes"]:
+        c["cause"] = json.loads(c["cause"])
+    out["actions"] = [dict(c) for c in await conn.fetch(
+        "SELECT id, extract(epoch FROM time)::float8 AS time, action, actor, role, reason, params::text AS params,"
+        " from_state, to_state FROM operator_actions WHERE alarm_id = $1 ORDER BY id", alarm_id)]
+    for c in out["actions"]:
+        c["params"] = json.loads(c["params"])
+    return out
+
+
+async def alarm_key(conn: asyncpg.Connection, alarm_id: int) -> tuple[str, int] | None:
+    r = await conn.fetchrow("SELECT detector_id, sensor_id FROM alarms WHERE id = $1", alarm_id)
+    return (r["detector_id"], r["sensor_id"]) if r else None
+
+
+async def list_incidents(conn: asyncpg.Connection, limit: int = 100) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT i.id, i.title, extract(epoch FROM i.started_at)::float8 AS started_at,"
+        " extract(epoch FROM i.ended_at)::float8 AS ended_at, i.areas, i.sensors, i.flood, i.config_hash,"
+        " (SELECT count(*) FROM incident_alarms ia WHERE ia.incident_id = i.id) AS n_alarms"
+        " FROM incidents i ORDER BY i.started_at DESC, i.id DESC LIMIT $1", limit)
+    return [dict(r) for r in rows]
+
+
+async def get_incident(conn: asyncpg.Connection, incident_id: int) -> dict[str, Any] | None:
+    r = await conn.fetchrow(
+        "SELECT i.id, i.key, i.site_id, i.title, extract(epoch FROM i.started_at)::float8 AS started_at,"
+        " extract(epoch FROM i.ended_at)::float8 AS ended_at, extract(epoch FROM i.last_alarm_at)::float8 AS last_alarm_at,"
+        " i.areas, i.sensors, i.flood, i.config_hash, i.cause_alarm_id FROM incidents i WHERE i.id = $1", incident_id)
+    if r is None:
+        return None
+    out = dict(r)
+    out["alarms"] = [dict(x) for x in await conn.fetch(
+        "SELECT ia.alarm_id, ia.role, extract(epoch FROM ia.raised_at)::float8 AS raised_at, ia.condition, ia.severity,"
+        " a.detector_id, s.tag AS sensor, s.area_id AS area, a.state, a.priority"
+        " FROM incident_alarms ia JOIN alarms a ON a.id = ia.alarm_id JOIN sensors s ON s.id = a.sensor_id"
+        " WHERE ia.incident_id = $1 ORDER BY ia.raised_at, ia.alarm_id", incident_id)]
+    ids = sorted({a["alarm_id"] for a in out["alarms"]})
+    t0 = out["started_at"] - 3600
+    t1 = (out["ended_at"] or out["last_alarm_at"]) + 3600
+    out["changes"] = [dict(x) for x in await conn.fetch(
+        "SELECT c.id, c.alarm_id, extract(epoch FROM c.time)::float8 AS time, c.from_state, c.to_state, c.condition,"
+        " c.severity, c.cause::text AS cause, s.tag AS sensor, a.detector_id FROM alarm_changes c JOIN alarms a ON a.id = c.alarm_id"
+        " JOIN sensors s ON s.id = a.sensor_id WHERE c.alarm_id = ANY($1::bigint[])"
+        " AND c.time BETWEEN $2 AND $3 ORDER BY c.time, c.id", ids, ts(t0), ts(t1))]
+    for c in out["changes"]:
+        c["cause"] = json.loads(c["cause"])
+    out["actions"] = [dict(x) for x in await conn.fetch(
+        "SELECT o.id, o.alarm_id, extract(epoch FROM o.time)::float8 AS time, o.action, o.actor, o.role, o.reason,"
+        " o.params::text AS params, o.from_state, o.to_state FROM operator_actions o"
+        " WHERE o.alarm_id = ANY($1::bigint[]) AND o.time >= $2 ORDER BY o.time, o.id", ids, ts(t0))]
+    for c in out["actions"]:
+        c["params"] = json.loads(c["params"])
+    return out
+
+
+async def latest_incident_id(conn: asyncpg.Connection, sensor_tags: Sequence[str] | None = None) -> int | None:
+    if sensor_tags:
+        return await conn.fetchval("SELECT id FROM incidents WHERE sensors && $1::text[]"
+                                   " ORDER BY started_at DESC, id DESC LIMIT 1", list(sensor_tags))
+    return await conn.fetchval("SELECT id FROM incidents ORDER BY started_at DESC, id DESC LIMIT 1")

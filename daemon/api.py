@@ -1,0 +1,259 @@
+"""The operator API and console, served by the daemon in its own event loop (aiohttp).
+
+Why in the daemon: the AlarmBook (the authority on alarm state) lives here, and an operator
+action must be applied to it and written through the same ordered alarm write path as the
+detector-driven changes (see daemon/lifecycle.py). A separate web process would race.
+
+Authentication: ``Authorization: Bearer <token>``. Tokens are never stored: the config (or a
+token file) holds the SHA-256 of each token with a name and a role:
+
+* ``inspector`` — read only (alarms, incidents, reports, audit verification);
+* ``operator``  — also acknowledge, shelve, unshelve, comment;
+* ``engineer``  — also take alarms out of service and return them to service.
+
+Every action is recorded (operator_actions + alarm_changes + the audit chain) with the token's
+name as the actor.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from plantwatch.connectors import alarm_db, audit
+
+from .config import ApiConfig
+from .lifecycle import ACTIONS, ActionError, ManagedAlarmBook
+
+log = logging.getLogger(__name__)
+
+ROLES = ("inspector", "operator", "engineer")
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Tokens:
+    def __init__(self, entries: list[tuple[str, str, str]]):
+        self._by_hash = {h: User(n, r) for n, r, h in entries}
+
+    @classmethod
+    def from_config(cls, api: ApiConfig) -> "Tokens":
+        entries = [(t.name, t.role, t.sha256) for t in api.tokens]
+        if api.token_file:
+            entries += read_token_file(api.token_file)
+        return cls(entries)
+
+    def check(self, token: str) -> User | None:
+        h = hash_token(token)
+        for known, user in self._by_hash.items():  # compare all, in constant time each
+            if hmac.compare_digest(known, h):
+                return user
+        return None
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+def read_token_file(path: str | Path) -> list[tuple[str, str, str]]:
+    """Lines ``name role sha256``; blank lines and ``#`` comments are ignored."""
+    out = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[1] not in ROLES or len(parts[2]) != 64:
+            raise ValueError(f"{path}:{i}: expected 'name role sha256' with role one of {', '.join(ROLES)}")
+        out.append((parts[0], parts[1], parts[2].lower()))
+    return out
+
+
+def _err(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(audit.clean(o)))
+
+
+class Api:
+    """Routes; needs the pipeline's store pool, the book and the op submitter."""
+
+    def __init__(self, *, pool, book: ManagedAlarmBook, submit: Callable[[list], Awaitable[asyncio.Future]],
+                 tokens: Tokens, site: str, report: Callable[[int], Awaitable[str]] | None = None, metrics=None):
+        self.pool = pool
+        self.book = book
+        self.submit = submit
+        self.tokens = tokens
+        self.site = site
+        self.report = report
+        self.m = metrics
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth], client_max_size=64 * 1024)
+        r = app.router
+        r.add_get("/", self.page)
+        r.add_get("/console", self.page)
+        r.add_get("/alarms/{id:\\d+}", self.page)
+        r.add_get("/incidents/{id:\\d+}", self.page)
+        r.add_get("/openapi.json", self.openapi)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/api/whoami", self.whoami)
+        r.add_get("/api/alarms", self.list_alarms)
+        r.add_get("/api/alarms/{id:\\d+}", self.get_alarm)
+        for action in ACTIONS:
+            r.add_post(f"/api/alarms/{{id:\\d+}}/{action.replace('_', '-')}", self._action(action))
+        r.add_get("/api/incidents", self.list_incidents)
+        r.add_get("/api/incidents/{id:\\d+}", self.get_incident)
+        r.add_get("/api/incidents/{id:\\d+}/report", self.incident_report)
+        r.add_get("/api/audit/verify", self.audit_verify)
+        return app
+
+    PUBLIC = ("/", "/console", "/openapi.json", "/healthz")
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        path = request.path
+        if path in self.PUBLIC or path.startswith(("/alarms/", "/incidents/")):
+            resp = await handler(request)
+        else:
+            h = request.headers.get("Authorization", "")
+            user = self.tokens.check(h[7:].strip()) if h.startswith("Bearer ") else None
+            if user is None:
+                return web.json_response({"error": "missing or unknown token"}, status=401,
+                                         headers={"WWW-Authenticate": 'Bearer realm="plantwatch"'})
+            request["user"] = user
+            resp = await handler(request)
+        resp.headers.setdefault("Cache-Control", "no-store")
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return resp
+
+    # --- pages ------------------------------------------------------------------------------------
+    async def page(self, request: web.Request) -> web.Response:
+        html = (STATIC / "console.html").read_text(encoding="utf-8").replace("{{SITE}}", self.site)
+        return web.Response(text=html, content_type="text/html", headers={
+            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline';"
+                                       " img-src 'self' data: blob:; frame-src blob:"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from .openapi import spec
+        return web.json_response(spec())
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        u: User = request["user"]
+        return _json({"name": u.name, "role": u.role, "site": self.site,
+                      "may": sorted(a for a, roles in ACTIONS.items() if u.role in roles)})
+
+    # --- alarms -----------------------------------------------------------------------------------
+    async def list_alarms(self, request: web.Request) -> web.Response:
+        include_normal = request.query.get("all") in ("1", "true", "yes")
+        async with self.pool.acquire() as conn:
+            rows = await alarm_db.list_alarms(conn, include_normal=include_normal)
+        return _json({"site": self.site, "time": time.time(), "flood": self.book.in_flood(), "alarms": rows})
+
+    async def get_alarm(self, request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            a = await alarm_db.get_alarm(conn, int(request.match_info["id"]))
+        return _json(a) if a else _err(404, "no such alarm")
+
+    def _action(self, action: str):
+        async def handler(request: web.Request) -> web.Response:
+            user: User = request["user"]
+            alarm_id = int(request.match_info["id"])
+            body: dict[str, Any] = {}
+            if request.can_read_body:
+                try:
+                    body = await request.json()
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    return _err(400, "body must be JSON")
+                if not isinstance(body, dict):
+                    return _err(400, "body must be a JSON object")
+            reason = body.get("reason", body.get("text", ""))
+            duration = body.get("duration")
+            if not isinstance(reason, str) or len(reason) > 2000:
+                return _err(400, "reason must be a string of at most 2000 characters")
+            if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
+                return _err(400, "duration must be a number of seconds")
+            if user.role not in ACTIONS[action]:
+                return _err(403, f"role {user.role!r} may not {action}")
+            async with self.pool.acquire() as conn:
+                key = await alarm_db.alarm_key(conn, alarm_id)
+            if key is None:
+                return _err(404, "no such alarm")
+            try:  # mutate the book and queue the ops with no await in between (ordering)
+                ops = self.book.act(key, action, actor=user.name, role=user.role, reason=reason, duration=duration)
+                done = self.submit(ops)
+            except ActionError as e:
+                return _err(e.status, str(e))
+            fut = await done
+            await asyncio.wait_for(asyncio.shield(fut), 60)
+            if self.m is not None:
+                self.m.operator_actions.labels(action).inc()
+            log.info("%s (%s) %s alarm %d: %s", user.name, user.role, action, alarm_id, reason)
+            async with self.pool.acquire() as conn:
+                return _json(await alarm_db.get_alarm(conn, alarm_id))
+        handler.__name__ = f"action_{action}"
+        return handler
+
+    # --- incidents --------------------------------------------------------------------------------
+    async def list_incidents(self, request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            return _json({"incidents": await alarm_db.list_incidents(conn)})
+
+    async def get_incident(self, request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            inc = await alarm_db.get_incident(conn, int(request.match_info["id"]))
+        return _json(inc) if inc else _err(404, "no such incident")
+
+    async def incident_report(self, request: web.Request) -> web.Response:
+        if self.report is None:
+            return _err(501, "reports not available")
+        try:
+            html = await self.report(int(request.match_info["id"]))
+        except LookupError:
+            return _err(404, "no such incident")
+        return web.Response(text=html, content_type="text/html")
+
+    # --- audit ------------------------------------------------------------------------------------
+    async def audit_verify(self, request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            v = await audit.verify(conn)
+            v.problems += await audit.verify_records(conn)
+        return _json({"ok": v.ok, "entries": v.entries, "last_seq": v.last_seq, "last_hash": v.last_hash,
+                      "problems": [str(p) for p in v.problems[:20]]})
+
+
+async def serve(api: Api, host: str, port: int, started: asyncio.Event | None = None) -> None:
+    """Serve until cancelled (a supervised task in the daemon's TaskGroup)."""
+    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("operator console and API on http://%s:%d/", host, port)
+        if started is not None:
+            started.set()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

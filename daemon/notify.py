@@ -1,0 +1,74 @@
+"""Alarm notifications to webhooks, with flood handling.
+
+Every committed alarm change is offered here (never awaited by the pipeline). A change becomes
+one webhook message, except during an alarm flood (EEMUA 191: more than ``flood.start`` alarms
+in ``flood.window`` at one operator position): then alarms that join an existing incident as
+consequences are not sent one by one — the incident's cause was notified once, and a "flood"
+message says that consequences are being grouped. Grouped changes are counted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from plantwatch.connectors.store import AlarmWrite
+from plantwatch.connectors.webhook import WebhookSender
+
+from .alarms import SEVERITY_RANK
+from .config import Config
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Notifications:
+    def __init__(self, cfg: Config, metrics: Metrics, tags: dict[int, str]):
+        self.cfg = cfg
+        self.m = metrics
+        self.tags = tags
+        n = cfg.notify
+        self.senders: list[tuple[int, WebhookSender]] = []
+        for wh in n.webhooks:
+            lbl = wh.url.split("?")[0]
+            self.senders.append((SEVERITY_RANK[wh.min_severity], WebhookSender(
+                wh.url, headers=wh.headers, queue=n.queue, attempts=wh.attempts, timeout=wh.timeout,
+                backoff=n.backoff, max_backoff=n.max_backoff,
+                on_drop=metrics.webhook.labels(lbl, "dropped").inc,
+                on_fail=metrics.webhook.labels(lbl, "failed").inc,
+                on_sent=metrics.webhook.labels(lbl, "sent").inc)))
+
+    def offer(self, writes: list[AlarmWrite]) -> None:
+        """Turn committed changes into messages; never blocks."""
+        if not self.senders:
+            return
+        for w in writes:
+            cause = w.cause or {}
+            if cause.get("flood_started"):
+                self._send({"type": "flood", "site": self.cfg.site.id, "position": cause["flood_started"],
+                            "time": w.t, "text": "alarm flood: consequential alarms are grouped under incidents"},
+                           "critical")
+            if cause.get("flood") and cause.get("incident_role") == "consequence":
+                self.m.notify_grouped.inc()
+                continue
+            msg: dict[str, Any] = {
+                "type": "alarm", "site": self.cfg.site.id, "detector": w.detector_id,
+                "sensor": self.tags.get(w.sensor_id, str(w.sensor_id)), "from": w.from_state, "to": w.to_state,
+                "active": w.active, "condition": w.condition, "severity": w.severity, "time": w.t, "cause": cause}
+            if cause.get("incident_role") == "cause":
+                msg["incident"] = {"key": cause.get("incident"), "opened": True}
+            self._send(msg, w.severity)
+
+    def _send(self, msg: dict[str, Any], severity: str) -> None:
+        rank = SEVERITY_RANK.get(severity, 0)
+        for min_rank, s in self.senders:
+            if rank >= min_rank or msg.get("to") in ("normal", "ack"):
+                s.offer({**msg, "sent_at": time.time()})
+
+    async def run(self) -> None:
+        if not self.senders:
+            return
+        async with asyncio.TaskGroup() as tg:
+            for _, s in self.senders:
+                tg.create_task(s.run(), name=f"webhook {s.url}")

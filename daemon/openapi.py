@@ -1,0 +1,105 @@
+"""OpenAPI 3.1 description of the operator API (served at /openapi.json; checked in as
+docs/openapi.json — ``plantwatch api openapi > docs/openapi.json`` regenerates it, and a test
+checks that the two agree)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .lifecycle import ACTIONS
+
+_ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _action(action: str) -> dict[str, Any]:
+    roles = sorted(ACTIONS[action])
+    needs_reason = action in ("shelve", "out_of_service", "return_to_service", "comment")
+    body: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
+        "reason": {"type": "string", "maxLength": 2000,
+                   "description": "why (required)" if needs_reason else "why (optional)"}}}
+    if action == "comment":
+        body["properties"]["text"] = {"type": "string", "maxLength": 2000, "description": "same as reason"}
+    if action == "shelve":
+        body["properties"]["duration"] = {"type": "number", "exclusiveMinimum": 0,
+                                          "description": "seconds (default alarms.default_shelve, at most"
+                                                         " alarms.max_shelve)"}
+    return {"post": {
+        "summary": f"{action.replace('_', ' ')} (roles: {', '.join(roles)})",
+        "operationId": f"alarm_{action}",
+        "parameters": [{"$ref": "#/components/parameters/AlarmId"}],
+        "requestBody": {"required": needs_reason, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": {"description": "the alarm after the action was committed",
+                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlarmDetail"}}}},
+                      "400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR,
+                      "409": {**_ERR, "description": "not possible in the alarm's current state"}}}}
+
+
+def spec() -> dict[str, Any]:
+    alarm = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "detector_id": {"type": "string"}, "sensor": {"type": "string"},
+        "area": {"type": "string"}, "unit": {"type": "string"},
+        "state": {"type": "string", "enum": ["normal", "unack", "ack", "rtn_unack", "shelved", "suppressed",
+                                             "out_of_service"]},
+        "active": {"type": "boolean"}, "condition": {"type": "string"},
+        "severity": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 4, "description": "1 = most urgent"},
+        "raised_at": {"type": ["number", "null"], "description": "Unix seconds"},
+        "cleared_at": {"type": ["number", "null"]}, "acked_at": {"type": ["number", "null"]},
+        "acked_by": {"type": ["string", "null"]}, "shelved_until": {"type": ["number", "null"]},
+        "shelved_by": {"type": ["string", "null"]}, "oos_by": {"type": ["string", "null"]},
+        "suppressed_by": {"type": ["string", "null"]}, "state_reason": {"type": ["string", "null"]},
+        "incident_id": {"type": ["integer", "null"]}, "updated_at": {"type": "number"}}}
+    paths: dict[str, Any] = {
+        "/api/whoami": {"get": {"summary": "the token's name, role and allowed actions", "operationId": "whoami",
+                                "responses": {"200": {"description": "ok"}, "401": _ERR}}},
+        "/api/alarms": {"get": {
+            "summary": "alarms not in state normal, by priority then age (all=true: every alarm)",
+            "operationId": "list_alarms",
+            "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}}],
+            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"site": {"type": "string"}, "time": {"type": "number"},
+                                                 "flood": {"type": "object",
+                                                           "additionalProperties": {"type": "boolean"}},
+                                                 "alarms": {"type": "array",
+                                                            "items": {"$ref": "#/components/schemas/Alarm"}}}}}}},
+                "401": _ERR}}},
+        "/api/alarms/{id}": {"get": {
+            "summary": "one alarm with its changes and operator actions", "operationId": "get_alarm",
+            "parameters": [{"$ref": "#/components/parameters/AlarmId"}],
+            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/AlarmDetail"}}}}, "401": _ERR, "404": _ERR}}},
+        "/api/incidents": {"get": {"summary": "recent incidents", "operationId": "list_incidents",
+                                   "responses": {"200": {"description": "ok"}, "401": _ERR}}},
+        "/api/incidents/{id}": {"get": {
+            "summary": "an incident: alarms (cause first), changes, operator actions", "operationId": "get_incident",
+            "parameters": [{"$ref": "#/components/parameters/IncidentId"}],
+            "responses": {"200": {"description": "ok"}, "401": _ERR, "404": _ERR}}},
+        "/api/incidents/{id}/report": {"get": {
+            "summary": "self-contained HTML report of an incident", "operationId": "incident_report",
+            "parameters": [{"$ref": "#/components/parameters/IncidentId"}],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}, "401": _ERR, "404": _ERR}}},
+        "/api/audit/verify": {"get": {
+            "summary": "recompute the audit hash chain", "operationId": "audit_verify",
+            "responses": {"200": {"description": "verdict"}, "401": _ERR}}},
+    }
+    for action in ACTIONS:
+        paths[f"/api/alarms/{{id}}/{action.replace('_', '-')}"] = _action(action)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "plantwatch operator API", "version": "1",
+                 "description": "Alarms (ISA-18.2 states), operator actions, incidents and audit. Authenticate with"
+                                " `Authorization: Bearer <token>`; roles: inspector (read), operator (+ ack, shelve,"
+                                " unshelve, comment), engineer (+ out of service, return to service)."},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "parameters": {
+                "AlarmId": {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                "IncidentId": {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+                "Alarm": alarm,
+                "AlarmDetail": {"allOf": [{"$ref": "#/components/schemas/Alarm"}, {"type": "object", "properties": {
+                    "changes": {"type": "array", "items": {"type": "object"}},
+                    "actions": {"type": "array", "items": {"type": "object"}}}}]}}},
+    }
