@@ -168,7 +168,8 @@ class Pipeline:
         AlarmBook, with no ``await`` in between: the order is fixed before this first suspends.
         The returned future resolves when the ops are committed."""
         self._unit_seq += 1
-        unit = Unit(self._unit_seq, [], None, None, [], [], list(ops), [], 0.0, 0)
+        unit = Unit(self._unit_seq, acks=[], readings=None, robot=None, dead=[], collectors=[], ops=list(ops),
+                    transfers=[], sent=[], newest=0.0, n_messages=0)
         unit.alarm_turn = self._last_alarm_done
         unit.alarm_done = asyncio.get_running_loop().create_future()
         self._last_alarm_done = unit.alarm_done
