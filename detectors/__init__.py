@@ -9,5 +9,16 @@ from .registry import REGISTRY, create, get, register
 from . import limit as _limit  # noqa: F401,E402
 from . import stale as _stale  # noqa: F401,E402
 from . import robust_zscore as _robust_zscore  # noqa: F401,E402
+from . import gas_exposure as _gas_exposure  # noqa: F401,E402
+from . import lel as _lel  # noqa: F401,E402
+from . import flatline as _flatline  # noqa: F401,E402
+from . import out_of_range as _out_of_range  # noqa: F401,E402
+from . import fault_code as _fault_code  # noqa: F401,E402
+from . import jump as _jump  # noqa: F401,E402
+from . import neighbour_drift as _neighbour_drift  # noqa: F401,E402
+from . import rate_of_change as _rate_of_change  # noqa: F401,E402
+from . import ewma as _ewma  # noqa: F401,E402
+from . import cusum as _cusum  # noqa: F401,E402
+from . import seasonal_zscore as _seasonal_zscore  # noqa: F401,E402
 
 __all__ = ["Detector", "DetectorParams", "Output", "SensorInfo", "REGISTRY", "create", "get", "register"]
