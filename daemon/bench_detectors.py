@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"unknown detector(s): {', '.join(unknown)}; known: {', '.join(sorted(REGISTRY))}")
     if any(n < 1 for n in args.sensors) or args.seconds <= 0:
         ap.error("--sensors must be >= 1 and --seconds > 0")
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 100)
     with console.status("benchmarking") as status:
         report = run(args.detectors, args.sensors, args.seconds, args.all,
                      progress=lambda s: status.update(f"benchmarking {s}"))
