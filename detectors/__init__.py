@@ -14,5 +14,16 @@ from . import pca_monitor as _pca_monitor  # noqa: F401,E402
 from . import pyod_group as _pyod_group  # noqa: F401,E402
 from . import robot_baseline as _robot_baseline  # noqa: F401,E402
 from . import unexplained_loss as _unexplained_loss  # noqa: F401,E402
+from . import gas_exposure as _gas_exposure  # noqa: F401,E402
+from . import lel as _lel  # noqa: F401,E402
+from . import flatline as _flatline  # noqa: F401,E402
+from . import out_of_range as _out_of_range  # noqa: F401,E402
+from . import fault_code as _fault_code  # noqa: F401,E402
+from . import jump as _jump  # noqa: F401,E402
+from . import neighbour_drift as _neighbour_drift  # noqa: F401,E402
+from . import rate_of_change as _rate_of_change  # noqa: F401,E402
+from . import ewma as _ewma  # noqa: F401,E402
+from . import cusum as _cusum  # noqa: F401,E402
+from . import seasonal_zscore as _seasonal_zscore  # noqa: F401,E402
 
 __all__ = ["Detector", "DetectorParams", "Output", "SensorInfo", "REGISTRY", "create", "get", "register"]

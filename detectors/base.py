@@ -14,6 +14,14 @@ The shape follows river's anomaly detectors, widened from one value to a column 
   ongoing incident does not become the new normal.
 * The decision is a separate object (:mod:`.decide`) turning scores into a condition code per
   reading, with deadband and on/off delays.
+* ``observe_many(idx, t, x, learn)`` (optional) sees *every* reading, flagged or not, for state
+  that is bookkeeping rather than a model of normal: the previous value, a running exposure
+  integral, a control-chart statistic, a ring of recent readings. ``learn`` marks the readings
+  the model of normal may learn from; a detector that needs the pre-update bookkeeping to
+  learn (a jump detector learns from ``x - previous``) does both here, in the right order.
+* ``evaluate_many(idx, t, x)`` (optional) returns the score *and* the signal the decider
+  classifies, for detectors with several conditions that one score cannot tell apart (TWA vs.
+  STEL vs. IDLH, rising vs. falling): the default is ``(score_many(...), x)``.
 * ``tick(now)`` lets time-driven detectors (stale data) emit conditions without a reading.
 * ``get_state()`` / ``set_state()`` save and restore everything learned, so a restart does
   not lose warm-up.
@@ -36,9 +44,10 @@ from .decide import Decider
 
 
 class DetectorParams(BaseModel):
-    """Base of every detector's parameter model: unknown keys are an error."""
+    """Base of every detector's parameter model: unknown keys are an error, and so are NaN and
+    infinite numbers (YAML's ``.nan`` / ``.inf`` would otherwise silently disable a threshold)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,11 @@ class Detector(ABC):
     SEVERITY: ClassVar[Mapping[str, str]] = {"anomaly": "medium"}
     #: readings per sensor before scores are trusted (0 = none needed)
     warmup: int = 0
+    #: True when each sensor's output depends only on that sensor's own readings. The conformance
+    #: suite then checks that scoring N sensors in one call equals scoring them one call each.
+    #: Detectors that compare sensors with each other (neighbour_drift, multivariate models)
+    #: set it False and are exempt from that one check.
+    univariate: ClassVar[bool] = True
 
     def __init__(self, params: DetectorParams, sensors: Sequence[SensorInfo]):
         self.params = params
@@ -102,17 +116,54 @@ class Detector(ABC):
         """Learn from readings (default: count them)."""
         self.seen[idx] += 1
 
+    def observe_many(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray, learn: np.ndarray) -> None:
+        """See every reading, flagged or not (default: nothing); called before :meth:`learn_many`.
+
+        ``learn`` is a boolean mask over the readings: True where the reading was not flagged and
+        :meth:`learn_many` will be called with it. Must not depend on the order of ``idx``.
+        """
+
+    def evaluate_many(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Score and decision signal of readings; must not change state.
+
+        The signal is what the decider receives in place of ``x`` (default: ``x`` itself). A
+        detector whose conditions need more than one number per reading returns e.g. a (K, m)
+        array of ratios for :class:`~.decide.LevelsDecider`; it must then make the signal
+        neutral itself where a sensor is not warm (the base class only zeroes the score).
+        """
+        return self.score_many(idx, t, x), x
+
+    # --- examples for tests, docs and benchmarks ------------------------------------------------
+    @classmethod
+    def example_params(cls) -> dict[str, Any]:
+        """A valid params dict that makes this detector do something on test data."""
+        return {}
+
+    @classmethod
+    def example_sensors(cls, n: int = 4) -> list[SensorInfo]:
+        """``n`` sensors this detector can watch, for tests and benchmarks.
+
+        Default: pressure transmitters 0-100 bar in one area, each the neighbour of the next and
+        the previous one (a ring). Override when the detector needs other units or ranges.
+        """
+        ids = [f"s{i}" for i in range(n)]
+        return [SensorInfo(id=ids[i], kind="pressure", unit="bar", range_min=0.0, range_max=100.0, area="A",
+                           x=float(i), y=0.0,
+                           neighbours=tuple(dict.fromkeys(ids[j % n] for j in (i - 1, i + 1) if j % n != i)))
+                for i in range(n)]
+
     # --- provided -----------------------------------------------------------------------------
     def warm(self, idx: np.ndarray) -> np.ndarray:
         """Which of the sensors ``idx`` have seen enough readings for their score to count."""
         return self.seen[idx] >= self.warmup
 
     def update(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> Output:
-        """Score, decide, then learn from what was not flagged."""
-        score = self.score_many(idx, t, x)
+        """Score, decide, let the detector observe every reading, then learn from what was not flagged."""
+        score, signal = self.evaluate_many(idx, t, x)
         score = np.where(self.warm(idx) & np.isfinite(score), score, 0.0)
-        code = self.decider.step(idx, t, score, x)
+        code = self.decider.step(idx, t, score, signal)
         calm = code == 0
+        self.observe_many(idx, t, x, calm)
         if calm.all():
             self.learn_many(idx, t, x)
         elif calm.any():

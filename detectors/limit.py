@@ -45,6 +45,10 @@ class LimitDetector(Detector):
     CONDITIONS = LimitDecider.CONDITIONS
     SEVERITY = {"low": "high", "low_low": "critical", "high": "high", "high_high": "critical"}
 
+    @classmethod
+    def example_params(cls):
+        return {"low_low": 10.0, "low": 20.0, "high": 75.0, "high_high": 90.0, "deadband": 2.0, "on_delay": 3.0}
+
     def make_decider(self) -> Decider:
         p: LimitParams = self.params
         nan = lambda v: np.nan if v is None else v  # noqa: E731

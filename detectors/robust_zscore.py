@@ -54,6 +54,10 @@ class RobustZScore(Detector):
         self.med = np.full(self.n, np.nan)
         self.scale = np.full(self.n, np.nan)
 
+    @classmethod
+    def example_params(cls):
+        return {"window": 30, "refresh": 5, "threshold": 4.0, "high_threshold": 8.0}
+
     def make_decider(self) -> Decider:
         p: RobustZParams = self.params
         th = [p.threshold] + ([p.high_threshold] if p.high_threshold else [])

@@ -29,6 +29,10 @@ class StaleDetector(Detector):
         super().__init__(params, sensors)
         self.last = np.full(self.n, np.nan)
 
+    @classmethod
+    def example_params(cls):
+        return {"timeout": 30.0}
+
     def make_decider(self) -> Decider:
         return ThresholdDecider(self.n, [1.0])
 
