@@ -238,7 +238,8 @@ class GroupDetector(Detector):
         x = np.asarray(x, dtype=np.float64)
         last, last_t, fresh = (self.last, self.last_t, self.fresh) if commit else (
             self.last.copy(), self.last_t.copy(), self.fresh.copy())
-        good = np.isfinite(x) & np.isfinite(t)
+        # a magnitude whose square overflows is no measurement: treat it like a missing value
+        good = np.isfinite(x) & np.isfinite(t) & (np.abs(x) < 1e150)
         last[idx[good]] = x[good]
         last_t[idx[good]] = t[good]
         fresh[idx] = True

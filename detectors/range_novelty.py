@@ -36,8 +36,8 @@ class RangeNoveltyParams(DetectorParams):
     rest: int = Field(50, ge=0, le=1_000_000, description="readings muted after a score reaches rest_threshold")
     rest_threshold: float = Field(0.3, gt=0, le=1, description="score that starts a rest period")
     threshold: float = Field(0.79, gt=0, le=1, description="score at which the anomaly condition starts")
-    on_delay: float = Field(0.0, ge=0, le=3600)
-    off_delay: float = Field(0.0, ge=0, le=3600)
+    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay high before alarming")
+    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay low before clearing")
 
 
 @register
@@ -68,14 +68,21 @@ class RangeNovelty(Detector):
         return {"first": self.first, "lo": self.lo, "step": self.step, "flags": self.flags,
                 "nflags": self.nflags, "count": self.count, "last_fire": self.last_fire}
 
+    _NO_BIN = np.iinfo(np.int64).min
+
     def get_state(self):
         state = super().get_state()
-        state["visited"] = [sorted(v) for v in self.visited]
+        # visited bins as one rectangular array (padded), so the state is plain numpy like the rest
+        width = max((len(v) for v in self.visited), default=0)
+        vis = np.full((self.n, width), self._NO_BIN, dtype=np.int64)
+        for j, v in enumerate(self.visited):
+            vis[j, :len(v)] = sorted(v)
+        state["visited"] = vis
         return state
 
     def set_state(self, state):
         super().set_state(state)
-        self.visited = [set(int(b) for b in v) for v in state["visited"]]
+        self.visited = [set(int(b) for b in row if b != self._NO_BIN) for row in np.asarray(state["visited"])]
 
     # --- helpers ---------------------------------------------------------------------------------
     def _bin(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
