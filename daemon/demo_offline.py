@@ -1,12 +1,10 @@
 """The demo without MQTT or a database: the simulated plant straight into the real detectors.
 
 Checks that the demo site config's detector parameters make the scripted incidents detectable,
-and that the same plant without incidents raises (next to) no alarm. The detectors are driven as
-the daemon drives them: readings of one second are split into rounds in which each sensor appears
-once (:func:`plantwatch.detectors.events.rounds`), each round goes through ``update``, time-driven
-detectors get a ``tick`` once a second, and condition changes become events through
-:class:`~plantwatch.detectors.events.EventTracker`. An event start, or a change to a condition of higher
-severity, counts as an alarm raise (as the daemon's alarms; no shelving or suppression here).
+and that the same plant without incidents raises (next to) no alarm. The readings go through the
+daemon's own ``DetectorSet`` and ``AlarmBook`` (rounds, robot positions, a ``tick`` once a
+second); an alarm raise, or a change to a condition of higher severity, counts as in the database
+(no shelving or suppression here).
 
     python -m plantwatch.daemon.demo_offline                   # the demo scenario, 60 s
     python -m plantwatch.daemon.demo_offline --normal 600      # + 10 minutes without incidents
@@ -16,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -25,10 +22,11 @@ import numpy as np
 from plantwatch.connectors.simulator.plant import Plant
 from plantwatch.connectors.simulator.scenario import Scenario, default_scenario, load_scenario
 from plantwatch.connectors.simulator.truth import build_truth
-from plantwatch.detectors import create
-from plantwatch.detectors.events import EventTracker, rounds
+from plantwatch.connectors.store import AlarmWrite
 
+from .alarms import AlarmBook
 from .config import Config, load_config
+from .detection import DetectorSet
 from .demo_report import AlarmRow, DemoReport, match_alarms, render_report
 from .demo_site import load_demo_config
 
@@ -37,77 +35,40 @@ _RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 DEFAULT_T0 = 1732370400.0
 
 
-@dataclass(slots=True)
-class _Bank:
-    """One configured detector with its column map and event tracker."""
-
-    id: str
-    detector: object
-    colmap: np.ndarray  # sensor position -> column (-1: not watched)
-    sensor_ids: list[str]
-    areas: list[str]
-    tracker: EventTracker
-    severity_of: object
-
-
-def _banks(config: Config) -> list[_Bank]:
-    infos = config.sensor_infos()
-    out = []
-    for d in config.detectors:
-        if not d.enabled:
-            continue
-        cols = config.watched(d)
-        det = create(d.type, d.params, [infos[i] for i in cols])
-        colmap = np.full(len(config.sensors), -1, dtype=np.int64)
-        colmap[cols] = np.arange(len(cols))
-        out.append(_Bank(d.id, det, colmap, [config.sensors[i].id for i in cols],
-                         [config.sensors[i].area for i in cols], EventTracker(len(cols)), d.severity_of))
-    return out
-
-
-def _raises(bank: _Bank, transitions) -> list[AlarmRow]:
-    out = []
-    for tr in transitions:
-        if tr.new == 0:
-            continue
-        cond = bank.detector.condition(tr.new)
-        # as connectors/demo_queries.ALARM_RAISES_SQL: a new alarm, or one that got more severe
-        if tr.old == 0 or _RANK[bank.severity_of(cond)] > _RANK[bank.severity_of(bank.detector.condition(tr.old))]:
-            out.append(AlarmRow(time=tr.t, sensor=bank.sensor_ids[tr.sensor], detector_id=bank.id, condition=cond,
-                                severity=bank.severity_of(cond), area=bank.areas[tr.sensor]))
-    return out
-
-
 def simulate_alarms(config: Config, scenario: Scenario, *, duration: int, t0: float = DEFAULT_T0,
                     seed: int | None = None, tick_every: float = 1.0) -> list[AlarmRow]:
-    """Run the plant for ``duration`` simulated seconds through the configured detectors and
-    return the alarm raises, in time order."""
+    """Run the plant for ``duration`` simulated seconds through the daemon's own detection and
+    alarm code (``DetectorSet``, ``AlarmBook``) and return the alarm raises, in time order.
+
+    A raise is a new alarm or one that got more severe, as ``connectors/demo_queries`` counts
+    them in the database."""
     plant = Plant(config, scenario, t0=t0, seed=seed)
-    banks = _banks(config)
+    detectors = DetectorSet(config)
+    book = AlarmBook(np.arange(len(config.sensors), dtype=np.int32))  # positions stand in for database ids
+    tags = [s.id for s in config.sensors]
+    areas = [s.area for s in config.sensors]
+    severity: dict[tuple[str, int], str] = {}
     alarms: list[AlarmRow] = []
+
+    def record(ops) -> None:
+        for op in ops:
+            if not isinstance(op, AlarmWrite):
+                continue
+            key = (op.detector_id, op.sensor_id)
+            worse = op.active and _RANK[op.severity] > _RANK[severity.get(key, op.severity)]
+            if op.raised or worse:
+                alarms.append(AlarmRow(time=op.t, sensor=tags[op.sensor_id], detector_id=op.detector_id,
+                                       condition=op.condition, severity=op.severity, area=areas[op.sensor_id]))
+            severity[key] = op.severity if op.active else "low"
+
     next_tick = t0 + tick_every
     for frame in plant.run(duration):
-        idx = np.concatenate([frame.idx, frame.robot_idx])
-        t = np.concatenate([frame.time, frame.robot_time])
-        x = np.concatenate([frame.value, frame.robot_value])
-        order = np.argsort(t, kind="stable")
-        idx, t, x = idx[order], t[order], x[order]
-        # rounds over all sensors once: each detector maps sensors to distinct columns, so its
-        # share of a round is a valid round for it too
-        for r in rounds(idx):
-            ri, rt, rx = idx[r], t[r], x[r]
-            for b in banks:
-                cols = b.colmap[ri]
-                m = cols >= 0
-                if not m.any():
-                    continue
-                out = b.detector.update(cols[m], rt[m], rx[m])
-                alarms.extend(_raises(b, b.tracker.feed(out)))
+        record(book.apply(detectors.process(frame.idx, frame.time, frame.value)))
+        if len(frame.robot_idx):
+            pos = np.column_stack([frame.robot_x, frame.robot_y])
+            record(book.apply(detectors.process(frame.robot_idx, frame.robot_time, frame.robot_value, pos)))
         while next_tick <= frame.t + 1.0:
-            for b in banks:
-                out = b.detector.tick(next_tick)
-                if out is not None:
-                    alarms.extend(_raises(b, b.tracker.feed(out)))
+            record(book.apply(detectors.tick(next_tick)))
             next_tick += tick_every
     alarms.sort(key=lambda a: (a.time, a.detector_id, a.sensor))
     return alarms

@@ -12,6 +12,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from plantwatch.detectors import REGISTRY
 from plantwatch.connectors import wire
 from plantwatch.connectors.simulator.collector import Collectors, run_simulator
 from plantwatch.connectors.simulator.plant import Plant, Route, area_of, leak_concentration, sensor_limits
@@ -62,7 +63,7 @@ def test_demo_config_is_valid_and_complete(cfg):
     assert 3 <= len(cfg.site.areas) <= 4 and all(a.bounds for a in cfg.site.areas)
     kinds = {s.kind for s in cfg.sensors}
     assert {"gas", "pressure", "level", "temperature", "flow", "robot"} <= kinds
-    assert {d.type for d in cfg.detectors} <= {"limit", "stale", "robust_zscore"}
+    assert {d.type for d in cfg.detectors} <= set(REGISTRY)  # every type is a registered detector
     # every fixed sensor sits inside its area and is watched by a 15 s stale detector
     stale = {cfg.sensors[i].id for d in cfg.detectors if d.type == "stale" for i in cfg.watched(d)}
     for s in cfg.sensors:
