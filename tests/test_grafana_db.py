@@ -23,9 +23,14 @@ from plantwatch.connectors.grafana_macros import TimeRange, Variable, expand
 
 READER = "plantwatch_reader"
 READER_PASSWORD = "reader-test-password"
-NOW = dt.datetime.now(dt.timezone.utc)
-SHORT = TimeRange.last(dt.timedelta(hours=1), NOW)
-LONG = TimeRange.last(dt.timedelta(days=7), NOW)
+def short_range() -> TimeRange:
+    """The last hour, ending now: computed when a query runs, like Grafana does, because the
+    demo data is stamped relative to now() when the database is filled."""
+    return TimeRange.last(dt.timedelta(hours=1), dt.datetime.now(dt.timezone.utc))
+
+
+def long_range() -> TimeRange:
+    return TimeRange.last(dt.timedelta(days=7), dt.datetime.now(dt.timezone.utc))
 DASHBOARDS = load_dashboards()
 RULE_GROUPS = load_rule_groups()
 QUERIES = list(iter_sql_queries(DASHBOARDS, RULE_GROUPS))
@@ -303,7 +308,7 @@ def check_shape(q, rows: list[asyncpg.Record]) -> None:
 
 
 def _ranges_for(q):
-    return [(SHORT, 10.0), (LONG, 600.0)] if q.kind != "alert" else [(SHORT, 60.0)]
+    return [(short_range(), 10.0), (long_range(), 600.0)] if q.kind != "alert" else [(short_range(), 60.0)]
 
 
 def _interval_for(q, interval_s):
@@ -379,7 +384,7 @@ async def test_long_ranges_never_scan_raw_readings(shared_db):
     try:
         n_sensors = await conn.fetchval("SELECT count(*) FROM sensors")
         for q in QUERIES:
-            sql = expand(q.sql, LONG, variables=VARIABLES, interval_s=600, timescaledb=True)
+            sql = expand(q.sql, long_range(), variables=VARIABLES, interval_s=600, timescaledb=True)
             plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
             plan = plan if isinstance(plan, list) else json.loads(plan)
             rows_read = 0
@@ -399,8 +404,8 @@ async def test_short_range_trend_uses_raw_readings_and_long_range_the_rollup(sha
     q = next(q for q in QUERIES if q.where.startswith("area-sensor.json: panel '${sensor}: value'"))
     conn = await _reader(shared_db)
     try:
-        short = await conn.fetch(expand(q.sql, SHORT, variables=VARIABLES, interval_s=10))
-        long = await conn.fetch(expand(q.sql, LONG, variables=VARIABLES, interval_s=600))
+        short = await conn.fetch(expand(q.sql, short_range(), variables=VARIABLES, interval_s=10))
+        long = await conn.fetch(expand(q.sql, long_range(), variables=VARIABLES, interval_s=600))
     finally:
         await conn.close()
     assert 300 <= len(short) <= 361  # raw: one reading per 10 s
@@ -428,7 +433,7 @@ def _evaluate(rule, rows) -> list[bool]:
 
 async def _alert_rows(dsn, uid):
     rule = _rule(uid)
-    sql = expand(rule["data"][0]["model"]["rawSql"], SHORT)
+    sql = expand(rule["data"][0]["model"]["rawSql"], short_range())
     conn = await _reader(dsn)
     try:
         return rule, await conn.fetch(sql)
@@ -583,7 +588,7 @@ async def test_sql_injection_through_a_dashboard_variable(db):
     before = await _count_readings(db)
     variables = {**VARIABLES, "sensor": Variable(INJECTION)}
     q = next(q for q in QUERIES if q.where.startswith("area-sensor.json: panel '${sensor}: detector events'"))
-    sql = expand(q.sql, SHORT, variables=variables)
+    sql = expand(q.sql, short_range(), variables=variables)
     # Grafana's quoting keeps the value inside the literal: the query just finds no such sensor
     assert "'x''; DELETE FROM readings; --'" in sql
     conn = await _reader(db)
@@ -592,7 +597,7 @@ async def test_sql_injection_through_a_dashboard_variable(db):
         # Unquoted use of the variable (a careless panel, or an old Grafana that did not escape):
         # the DELETE is reached, through the simple query protocol Grafana's driver uses, and the
         # role refuses it, with and without the read-only default.
-        careless = expand("SELECT tag FROM sensors WHERE tag = '$sensor'", SHORT,
+        careless = expand("SELECT tag FROM sensors WHERE tag = '$sensor'", short_range(),
                           variables={"sensor": Variable(INJECTION)}).replace("''", "'")
         assert "DELETE FROM readings" in careless
         for prefix in ("", "SET default_transaction_read_only = off; "):
