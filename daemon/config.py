@@ -29,6 +29,7 @@ class Model(BaseModel):
 
 
 class Area(Model):
+    #: area id, referred to by sensors and selectors
     id: ID
     name: str = ""
     #: x0, y0, x1, y1 in site coordinates (metres); robot readings are placed in areas by these
@@ -43,25 +44,32 @@ class Area(Model):
 
 
 class Site(Model):
+    #: site id: the second segment of every MQTT topic
     id: ID
     name: str = ""
     #: site map size in site coordinates (metres), for dashboards and the robot grid
     width: float = Field(200.0, gt=0)
+    #: site map height, metres
     height: float = Field(120.0, gt=0)
     areas: list[Area] = Field(default_factory=list)
 
 
 class Sensor(Model):
+    #: sensor id (tag) as collectors send it
     id: ID
+    #: robot channels report with a position; the others are fixed instruments
     kind: SensorKind
     #: what is measured: gas species ("H2S", "CH4"), "acoustic", ... (free text, used by selectors)
     quantity: str = ""
+    #: engineering unit (ppm, %LEL, bar, m3, degC, dB ...)
     unit: str
     #: measuring range of the instrument: readings outside it are rejected as out_of_range
     range: tuple[float, float]
+    #: area the sensor belongs to
     area: ID
     #: position on the site map; robot channels have none (the position comes with each reading)
     location: tuple[float, float] | None = None
+    #: physically close sensors (plume spread, drift against neighbours, composition)
     neighbours: list[ID] = Field(default_factory=list)
     description: str = ""
 
@@ -76,9 +84,13 @@ class Sensor(Model):
 class Selector(Model):
     """Which sensors a detector watches: every given criterion must match (AND)."""
 
+    #: these sensor ids
     sensors: list[ID] | None = None
+    #: sensors of this kind
     kind: SensorKind | None = None
+    #: sensors measuring this (case-insensitive)
     quantity: str | None = None
+    #: sensors in these areas
     areas: list[ID] | None = None
 
     @model_validator(mode="after")
@@ -95,12 +107,17 @@ class Selector(Model):
 
 
 class DetectorConfig(Model):
+    #: detector id: names its alarms, events and saved state
     id: ID
+    #: a registered detector type (docs/detectors.md)
     type: str
+    #: which sensors it watches (every given criterion must match)
     select: Selector
+    #: the type's parameters, validated against its model
     params: dict[str, Any] = Field(default_factory=dict)
     #: alarm severity per condition (defaults come from the detector type)
     severity: dict[str, Severity] = Field(default_factory=dict)
+    #: false keeps the entry but runs nothing
     enabled: bool = True
 
     @field_validator("type")
@@ -127,19 +144,24 @@ class DetectorConfig(Model):
 
 
 class MqttConfig(Model):
+    #: broker host
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
+    #: broker password (or PLANTWATCH_MQTT_PASSWORD in the environment)
     password: str | None = None
+    #: first segment of every topic
     topic_prefix: str = Field("plantwatch", pattern=r"^[^#+\s]+$")
     #: fixed client id: the broker keeps this persistent session (and its queued messages)
     client_id: str = "plantwatch-daemon"
+    #: seconds between MQTT keep-alive pings
     keepalive: int = Field(30, ge=5, le=3600)
     #: PUBLISH packets the daemon holds unacknowledged (the broker's own inflight cap also applies)
     receive_window: int = Field(1000, ge=1, le=65535)
 
 
 class DatabaseConfig(Model):
+    #: PostgreSQL connection string (the password may come from PGPASSWORD)
     dsn: str
     #: connections used for writing readings (2 measured best on a 2-core box)
     writers: int = Field(2, ge=1, le=16)
@@ -150,7 +172,9 @@ class IngestConfig(Model):
     batch_readings: int = Field(20_000, ge=1, le=1_000_000)
     #: ... or when the oldest pending reading has waited this long (seconds)
     flush_interval: float = Field(0.2, gt=0, le=10)
+    #: larger MQTT payloads are dead-lettered as oversized
     max_payload_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    #: batches with more readings are dead-lettered as oversized
     max_readings_per_message: int = Field(10_000, ge=1, le=1_000_000)
     #: readings stamped further in the future than this (seconds) are rejected
     max_future_skew: float = Field(300.0, ge=0)
@@ -159,6 +183,7 @@ class IngestConfig(Model):
 
 
 class MetricsConfig(Model):
+    #: address of the Prometheus endpoint (0.0.0.0 in a container)
     host: str = "127.0.0.1"
     #: 0 disables the HTTP endpoint
     port: int = Field(9108, ge=0, le=65535)
@@ -273,17 +298,29 @@ class NotifyConfig(Model):
 
 
 class Config(Model):
+    #: config format version
     version: Literal[1] = 1
+    #: the site, its map and areas
     site: Site
-    mqtt: MqttConfig | None = None  # None: embedded broker
-    database: DatabaseConfig | None = None  # None: embedded PostgreSQL
+    #: the broker; omitted: an embedded broker (demo and trials only)
+    mqtt: MqttConfig | None = None
+    #: the database; omitted: an embedded PostgreSQL in state.data_dir
+    database: DatabaseConfig | None = None
+    #: batching and input limits
     ingest: IngestConfig = IngestConfig()
+    #: the Prometheus endpoint
     metrics: MetricsConfig = MetricsConfig()
+    #: detector state snapshots and the embedded services' folder
     state: StateConfig = StateConfig()
+    #: the sensor registry
     sensors: list[Sensor]
+    #: which detectors watch which sensors, with which parameters
     detectors: list[DetectorConfig] = Field(default_factory=list)
+    #: alarm management: shelving, suppression, operator positions, floods, incidents
     alarms: AlarmsConfig = AlarmsConfig()
+    #: the operator API and console; omitted: not served
     api: ApiConfig | None = None
+    #: webhooks for alarm changes
     notify: NotifyConfig = NotifyConfig()
 
     @model_validator(mode="after")

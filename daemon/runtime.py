@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 from plantwatch.connectors.mqtt import BrokerAddress
@@ -46,7 +47,9 @@ async def open_endpoints(cfg: Config, stack: contextlib.AsyncExitStack) -> tuple
     """The configured broker and database, or embedded ones in ``state.data_dir``."""
     data = Path(cfg.state.data_dir)
     if cfg.mqtt is not None:
-        broker = BrokerAddress(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.username, cfg.mqtt.password)
+        # a password in the environment keeps it out of the config file
+        password = cfg.mqtt.password or os.environ.get("PLANTWATCH_MQTT_PASSWORD")
+        broker = BrokerAddress(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.username, password)
     else:
         from plantwatch.connectors.embedded import EmbeddedBroker
 

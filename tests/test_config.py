@@ -92,3 +92,13 @@ def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "nope.yaml")
     assert "no such file" in str(e.value)
+
+
+def test_readme_config_reference_is_current():
+    """README's config reference is generated from the models; it must match them."""
+    from pathlib import Path
+
+    from plantwatch.daemon import config_doc
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert config_doc.main(["--check", str(readme)]) == 0
