@@ -65,6 +65,8 @@ class AlarmBook:
             severity = ch.det.cfg.severity_of(ch.new) if ch.new != "normal" else "low"
             if ch.new != "normal":
                 ops.append(EventStart(det_id, ch.det.description, sid, ch.new, severity, ch.t, ch.score))
+            if not getattr(ch.det.cfg, "alarm", True):
+                continue  # events only: this detector feeds a composition
             a = self.alarms.setdefault((det_id, sid), AlarmState())
             ops.append(self._transition(a, det_id, sid, ch, severity))
         return ops

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from plantwatch.detectors import REGISTRY, SensorInfo
+from plantwatch.detectors.compose import CompositionConfig
 
 from .config_loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 
@@ -119,6 +120,8 @@ class DetectorConfig(Model):
     severity: dict[str, Severity] = Field(default_factory=dict)
     #: false keeps the entry but runs nothing
     enabled: bool = True
+    #: false: record events only, raise no alarm (an input of a composition, say)
+    alarm: bool = True
 
     @field_validator("type")
     @classmethod
@@ -316,6 +319,8 @@ class Config(Model):
     sensors: list[Sensor]
     #: which detectors watch which sensors, with which parameters
     detectors: list[DetectorConfig] = Field(default_factory=list)
+    #: alarms that need several detectors or neighbouring sensors to agree (k of n in a window)
+    compositions: list[CompositionConfig] = Field(default_factory=list)
     #: alarm management: shelving, suppression, operator positions, floods, incidents
     alarms: AlarmsConfig = AlarmsConfig()
     #: the operator API and console; omitted: not served
@@ -365,6 +370,11 @@ class Config(Model):
             for a in pos.areas:
                 if a not in areas:
                     problems.append(f"alarms.positions[{i}].areas: unknown area {a!r}")
+        conds = {d.id: REGISTRY[d.type].CONDITIONS for d in self.detectors if d.enabled}
+        for i, c in enumerate(self.compositions):
+            if c.id in det_ids:
+                problems.append(f"compositions[{i}].id: {c.id!r} is already a detector id")
+            problems += [f"compositions[{i}].{p}" for p in c.check(conds)]
         if problems:
             raise ValueError("\n".join(problems))
         return self

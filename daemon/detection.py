@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from plantwatch.detectors import Detector, Output, create
+from plantwatch.detectors import REGISTRY, Detector, Output, create
+from plantwatch.detectors.compose import Composer, CompositionConfig
 from plantwatch.detectors.events import EventTracker, Transition, rounds
 
 from .config import Config, DetectorConfig
@@ -52,6 +53,7 @@ class Watch:
         self.fingerprint = hashlib.sha256(json.dumps(
             [self.description, [config.sensors[c].id for c in cols]], sort_keys=True).encode()).hexdigest()
         self.seconds = 0.0  # time spent scoring (for metrics)
+        self.last: Output | None = None  # the latest output, in global sensor columns (for compositions)
 
     def _changes(self, out: Output) -> list[Change]:
         cond = self.detector.CONDITIONS
@@ -68,16 +70,65 @@ class Watch:
             out = self.detector.update(lc[mine], t[mine], x[mine], pos=None if pos is None else pos[mine])
         else:
             out = self.detector.update(lc[mine], t[mine], x[mine])
+        self.last = Output(self.cols[out.idx], out.t, out.score, out.code)
         ch = self._changes(out)
         self.seconds += time.perf_counter() - t0
         return ch
 
     def tick(self, now: float) -> list[Change]:
         out = self.detector.tick(now)
+        self.last = Output(self.cols[out.idx], out.t, out.score, out.code) if out is not None else None
         return self._changes(out) if out is not None else []
 
     def get_state(self) -> dict[str, Any]:
         return {"detector": self.detector.get_state(), "tracker": self.tracker.get_state()}
+
+
+class _CompositionCfg:
+    """What the alarm book needs to know of a composition (as of a detector's config)."""
+
+    def __init__(self, c: CompositionConfig):
+        self.id, self.alarm, self._severity = c.id, True, c.severity
+
+    def severity_of(self, condition: str) -> str:
+        return self._severity
+
+
+class CompositionWatch:
+    """A composition: votes from its input detectors' condition codes, over all sensors."""
+
+    def __init__(self, c: CompositionConfig, config: Config):
+        conds = {d.id: REGISTRY[d.type].CONDITIONS for d in config.detectors if d.enabled}
+        self.cfg = _CompositionCfg(c)
+        self.composer = Composer(c, config.sensor_infos(), conds)
+        self.inputs = set(self.composer.inputs)
+        self.tracker = EventTracker(len(config.sensors))
+        self.description = {"type": "composition", "params": c.model_dump(mode="json")}
+        self.fingerprint = hashlib.sha256(json.dumps(
+            [self.description, [s.id for s in config.sensors]], sort_keys=True).encode()).hexdigest()
+
+    def _changes(self, out: Output | None) -> list[Change]:
+        if out is None:
+            return []
+        cond = self.composer.CONDITIONS
+        return [Change(self, tr.sensor, tr.t, cond[tr.old], cond[tr.new], tr.score, tr.peak)
+                for tr in self.tracker.feed(out)]
+
+    def feed(self, w: "Watch") -> list[Change]:
+        if w.cfg.id not in self.inputs or w.last is None or len(w.last.idx) == 0:
+            return []
+        o = w.last
+        return self._changes(self.composer.feed(w.cfg.id, o.idx, o.t, o.code))
+
+    def tick(self, now: float) -> list[Change]:
+        return self._changes(self.composer.tick(now))
+
+    def get_state(self) -> dict[str, Any]:
+        return {"composer": self.composer.get_state(), "tracker": self.tracker.get_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.composer.set_state(state["composer"])
+        self.tracker.set_state(state["tracker"])
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.detector.set_state(state["detector"])
@@ -91,6 +142,7 @@ class DetectorSet:
         for w in self.watches:
             if hasattr(w.detector, "defer_refit"):
                 w.detector.defer_refit = True  # the daemon fits group models in a worker thread
+        self.compositions = [CompositionWatch(c, config) for c in config.compositions]
         self.last_t = np.full(len(config.sensors), -np.inf)  # newest reading scored per sensor
 
     def process(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None) -> list[Change]:
@@ -114,6 +166,8 @@ class DetectorSet:
             self.last_t[c] = tt
             for w in self.watches:
                 changes.extend(w.feed(c, tt, xx, pp))
+                for comp in self.compositions:
+                    changes.extend(comp.feed(w))
         return changes
 
     def refit_jobs(self) -> list[tuple["Watch", Any]]:
@@ -139,10 +193,14 @@ class DetectorSet:
         out: list[Change] = []
         for w in self.watches:
             out.extend(w.tick(now))
+            for comp in self.compositions:
+                out.extend(comp.feed(w))
+        for comp in self.compositions:
+            out.extend(comp.tick(now))
         return out
 
     def states(self) -> list[tuple[str, str, dict[str, Any]]]:
-        return [(w.cfg.id, w.fingerprint, w.get_state()) for w in self.watches] + [
+        return [(w.cfg.id, w.fingerprint, w.get_state()) for w in [*self.watches, *self.compositions]] + [
             ("__last_t__", self._sensors_fp(), {"last_t": self.last_t.copy()})]
 
     def _sensors_fp(self) -> str:
@@ -151,7 +209,7 @@ class DetectorSet:
     def restore(self, saved: dict[str, tuple[str, dict[str, Any]]]) -> list[str]:
         """Restore saved states whose fingerprint matches; returns the detector ids restored."""
         done = []
-        for w in self.watches:
+        for w in [*self.watches, *self.compositions]:
             fp_state = saved.get(w.cfg.id)
             if fp_state and fp_state[0] == w.fingerprint:
                 try:
