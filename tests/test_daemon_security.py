@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 
@@ -49,7 +51,7 @@ async def _alarms(dsn: str) -> dict[tuple[str, str], str]:
         await conn.close()
 
 
-async def test_undeclared_loss_alarms_declared_does_not(mosquitto, db, topic_prefix):
+async def test_undeclared_loss_alarms_declared_does_not(mosquitto, db, topic_prefix, tmp_path):
     prefix = topic_prefix.rstrip("/")
     cfg = load_config_text(_config(prefix, mosquitto, db))
     d = Daemon(cfg, Endpoints(BrokerAddress(mosquitto.host, mosquitto.port), db), metrics=Metrics())
@@ -59,9 +61,13 @@ async def test_undeclared_loss_alarms_declared_does_not(mosquitto, db, topic_pre
     t0 = time.time() - 900
     try:
         # both tanks steady at 50 m3 for 5 minutes, then both lose 10 m3 over 100 s; TK-2's draw-off is declared
-        decl = {"tank": "TK-2", "start": t0 + 290, "end": t0 + 410, "quantity": 10.0, "by": "shift lead", "reference": "BOL-7"}
-        await publish_batches(mosquitto.host, mosquitto.port, f"{prefix}/secsite/transfers/declared",
-                              [json.dumps(decl).encode()])
+        # declared with the CLI, as a shift lead would
+        cfg_file = tmp_path / "site.yaml"
+        cfg_file.write_text(_config(prefix, mosquitto, db))
+        p = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg_file),
+                            "--tank", "TK-2", "--quantity", "10", "--start", str(t0 + 290), "--end", str(t0 + 410),
+                            "--by", "shift lead", "--reference", "BOL-7"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
         batches = []
         for k in range(500):
             level = 50.0 - (min(max(k - 300, 0), 100) * 0.1)
