@@ -135,10 +135,28 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             report = await fetch_report(conn, truth_path)
         finally:
             await conn.close()
+        incident_report = await _leak_report(report, dsn, out)
     render_report(report, console)
     console.print(f"simulator: {stats.published:,} batches, {stats.readings:,} readings published; ground truth "
                   f"{truth_path}; database {dsn}")
-    return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats}
+    if incident_report:
+        console.print(f"incident report for the leak (for inspectors): {incident_report}")
+    return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
+            "incident_report": incident_report}
+
+
+async def _leak_report(report, dsn: str, out: Path) -> str | None:
+    """The inspectors' HTML report of the incident the injected leak became (None if none did)."""
+    from .report import latest_incident_for, write_incident_report
+
+    leaks = [r for r in report.results if r.incident.kind == "leak" and r.detected]
+    if not leaks:
+        return None
+    first = min((a for r in leaks for a in r.detections), key=lambda a: a.time)  # the leak's first alarm
+    incident = await latest_incident_for(dsn, [first.sensor])
+    if incident is None:
+        return None
+    return str(await write_incident_report(dsn, incident, out / f"incident-{incident}.html"))
 
 
 def main(argv: list[str] | None = None) -> int:

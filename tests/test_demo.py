@@ -30,6 +30,10 @@ async def test_demo_on_embedded_services(tmp_path):
     _check(res)
     text = out.getvalue()
     assert "incidents detected" in text and "leak-" in text
+    # the demo ends with the inspectors' report of the leak's incident: self-contained, with plots
+    html = open(res["incident_report"], encoding="utf-8").read()
+    assert html.count("<svg") >= 2 and "TF-H2S" in html
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
 
 
 async def test_demo_on_real_broker_and_timescaledb(tmp_path, mosquitto, db):
