@@ -89,3 +89,11 @@ def test_figures_flood_and_chatter():
     assert f.total == 15 and f.per_10min_max == 12 and f.flood_percent == pytest.approx(100 / 6)
     assert f.chattering == [("S1", "d", 12)]
     assert not f.within_eemua and f.by_area == {"a": 12, "b": 3}
+
+
+async def test_backtest_benchmark_runs_and_accounts_for_every_reading():
+    from plantwatch.daemon.bench_backtest import run
+
+    r = await run(sensors=20, hours=1)
+    assert r["readings"] == 20 * 3600
+    assert r["readings_per_second"] > 0 and r["copy_out_readings_per_second"] > 0
