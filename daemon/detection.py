@@ -83,6 +83,10 @@ class Watch:
     def get_state(self) -> dict[str, Any]:
         return {"detector": self.detector.get_state(), "tracker": self.tracker.get_state()}
 
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.detector.set_state(state["detector"])
+        self.tracker.set_state(state["tracker"])
+
 
 class _CompositionCfg:
     """What the alarm book needs to know of a composition (as of a detector's config)."""
@@ -128,10 +132,6 @@ class CompositionWatch:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.composer.set_state(state["composer"])
-        self.tracker.set_state(state["tracker"])
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.detector.set_state(state["detector"])
         self.tracker.set_state(state["tracker"])
 
 

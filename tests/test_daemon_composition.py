@@ -51,3 +51,12 @@ def test_composition_references_are_checked():
     with pytest.raises(ConfigError) as e:
         load_config_text(SITE.replace("inputs: [{detector: lim}]", "inputs: [{detector: nope}]"), "site.yaml")
     assert any("compositions[0].inputs[0].detector: unknown detector 'nope'" in p for p in e.value.problems)
+
+
+def test_restore_gives_detectors_and_compositions_their_state():
+    _, dets = run([{"G0": 1, "G1": 1, "G2": 1}, {"G0": 9, "G1": 8, "G2": 1}])
+    saved = {d: (fp, st) for d, fp, st in dets.states()}
+    fresh = DetectorSet(load_config_text(SITE))
+    assert sorted(fresh.restore(saved)) == ["lim", "two-agree"]
+    assert fresh.watches[0].tracker.code.tolist() == dets.watches[0].tracker.code.tolist() == [3, 3, 0]
+    assert fresh.compositions[0].tracker.code.tolist() == [1, 1, 0]
