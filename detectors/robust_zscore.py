@@ -70,10 +70,25 @@ class RobustZScore(Detector):
         w = self.params.window
         self.buf[idx, self.pos[idx] % w] = x
         self.pos[idx] += 1
-        due = idx[(self.pos[idx] % self.params.refresh == 0) | (self.pos[idx] <= self.warmup)]
+        # Scores count only once a sensor is warm (``seen >= warmup``), so during warm-up the
+        # baseline is needed only at the last warm-up reading, not at every one of them.
+        due = idx[(self.pos[idx] % self.params.refresh == 0) | (self.pos[idx] == self.warmup)]
         if len(due):
             rows = self.buf[due]
-            med = np.nanmedian(rows, axis=1)
-            mad = np.nanmedian(np.abs(rows - med[:, None]), axis=1)
+            med = _row_nanmedian(rows)
+            mad = _row_nanmedian(np.abs(rows - med[:, None]))
             self.med[due] = med
             self.scale[due] = np.maximum(MAD_TO_SIGMA * mad, self.params.min_scale)
+
+
+def _row_nanmedian(rows: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(rows, axis=1)`` without its masked-array slow path (same values)."""
+    nan = np.isnan(rows)
+    if not nan.any():
+        return np.median(rows, axis=1)
+    s = np.sort(rows, axis=1)  # NaNs sort last
+    cnt = rows.shape[1] - nan.sum(axis=1)
+    ar = np.arange(len(rows))
+    med = (s[ar, np.maximum(cnt - 1, 0) // 2] + s[ar, cnt // 2]) / 2
+    med[cnt == 0] = np.nan
+    return med

@@ -1,0 +1,104 @@
+"""plantwatch end to end: max sustained rate, latency at half load, memory."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import asyncpg
+import numpy as np
+
+from .env import SITE, Daemon, Services, new_port, site_yaml
+from .load import LoadSpec, Publisher
+
+
+async def _count(dsn: str, table: str = "readings") -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    finally:
+        await conn.close()
+
+
+async def start_daemon(svc: Services, workdir: Path, n: int, *, name: str = "daemon", ingest: str = "",
+                       database: str = "", cluster: str = "", client_id: str | None = None,
+                       dsn: str | None = None) -> tuple[Daemon, str, str]:
+    dsn = dsn or await svc.fresh_db()
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    port = new_port()
+    y = site_yaml(n, host=svc.broker.host, port=svc.broker.port, prefix=prefix, dsn=dsn,
+                  client_id=client_id or f"pw-{uuid.uuid4().hex[:8]}", metrics_port=port, ingest=ingest,
+                  cluster=cluster, database=database)
+    d = Daemon(workdir, y, port, name=name)
+    d.start()
+    await d.wait_connected()
+    return d, dsn, prefix
+
+
+async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_message: int = 100,
+                     profile: Path | None = None, ingest: str = "", database: str = "") -> dict:
+    """Publish ``total`` readings as fast as possible; sustained rate = rows stored per second."""
+    d, dsn, prefix = await start_daemon(svc, workdir, n, name=f"daemon-{n}", ingest=ingest, database=database)
+    spy = None
+    try:
+        if profile is not None:
+            import subprocess
+            import sys
+            from pathlib import Path as P
+            exe = P(sys.executable).with_name("py-spy")
+            spy = subprocess.Popen([str(exe), "record", "-o", str(profile), "-r", "100", "-p", str(d.pid),
+                                    "-f", {".json": "speedscope", ".txt": "raw"}.get(profile.suffix, "flamegraph"), "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cpu0 = d.cpu_seconds()
+        pub = Publisher(LoadSpec(svc.broker.host, svc.broker.port, prefix, SITE, n, per_message=per_message,
+                                 total=total, client_id=f"pub-{uuid.uuid4().hex[:6]}")).start()
+        samples: list[tuple[float, float]] = []
+        t0 = time.time()
+        last_change = time.time()
+        prev = -1.0
+        while True:
+            await asyncio.sleep(0.25)
+            s = d.stored()
+            now = time.time()
+            samples.append((now, s))
+            d.sample_rss()
+            if s != prev:
+                prev, last_change = s, now
+            if s >= total and not pub.proc.is_alive():
+                break
+            if now - last_change > 30:
+                break
+        res = pub.result(timeout=60)
+        cpu = d.cpu_seconds() - cpu0
+        t_done = samples[-1][0]
+        for (ta, sa) in samples:  # first sample with anything stored → end-to-end window
+            if sa > 0:
+                break
+        rows = await _count(dsn)
+        m = d.metrics()
+        # steady state: rate between 10 % and 90 % of the total stored
+        lo = next(t for t, s in samples if s >= 0.1 * total) if samples[-1][1] >= 0.1 * total else t0
+        hi = next(t for t, s in samples if s >= 0.9 * total) if samples[-1][1] >= 0.9 * total else t_done
+        steady = 0.8 * total / (hi - lo) if hi > lo else float("nan")
+        return {
+            "sensors": n, "published": res["sent"], "rows": rows, "accounted": rows == res["sent"],
+            "publish_seconds": res["t_end"] - res["t_start"],
+            "publish_rate": res["sent"] / max(1e-9, res["t_end"] - res["t_start"]),
+            "seconds": t_done - res["t_start"], "rate": rows / max(1e-9, t_done - res["t_start"]),
+            "steady_rate": steady, "daemon_cpu_s": cpu, "daemon_cores": cpu / max(1e-9, t_done - res["t_start"]),
+            "peak_rss": max(d.peak_rss, d.hwm()), "write_batches": m.get("plantwatch_write_batches_total", 0),
+            "duplicates": m.get("plantwatch_readings_duplicate_total", 0),
+            "rejected": sum(v for k, v in m.items() if k.startswith("plantwatch_readings_rejected_total")),
+        }
+    finally:
+        if spy is not None:
+            spy.send_signal(2)
+            try:
+                spy.wait(30)
+            except Exception:  # noqa: BLE001
+                spy.kill()
+        d.terminate()
+        await svc.drop_db(dsn)
