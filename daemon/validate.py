@@ -107,18 +107,32 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
         return out
     robot = kind == "robot"
 
-    col = np.fromiter((reg.index.get(r.sensor, -1) for r in rs), dtype=np.int64, count=len(rs))
+    n = len(rs)
+    # list comprehensions + one array call per column: ~4x cheaper than np.fromiter(generator)
+    get = reg.index.get
+    col = np.array([get(r.sensor, -1) for r in rs], dtype=np.int64)
     times = [r.time for r in rs]
     try:
         t = np.array(times, dtype=np.float64)
     except (TypeError, ValueError):  # some are RFC 3339 strings
         t = np.array([wire.parse_time(v) for v in times], dtype=np.float64)
-    value = np.fromiter((r.value for r in rs), dtype=np.float64, count=len(rs))
-    quality = np.fromiter((wire.QUALITY_CODES[r.quality] for r in rs), dtype=np.int16, count=len(rs))
+    value = np.array([r.value for r in rs], dtype=np.float64)
+    quals = [r.quality for r in rs]
+    if quals.count("good") == n:
+        quality = np.zeros(n, dtype=np.int16)
+    else:
+        quality = np.array([wire.QUALITY_CODES[q] for q in quals], dtype=np.int16)
 
-    bad = np.zeros(len(rs), dtype=np.int8)  # index into REASONS below, 0 = ok
     known = col >= 0
     c = np.where(known, col, 0)
+    if not robot:
+        # fast path: one combined test; the coded per-reason pass runs only when something is wrong
+        wrong = (~known | reg.is_robot[c] | ~(t <= now + ing.max_future_skew) | (t < now - ing.max_age)
+                 | (value < reg.range_min[c]) | (value > reg.range_max[c]))
+        if not wrong.any():
+            out.col, out.t, out.value, out.quality = col, t, value, quality
+            return out
+    bad = np.zeros(n, dtype=np.int8)  # index into the checks below, 0 = ok
     checks = [
         ("unknown_sensor", ~known),
         ("wrong_kind", known & (reg.is_robot[c] != robot)),
