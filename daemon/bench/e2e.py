@@ -11,7 +11,7 @@ import aiomqtt
 import asyncpg
 import numpy as np
 
-from .env import SITE, Daemon, Services, new_port, site_yaml
+from .env import SITE, CpuMeter, Daemon, Services, new_port, site_yaml
 from .load import LoadSpec, Publisher
 
 
@@ -52,7 +52,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             spy = subprocess.Popen([str(exe), "record", "-o", str(profile), "-r", "100", "-p", str(d.pid),
                                     "-f", {".json": "speedscope", ".txt": "raw"}.get(profile.suffix, "flamegraph"), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu0 = d.cpu_seconds()
+        meter = CpuMeter(svc, d.pid)
         pub = Publisher(LoadSpec(svc.broker.host, svc.broker.port, prefix, SITE, n, per_message=per_message,
                                  total=total, client_id=f"pub-{uuid.uuid4().hex[:6]}")).start()
         samples: list[tuple[float, float]] = []
@@ -60,7 +60,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
         last_change = time.time()
         prev = -1.0
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.5)
             s = d.stored()
             now = time.time()
             samples.append((now, s))
@@ -72,7 +72,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             if now - last_change > 30:
                 break
         res = pub.result(timeout=60)
-        cpu = d.cpu_seconds() - cpu0
+        cpu = meter.done()
         t_done = samples[-1][0]
         for (ta, sa) in samples:  # first sample with anything stored → end-to-end window
             if sa > 0:
@@ -88,7 +88,8 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             "publish_seconds": res["t_end"] - res["t_start"],
             "publish_rate": res["sent"] / max(1e-9, res["t_end"] - res["t_start"]),
             "seconds": t_done - res["t_start"], "rate": rows / max(1e-9, t_done - res["t_start"]),
-            "steady_rate": steady, "daemon_cpu_s": cpu, "daemon_cores": cpu / max(1e-9, t_done - res["t_start"]),
+            "steady_rate": steady, "cpu_s": cpu,
+            "cpu_us_per_reading": {k: v / max(1, rows) * 1e6 for k, v in cpu.items() if k != "wall"},
             "peak_rss": max(d.peak_rss, d.hwm()), "write_batches": m.get("plantwatch_write_batches_total", 0),
             "duplicates": m.get("plantwatch_readings_duplicate_total", 0),
             "rejected": sum(v for k, v in m.items() if k.startswith("plantwatch_readings_rejected_total")),

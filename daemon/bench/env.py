@@ -223,3 +223,39 @@ class Daemon:
 
 def new_port() -> int:
     return free_port()
+
+
+def cpu_tree(pid: int | None) -> float:
+    """CPU seconds of a process, its reaped children and its live descendants."""
+    if not pid:
+        return 0.0
+    try:
+        p = psutil.Process(pid)
+        t = p.cpu_times()
+        s = t.user + t.system + t.children_user + t.children_system
+        for c in p.children(recursive=True):
+            try:
+                ct = c.cpu_times()
+                s += ct.user + ct.system
+            except psutil.Error:
+                pass
+        return s
+    except psutil.Error:
+        return 0.0
+
+
+class CpuMeter:
+    """CPU seconds used by the broker, the database cluster and the daemon over a span."""
+
+    def __init__(self, svc: "Services", daemon_pid: int | None = None):
+        self.svc = svc
+        self.daemon_pid = daemon_pid
+        self.t0 = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {"broker": cpu_tree(self.svc.broker.pid), "db": cpu_tree(self.svc.pg._server_pid()),  # noqa: SLF001
+                "daemon": cpu_tree(self.daemon_pid), "wall": time.monotonic()}
+
+    def done(self) -> dict[str, float]:
+        t1 = self._now()
+        return {k: t1[k] - self.t0[k] for k in t1}
