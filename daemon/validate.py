@@ -33,6 +33,21 @@ class Registry:
     range_max: np.ndarray
     is_robot: np.ndarray  # bool per column
     areas: list[tuple[str, float, float, float, float]]  # (id, x0, y0, x1, y1) with bounds
+    #: message layouts seen (sensor tags in order) -> their columns: collectors send the same
+    #: sensors in the same order every time, and one tuple lookup is ~4x cheaper than a dict
+    #: lookup per reading into a registry of tens of thousands of tags (cache misses)
+    layouts: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
+
+    def columns(self, tags: tuple[str, ...]) -> np.ndarray:
+        col = self.layouts.get(tags)
+        if col is None:
+            get = self.index.get
+            col = np.array([get(s, -1) for s in tags], dtype=np.int64)
+            col.flags.writeable = False  # shared by every message of this layout
+            if len(self.layouts) >= 16_384:
+                self.layouts.clear()
+            self.layouts[tags] = col
+        return col
 
     @classmethod
     def build(cls, cfg: Config, ids: dict[str, int]) -> "Registry":
@@ -109,8 +124,7 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
 
     n = len(rs)
     # list comprehensions + one array call per column: ~4x cheaper than np.fromiter(generator)
-    get = reg.index.get
-    col = np.array([get(r.sensor, -1) for r in rs], dtype=np.int64)
+    col = reg.columns(tuple([r.sensor for r in rs]))
     times = [r.time for r in rs]
     try:
         t = np.array(times, dtype=np.float64)
