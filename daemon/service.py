@@ -134,7 +134,9 @@ class Daemon:
         p = self.pipeline
         tick_every, last_tick = 1.0, 0.0
         last_snapshot = time.monotonic()
-        last_rollup, rollup_from = 0.0, time.time() - 120
+        last_rollup = 0.0
+        with contextlib.suppress(Exception):
+            await self.store.mark_unrolled(time.time())
         step = min(self.cfg.ingest.flush_interval / 2, 0.05)
         while True:
             await asyncio.sleep(step)
@@ -151,9 +153,9 @@ class Daemon:
                 await self._save_state()
             if now - last_rollup >= 10.0:
                 last_rollup = now
+                # closed minutes that received readings (late ones included), then closed hours
                 with contextlib.suppress(Exception):
-                    await self.store.refresh_rollups(rollup_from, now)
-                rollup_from = now - 120  # late readings within two minutes are folded in
+                    await self.store.refresh_dirty(now)
 
     async def _save_state(self) -> None:
         try:
