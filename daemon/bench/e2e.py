@@ -103,3 +103,121 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
                 spy.kill()
         d.terminate()
         await svc.drop_db(dsn)
+
+
+def _pcts(xs: list[float]) -> dict:
+    if not xs:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    a = np.asarray(xs)
+    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+async def latency(svc: Services, workdir: Path, n: int, rate: float, seconds: float, *,
+                  inject_per_s: float = 5.0, warmup: float = 5.0) -> dict:
+    """Paced load at ``rate`` readings/s; publish → stored (probe sensors polled every 20 ms) and
+    publish → alarm raised (limit exceedances injected, changes read on MQTT)."""
+    d, dsn, prefix = await start_daemon(svc, workdir, n, name=f"daemon-lat-{n}")
+    alarm_lat: list[float] = []
+    store_lat: list[float] = []
+    try:
+        conn = await asyncpg.connect(dsn)
+        probes_tags = [f"G{i}" for i in range(n // 2, n, max(1, n // 40)) if i % 5 < 3][:20]
+        rows = await conn.fetch("SELECT id, tag FROM sensors WHERE tag = ANY($1::text[])", probes_tags)
+        probe_ids = [r["id"] for r in rows]
+        pub = Publisher(LoadSpec(svc.broker.host, svc.broker.port, prefix, SITE, n, duration=seconds + warmup,
+                                 rate=rate, inject_per_s=inject_per_s, client_id=f"pub-{uuid.uuid4().hex[:6]}"))
+        t_begin = time.time()
+        stop = asyncio.Event()
+
+        async def alarms() -> None:
+            async with aiomqtt.Client(svc.broker.host, svc.broker.port, identifier=f"lat-{uuid.uuid4().hex[:6]}") as c:
+                await c.subscribe(f"{prefix}/{SITE}/alarms/changes", qos=1)
+                pub.start()
+                async for m in c.messages:
+                    now = time.time()
+                    ch = json.loads(m.payload)
+                    if ch.get("to") == "unack" and ch.get("time", 0) >= t_begin + warmup:
+                        alarm_lat.append(now - ch["time"])
+                    if stop.is_set():
+                        return
+
+        async def stored() -> None:
+            last = {i: t_begin + warmup for i in probe_ids}
+            since = t_begin + warmup
+            from datetime import datetime, timezone
+            while not stop.is_set():
+                rs = await conn.fetch("SELECT sensor_id, extract(epoch FROM time)::float8 AS t FROM readings"
+                                      " WHERE sensor_id = ANY($1::int[]) AND time > $2",
+                                      probe_ids, datetime.fromtimestamp(since, timezone.utc))
+                now = time.time()
+                for r in rs:
+                    if r["t"] > last[r["sensor_id"]]:
+                        store_lat.append(now - r["t"])
+                        last[r["sensor_id"]] = r["t"]
+                if last:
+                    since = min(last.values())
+                d.sample_rss()
+                await asyncio.sleep(0.02)
+
+        ta = asyncio.create_task(alarms())
+        ts = asyncio.create_task(stored())
+        await asyncio.sleep(0.5)
+        res = await asyncio.to_thread(pub.result, seconds + warmup + 120)
+        await asyncio.sleep(2.0)  # the last alarms and rows
+        stop.set()
+        ts.cancel()
+        ta.cancel()
+        for t in (ts, ta):
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        await conn.close()
+        m = d.metrics()
+        return {"sensors": n, "rate_target": rate, "rate_sent": res["sent"] / (res["t_end"] - res["t_start"]),
+                "injected": res["injected"], "store": _pcts(store_lat), "alarm": _pcts(alarm_lat),
+                "store_poll_resolution_s": 0.02, "peak_rss": max(d.peak_rss, d.hwm()),
+                "alarm_changes": sum(v for k, v in m.items() if k.startswith("plantwatch_alarm_changes_total"))}
+    finally:
+        d.terminate()
+        await svc.drop_db(dsn)
+
+
+async def naive(svc: Services, n: int, seconds: float) -> dict:
+    """The baseline: a plain subscriber (aiomqtt, QoS 1, automatic acks), json.loads, one INSERT
+    (autocommit) per reading."""
+    from datetime import datetime, timezone
+
+    from plantwatch.connectors.store import Store
+    from plantwatch.daemon.config import load_config_text
+
+    dsn = await svc.fresh_db()
+    prefix = f"naive{uuid.uuid4().hex[:6]}"
+    try:
+        store = await Store.open(dsn, connections=1)
+        cfg = load_config_text(site_yaml(n, host="h", port=1, prefix=prefix, dsn=dsn, client_id="x", metrics_port=0))
+        ids = await store.sync_registry(cfg.site, cfg.sensors)
+        await store.close()
+        conn = await asyncpg.connect(dsn)
+        count = 0
+        async with aiomqtt.Client(svc.broker.host, svc.broker.port, identifier=f"naive-{uuid.uuid4().hex[:6]}") as c:
+            await c.subscribe(f"{prefix}/{SITE}/+/readings", qos=1)
+            pub = Publisher(LoadSpec(svc.broker.host, svc.broker.port, prefix, SITE, n, duration=seconds + 5,
+                                     rate=20_000, client_id=f"pub-{uuid.uuid4().hex[:6]}")).start()
+            t0 = time.perf_counter()
+            async for m in c.messages:
+                b = json.loads(m.payload)
+                for r in b["readings"]:
+                    await conn.execute("INSERT INTO readings (time, sensor_id, value, quality) VALUES ($1, $2, $3, 0)"
+                                       " ON CONFLICT DO NOTHING",
+                                       datetime.fromtimestamp(r["time"], timezone.utc), ids[r["sensor"]], r["value"])
+                    count += 1
+                if time.perf_counter() - t0 >= seconds:
+                    break
+            el = time.perf_counter() - t0
+            pub.stop()
+        rows = int(await conn.fetchval("SELECT count(*) FROM readings"))
+        await conn.close()
+        return {"seconds": el, "rows": rows, "rate": rows / el}
+    finally:
+        await svc.drop_db(dsn)
