@@ -303,9 +303,14 @@ class Store:
                 "ON CONFLICT (detector_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
                 " state = EXCLUDED.state, saved_at = now()", rows)
 
-    async def load_detector_states(self) -> dict[str, tuple[str, dict[str, Any]]]:
+    async def load_detector_states(self, prefix: str | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Saved states by row id (``prefix``: only rows whose id starts with it, prefix removed)."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch("SELECT detector_id, fingerprint, state FROM detector_state")
+            if prefix is not None:
+                rows = await conn.fetch("SELECT substr(detector_id, $2) AS detector_id, fingerprint, state"
+                                        " FROM detector_state WHERE starts_with(detector_id, $1)", prefix, len(prefix) + 1)
+            else:
+                rows = await conn.fetch("SELECT detector_id, fingerprint, state FROM detector_state")
         # The state table is written only by plantwatch itself (never from network input).
         return {r["detector_id"]: (r["fingerprint"], pickle.loads(r["state"])) for r in rows}
 

@@ -171,6 +171,32 @@ class StateConfig(Model):
     data_dir: str = ".plantwatch"
 
 
+class ClusterConfig(Model):
+    """Several daemons sharing one site: collectors are split into ``partitions`` (hash of the
+    collector id), each partition is held by exactly one instance at a time through a lease in
+    the database, with its own persistent MQTT session, so each sensor's detector state lives
+    in one instance. Without this section one daemon takes everything (the default)."""
+
+    #: unique per daemon instance (lease holder name)
+    instance_id: ID
+    #: number of partitions (fixed for the site: all instances must agree)
+    partitions: int = Field(1, ge=1, le=256)
+    #: the site's collector ids: each partition's session subscribes to its collectors' topics.
+    #: Collectors not listed are taken by partition 0 (whose session also subscribes to the
+    #: wildcard and leaves other partitions' collectors to them).
+    collectors: list[ID] = Field(default_factory=list)
+    #: a lease not renewed for this long is taken over by another instance (seconds)
+    lease_seconds: float = Field(10.0, ge=2, le=600)
+    #: how often leases are renewed and free ones looked for (seconds)
+    renew_interval: float = Field(2.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _renew(self):
+        if self.renew_interval * 2 > self.lease_seconds:
+            raise ValueError("renew_interval must be at most half of lease_seconds")
+        return self
+
+
 class Config(Model):
     version: Literal[1] = 1
     site: Site
@@ -179,6 +205,7 @@ class Config(Model):
     ingest: IngestConfig = IngestConfig()
     metrics: MetricsConfig = MetricsConfig()
     state: StateConfig = StateConfig()
+    cluster: ClusterConfig | None = None  # None: a single instance takes all collectors
     sensors: list[Sensor]
     detectors: list[DetectorConfig] = Field(default_factory=list)
 

@@ -69,9 +69,14 @@ class Watch:
         self.seconds += time.perf_counter() - t0
         return ch
 
-    def tick(self, now: float) -> list[Change]:
+    def tick(self, now: float, active: np.ndarray | None = None) -> list[Change]:
         out = self.detector.tick(now)
-        return self._changes(out) if out is not None else []
+        if out is None:
+            return []
+        if active is not None:  # several instances: only the sensors of the partitions held here
+            keep = active[self.cols[out.idx]]
+            out = Output(out.idx[keep], out.t[keep], out.score[keep], out.code[keep])
+        return self._changes(out)
 
     def get_state(self) -> dict[str, Any]:
         return {"detector": self.detector.get_state(), "tracker": self.tracker.get_state()}
@@ -106,10 +111,10 @@ class DetectorSet:
                 changes.extend(w.feed(c, tt, xx))
         return changes
 
-    def tick(self, now: float) -> list[Change]:
+    def tick(self, now: float, active: np.ndarray | None = None) -> list[Change]:
         out: list[Change] = []
         for w in self.watches:
-            out.extend(w.tick(now))
+            out.extend(w.tick(now, active))
         return out
 
     def states(self) -> list[tuple[str, str, dict[str, Any]]]:

@@ -58,6 +58,7 @@ class Daemon:
         self._gen = 0
         self._notify: asyncio.Queue[list[AlarmWrite]] = asyncio.Queue(maxsize=1000)
         self._dirty_since: float | None = None
+        self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -80,7 +81,12 @@ class Daemon:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
                 notifier = tg.create_task(self._notifier(), name="notifier")
                 timer = tg.create_task(self._timer(), name="timer")
-                ingest = tg.create_task(self._ingest(), name="ingest")
+                if cfg.cluster is not None:
+                    from .cluster import ClusterRunner
+                    self.cluster = ClusterRunner(self)
+                    ingest = tg.create_task(self.cluster.run(), name="cluster")
+                else:
+                    ingest = tg.create_task(self._ingest(), name="ingest")
                 await self.stop.wait()
                 log.info("stopping: no more intake; flushing and draining")
                 ingest.cancel()
@@ -91,7 +97,10 @@ class Daemon:
                 for _ in writers:
                     await self.pipeline.units.put(None)
                 await asyncio.gather(*writers)
-                await self._save_state()
+                if self.cluster is not None:
+                    await self.cluster.finish()  # save each partition's state, release the leases
+                else:
+                    await self._save_state()
                 await self._notify.put([])  # sentinel: notifier publishes the final state and ends
                 await notifier
         finally:
@@ -159,6 +168,9 @@ class Daemon:
 
     async def _save_state(self) -> None:
         try:
+            if self.cluster is not None:
+                await self.cluster.snapshot()
+                return
             await self.store.save_detector_states(self.pipeline.detectors.states())
         except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion
             log.error("saving detector state failed: %s", e)

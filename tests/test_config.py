@@ -92,3 +92,19 @@ def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "nope.yaml")
     assert "no such file" in str(e.value)
+
+
+def test_cluster_section_defaults_to_one_instance_and_checks_renewal():
+    from plantwatch.daemon.config import ConfigError, load_config_text
+
+    from .helpers import site_config
+
+    assert load_config_text(site_config()).cluster is None
+    cfg = load_config_text(site_config() + "cluster: {instance_id: a, partitions: 8, collectors: [e1, e2]}\n")
+    assert (cfg.cluster.instance_id, cfg.cluster.partitions, cfg.cluster.lease_seconds) == ("a", 8, 10.0)
+    try:
+        load_config_text(site_config() + "cluster: {instance_id: a, lease_seconds: 4, renew_interval: 3}\n")
+    except ConfigError as e:
+        assert "renew_interval" in str(e)
+    else:
+        raise AssertionError("renew_interval > lease/2 accepted")
