@@ -79,6 +79,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
                 break
         rows = await _count(dsn)
         m = d.metrics()
+        rss_end = d.sample_rss()
         # steady state: rate between 10 % and 90 % of the total stored
         lo = next(t for t, s in samples if s >= 0.1 * total) if samples[-1][1] >= 0.1 * total else t0
         hi = next(t for t, s in samples if s >= 0.9 * total) if samples[-1][1] >= 0.9 * total else t_done
@@ -90,7 +91,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             "seconds": t_done - res["t_start"], "rate": rows / max(1e-9, t_done - res["t_start"]),
             "steady_rate": steady, "cpu_s": cpu,
             "cpu_us_per_reading": {k: v / max(1, rows) * 1e6 for k, v in cpu.items() if k != "wall"},
-            "peak_rss": max(d.peak_rss, d.hwm()), "write_batches": m.get("plantwatch_write_batches_total", 0),
+            "peak_rss": max(d.peak_rss, d.hwm()), "rss_end": rss_end, "write_batches": m.get("plantwatch_write_batches_total", 0),
             "duplicates": m.get("plantwatch_readings_duplicate_total", 0),
             "rejected": sum(v for k, v in m.items() if k.startswith("plantwatch_readings_rejected_total")),
         }

@@ -82,7 +82,8 @@ def render(res: dict, console: Console | None = None) -> None:
                   (f"≥ 100k/s {_ok(v.get('e2e_rate'))}; ≥ 0.4 COPY {_ok(v.get('e2e_vs_copy2'))}" if biggest else ""))
     if e2e:
         r = e2e[-1]
-        t.add_row(f"daemon peak RSS, {r['sensors']:,} sensors", f"{r['peak_rss'] / 2**20:,.0f} MiB", "VmHWM / psutil",
+        t.add_row(f"daemon peak RSS, {r['sensors']:,} sensors", f"{r['peak_rss'] / 2**20:,.0f} MiB",
+                  f"peak (VmHWM, includes loading the config); {r.get('rss_end', 0) / 2**20:,.0f} MiB after the run",
                   f"< 1 GiB {_ok(v.get('rss'))}")
     lat = res.get("latency")
     if lat:
