@@ -119,7 +119,7 @@ async def copy_limit(svc: Services, *, connections: int, seconds: float, batch: 
         await store.close()
         t_base = time.time() - 3600
         # enough distinct batches for the whole span; each connection its own time slice
-        n_batches = 64
+        n_batches = int(seconds * 450_000 / batch) + 8  # more than one connection can write in `seconds`
         encoded: list[list[bytes]] = []
         for c in range(connections):
             mine = []
