@@ -30,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readings", type=int, default=None,
                    help="readings published per end-to-end run (default 1M quick, 6M full: past the z-score warm-up at 50k sensors)")
     p.add_argument("--per-message", type=int, default=100, help="readings per MQTT message")
-    p.add_argument("--query-rows", type=int, default=None, help="rows in the query table (default 2M quick, 20M full)")
+    p.add_argument("--query-rows", type=int, default=None, help="rows in the query table (default 1M quick, 20M full)")
     p.add_argument("--latency-seconds", type=float, default=None, help="length of the latency phase")
     p.add_argument("--skip", default="", help="comma-separated phases to skip: limits,e2e,latency,naive,queries")
+    p.add_argument("--plain-postgres", action="store_true", help="PostgreSQL without TimescaleDB")
     p.add_argument("--fast-db", action="store_true", help="fsync off (not honest for storage numbers; reported)")
     p.add_argument("--profile", metavar="DIR", help="py-spy record the daemon during the end-to-end runs")
     return p
@@ -54,13 +55,13 @@ async def _main(args: argparse.Namespace) -> int:
     skip = set(filter(None, args.skip.split(",")))
     sizes = [int(x) for x in args.sensors.split(",") if x]
     total = args.readings or (1_000_000 if quick else 6_000_000)
-    qrows = args.query_rows or (2_000_000 if quick else 20_000_000)
+    qrows = args.query_rows or (1_000_000 if quick else 20_000_000)
     lat_s = args.latency_seconds or (15.0 if quick else 45.0)
     res: dict = {"machine": machine(), "mode": "quick" if quick else "full", "started": time.time(),
                  "settings": {"readings_per_run": total, "per_message": args.per_message, "query_rows": qrows,
                               "fsync": not args.fast_db, "qos": 1}}
     workdir = Path(tempfile.mkdtemp(prefix="plantwatch-bench-"))
-    svc = Services(fast_db=args.fast_db)
+    svc = Services(fast_db=args.fast_db, timescaledb=False if args.plain_postgres else None)
     console.print(f"[bold]plantwatch bench[/bold] ({res['mode']}): starting Mosquitto and PostgreSQL in {workdir}")
     await asyncio.to_thread(svc.start)
     res["machine"]["timescaledb"] = svc.pg.timescaledb

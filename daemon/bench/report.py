@@ -38,6 +38,10 @@ def verdicts(res: dict) -> dict:
     if lat:
         out["alarm_p99"] = lat["alarm"]["p99"] is not None and lat["alarm"]["p99"] < TARGETS["alarm_p99"]
         out["store_p99"] = lat["store"]["p99"] is not None and lat["store"]["p99"] < TARGETS["store_p99"]
+    naive = res.get("naive", {}).get("rate")
+    if big:
+        res["ratios"] = {"plantwatch_vs_copy2": big["rate"] / copy2 if copy2 else None,
+                         "plantwatch_vs_naive": big["rate"] / naive if naive else None}
     q = res.get("queries")
     if q:
         out["query_p95_ms"] = max(q["area_7d"]["p95_ms"], q["site_7d"]["p95_ms"]) < TARGETS["query_p95_ms"]
