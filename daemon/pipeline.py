@@ -110,9 +110,11 @@ class Pipeline:
         p.acks.append(ack)
 
     async def drain(self) -> None:
-        """Flush what is pending and wait until every unit is committed and acknowledged."""
+        """Flush what is pending and wait until every unit made so far is committed and
+        acknowledged (units made later, from other partitions' intake, are not waited for)."""
         await self.flush()
-        while self._in_flight:
+        last = self._unit_seq
+        while self._in_flight and self._in_flight[0].seq <= last:
             await self.committed.wait()
 
     def due(self, now: float | None = None) -> bool:
