@@ -18,6 +18,7 @@ from .decide import Decider, ThresholdDecider
 from .registry import register
 
 MAD_TO_SIGMA = 1.4826
+_BLOCK = 2048  # sensors per block when refreshing baselines
 
 
 class RobustZParams(DetectorParams):
@@ -74,12 +75,16 @@ class RobustZScore(Detector):
         # baseline is needed only at the last warm-up reading, not at every one of them.
         pos = self.pos[idx]
         due = idx[((pos % self.params.refresh == 0) & (pos >= self.warmup)) | (pos == self.warmup)]
-        if len(due):
-            rows = self.buf[due]
+        # Sensors reporting at the same rate all come due in the same round: work through them in
+        # blocks so the temporary copies stay small (50,000 sensors x 300 readings would be
+        # ~120 MB per copy, three copies at once).
+        for i in range(0, len(due), _BLOCK):
+            d = due[i:i + _BLOCK]
+            rows = self.buf[d]
             med = _row_nanmedian(rows)
             mad = _row_nanmedian(np.abs(rows - med[:, None]))
-            self.med[due] = med
-            self.scale[due] = np.maximum(MAD_TO_SIGMA * mad, self.params.min_scale)
+            self.med[d] = med
+            self.scale[d] = np.maximum(MAD_TO_SIGMA * mad, self.params.min_scale)
 
 
 def _row_nanmedian(rows: np.ndarray) -> np.ndarray:
