@@ -63,8 +63,7 @@ def site_yaml(n: int, *, host: str, port: int, prefix: str, dsn: str, client_id:
     lines = [f"site: {{id: {SITE}, areas: [{', '.join('{id: A%d}' % a for a in range(N_AREAS))}]}}",
              f"mqtt: {{host: {host}, port: {port}, topic_prefix: {prefix}, client_id: {client_id}}}",
              f'database: {{dsn: "{dsn}"{", " + database if database else ""}}}',
-             f"metrics: {{port: {metrics_port}}}",
-             "state: {snapshot_interval: 3600}"]
+             f"metrics: {{port: {metrics_port}}}"]  # state snapshots at the default interval (60 s)
     if ingest:
         lines.append(f"ingest: {ingest}")
     if cluster:
