@@ -39,7 +39,8 @@ async def start_daemon(svc: Services, workdir: Path, n: int, *, name: str = "dae
 
 
 async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_message: int = 100,
-                     profile: Path | None = None, ingest: str = "", database: str = "") -> dict:
+                     profile: Path | None = None, ingest: str = "", database: str = "",
+                     max_ahead: int | None = 400_000) -> dict:
     """Publish ``total`` readings as fast as possible; sustained rate = rows stored per second."""
     d, dsn, prefix = await start_daemon(svc, workdir, n, name=f"daemon-{n}", ingest=ingest, database=database)
     spy = None
@@ -54,14 +55,16 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         meter = CpuMeter(svc, d.pid)
         pub = Publisher(LoadSpec(svc.broker.host, svc.broker.port, prefix, SITE, n, per_message=per_message,
-                                 total=total, client_id=f"pub-{uuid.uuid4().hex[:6]}")).start()
+                                 total=total, client_id=f"pub-{uuid.uuid4().hex[:6]}",
+                                 max_ahead=max_ahead)).start()
         samples: list[tuple[float, float]] = []
         t0 = time.time()
         last_change = time.time()
         prev = -1.0
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
             s = d.stored()
+            pub.progress.value = s
             now = time.time()
             samples.append((now, s))
             d.sample_rss()
@@ -85,7 +88,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
         hi = next(t for t, s in samples if s >= 0.9 * total) if samples[-1][1] >= 0.9 * total else t_done
         steady = 0.8 * total / (hi - lo) if hi > lo else float("nan")
         return {
-            "sensors": n, "published": res["sent"], "rows": rows, "accounted": rows == res["sent"],
+            "sensors": n, "published": res["sent"], "max_ahead": max_ahead, "rows": rows, "accounted": rows == res["sent"],
             "publish_seconds": res["t_end"] - res["t_start"],
             "publish_rate": res["sent"] / max(1e-9, res["t_end"] - res["t_start"]),
             "seconds": t_done - res["t_start"], "rate": rows / max(1e-9, t_done - res["t_start"]),

@@ -52,6 +52,9 @@ class LoadSpec:
     #: only these collectors (partition tests); None: all
     collectors: list[int] | None = None
     seq0: int = 0
+    #: keep at most this many readings published but not yet stored (a closed loop: the broker
+    #: does not pile up a backlog that it then persists every second); None: open loop
+    max_ahead: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -62,7 +65,7 @@ def collectors_of(n_sensors: int, per_collector: int) -> list[tuple[str, range]]
     return out
 
 
-def _run(spec: LoadSpec, q) -> None:
+def _run(spec: LoadSpec, q, progress=None) -> None:
     import paho.mqtt.client as mqtt
 
     from .env import _tag, base_value
@@ -101,6 +104,9 @@ def _run(spec: LoadSpec, q) -> None:
     done = False
     while not done:
         for topic, cid, tags, base, _gas in msgs:
+            if progress is not None and spec.max_ahead is not None:
+                while sent - progress.value > spec.max_ahead:
+                    time.sleep(0.002)
             now = time.time()
             if spec.rate:
                 ahead = sent / spec.rate - (now - t_start)
@@ -150,7 +156,9 @@ class Publisher:
     def __init__(self, spec: LoadSpec):
         ctx = mp.get_context("spawn")
         self.q = ctx.Queue()
-        self.proc = ctx.Process(target=_run, args=(spec, self.q), daemon=True)
+        #: readings stored so far, set by the benchmark (closed loop, ``spec.max_ahead``)
+        self.progress = ctx.Value("d", 0.0, lock=False)
+        self.proc = ctx.Process(target=_run, args=(spec, self.q, self.progress), daemon=True)
 
     def start(self) -> "Publisher":
         self.proc.start()
