@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import tempfile
 import time
@@ -91,7 +92,8 @@ async def _main(args: argparse.Namespace) -> int:
                 step(f"  {r['rate']:,.0f} readings/s, rows {r['rows']:,} of {r['published']:,}")
         if "latency" not in skip:
             n = max(sizes)
-            top = next((r["steady_rate"] for r in res.get("e2e", []) if r["sensors"] == n), None) or 50_000.0
+            top = next((min(r["steady_rate"], 1.25 * r["rate"]) for r in res.get("e2e", []) if r["sensors"] == n), None)
+            top = top if top and math.isfinite(top) else 50_000.0
             rate = 0.5 * top
             step(f"latency: {n} sensors at {rate:,.0f} readings/s (50 % of the measured maximum), {lat_s:.0f} s")
             res["latency"] = await e2e.latency(svc, workdir, n, rate, lat_s)
