@@ -300,6 +300,32 @@ class NotifyConfig(Model):
     max_backoff: float = Field(60.0, gt=0)
 
 
+class ClusterConfig(Model):
+    """Several daemons sharing one site: collectors are split into ``partitions`` (hash of the
+    collector id), each partition is held by exactly one instance at a time through a lease in
+    the database, with its own persistent MQTT session, so each sensor's detector state lives
+    in one instance. Without this section one daemon takes everything (the default)."""
+
+    #: unique per daemon instance (lease holder name)
+    instance_id: ID
+    #: number of partitions (fixed for the site: all instances must agree)
+    partitions: int = Field(1, ge=1, le=256)
+    #: the site's collector ids: each partition's session subscribes to its collectors' topics.
+    #: Collectors not listed are taken by partition 0 (whose session also subscribes to the
+    #: wildcard and leaves other partitions' collectors to them).
+    collectors: list[ID] = Field(default_factory=list)
+    #: a lease not renewed for this long is taken over by another instance (seconds)
+    lease_seconds: float = Field(10.0, ge=2, le=600)
+    #: how often leases are renewed and free ones looked for (seconds)
+    renew_interval: float = Field(2.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _renew(self):
+        if self.renew_interval * 2 > self.lease_seconds:
+            raise ValueError("renew_interval must be at most half of lease_seconds")
+        return self
+
+
 class Config(Model):
     #: config format version
     version: Literal[1] = 1
@@ -315,6 +341,8 @@ class Config(Model):
     metrics: MetricsConfig = MetricsConfig()
     #: detector state snapshots and the embedded services' folder
     state: StateConfig = StateConfig()
+    #: several daemons sharing the site; omitted: one instance takes all collectors
+    cluster: ClusterConfig | None = None
     #: the sensor registry
     sensors: list[Sensor]
     #: which detectors watch which sensors, with which parameters

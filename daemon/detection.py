@@ -75,10 +75,16 @@ class Watch:
         self.seconds += time.perf_counter() - t0
         return ch
 
-    def tick(self, now: float) -> list[Change]:
+    def tick(self, now: float, active: np.ndarray | None = None) -> list[Change]:
         out = self.detector.tick(now)
-        self.last = Output(self.cols[out.idx], out.t, out.score, out.code) if out is not None else None
-        return self._changes(out) if out is not None else []
+        if out is None:
+            self.last = None
+            return []
+        if active is not None:  # several instances: only the sensors of the partitions held here
+            keep = active[self.cols[out.idx]]
+            out = Output(out.idx[keep], out.t[keep], out.score[keep], out.code[keep])
+        self.last = Output(self.cols[out.idx], out.t, out.score, out.code)
+        return self._changes(out)
 
     def get_state(self) -> dict[str, Any]:
         return {"detector": self.detector.get_state(), "tracker": self.tracker.get_state()}
@@ -189,10 +195,10 @@ class DetectorSet:
                 told.append(w.cfg.id)
         return told
 
-    def tick(self, now: float) -> list[Change]:
+    def tick(self, now: float, active: np.ndarray | None = None) -> list[Change]:
         out: list[Change] = []
         for w in self.watches:
-            out.extend(w.tick(now))
+            out.extend(w.tick(now, active))
             for comp in self.compositions:
                 out.extend(comp.feed(w))
         for comp in self.compositions:

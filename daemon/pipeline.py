@@ -77,11 +77,18 @@ class Pipeline:
         self._seq: dict[str, int] = {}  # last sequence number seen per collector
         self._tick_changes: list = []
         self.committed = asyncio.Event()  # pulsed after each commit (tests, graceful drain)
+        #: several instances (daemon/cluster.py): partition of each sensor column (-1: not seen),
+        #: learned from the collectors its readings come from; ``active`` masks the stale ticks
+        self.part_of: Callable[[str], int] | None = None
+        self.col_part: np.ndarray | None = None
+        self.active: np.ndarray | None = None
 
     # --- intake -------------------------------------------------------------------------------
     def submit(self, topic: str, payload: bytes, ack: Ack, now: float | None = None) -> None:
         now = time.time() if now is None else now
         v = validate(topic, payload, self.cfg, self.reg, now)
+        if self.part_of is not None and v.collector is not None and len(v.col):
+            self.col_part[v.col] = self.part_of(v.collector)
         self.m.messages.inc()
         n_ok = len(v.col)
         n_bad = sum(1 for d in v.rejected)
@@ -96,6 +103,21 @@ class Pipeline:
         p.n += n_ok + n_bad
         self.m.pending.set(p.n)
 
+    def defer_ack(self, ack: Ack, now: float | None = None) -> None:
+        """Acknowledge a message that is not ours (another partition's) in arrival order."""
+        p = self._pending
+        if not p.acks:
+            p.since = time.time() if now is None else now
+        p.acks.append(ack)
+
+    async def drain(self) -> None:
+        """Flush what is pending and wait until every unit made so far is committed and
+        acknowledged (units made later, from other partitions' intake, are not waited for)."""
+        await self.flush()
+        last = self._unit_seq
+        while self._in_flight and self._in_flight[0].seq <= last:
+            await self.committed.wait()
+
     def due(self, now: float | None = None) -> bool:
         p = self._pending
         if not p.acks:
@@ -109,7 +131,7 @@ class Pipeline:
 
     def add_tick(self, now: float) -> None:
         """Time-driven detector conditions (stale sensors); written with the next unit."""
-        self._tick_changes.extend(self.detectors.tick(now))
+        self._tick_changes.extend(self.detectors.tick(now, self.active))
 
     # --- flush: detect, derive alarms, hand to writers -------------------------------------------
     async def flush(self) -> None:

@@ -71,6 +71,7 @@ class Daemon:
         self._gen = 0
         self._notify: asyncio.Queue[list[AlarmWrite]] = asyncio.Queue(maxsize=1000)
         self._refits: set[asyncio.Task] = set()
+        self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -100,7 +101,12 @@ class Daemon:
                 notifier = tg.create_task(self._notifier(), name="notifier")
                 timer = tg.create_task(self._timer(), name="timer")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
-                ingest = tg.create_task(self._ingest(), name="ingest")
+                if cfg.cluster is not None:
+                    from .cluster import ClusterRunner
+                    self.cluster = ClusterRunner(self)
+                    ingest = tg.create_task(self.cluster.run(), name="cluster")
+                else:
+                    ingest = tg.create_task(self._ingest(), name="ingest")
                 await self.stop.wait()
                 log.info("stopping: no more intake; flushing and draining")
                 for t in (ingest, alarm_mgmt):
@@ -112,7 +118,10 @@ class Daemon:
                 for _ in writers:
                     await self.pipeline.units.put(None)
                 await asyncio.gather(*writers)
-                await self._save_state()
+                if self.cluster is not None:
+                    await self.cluster.finish()  # save each partition's state, release the leases
+                else:
+                    await self._save_state()
                 await self._notify.put([])  # sentinel: notifier publishes the final state and ends
                 await notifier
         finally:
@@ -155,7 +164,9 @@ class Daemon:
         p = self.pipeline
         tick_every, last_tick = 1.0, 0.0
         last_snapshot = time.monotonic()
-        last_rollup, rollup_from = 0.0, time.time() - 120
+        last_rollup = 0.0
+        with contextlib.suppress(Exception):
+            await self.store.mark_unrolled(time.time())
         step = min(self.cfg.ingest.flush_interval / 2, 0.05)
         while True:
             await asyncio.sleep(step)
@@ -174,9 +185,9 @@ class Daemon:
                 await self._save_state()
             if now - last_rollup >= 10.0:
                 last_rollup = now
+                # closed minutes that received readings (late ones included), then closed hours
                 with contextlib.suppress(Exception):
-                    await self.store.refresh_rollups(rollup_from, now)
-                rollup_from = now - 120  # late readings within two minutes are folded in
+                    await self.store.refresh_dirty(now)
 
     async def _refit(self, watch, job) -> None:
         """Fit a group detector's model in a worker thread; scoring goes on with the old model."""
@@ -193,6 +204,9 @@ class Daemon:
 
     async def _save_state(self) -> None:
         try:
+            if self.cluster is not None:
+                await self.cluster.snapshot()
+                return
             await self.store.save_detector_states(self.pipeline.detectors.states())
         except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion
             log.error("saving detector state failed: %s", e)

@@ -18,6 +18,7 @@ from .decide import Decider, ThresholdDecider
 from .registry import register
 
 MAD_TO_SIGMA = 1.4826
+_BLOCK = 2048  # sensors per block when refreshing baselines
 
 
 class RobustZParams(DetectorParams):
@@ -74,15 +75,36 @@ class RobustZScore(Detector):
         w = self.params.window
         self.buf[idx, self.pos[idx] % w] = x
         self.pos[idx] += 1
-        due = idx[(self.pos[idx] % self.params.refresh == 0) | (self.pos[idx] <= self.warmup)]
-        if len(due):
-            # full windows have no NaN: np.median (partition, O(window)) is many times faster
-            # than nanmedian's masked sort, which only the filling windows need
-            full = self.pos[due] >= w
-            for sel, median in ((due[full], np.median), (due[~full], np.nanmedian)):
-                if len(sel):
-                    rows = self.buf[sel]  # a copy (fancy indexing): the medians may reorder it in place
-                    med = median(rows, axis=1, overwrite_input=True)
-                    mad = median(np.abs(rows - med[:, None]), axis=1, overwrite_input=True)
-                    self.med[sel] = med
-                    self.scale[sel] = np.maximum(MAD_TO_SIGMA * mad, self.params.min_scale)
+        # Scores count only once a sensor is warm (``seen >= warmup``), so during warm-up the
+        # baseline is needed only at the last warm-up reading, not at every one of them.
+        pos = self.pos[idx]
+        due = idx[((pos % self.params.refresh == 0) & (pos >= self.warmup)) | (pos == self.warmup)]
+        # Sensors reporting at the same rate all come due in the same round: work through them in
+        # blocks so the temporary copies stay small (50,000 sensors x 300 readings would be
+        # ~120 MB per copy, three copies at once).
+        for i in range(0, len(due), _BLOCK):
+            d = due[i:i + _BLOCK]
+            rows = self.buf[d]
+            med = _row_nanmedian(rows)
+            mad = _row_nanmedian(np.abs(rows - med[:, None]))
+            self.med[d] = med
+            self.scale[d] = np.maximum(MAD_TO_SIGMA * mad, self.params.min_scale)
+
+
+def _row_nanmedian(rows: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(rows, axis=1)`` without its masked-array slow path (same values)."""
+    nan = np.isnan(rows)
+    if not nan.any():
+        return np.median(rows, axis=1)
+    cnt = rows.shape[1] - nan.sum(axis=1)
+    med = np.full(len(rows), np.nan)
+    # Rows refreshed together have mostly the same fill (sensors report at the same rate): one
+    # partition per distinct count instead of a full sort (NaNs partition to the end).
+    for c in np.unique(cnt):
+        if c == 0:
+            continue
+        g = np.flatnonzero(cnt == c)
+        lo, hi = (c - 1) // 2, c // 2
+        part = np.partition(rows[g], [lo, hi] if lo != hi else lo, axis=1)
+        med[g] = (part[:, lo] + part[:, hi]) / 2
+    return med

@@ -102,3 +102,19 @@ def test_readme_config_reference_is_current():
 
     readme = Path(__file__).resolve().parents[1] / "README.md"
     assert config_doc.main(["--check", str(readme)]) == 0
+
+
+def test_cluster_section_defaults_to_one_instance_and_checks_renewal():
+    from plantwatch.daemon.config import ConfigError, load_config_text
+
+    from .helpers import site_config
+
+    assert load_config_text(site_config()).cluster is None
+    cfg = load_config_text(site_config() + "cluster: {instance_id: a, partitions: 8, collectors: [e1, e2]}\n")
+    assert (cfg.cluster.instance_id, cfg.cluster.partitions, cfg.cluster.lease_seconds) == ("a", 8, 10.0)
+    try:
+        load_config_text(site_config() + "cluster: {instance_id: a, lease_seconds: 4, renew_interval: 3}\n")
+    except ConfigError as e:
+        assert "renew_interval" in str(e)
+    else:
+        raise AssertionError("renew_interval > lease/2 accepted")

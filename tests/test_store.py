@@ -88,3 +88,36 @@ async def test_detector_state_round_trip(any_db):
         assert got["d1"][0] == "fp" and np.array_equal(got["d1"][1]["a"], st["a"])
     finally:
         await store.close()
+
+
+async def test_direct_copy_falls_back_on_partial_duplicates_and_rollups_follow_writes(any_db):
+    """A unit that mixes new readings with already-stored ones (a redelivery) stores only the new
+    ones; closed minutes and hours that received readings are rolled up by ``refresh_dirty``."""
+    store = await Store.open(any_db)
+    try:
+        ids = await store.sync_registry(CFG.site, CFG.sensors)
+        t0 = 1_789_999_980.0  # a minute boundary (divisible by 60)
+        sid = np.array([ids["G0"], ids["G1"]] * 60, dtype=np.int32)
+        t = t0 + np.repeat(np.arange(60), 2) * 1.0
+        val = np.arange(120, dtype=np.float64)
+        q = np.zeros(120, np.int16)
+        first = ReadingRows(sid[:80], t[:80], val[:80], q[:80])
+        assert (await store.write(first)).inserted == 80
+        mixed = ReadingRows(sid, t, val, q)  # 80 stored already, 40 new
+        r = await store.write(mixed)
+        assert (r.inserted, r.duplicates) == (40, 80)
+        # the next units take the staging path (no error), then direct COPY again
+        later = ReadingRows(sid[:2], t[:2] + 3600, val[:2], q[:2])
+        assert (await store.write(later)).inserted == 2
+        assert await store.refresh_dirty(t0 + 30) == 0  # minute not closed yet
+        assert await store.refresh_dirty(t0 + 7200 + 120) > 0
+        async with store.pool.acquire() as c:
+            assert await c.fetchval("SELECT count(*) FROM readings") == 122
+            m = await c.fetch("SELECT sensor_id, n, avg, last FROM readings_1m WHERE bucket = to_timestamp($1)"
+                              " ORDER BY sensor_id", t0)
+            assert [(x["n"], x["last"]) for x in m] == [(60, 118.0), (60, 119.0)]
+            h = await c.fetch("SELECT n, avg FROM readings_1h WHERE bucket = to_timestamp($1) ORDER BY sensor_id", t0 - t0 % 3600)
+            assert [x["n"] for x in h] == [60, 60] and h[0]["avg"] == float(np.mean(val[0::2]))
+        assert not store.dirty_minutes and not store.dirty_hours
+    finally:
+        await store.close()
