@@ -174,7 +174,8 @@ class ClusterRunner:
         self.cfg: Config = daemon.cfg
         self.cc: ClusterConfig = daemon.cfg.cluster
         self.listed = frozenset(self.cc.collectors)
-        self.tasks: dict[int, Any] = {}
+        self.tasks: dict[int, Any] = {}  # partition -> its ingest task
+        self.held: set[int] = set()  # partitions whose lease this instance holds
         self.gen: dict[int, int] = {}
         self.leases: Leases | None = None
         #: partition -> (time taken, epoch), for tests and logs
@@ -202,8 +203,9 @@ class ClusterRunner:
         try:
             while True:
                 held, live = await leases.heartbeat()
-                for k in [k for k in self.tasks if k not in held]:
+                for k in [k for k in self.held if k not in held]:
                     log.warning("partition %d: lease lost (expired and taken); stopping it here", k)
+                    self.held.discard(k)  # its state belongs to the new holder now: never saved from here
                     await self._stop_ingest(k)
                 target = leases.target(live)
                 if len(self.tasks) > target:
@@ -237,6 +239,7 @@ class ClusterRunner:
             ids = set(p.reg.db_id[cols].tolist())
             p.alarms.load([dict(r) for r in await d.store.load_alarms() if r["sensor_id"] in ids])
         self.gen[k] = self.gen.get(k, 0) + 1
+        self.held.add(k)
         self.tasks[k] = asyncio.create_task(self._ingest(k, self.gen[k]), name=f"ingest-p{k}")
         self._update_active()
         log.info("partition %d taken (epoch %d): %d sensors restored warm", k, epoch, len(cols))
@@ -258,6 +261,7 @@ class ClusterRunner:
         await self._stop_ingest(k)
         await self.d.pipeline.drain()
         await self.save(k)
+        self.held.discard(k)
         await self.leases.release(k)
         log.info("partition %d released", k)
 
@@ -268,19 +272,20 @@ class ClusterRunner:
         await self.d.store.save_detector_states(states)
 
     async def snapshot(self) -> None:
-        for k in list(self.tasks):
+        for k in list(self.held):
             await self.save(k)
 
     async def finish(self) -> None:
         """At stop, after the writers drained: save, release everything, leave."""
-        held = list(self.tasks) + [k for k in self.taken if k not in self.tasks]
         for k in list(self.tasks):
             await self._stop_ingest(k)
         if self.leases is None:
             return
-        for k in held:
+        held, _ = await self.leases.heartbeat()  # only what is still ours: never overwrite a taker's state
+        for k in sorted(held & self.held):
             await self.save(k)
             await self.leases.release(k)
+        self.held.clear()
         await self.leases.leave()
 
     def _ack(self, sub, msg, k: int, gen: int) -> None:
