@@ -1,19 +1,14 @@
 """Test helpers: site configs of any size, a daemon in a subprocess, publishing, metrics."""
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import aiomqtt
 
 from plantwatch.connectors.services import free_port
 from plantwatch.connectors.wire import encode_batch
+from plantwatch.daemon.bench.env import Daemon
 
 
 def site_config(*, n_gas: int = 10, n_pressure: int = 0, n_robot: int = 0, mqtt: tuple[str, int] | None = None,
@@ -68,56 +63,11 @@ def make_batches(collector: str, sensors: list[str], n_batches: int, *, t0: floa
     return out
 
 
-class DaemonProcess:
-    """``plantwatch run`` in a subprocess, with its /metrics endpoint for observation."""
+class DaemonProcess(Daemon):
+    """``plantwatch run`` in a subprocess (the benchmark's own harness), for a config file."""
 
     def __init__(self, config_path: Path, metrics_port: int):
-        self.config_path = config_path
-        self.metrics_port = metrics_port
-        self.proc: subprocess.Popen | None = None
-        self.log_path = config_path.with_suffix(".log")
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "plantwatch.daemon.cli", "run", "--config",
-                                      str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def metrics(self) -> dict[str, float]:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
-        out: dict[str, float] = {}
-        for line in body.splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.rpartition(" ")
-                out[k] = float(v)
-        return out
-
-    async def wait_connected(self, timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.metrics().get("plantwatch_mqtt_connected") == 1.0:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"daemon not connected after {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        super().__init__(config_path.parent, config_path.read_text(), metrics_port, name=config_path.stem)
 
 
 def new_metrics_port() -> int:
