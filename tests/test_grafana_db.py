@@ -242,6 +242,19 @@ SELECT now() - k * interval '3 minutes', 'plantwatch/demo/edge-01/readings', 'ed
 FROM generate_series(1, 20) k;
 INSERT INTO collectors VALUES ('edge-01', 5120, now() - interval '2 seconds', 5120, 0),
                               ('edge-02', 880, now() - interval '10 minutes', 877, 3);
+
+-- an incident: the H2S alarm caused it, the stale alarm next to it is its consequence; an operator
+-- acknowledged the cause
+INSERT INTO incidents (key, site_id, started_at, ended_at, last_alarm_at, title, areas, sensors, cause_alarm_id)
+SELECT 'inc-1', 'demo', now() - interval '15 minutes', NULL, now() - interval '10 minutes',
+       'high_high TF-H2S-01 (h2s-limits) in tank-farm', ARRAY['tank-farm'], ARRAY['TF-H2S-01', 'TF-H2S-02'], a.id
+FROM alarms a JOIN sensors s ON s.id = a.sensor_id WHERE s.tag = 'TF-H2S-01';
+INSERT INTO incident_alarms (incident_id, alarm_id, role, raised_at, condition, severity)
+SELECT i.id, a.id, CASE WHEN a.id = i.cause_alarm_id THEN 'cause' ELSE 'consequence' END, a.raised_at, a.condition, a.severity
+FROM incidents i, alarms a JOIN sensors s ON s.id = a.sensor_id WHERE s.tag IN ('TF-H2S-01', 'TF-H2S-02') AND a.active;
+INSERT INTO operator_actions (time, alarm_id, action, actor, role, reason, from_state, to_state)
+SELECT now() - interval '5 minutes', cause_alarm_id, 'comment', 'ann', 'operator', 'field team sent', 'unack', 'unack'
+FROM incidents;
 """
 
 
