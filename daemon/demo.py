@@ -136,6 +136,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
         finally:
             await conn.close()
         incident_report = await _leak_report(report, dsn, out)
+    console.print()
     render_report(report, console)
     console.print(f"simulator: {stats.published:,} batches, {stats.readings:,} readings published; ground truth "
                   f"{truth_path}; database {dsn}")
