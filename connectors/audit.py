@@ -224,6 +224,17 @@ def verify_lines(lines: Iterable[str], *, anchor: str | None = None, last_hash: 
 
 
 # --- cross-check: do the tables still say what the chain recorded? ------------------------------
+def _unpaired(r: Any, table: str, what: str, problems: list[Problem]) -> bool:
+    """A row of ``table`` full-joined with its audit entries: record a missing side, if any."""
+    if r["id"] is None:
+        problems.append(Problem(r["seq"], "deleted", f"the {what} it records is gone from {table}"))
+        return True
+    if r["seq"] is None:
+        problems.append(Problem(None, "inserted", f"{table} row {r['id']} has no audit entry"))
+        return True
+    return False
+
+
 async def verify_records(conn: asyncpg.Connection) -> list[Problem]:
     """Compare alarm changes, operator actions, config versions and the alarms' current state
     with what the (verified) chain recorded: a row edited, deleted or added behind the chain's
@@ -239,11 +250,7 @@ async def verify_records(conn: asyncpg.Connection) -> list[Problem]:
         " FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = 'alarm_change') l"
         " ON l.ref = 'alarm_change:' || c.id ORDER BY coalesce(l.seq, 0), c.id")
     for r in rows:
-        if r["id"] is None:
-            problems.append(Problem(r["seq"], "deleted", "the alarm change it records is gone from alarm_changes"))
-            continue
-        if r["seq"] is None:
-            problems.append(Problem(None, "inserted", f"alarm_changes row {r['id']} has no audit entry"))
+        if _unpaired(r, "alarm_changes", "alarm change", problems):
             continue
         b = json.loads(r["body"])
         now = {"alarm_id": r["alarm_id"], "from": r["from_state"], "to": r["to_state"], "condition": r["condition"],
@@ -257,11 +264,7 @@ async def verify_records(conn: asyncpg.Connection) -> list[Problem]:
         " FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = 'operator_action') l"
         " ON l.ref = 'operator_action:' || o.id ORDER BY coalesce(l.seq, 0), o.id")
     for r in rows:
-        if r["id"] is None:
-            problems.append(Problem(r["seq"], "deleted", "the operator action it records is gone from operator_actions"))
-            continue
-        if r["seq"] is None:
-            problems.append(Problem(None, "inserted", f"operator_actions row {r['id']} has no audit entry"))
+        if _unpaired(r, "operator_actions", "operator action", problems):
             continue
         b = json.loads(r["body"])
         now = {"alarm_id": r["alarm_id"], "action": r["action"], "actor": r["actor"], "role": r["role"],

@@ -101,34 +101,33 @@ async def _drop(postgres, name):
         await admin.close()
 
 
-@pytest.fixture
-async def db(postgres):
-    """A fresh, migrated database with demo data; yields its DSN (superuser)."""
-    name, dsn = await _new_database(postgres, timescaledb=True)
+async def _database(postgres, *, timescaledb: bool):
+    name, dsn = await _new_database(postgres, timescaledb=timescaledb)
     try:
         yield dsn
     finally:
         await _drop(postgres, name)
+
+
+@pytest.fixture
+async def db(postgres):
+    """A fresh, migrated database with demo data; yields its DSN (superuser)."""
+    async for dsn in _database(postgres, timescaledb=True):
+        yield dsn
 
 
 @pytest.fixture(scope="module")
 async def shared_db(postgres):
     """One migrated TimescaleDB database with demo data for the read-only query tests."""
-    name, dsn = await _new_database(postgres, timescaledb=True)
-    try:
+    async for dsn in _database(postgres, timescaledb=True):
         yield dsn
-    finally:
-        await _drop(postgres, name)
 
 
 @pytest.fixture(scope="module")
 async def plain_db(postgres):
     """The same schema and data without the TimescaleDB extension (plain PostgreSQL)."""
-    name, dsn = await _new_database(postgres, timescaledb=False)
-    try:
+    async for dsn in _database(postgres, timescaledb=False):
         yield dsn
-    finally:
-        await _drop(postgres, name)
 
 
 async def _reader(dsn: str) -> asyncpg.Connection:
