@@ -37,14 +37,16 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.ve
   rm -rf .venv
   "$py" -m venv .venv
 fi
-# Re-install only when pyproject.toml changed since the last install into this .venv.
+# Installs the locked versions (deploy/dev/constraints.txt), so a fresh machine tests exactly
+# what was tested before; re-installs only when pyproject.toml or the lock changed.
 stamp=.venv/.plantwatch-pyproject.sha256
-if [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum pyproject.toml)" ]; then
-  log "pip install -e '.[test]'"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum pyproject.toml deploy/dev/constraints.txt)" ]; then
+  log "pip install -c deploy/dev/constraints.txt -e '.[test]'"
   # (the grep drops pip's per-package warnings about this machine's absent local index mirrors)
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+      -c deploy/dev/constraints.txt -e '.[test]' 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-  sha256sum pyproject.toml > "$stamp"
+  sha256sum pyproject.toml deploy/dev/constraints.txt > "$stamp"
 fi
 
 log "setup took $(( $(date +%s) - started )) s; running pytest"
