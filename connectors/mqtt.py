@@ -67,6 +67,11 @@ class Subscriber:
         if msg.qos > 0 and self._client is not None:
             self._client._client.ack(msg.mid, msg.qos)  # noqa: SLF001
 
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 0) -> None:
+        """Publish on the intake connection (Sparkplug B rebirth requests to edge nodes)."""
+        assert self._client is not None
+        await self._client.publish(topic, payload, qos=qos)
+
     @property
     def pending_queue(self) -> int:
         return len(self._client.messages) if self._client is not None else 0

@@ -86,6 +86,18 @@ class Watch:
         self.last = Output(self.cols[out.idx], out.t, out.score, out.code)
         return self._changes(out)
 
+    def mark_stale(self, col: np.ndarray, now: float) -> list[Change]:
+        """Sensors whose source announced its death (detectors with ``mark_stale`` only)."""
+        if not hasattr(self.detector, "mark_stale"):
+            return []
+        lc = self.local[col]
+        lc = lc[lc >= 0]
+        if len(lc) == 0:
+            return []
+        out = self.detector.mark_stale(lc, now)
+        self.last = Output(self.cols[out.idx], out.t, out.score, out.code)
+        return self._changes(out)
+
     def get_state(self) -> dict[str, Any]:
         return {"detector": self.detector.get_state(), "tracker": self.tracker.get_state()}
 
@@ -194,6 +206,18 @@ class DetectorSet:
                 d.declare_transfer(tank, start, end, quantity)
                 told.append(w.cfg.id)
         return told
+
+    def mark_stale(self, col: np.ndarray, now: float) -> list[Change]:
+        """Make sensors stale at once (their edge node or device died), through the stale
+        detectors that watch them, so the usual event → alarm path raises the alarm."""
+        out: list[Change] = []
+        for w in self.watches:
+            changes = w.mark_stale(col, now)
+            if changes:
+                out.extend(changes)
+                for comp in self.compositions:
+                    out.extend(comp.feed(w))
+        return out
 
     def tick(self, now: float, active: np.ndarray | None = None) -> list[Change]:
         out: list[Change] = []

@@ -56,6 +56,7 @@ class _Pending:
     items: list[Validated] = field(default_factory=list)
     n: int = 0
     since: float = 0.0
+    stale: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
 
 class Pipeline:
@@ -86,7 +87,13 @@ class Pipeline:
     # --- intake -------------------------------------------------------------------------------
     def submit(self, topic: str, payload: bytes, ack: Ack, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        v = validate(topic, payload, self.cfg, self.reg, now)
+        self.submit_validated(validate(topic, payload, self.cfg, self.reg, now), ack, now)
+
+    def submit_validated(self, v: Validated, ack: Ack, now: float, stale: np.ndarray | None = None) -> None:
+        """A message validated elsewhere (Sparkplug B); ``stale``: sensor columns whose source
+        announced its death, made stale in this unit (daemon/sparkplug.py)."""
+        if stale is not None and len(stale):
+            self._pending.stale.append((stale, now))
         if self.part_of is not None and v.collector is not None and len(v.col):
             self.col_part[v.col] = self.part_of(v.collector)
         self.m.messages.inc()
@@ -161,6 +168,8 @@ class Pipeline:
         if len(rcol):
             pos = np.column_stack([np.concatenate([v.x for v in robots]), np.concatenate([v.y for v in robots])])
             changes += self.detectors.process(rcol, rt, rval, pos)
+        for cols, at in p.stale:
+            changes += self.detectors.mark_stale(cols, at)
         ops = self.alarms.apply(changes) if changes else []
         for w in self.detectors.watches:
             if w.seconds:

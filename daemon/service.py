@@ -26,6 +26,8 @@ from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
 from .pipeline import Pipeline
+from .sparkplug import SparkplugIngest, is_sparkplug
+from .sparkplug import topics as sparkplug_topics
 from .validate import Registry
 
 log = logging.getLogger("plantwatch")
@@ -71,6 +73,7 @@ class Daemon:
         self._gen = 0
         self._notify: asyncio.Queue[list[AlarmWrite]] = asyncio.Queue(maxsize=1000)
         self._refits: set[asyncio.Task] = set()
+        self.sparkplug: SparkplugIngest | None = None
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
 
     async def run(self) -> None:
@@ -95,6 +98,8 @@ class Daemon:
                 self.m.active_alarms.labels(sev).set(n)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification)
             self.alarm_mgmt.bind(self.pipeline)
+            if cfg.sparkplug is not None:
+                self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
@@ -129,7 +134,7 @@ class Daemon:
 
     # --- stages -----------------------------------------------------------------------------------
     async def _ingest(self) -> None:
-        in_topics, _ = topics(self.cfg)
+        in_topics = topics(self.cfg)[0] + sparkplug_topics(self.cfg)
         mq = self.cfg.mqtt
         backoff = 0.5
         while True:
@@ -145,7 +150,11 @@ class Daemon:
                     log.info("subscribed to %s on %s:%d", ", ".join(in_topics), self.ep.broker.host, self.ep.broker.port)
                     async for msg in sub.messages():
                         payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
-                        self.pipeline.submit(str(msg.topic), bytes(payload), partial(self._ack, sub, msg, gen))
+                        topic, ack = str(msg.topic), partial(self._ack, sub, msg, gen)
+                        if self.sparkplug is not None and is_sparkplug(topic):
+                            await self.sparkplug.submit(self.pipeline, sub.publish, topic, bytes(payload), ack)
+                        else:
+                            self.pipeline.submit(topic, bytes(payload), ack)
                         if self.pipeline.due():
                             await self.pipeline.flush()
             except aiomqtt.MqttError as e:

@@ -47,6 +47,16 @@ class StaleDetector(Detector):
         super().learn_many(idx, t, x)
         self.last[idx] = np.fmax(self.last[idx], t)
 
+    def mark_stale(self, idx: np.ndarray, now: float) -> Output:
+        """The source itself said these sensors are gone (a Sparkplug DEATH): stale now, not
+        after ``timeout``. Their last reading is moved back past the timeout, so the ticks that
+        follow keep them stale until a reading arrives."""
+        idx = np.asarray(idx, dtype=np.int64)
+        self.last[idx] = np.fmin(self.last[idx], now - self.params.timeout)
+        age = now - self.last[idx]
+        t = np.full(len(idx), float(now))
+        return Output(idx, t, age / self.params.timeout, self.decider.step(idx, t, age / self.params.timeout, age))
+
     def tick(self, now: float) -> Output | None:
         if self.n == 0:
             return None

@@ -1,0 +1,168 @@
+"""Per-edge-node Sparkplug B session state, as a host application keeps it.
+
+An NBIRTH opens a node's session: its ``bdSeq``, its sequence number (0..255, wrapping) and the
+names, aliases and datatypes of its metrics; a DBIRTH does the same for one device of the node.
+NDATA/DDATA may then name metrics by alias only. Every message of a session after the NBIRTH
+carries the next sequence number; a gap means a message was lost, and the node is asked to
+publish its births again. An NDEATH ends the session only when its ``bdSeq`` is the NBIRTH's
+(a late Last Will of an older session must not kill the new one).
+
+Pure state, no I/O: :meth:`Sessions.handle` says what a message means and whether a rebirth
+must be requested; the caller publishes the request and maps the metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import payload as sp
+from .topic import SpTopic
+
+#: ask a node again for its births at most this often (seconds) while it keeps misbehaving
+REBIRTH_EVERY = 5.0
+
+
+@dataclass(slots=True)
+class MetricTable:
+    by_alias: dict[int, str] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class NodeSession:
+    bd_seq: int | None = None
+    seq: int | None = None  # last sequence number seen
+    node: MetricTable | None = None  # None until the NBIRTH
+    devices: dict[str, MetricTable] = field(default_factory=dict)
+    rebirth_asked: float = float("-inf")
+
+
+@dataclass(slots=True)
+class MetricValue:
+    name: str
+    t: float  # Unix seconds
+    value: float | None  # None: is_null, or refused (see error)
+    quality: int = 0
+    error: sp.MetricError | None = None
+    raw: bytes = b""
+
+
+@dataclass(slots=True)
+class Outcome:
+    metrics: list[MetricValue] = field(default_factory=list)
+    #: reason and detail when the whole message is refused (its metrics are not used)
+    refused: tuple[str, str] | None = None
+    rebirth: bool = False  # publish NCMD Node Control/Rebirth to this node
+    gap: bool = False
+    #: "node" (the node and all its devices) or "device" (the topic's device) died
+    died: str | None = None
+    ignored_death: bool = False  # an NDEATH whose bdSeq is not the current session's
+
+
+class Sessions:
+    def __init__(self) -> None:
+        self.nodes: dict[tuple[str, str], NodeSession] = {}
+
+    def handle(self, t: SpTopic, raw: bytes, now: float) -> Outcome:
+        try:
+            p = sp.decode(raw)
+        except sp.PayloadError as e:
+            return Outcome(refused=("sp_malformed", str(e)))
+        key = (t.group, t.node)
+        s = self.nodes.get(key)
+        if t.type == "NBIRTH":
+            return self._nbirth(key, p)
+        if t.type == "NDEATH":
+            return self._ndeath(key, s, p)
+        if t.type in ("NCMD", "DCMD"):
+            return Outcome()  # commands to edge nodes (ours among them): nothing to ingest
+        if s is None or s.node is None:
+            return self._ask(key, now, Outcome(refused=("sp_no_birth", f"{t.type} from {t.source} before its NBIRTH")))
+        out = Outcome()
+        self._check_seq(s, p, out)
+        if t.type == "DBIRTH":
+            s.devices[t.device] = self._table(p, out)
+        elif t.type == "DDEATH":
+            s.devices.pop(t.device, None)
+            out.died = "device"
+        else:
+            table = s.node if t.type == "NDATA" else s.devices.get(t.device)
+            if table is None:
+                out.refused = ("sp_no_birth", f"DDATA from {t.source} before its DBIRTH")
+                out.rebirth = True
+            else:
+                self._data(p, table, out)
+        if out.rebirth:
+            self._ask(key, now, out)
+        return out
+
+    # --- message kinds ------------------------------------------------------------------------
+    def _nbirth(self, key: tuple[str, str], p: sp.Payload) -> Outcome:
+        out = Outcome()
+        s = NodeSession(bd_seq=sp.bd_seq(p), seq=p.seq if p.HasField("seq") else 0)
+        s.node = self._table(p, out)
+        self.nodes[key] = s
+        return out
+
+    def _ndeath(self, key: tuple[str, str], s: NodeSession | None, p: sp.Payload) -> Outcome:
+        bd = sp.bd_seq(p)
+        if s is not None and s.bd_seq is not None and bd != s.bd_seq:
+            return Outcome(ignored_death=True)
+        self.nodes.pop(key, None)
+        return Outcome(died="node")
+
+    def _table(self, p: sp.Payload, out: Outcome) -> MetricTable:
+        """Names, aliases and datatypes of a BIRTH; its values are readings too."""
+        table = MetricTable()
+        for m in p.metrics:
+            if not m.name:
+                continue
+            table.types[m.name] = m.datatype
+            if m.HasField("alias"):
+                table.by_alias[m.alias] = m.name
+        self._data(p, table, out)
+        return table
+
+    def _data(self, p: sp.Payload, table: MetricTable, out: Outcome) -> None:
+        payload_t = p.timestamp if p.HasField("timestamp") else None
+        for m in p.metrics:
+            name = m.name if m.name else table.by_alias.get(m.alias) if m.HasField("alias") else None
+            if name is None:
+                out.metrics.append(MetricValue(f"alias {m.alias}", float("nan"), None, error=sp.MetricError(
+                    "sp_unknown_alias", f"alias {m.alias} was not declared in the BIRTH"), raw=m.SerializeToString()))
+                out.rebirth = True
+                continue
+            if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
+                continue
+            ms = m.timestamp if m.HasField("timestamp") else payload_t
+            if ms is None:
+                out.metrics.append(MetricValue(name, float("nan"), None, error=sp.MetricError(
+                    "bad_time", "neither the metric nor the payload has a timestamp"), raw=m.SerializeToString()))
+                continue
+            t = ms / 1000.0
+            if m.is_null:
+                out.metrics.append(MetricValue(name, t, None))
+                continue
+            datatype = m.datatype or table.types.get(name, 0)
+            try:
+                value = sp.numeric_value(m, datatype)
+            except sp.MetricError as e:
+                out.metrics.append(MetricValue(name, t, None, error=e, raw=m.SerializeToString()))
+                continue
+            out.metrics.append(MetricValue(name, t, value, sp.quality_code(m)))
+
+    @staticmethod
+    def _check_seq(s: NodeSession, p: sp.Payload, out: Outcome) -> None:
+        seq = p.seq if p.HasField("seq") else None
+        expected = None if s.seq is None else (s.seq + 1) % 256
+        if seq is None or seq != expected:
+            out.gap = out.rebirth = True
+        if seq is not None:
+            s.seq = seq % 256
+
+    def _ask(self, key: tuple[str, str], now: float, out: Outcome) -> Outcome:
+        """Rebirth requests are limited to one per REBIRTH_EVERY seconds per node."""
+        s = self.nodes.setdefault(key, NodeSession())
+        out.rebirth = now - s.rebirth_asked >= REBIRTH_EVERY
+        if out.rebirth:
+            s.rebirth_asked = now
+        return out
