@@ -329,9 +329,9 @@ class ClusterConfig(Model):
 class SparkplugMetric(Model):
     """One Sparkplug B metric feeding one sensor of the registry."""
 
-    #: where it is published: ``group/edge_node`` (node metric) or ``group/edge_node/device``
+    #: where it is published: `group/edge_node` (node metric) or `group/edge_node/device`
     source: str = Field(pattern=r"^[^/#+\s]+/[^/#+\s]+(/[^/#+\s]+)?$")
-    #: the metric's name as its BIRTH declares it (``Gas/H2S``, ``Tank1/Level``)
+    #: the metric's name as its BIRTH declares it (`Gas/H2S`, `Tank1/Level`)
     metric: str = Field(min_length=1)
     #: the sensor id it feeds (a fixed instrument)
     sensor: ID
@@ -340,11 +340,11 @@ class SparkplugMetric(Model):
 class SparkplugConfig(Model):
     """Sparkplug B ingest (docs/sparkplug.md): births, data and deaths of edge nodes and devices."""
 
-    #: Sparkplug group ids: the daemon subscribes to ``spBv1.0/{group}/#`` for each
+    #: Sparkplug group ids: the daemon subscribes to `spBv1.0/{group}/#` for each
     groups: list[ID] = Field(min_length=1)
     #: metric -> sensor mapping
     metrics: list[SparkplugMetric] = Field(default_factory=list)
-    #: a metric not listed in ``metrics`` whose name is a sensor id feeds that sensor
+    #: a metric not listed in `metrics` whose name is a sensor id feeds that sensor
     by_name: bool = False
 
 

@@ -109,6 +109,12 @@ def test_data_before_birth_is_refused_and_asks_for_rebirth_once_per_interval():
     assert again.refused[0] == "sp_no_birth" and not again.rebirth
 
 
+def test_ddeath_without_a_known_birth_still_makes_the_device_stale():
+    t0 = _ms()
+    o = Sessions().handle(parse("spBv1.0/g/DDEATH/n/d"), ps.DDeath(t0, 4).encode(), t0 / 1000)
+    assert o.died == "device" and o.rebirth and o.refused is None
+
+
 def test_ndeath_must_carry_the_births_bdseq():
     s, t0 = Sessions(), _ms()
     s.handle(parse("spBv1.0/g/NBIRTH/n"), ps.NBirth(t0, 0, [ps.Metric(t0, "bdSeq", DT.INT64, 7)]).encode(), t0 / 1000)

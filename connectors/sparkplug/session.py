@@ -75,6 +75,9 @@ class Sessions:
             return self._ndeath(key, s, p)
         if t.type in ("NCMD", "DCMD"):
             return Outcome()  # commands to edge nodes (ours among them): nothing to ingest
+        if t.type == "DDEATH" and (s is None or s.node is None):
+            # the device is gone even if its node's birth was missed (daemon restart): stale it
+            return self._ask(key, now, Outcome(died="device"))
         if s is None or s.node is None:
             return self._ask(key, now, Outcome(refused=("sp_no_birth", f"{t.type} from {t.source} before its NBIRTH")))
         out = Outcome()
