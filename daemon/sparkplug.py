@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from plantwatch.connectors.store import DeadLetter
 from .config import Config
 from .pipeline import Ack, Pipeline
 from .validate import Registry, Validated
+
+log = logging.getLogger(__name__)
 
 
 def topics(cfg: Config) -> list[str]:
@@ -80,7 +83,13 @@ class SparkplugIngest:
         readings that arrived before it are judged before their sensors go stale, and readings
         after it (a rebirth) clear the staleness."""
         now = time.time() if now is None else now
-        h = self.handle(topic, payload, now)
+        try:
+            h = self.handle(topic, payload, now)
+        except Exception as e:  # noqa: BLE001 - one odd message must not stop the intake
+            log.exception("Sparkplug message on %s could not be handled", topic)
+            h = Handled(Validated(None, None, None, rejected=[DeadLetter(
+                topic, None, None, "sp_malformed", f"{type(e).__name__}: {e}", payload[:4096],
+                _key(topic, payload, "batch"))]))
         if len(h.stale):
             await pipeline.flush()
         pipeline.submit_validated(h.validated, ack, now, h.stale)

@@ -11,12 +11,15 @@ import aiomqtt
 import asyncpg
 import pysparkplug as ps
 import pytest
+from prometheus_client import CollectorRegistry
 from pysparkplug import _protobuf as ps_pb
 
 from plantwatch.connectors.sparkplug import payload as sp
 from plantwatch.connectors.sparkplug.session import Sessions
 from plantwatch.connectors.sparkplug.topic import parse
 from plantwatch.daemon.config import ConfigError, load_config_text
+from plantwatch.daemon.sparkplug import SparkplugIngest
+from plantwatch.daemon.validate import Registry
 
 from .helpers import DaemonProcess, new_metrics_port, site_config
 
@@ -44,6 +47,10 @@ def _birth_metrics(ms: int) -> list[ps.Metric]:
         ps.Metric(ms, "b", DT.BOOLEAN, True, alias=11),
         ps.Metric(ms, "s", DT.STRING, "running", alias=12),
     ]
+
+
+SP_DETECTORS = ("detectors:\n"
+                "  - {id: silent, type: stale, select: {kind: gas}, params: {timeout: 3600}}\n")
 
 
 def _values(o) -> dict[str, float | None]:
@@ -134,9 +141,26 @@ def test_rebirth_command_is_read_by_the_edge_node_library():
     assert [(m.name, m.value) for m in cmd.metrics] == [("Node Control/Rebirth", True)]
 
 
+def test_mapping_rejects_mapped_string_and_out_of_range_and_ignores_unmapped():
+    cfg = load_config_text(site_config(n_gas=3, detectors=SP_DETECTORS) + (
+        "sparkplug:\n  groups: [g]\n  metrics:\n"
+        "    - {source: g/n, metric: s, sensor: G0}\n"
+        "    - {source: g/n, metric: u16, sensor: G1}\n"
+        "    - {source: g/n, metric: f, sensor: G2}\n"))
+    reg = Registry.build(cfg, {s.id: i + 1 for i, s in enumerate(cfg.sensors)})
+    registry = CollectorRegistry()
+    ing = SparkplugIngest(cfg, reg, registry)
+    ms = _ms()
+    h = ing.handle("spBv1.0/g/NBIRTH/n", ps.NBirth(ms, 0, _birth_metrics(ms)).encode(), ms / 1000)
+    v = h.validated
+    assert [cfg.sensors[c].id for c in v.col] == ["G2"] and list(v.value) == [1.5]
+    assert sorted((d.reason, d.detail.split(":")[0]) for d in v.rejected) == [
+        ("out_of_range", "u16 -> G1"), ("sp_unsupported_type", "s")]
+    # the birth's other numeric metrics are counted, not dead-lettered
+    assert registry.get_sample_value("plantwatch_sparkplug_unmapped_metrics_total") == 9
+
+
 # --- config ----------------------------------------------------------------------------------------
-SP_DETECTORS = ("detectors:\n"
-                "  - {id: silent, type: stale, select: {kind: gas}, params: {timeout: 3600}}\n")
 
 
 def test_config_mapping_errors_name_file_and_line():

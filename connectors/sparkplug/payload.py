@@ -57,7 +57,7 @@ def decode(raw: bytes) -> Payload:
     p = Payload()
     try:
         p.ParseFromString(raw)
-    except (DecodeError, RuntimeWarning) as e:  # RuntimeWarning: upb on some truncations
+    except DecodeError as e:
         raise PayloadError(f"not a Sparkplug B payload: {e}") from None
     return p
 
