@@ -128,7 +128,7 @@ class SparkplugIngest:
         if o.gap:
             self.m.seq_gaps.inc()
         if o.rebirth:
-            self.m.rebirths.labels("sequence_gap" if o.gap else o.refused[0] if o.refused else "sp_unknown_alias").inc()
+            self.m.rebirths.labels(o.why).inc()
             h.rebirth = (sptopic.node_command(t.group, t.node), sp.rebirth_command(now))
         if o.ignored_death:
             self.m.deaths_ignored.inc()

@@ -1,6 +1,7 @@
 """Sparkplug B ingest, with an independent edge-node implementation (pysparkplug) building the
-payloads. The decoder tests are pure; the daemon tests go through a real Mosquitto and a real
-TimescaleDB, with the daemon as a process."""
+payloads. The decoder tests are pure; the daemon test goes through a real Mosquitto and a real
+TimescaleDB, with the daemon as a process. pysparkplug's own MQTT client is written for
+paho-mqtt 1, so its payloads are published with aiomqtt."""
 from __future__ import annotations
 
 import asyncio

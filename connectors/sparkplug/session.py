@@ -52,6 +52,7 @@ class Outcome:
     #: reason and detail when the whole message is refused (its metrics are not used)
     refused: tuple[str, str] | None = None
     rebirth: bool = False  # publish NCMD Node Control/Rebirth to this node
+    why: str = ""  # the first reason a rebirth is needed: sequence_gap, sp_no_birth, sp_unknown_alias
     gap: bool = False
     #: "node" (the node and all its devices) or "device" (the topic's device) died
     died: str | None = None
@@ -77,9 +78,10 @@ class Sessions:
             return Outcome()  # commands to edge nodes (ours among them): nothing to ingest
         if t.type == "DDEATH" and (s is None or s.node is None):
             # the device is gone even if its node's birth was missed (daemon restart): stale it
-            return self._ask(key, now, Outcome(died="device"))
+            return self._ask(key, now, Outcome(died="device", why="sp_no_birth"))
         if s is None or s.node is None:
-            return self._ask(key, now, Outcome(refused=("sp_no_birth", f"{t.type} from {t.source} before its NBIRTH")))
+            return self._ask(key, now, Outcome(refused=("sp_no_birth", f"{t.type} from {t.source} before its NBIRTH"),
+                                               why="sp_no_birth"))
         out = Outcome()
         self._check_seq(s, p, out)
         if t.type == "DBIRTH":
@@ -91,10 +93,10 @@ class Sessions:
             table = s.node if t.type == "NDATA" else s.devices.get(t.device)
             if table is None:
                 out.refused = ("sp_no_birth", f"DDATA from {t.source} before its DBIRTH")
-                out.rebirth = True
+                out.why = out.why or "sp_no_birth"
             else:
                 self._data(p, table, out)
-        if out.rebirth:
+        if out.why:
             self._ask(key, now, out)
         return out
 
@@ -132,7 +134,7 @@ class Sessions:
             if name is None:
                 out.metrics.append(MetricValue(f"alias {m.alias}", float("nan"), None, error=sp.MetricError(
                     "sp_unknown_alias", f"alias {m.alias} was not declared in the BIRTH"), raw=m.SerializeToString()))
-                out.rebirth = True
+                out.why = out.why or "sp_unknown_alias"
                 continue
             if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
                 continue
@@ -158,12 +160,13 @@ class Sessions:
         seq = p.seq if p.HasField("seq") else None
         expected = None if s.seq is None else (s.seq + 1) % 256
         if seq is None or seq != expected:
-            out.gap = out.rebirth = True
+            out.gap = True
+            out.why = "sequence_gap"
         if seq is not None:
             s.seq = seq % 256
 
     def _ask(self, key: tuple[str, str], now: float, out: Outcome) -> Outcome:
-        """Rebirth requests are limited to one per REBIRTH_EVERY seconds per node."""
+        """Ask for a rebirth (``out.why`` says why), at most once per REBIRTH_EVERY seconds per node."""
         s = self.nodes.setdefault(key, NodeSession())
         out.rebirth = now - s.rebirth_asked >= REBIRTH_EVERY
         if out.rebirth:
