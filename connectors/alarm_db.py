@@ -187,7 +187,8 @@ async def load_open_incidents(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT i.key, extract(epoch FROM i.started_at)::float8 AS started_at,"
         " extract(epoch FROM i.last_alarm_at)::float8 AS last_alarm_at, i.areas, i.sensors, i.flood,"
-        " array_agg(a.detector_id) AS detectors, array_agg(a.sensor_id) AS sensor_ids"
+        " array_agg(a.detector_id) AS detectors, array_agg(a.sensor_id) AS sensor_ids,"
+        " (SELECT c.detector_id FROM alarms c WHERE c.id = i.cause_alarm_id) AS cause_detector"
         " FROM incidents i JOIN incident_alarms ia ON ia.incident_id = i.id JOIN alarms a ON a.id = ia.alarm_id"
         " WHERE i.ended_at IS NULL GROUP BY i.id")
     return [dict(r) for r in rows]

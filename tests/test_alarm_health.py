@@ -160,15 +160,19 @@ def test_flood_consequences_grouped_and_cause_notified_once():
     n = Notifications(cfg, m, {1: "G0"})
     (_, sender), = n.senders
 
-    def w(cause):
-        return AlarmWrite("d", 1, "normal", "unack", True, "high", "high", 1.0, cause, raised=True)
+    def w(cause, severity="medium"):
+        return AlarmWrite("d", 1, "normal", "unack", True, "high", severity, 1.0, cause, raised=True)
 
     n.offer([w({"by": "detector", "incident": "k", "incident_role": "cause", "flood": False}),
              w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": False}),
              w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True,
                 "flood_started": "site"}),
-             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True})])
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True}, "low"),
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True}, "high"),
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True}, "critical")])
     msgs = list(sender._q)
-    assert [x["type"] for x in msgs] == ["alarm", "alarm", "flood"]
+    # priority 1 and 2 consequences are sent one by one even in a flood; lower ones are grouped
+    assert [(x["type"], x.get("severity")) for x in msgs] == [
+        ("alarm", "medium"), ("alarm", "medium"), ("flood", None), ("alarm", "high"), ("alarm", "critical")]
     assert msgs[0]["incident"]["opened"] is True
     assert m.registry.get_sample_value("plantwatch_notifications_grouped_total") == 2
