@@ -244,6 +244,7 @@ async def test_alarm_changes_survive_a_broker_restart(tmp_path, db, topic_prefix
     d = _daemon(tmp_path, broker.host, broker.port, db, prefix, det, n_gas=1)
     changes_topic, active_topic = f"{prefix}/testsite/alarms/changes", f"{prefix}/testsite/alarms/active"
     watcher = f"watch-{uuid.uuid4().hex[:8]}"
+    feeder: asyncio.Task | None = None
     try:
         # a persistent subscriber: the broker keeps what is published for it while it is away
         async with aiomqtt.Client(broker.host, broker.port, identifier=watcher, clean_session=False) as c:
@@ -258,8 +259,15 @@ async def test_alarm_changes_survive_a_broker_restart(tmp_path, db, topic_prefix
         await _until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'stale'"), what="G0 stale")
         await asyncio.to_thread(broker.start)
         await d.wait_connected()
-        await publish_batches(broker.host, broker.port, f"{prefix}/testsite/edge1/readings", [
-            encode_batch("edge1", 1, [{"sensor": "G0", "time": time.time(), "value": 1.0}])])
+
+        async def feed() -> None:  # G0 reports again, and keeps reporting: it returns to normal and stays
+            async with aiomqtt.Client(broker.host, broker.port) as c:
+                for k in range(1, 10**6):
+                    await c.publish(f"{prefix}/testsite/edge1/readings", encode_batch(
+                        "edge1", k, [{"sensor": "G0", "time": time.time(), "value": 1.0}]), qos=1)
+                    await asyncio.sleep(0.5)
+
+        feeder = asyncio.create_task(feed())
         got: list[dict] = []
         async with aiomqtt.Client(broker.host, broker.port, identifier=watcher, clean_session=False) as c:
             await c.subscribe(changes_topic, qos=1)
@@ -281,6 +289,10 @@ async def test_alarm_changes_survive_a_broker_restart(tmp_path, db, topic_prefix
         assert [(a["detector_id"], a["state"]) for a in active["alarms"]] == [("stale", "rtn_unack")], active
         assert d.terminate() == 0, d.log()
     finally:
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await feeder
         _stop(d)
         await asyncio.to_thread(broker.stop)
 
