@@ -43,7 +43,6 @@ import numpy as np
 
 from plantwatch.connectors.alarm_db import AlarmFields, IncidentClose, IncidentJoin, IncidentOpen, OperatorAction
 from plantwatch.connectors.store import AlarmOp, AlarmWrite
-
 from plantwatch.detectors import REGISTRY
 
 from .alarms import SEVERITY_RANK, AlarmBook, AlarmState

@@ -56,10 +56,11 @@ class Notifications:
         for w in writes:
             cause = w.cause or {}
             if cause.get("flood_started"):
-                self._send({"type": "flood", "site": self.cfg.site.id, "position": cause["flood_started"],
-                            "time": w.t, "text": "alarm flood: lower-priority consequential alarms are grouped under incidents"},
+                self._send({"type": "flood", "site": self.cfg.site.id, "position": cause["flood_started"], "time": w.t,
+                            "text": "alarm flood: lower-priority consequential alarms are grouped under incidents"},
                            "critical")
-            if cause.get("flood") and cause.get("incident_role") == "consequence" and not always_individual(w.severity):
+            grouped = cause.get("flood") and cause.get("incident_role") == "consequence"
+            if grouped and not always_individual(w.severity):
                 self.m.notify_grouped.inc()
                 continue
             msg: dict[str, Any] = {

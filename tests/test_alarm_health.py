@@ -135,6 +135,8 @@ def test_config_sections_validated():
         load_config_text(BASE + "api: {tokens: [{name: a, role: admin, sha256: '" + "0" * 64 + "'}]}\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config_text(BASE + "alarms: {shelve_forever: true}\n")
+    with pytest.raises(ConfigError, match="webhook names must be unique"):
+        load_config_text(BASE + "notify: {webhooks: [{name: a, url: 'http://x/1'}, {name: a, url: 'http://x/2'}]}\n")
 
 
 def test_token_file(tmp_path):
