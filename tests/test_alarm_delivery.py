@@ -344,6 +344,15 @@ async def test_robot_alarm_is_placed_where_the_reading_was_taken(tmp_path, mosqu
         assert [list(r["areas"]) for r in inc] == [["area2"]] and inc[0]["title"].endswith("in area2"), inc
         cause = json.loads(rows[0]["cause"]) if isinstance(rows[0]["cause"], str) else rows[0]["cause"]
         assert cause["area"] == "area2" and cause["position"] == [150.0, 50.0], cause
+        # the retained list of active alarms (and the API, from the same query) shows it in area2
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as c:
+            await c.subscribe(f"{prefix}/testsite/alarms/active", qos=1)
+            async with asyncio.timeout(10):
+                async for m in c.messages:
+                    active = json.loads(m.payload)["alarms"]
+                    if active:
+                        break
+        assert [(a["sensor"], a["area"]) for a in active] == [("R0", "area2")], active
         assert d.terminate() == 0, d.log()
     finally:
         _stop(d)
