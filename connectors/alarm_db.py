@@ -187,7 +187,8 @@ async def load_open_incidents(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT i.key, extract(epoch FROM i.started_at)::float8 AS started_at,"
         " extract(epoch FROM i.last_alarm_at)::float8 AS last_alarm_at, i.areas, i.sensors, i.flood,"
-        " array_agg(a.detector_id) AS detectors, array_agg(a.sensor_id) AS sensor_ids"
+        " array_agg(a.detector_id) AS detectors, array_agg(a.sensor_id) AS sensor_ids,"
+        " (SELECT c.detector_id FROM alarms c WHERE c.id = i.cause_alarm_id) AS cause_detector"
         " FROM incidents i JOIN incident_alarms ia ON ia.incident_id = i.id JOIN alarms a ON a.id = ia.alarm_id"
         " WHERE i.ended_at IS NULL GROUP BY i.id")
     return [dict(r) for r in rows]
@@ -201,8 +202,13 @@ async def sync_positions(conn: asyncpg.Connection, mapping: dict[str, str]) -> N
 
 
 # --- queries (API, CLI, reports) --------------------------------------------------------------------
+#: SQL for the area of alarm ``a`` of sensor ``s``: where its latest detector change placed it (a
+#: robot channel's alarm is in the area where the reading was taken), else the sensor's own area
+ALARM_AREA = ("coalesce((SELECT c.cause->>'area' FROM alarm_changes c WHERE c.alarm_id = a.id AND c.cause ? 'area'"
+              " ORDER BY c.time DESC, c.id DESC LIMIT 1), s.area_id)")
+
 _ALARM_COLS = (
-    "a.id, a.detector_id, s.tag AS sensor, s.area_id AS area, s.unit, a.state, a.active, a.condition, a.severity,"
+    f"a.id, a.detector_id, s.tag AS sensor, {ALARM_AREA} AS area, s.unit, a.state, a.active, a.condition, a.severity,"
     " a.priority, extract(epoch FROM a.raised_at)::float8 AS raised_at,"
     " extract(epoch FROM a.cleared_at)::float8 AS cleared_at, extract(epoch FROM a.acked_at)::float8 AS acked_at,"
     " a.acked_by, extract(epoch FROM a.shelved_until)::float8 AS shelved_until, a.shelved_by, a.oos_by,"
@@ -259,7 +265,7 @@ async def get_incident(conn: asyncpg.Connection, incident_id: int) -> dict[str, 
     out = dict(r)
     out["alarms"] = [dict(x) for x in await conn.fetch(
         "SELECT ia.alarm_id, ia.role, extract(epoch FROM ia.raised_at)::float8 AS raised_at, ia.condition, ia.severity,"
-        " a.detector_id, s.tag AS sensor, s.area_id AS area, a.state, a.priority"
+        f" a.detector_id, s.tag AS sensor, {ALARM_AREA} AS area, a.state, a.priority"
         " FROM incident_alarms ia JOIN alarms a ON a.id = ia.alarm_id JOIN sensors s ON s.id = a.sensor_id"
         " WHERE ia.incident_id = $1 ORDER BY ia.raised_at, ia.alarm_id", incident_id)]
     ids = sorted({a["alarm_id"] for a in out["alarms"]})

@@ -96,6 +96,11 @@ class Publisher:
             await self._client.__aexit__(*exc)
             self._client = None
 
+    @property
+    def connected(self) -> bool:
+        """False once the connection is lost (paho notices a closed socket or missed pings)."""
+        return self._client is not None and self._client._client.is_connected()  # noqa: SLF001
+
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1) -> None:
         assert self._client is not None
         await self._client.publish(topic, payload, qos=qos, retain=retain)

@@ -355,6 +355,11 @@ class MosquittoInstance(_SyncAsyncContext):
         self._terminate(signal.SIGKILL if hard else signal.SIGTERM)
         self.start()
 
+    def halt(self, *, hard: bool = False) -> None:
+        """Stop the broker but keep its directory: :meth:`start` brings it back on the same
+        port with the same persistence file (an outage of any length, for reconnect tests)."""
+        self._terminate(signal.SIGKILL if hard else signal.SIGTERM)
+
     def stop(self) -> None:
         """SIGTERM (then SIGKILL after ``stop_timeout``) and delete the temp directory."""
         self._terminate(signal.SIGTERM)

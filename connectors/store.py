@@ -19,7 +19,7 @@ import asyncpg
 import numpy as np
 
 from . import audit, pgcopy
-from .alarm_db import audit_alarm_write
+from .alarm_db import ALARM_AREA, audit_alarm_write
 from .migrations import migrate, timescaledb_status
 
 _STAGE_SQL = """
@@ -314,7 +314,7 @@ class Store:
         """Alarms not in state normal, for the retained MQTT topic and the API."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT a.id, a.detector_id, s.tag AS sensor, s.area_id AS area, a.state, a.active, a.condition,"
+                f"SELECT a.id, a.detector_id, s.tag AS sensor, {ALARM_AREA} AS area, a.state, a.active, a.condition,"
                 " a.severity, extract(epoch FROM a.raised_at) AS raised_at,"
                 " extract(epoch FROM a.cleared_at) AS cleared_at, a.acked_by"
                 " FROM alarms a JOIN sensors s ON s.id = a.sensor_id WHERE a.state <> 'normal'"

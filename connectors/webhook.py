@@ -3,6 +3,10 @@
 Each webhook has its own bounded queue and sender task. :meth:`WebhookSender.offer` never
 blocks or awaits: when the queue is full the *oldest* waiting notification is dropped (and
 counted), so a dead endpoint costs memory bounded by the queue and never slows ingestion.
+
+Webhook URLs often carry their secret in the path or query (Slack, Teams, Discord): a sender is
+known in logs and metric labels only by its ``label`` (the configured name, or
+:func:`redact_url`), never by its URL.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import logging
 import random
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -26,11 +31,25 @@ class WebhookStats:
     retries: int = 0
 
 
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: no user info, path, query or fragment."""
+    try:
+        u = urlsplit(url)
+        host = u.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        return "<invalid url>"
+    return f"{u.scheme}://{host}{port}"
+
+
 class WebhookSender:
-    def __init__(self, url: str, *, headers: dict[str, str] | None = None, queue: int = 1000, attempts: int = 6,
-                 timeout: float = 5.0, backoff: float = 0.5, max_backoff: float = 60.0, on_drop=None, on_fail=None,
-                 on_sent=None):
+    def __init__(self, url: str, *, label: str | None = None, headers: dict[str, str] | None = None,
+                 queue: int = 1000, attempts: int = 6, timeout: float = 5.0, backoff: float = 0.5,
+                 max_backoff: float = 60.0, on_drop=None, on_fail=None, on_sent=None):
         self.url = url
+        self.label = label or redact_url(url)
         self.headers = {"Content-Type": "application/json", "User-Agent": "plantwatch", **(headers or {})}
         self.attempts = attempts
         self.timeout = timeout
@@ -83,13 +102,14 @@ class WebhookSender:
                     if 200 <= r.status < 300:
                         return True
                     if 400 <= r.status < 500 and r.status not in (408, 429):
-                        log.warning("webhook %s refused a notification: HTTP %d", self.url, r.status)
+                        log.warning("webhook %s refused a notification: HTTP %d", self.label, r.status)
                         return False
                     why = f"HTTP {r.status}"
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 why = f"{type(e).__name__}: {e}"
             if attempt == self.attempts:
-                log.warning("webhook %s: giving up after %d attempts (%s)", self.url, attempt, why)
+                log.warning("webhook %s: giving up after %d attempts (%s)", self.label, attempt,
+                            why.replace(self.url, self.label))  # client errors may quote the URL
                 return False
             self.stats.retries += 1
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))

@@ -7,12 +7,17 @@ follows the condition while it changes, and clears when it returns to normal:
 state                 condition active             condition back to normal
 ====================  ===========================  =================================
 normal                → unack (raised)             —
-unack                 stays (re-raised if worse)   → rtn_unack
+unack                 stays (severity only rises)  → rtn_unack
 ack                   → unack if it got worse      → normal
 rtn_unack             → unack (raised again)       stays
 shelved, suppressed,  stays (tracked, not shown)   stays
 out_of_service
 ====================  ===========================  =================================
+
+While an alarm is unacknowledged (unack, rtn_unack) its severity, and so its priority, only
+rises: a LO alarm that went LOLO and back to LO stays at the LOLO priority until an operator
+acknowledges it (ISA-18.2); the acknowledgement (daemon/lifecycle.py) brings it to the severity
+of the condition then in force.
 
 Every change becomes an :class:`~plantwatch.connectors.store.AlarmWrite` (new state + a change
 record with its cause), written in the same transaction as the readings that caused it.
@@ -30,6 +35,8 @@ from .detection import Change
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 HIDDEN = frozenset({"shelved", "suppressed", "out_of_service"})
+#: an unacknowledged alarm keeps the highest severity (priority) it reached until acknowledged
+UNACKED = frozenset({"unack", "rtn_unack"})
 
 
 @dataclass(slots=True)
@@ -76,6 +83,8 @@ class AlarmBook:
         raised = cleared = False
         cause = {"by": "detector", "detector": det_id, "from_condition": ch.old, "to_condition": ch.new,
                  "score": ch.score}
+        if ch.pos is not None:
+            cause["position"] = list(ch.pos)
         if ch.new == "normal":
             cleared = True
             cause["peak_score"] = ch.peak
@@ -83,6 +92,8 @@ class AlarmBook:
             a.active, a.condition = False, "normal"  # severity kept: the record says what it was
         else:
             worse = ch.old != "normal" and SEVERITY_RANK[severity] > SEVERITY_RANK[a.severity]
+            if a.state in UNACKED and SEVERITY_RANK[a.severity] > SEVERITY_RANK[severity]:
+                severity = a.severity  # not acknowledged yet: keeps the highest priority it reached
             if a.state in ("normal", "rtn_unack") or (a.state == "ack" and worse):
                 raised = True
                 cause["reason"] = "worsened" if a.state == "ack" else "raised"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import zlib
 from typing import Any
 
@@ -311,6 +312,7 @@ class ClusterRunner:
                                       receive_window=mq.receive_window if mq else 1000) as sub:
                     d.m.connected.set(1)
                     d.ready.set()
+                    p.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff = 0.5
                     log.info("partition %d: subscribed to %s", k, ", ".join(topics[:4]) + (" …" if len(topics) > 4 else ""))
                     async for msg in sub.messages():

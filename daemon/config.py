@@ -282,6 +282,9 @@ class ApiConfig(Model):
 
 
 class Webhook(Model):
+    #: names the webhook in logs and metric labels (default: scheme and host of the URL; the
+    #: URL itself is never shown, as it may carry the webhook's secret)
+    name: ID | None = None
     url: str = Field(pattern=r"^https?://")
     headers: dict[str, str] = Field(default_factory=dict)
     #: alarm changes below this severity are not sent
@@ -298,6 +301,13 @@ class NotifyConfig(Model):
     #: first retry delay (s); doubles per attempt up to max_backoff
     backoff: float = Field(0.5, gt=0)
     max_backoff: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [w.name for w in self.webhooks if w.name is not None]
+        if len(names) != len(set(names)):
+            raise ValueError("webhook names must be unique (they label the webhook's metrics and log lines)")
+        return self
 
 
 class ClusterConfig(Model):

@@ -36,6 +36,7 @@ class Change:
     new: str
     score: float
     peak: float
+    pos: tuple[float, float] | None = None  # site x, y of the reading, for robot channels
 
 
 class Watch:
@@ -55,9 +56,10 @@ class Watch:
         self.seconds = 0.0  # time spent scoring (for metrics)
         self.last: Output | None = None  # the latest output, in global sensor columns (for compositions)
 
-    def _changes(self, out: Output) -> list[Change]:
+    def _changes(self, out: Output, where: dict[int, tuple[float, float]] | None = None) -> list[Change]:
         cond = self.detector.CONDITIONS
-        return [Change(self, int(self.cols[tr.sensor]), tr.t, cond[tr.old], cond[tr.new], tr.score, tr.peak)
+        return [Change(self, int(self.cols[tr.sensor]), tr.t, cond[tr.old], cond[tr.new], tr.score, tr.peak,
+                       where.get(tr.sensor) if where else None)
                 for tr in self.tracker.feed(out)]
 
     def feed(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None) -> list[Change]:
@@ -71,7 +73,11 @@ class Watch:
         else:
             out = self.detector.update(lc[mine], t[mine], x[mine])
         self.last = Output(self.cols[out.idx], out.t, out.score, out.code)
-        ch = self._changes(out)
+        where = None
+        if pos is not None:  # a round has one reading per sensor: where each sensor's reading was taken
+            where = {int(i): (float(xy[0]), float(xy[1])) for i, xy in zip(lc[mine], pos[mine])
+                     if np.isfinite(xy).all()}
+        ch = self._changes(out, where)
         self.seconds += time.perf_counter() - t0
         return ch
 
@@ -218,6 +224,13 @@ class DetectorSet:
                 for comp in self.compositions:
                     out.extend(comp.feed(w))
         return out
+
+    def restart_clocks(self, now: float) -> None:
+        """The daemon starts, or its MQTT connection is (re)established: readings may have been
+        missed until ``now``, so time-driven detectors (stale) start their clocks again."""
+        for w in self.watches:
+            if hasattr(w.detector, "restart_clock"):
+                w.detector.restart_clock(now)
 
     def tick(self, now: float, active: np.ndarray | None = None) -> list[Change]:
         out: list[Change] = []

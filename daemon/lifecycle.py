@@ -43,6 +43,7 @@ import numpy as np
 
 from plantwatch.connectors.alarm_db import AlarmFields, IncidentClose, IncidentJoin, IncidentOpen, OperatorAction
 from plantwatch.connectors.store import AlarmOp, AlarmWrite
+from plantwatch.detectors import REGISTRY
 
 from .alarms import SEVERITY_RANK, AlarmBook, AlarmState
 from .config import Config
@@ -79,6 +80,8 @@ class Incident:
     members: set[tuple[str, int]]
     flood: bool = False
     last_clear: float = 0.0
+    #: its cause is a sensor-health alarm (stale, flatline ...): process alarms never join it
+    health: bool = False
 
 
 @dataclass
@@ -115,6 +118,10 @@ class ManagedAlarmBook(AlarmBook):
         self.clock = clock
         self.tag_of: dict[int, str] = {int(db_ids[i]): s.id for i, s in enumerate(cfg.sensors)}
         self.area_of: dict[int, str] = {int(db_ids[i]): s.area for i, s in enumerate(cfg.sensors)}
+        self.area_bounds = [(a.id, *a.bounds) for a in cfg.site.areas if a.bounds]
+        self.health_detectors = {d.id for d in cfg.detectors if REGISTRY[d.type].SENSOR_HEALTH}
+        self.detector_cfg = {d.id: d for d in cfg.detectors}
+        self.composition_severity = {c.id: c.severity for c in cfg.compositions}
         nb: dict[str, set[str]] = {s.id: set(s.neighbours) for s in cfg.sensors}
         for s in cfg.sensors:
             for n in s.neighbours:
@@ -132,7 +139,8 @@ class ManagedAlarmBook(AlarmBook):
         for r in rows:
             members = set(zip(r["detectors"], (int(x) for x in r["sensor_ids"])))
             self.incidents[r["key"]] = Incident(r["key"], r["started_at"], r["last_alarm_at"], set(r["areas"]),
-                                                set(r["sensors"]), members, r["flood"])
+                                                set(r["sensors"]), members, r["flood"],
+                                                health=r.get("cause_detector") in self.health_detectors)
 
     # --- detector-driven changes ----------------------------------------------------------------
     def apply(self, changes: Iterable[Change]) -> list[AlarmOp]:
@@ -146,6 +154,8 @@ class ManagedAlarmBook(AlarmBook):
                 continue
             key = (op.detector_id, op.sensor_id)
             a = self.alarms[key]
+            if "position" in op.cause:  # a robot reading: the alarm belongs where it was taken
+                op.cause["area"] = self._area_at(*op.cause["position"]) or self.area_of.get(op.sensor_id, "")
             if op.raised and op.to_state == "unack":
                 up = self._suppressor(key)
                 if up is not None:  # raised while its upstream cause is active: suppressed by design
@@ -226,6 +236,8 @@ class ManagedAlarmBook(AlarmBook):
         params: dict[str, Any] = {}
         if action == "ack":
             if a.state == "unack":
+                if a.active:  # acknowledged: the priority held since it was raised drops to the condition's
+                    a.severity = self._severity_of(key[0], a.condition, a.severity)
                 ops += self._set(key, a, "ack", now, cause, {"acked_at": now, "acked_by": actor})
             elif a.state == "rtn_unack":
                 ops += self._set(key, a, "normal", now, cause, {"acked_at": now, "acked_by": actor})
@@ -296,7 +308,19 @@ class ManagedAlarmBook(AlarmBook):
             ops.append(AlarmFields(key[0], key[1], fields))
         return ops
 
+    def _severity_of(self, detector_id: str, condition: str, default: str) -> str:
+        if detector_id in self.detector_cfg:
+            return self.detector_cfg[detector_id].severity_of(condition)
+        return self.composition_severity.get(detector_id, default)
+
     # --- incidents and floods ---------------------------------------------------------------------
+    def _area_at(self, x: float, y: float) -> str | None:
+        """The area whose bounds hold a site position (as validate.Registry places robot readings)."""
+        for a, x0, y0, x1, y1 in self.area_bounds:
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                return a
+        return None
+
     def _related(self, inc: Incident, area: str, tag: str) -> bool:
         if area in inc.areas:
             return True
@@ -306,7 +330,8 @@ class ManagedAlarmBook(AlarmBook):
     def _incident_for(self, key: tuple[str, int], a: AlarmState, op: AlarmWrite) -> list[AlarmOp]:
         det, sid = key
         t = op.t
-        tag, area = self.tag_of.get(sid, str(sid)), self.area_of.get(sid, "")
+        tag, area = self.tag_of.get(sid, str(sid)), op.cause.get("area") or self.area_of.get(sid, "")
+        health = det in self.health_detectors
         position = self.position_of_area.get(area, "site")
         fl = self.floods.setdefault(position, FloodState(*self._flood_cfg))
         fl.add(t)
@@ -319,8 +344,11 @@ class ManagedAlarmBook(AlarmBook):
             inc.last_alarm_at = max(inc.last_alarm_at, t)
             op.cause.update({"incident": inc.key, "incident_role": "member", "flood": flood})
             return []
+        # a process alarm (gas, pressure, anomaly ...) is never filed as a consequence of a dead or
+        # failing instrument: it joins only incidents that a process alarm started
         cands = [i for i in self.incidents.values()
-                 if t - i.last_alarm_at <= self.cfg.alarms.incidents.window and self._related(i, area, tag)]
+                 if t - i.last_alarm_at <= self.cfg.alarms.incidents.window and self._related(i, area, tag)
+                 and (health or not i.health)]
         if cands:
             inc = max(cands, key=lambda i: i.last_alarm_at)
             inc.last_alarm_at = max(inc.last_alarm_at, t)
@@ -332,7 +360,7 @@ class ManagedAlarmBook(AlarmBook):
             op.cause.update({"incident": inc.key, "incident_role": "consequence", "flood": flood})
             return [IncidentJoin(inc.key, t, area, tag, det, sid, op.condition, op.severity, flood)]
         k = uuid.uuid4().hex
-        inc = Incident(k, t, t, {area}, {tag}, {key}, flood)
+        inc = Incident(k, t, t, {area}, {tag}, {key}, flood, health=health)
         self.incidents[k] = inc
         a.incident = k
         op.cause.update({"incident": k, "incident_role": "cause", "flood": flood})

@@ -33,8 +33,9 @@ class Metrics:
         self.sequence_gaps = Counter(p + "sequence_gaps", "Collector batches missing from the sequence", ["collector"], registry=r)
         self.pending = Gauge(p + "pending_readings", "Readings received but not yet committed", registry=r)
         self.notify_dropped = Counter(p + "notifications_dropped", "Alarm notifications dropped (queue full)", registry=r)
-        self.webhook = Counter(p + "webhook_notifications", "Webhook notifications by outcome (sent, failed, dropped)",
-                               ["url", "outcome"], registry=r)
+        self.webhook = Counter(p + "webhook_notifications", "Webhook notifications by webhook (its name, or scheme"
+                               " and host of its URL) and outcome (sent, failed, dropped)",
+                               ["webhook", "outcome"], registry=r)
         self.notify_grouped = Counter(p + "notifications_grouped", "Consequential alarm notifications grouped"
                                       " under their incident during a flood", registry=r)
         self.operator_actions = Counter(p + "operator_actions", "Operator actions committed", ["action"], registry=r)

@@ -2,9 +2,11 @@
 
 Every committed alarm change is offered here (never awaited by the pipeline). A change becomes
 one webhook message, except during an alarm flood (EEMUA 191: more than ``flood.start`` alarms
-in ``flood.window`` at one operator position): then alarms that join an existing incident as
-consequences are not sent one by one — the incident's cause was notified once, and a "flood"
-message says that consequences are being grouped. Grouped changes are counted.
+in ``flood.window`` at one operator position): then lower-priority alarms (priority 3 and 4:
+medium, low) that join an existing incident as consequences are not sent one by one — the
+incident's cause was notified once, and a "flood" message says that consequences are being
+grouped. Grouped changes are counted. Priority 1 and 2 alarms (critical, high) are always sent
+individually, flood or not.
 """
 from __future__ import annotations
 
@@ -14,13 +16,21 @@ import time
 from typing import Any
 
 from plantwatch.connectors.store import AlarmWrite
-from plantwatch.connectors.webhook import WebhookSender
+from plantwatch.connectors.webhook import WebhookSender, redact_url
 
 from .alarms import SEVERITY_RANK
 from .config import Config
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+#: priority 1 and 2 (docs/alarms.md): never grouped under a flood
+INDIVIDUAL_FROM = SEVERITY_RANK["high"]
+
+
+def always_individual(severity: str) -> bool:
+    return SEVERITY_RANK.get(severity, SEVERITY_RANK["critical"]) >= INDIVIDUAL_FROM
 
 
 class Notifications:
@@ -31,9 +41,9 @@ class Notifications:
         n = cfg.notify
         self.senders: list[tuple[int, WebhookSender]] = []
         for wh in n.webhooks:
-            lbl = wh.url.split("?")[0]
+            lbl = wh.name or redact_url(wh.url)  # never the URL: it may carry the webhook's secret
             self.senders.append((SEVERITY_RANK[wh.min_severity], WebhookSender(
-                wh.url, headers=wh.headers, queue=n.queue, attempts=wh.attempts, timeout=wh.timeout,
+                wh.url, label=lbl, headers=wh.headers, queue=n.queue, attempts=wh.attempts, timeout=wh.timeout,
                 backoff=n.backoff, max_backoff=n.max_backoff,
                 on_drop=metrics.webhook.labels(lbl, "dropped").inc,
                 on_fail=metrics.webhook.labels(lbl, "failed").inc,
@@ -46,10 +56,11 @@ class Notifications:
         for w in writes:
             cause = w.cause or {}
             if cause.get("flood_started"):
-                self._send({"type": "flood", "site": self.cfg.site.id, "position": cause["flood_started"],
-                            "time": w.t, "text": "alarm flood: consequential alarms are grouped under incidents"},
+                self._send({"type": "flood", "site": self.cfg.site.id, "position": cause["flood_started"], "time": w.t,
+                            "text": "alarm flood: lower-priority consequential alarms are grouped under incidents"},
                            "critical")
-            if cause.get("flood") and cause.get("incident_role") == "consequence":
+            grouped = cause.get("flood") and cause.get("incident_role") == "consequence"
+            if grouped and not always_individual(w.severity):
                 self.m.notify_grouped.inc()
                 continue
             msg: dict[str, Any] = {
@@ -71,4 +82,4 @@ class Notifications:
             return
         async with asyncio.TaskGroup() as tg:
             for _, s in self.senders:
-                tg.create_task(s.run(), name=f"webhook {s.url}")
+                tg.create_task(s.run(), name=f"webhook {s.label}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,9 +17,10 @@ from functools import partial
 
 import aiomqtt
 
-from plantwatch.connectors.mqtt import BrokerAddress, Publisher, Subscriber
+from plantwatch.connectors.mqtt import BrokerAddress, Subscriber
 from plantwatch.connectors.store import AlarmWrite, Store
 
+from .alarm_publisher import AlarmPublisher
 from .alarm_service import AlarmManagement
 from .config import Config
 from .detection import DetectorSet
@@ -71,7 +71,8 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.alarm_mgmt: AlarmManagement | None = None
         self._gen = 0
-        self._notify: asyncio.Queue[list[AlarmWrite]] = asyncio.Queue(maxsize=1000)
+        self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=f"{self.client_id}-pub", base=topics(cfg)[1],
+                                        site=cfg.site.id, active=self._active_alarms, metrics=self.m)
         self._refits: set[asyncio.Task] = set()
         self.sparkplug: SparkplugIngest | None = None
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
@@ -92,6 +93,7 @@ class Daemon:
             restored = detectors.restore(await store.load_detector_states())
             if restored:
                 log.info("restored learned state of %d detector(s): %s", len(restored), ", ".join(restored))
+            detectors.restart_clocks(time.time())  # nothing was received while the daemon was down
             self.alarm_mgmt = AlarmManagement(cfg, store, self.m, config_hash=digest)
             book = await self.alarm_mgmt.make_book(reg.db_id)  # lifecycle-aware AlarmBook, state as committed
             for sev, n in book.counts_by_severity().items():
@@ -103,7 +105,7 @@ class Daemon:
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
-                notifier = tg.create_task(self._notifier(), name="notifier")
+                notifier = tg.create_task(self.alarm_pub.run(), name="alarm-publisher")
                 timer = tg.create_task(self._timer(), name="timer")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if cfg.cluster is not None:
@@ -127,7 +129,7 @@ class Daemon:
                     await self.cluster.finish()  # save each partition's state, release the leases
                 else:
                     await self._save_state()
-                await self._notify.put([])  # sentinel: notifier publishes the final state and ends
+                self.alarm_pub.finish()  # publishes what is queued and the final state, then ends
                 await notifier
         finally:
             await store.close()
@@ -146,6 +148,7 @@ class Daemon:
                                       receive_window=mq.receive_window if mq else 1000) as sub:
                     self.m.connected.set(1)
                     self.ready.set()
+                    self.pipeline.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff = 0.5
                     log.info("subscribed to %s on %s:%d", ", ".join(in_topics), self.ep.broker.host, self.ep.broker.port)
                     async for msg in sub.messages():
@@ -222,39 +225,7 @@ class Daemon:
 
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
         self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks
-        try:
-            self._notify.put_nowait(writes)
-        except asyncio.QueueFull:
-            self.m.notify_dropped.inc(len(writes))
+        self.alarm_pub.offer(writes)  # MQTT: bounded outbox, kept across broker outages
 
-    async def _notifier(self) -> None:
-        """Publish alarm changes and the retained list of active alarms. Runs on its own MQTT
-        connection and queue, so a slow or absent broker never blocks ingestion."""
-        _, alarm_base = topics(self.cfg)
-        ending = False
-        while not ending:
-            try:
-                async with Publisher(self.ep.broker, client_id=f"{self.client_id}-pub") as pub:
-                    await self._publish_active(pub, alarm_base)
-                    while True:
-                        writes = await self._notify.get()
-                        if not writes:
-                            ending = True
-                            await self._publish_active(pub, alarm_base)
-                            break
-                        for w in writes:
-                            await pub.publish(f"{alarm_base}/changes", json.dumps({
-                                "detector": w.detector_id, "sensor_id": w.sensor_id, "from": w.from_state,
-                                "to": w.to_state, "active": w.active, "condition": w.condition,
-                                "severity": w.severity, "time": w.t, "cause": w.cause}).encode())
-                        await self._publish_active(pub, alarm_base)
-            except aiomqtt.MqttError as e:
-                if ending:
-                    return
-                log.warning("alarm publisher: %s; retrying", e)
-                await asyncio.sleep(1.0)
-
-    async def _publish_active(self, pub: Publisher, alarm_base: str) -> None:
-        active = await self.store.active_alarms()
-        await pub.publish(f"{alarm_base}/active", json.dumps(
-            {"site": self.cfg.site.id, "time": time.time(), "alarms": active}).encode(), retain=True)
+    async def _active_alarms(self) -> list[dict]:
+        return await self.store.active_alarms()

@@ -95,6 +95,10 @@ class Detector(ABC):
     #: Detectors that compare sensors with each other (neighbour_drift, multivariate models)
     #: set it False and are exempt from that one check.
     univariate: ClassVar[bool] = True
+    #: True for detectors that judge the instrument rather than the process (stale, flatline,
+    #: fault codes, out of range, drift against neighbours): their alarms never make a process
+    #: alarm a consequence in incident grouping (daemon/lifecycle.py).
+    SENSOR_HEALTH: ClassVar[bool] = False
 
     def __init__(self, params: DetectorParams, sensors: Sequence[SensorInfo]):
         self.params = params

@@ -72,6 +72,7 @@ class FaultCodeDetector(Detector):
     Params = FaultCodeParams
     CONDITIONS = ("normal", "maintenance", "over_range", "fault", "failure")
     SEVERITY = {"maintenance": "low", "over_range": "high", "fault": "high", "failure": "high"}
+    SENSOR_HEALTH = True
 
     def __init__(self, params: FaultCodeParams, sensors):
         super().__init__(params, sensors)

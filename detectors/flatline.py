@@ -41,6 +41,7 @@ class FlatlineDetector(Detector):
     Params = FlatlineParams
     CONDITIONS = ("normal", "flatline")
     SEVERITY = {"flatline": "medium"}
+    SENSOR_HEALTH = True
 
     def __init__(self, params: FlatlineParams, sensors):
         super().__init__(params, sensors)

@@ -48,6 +48,7 @@ class JumpDetector(Detector):
     Params = JumpParams
     CONDITIONS = ("normal", "jump")
     SEVERITY = {"jump": "medium"}
+    SENSOR_HEALTH = True
 
     def __init__(self, params: JumpParams, sensors):
         super().__init__(params, sensors)

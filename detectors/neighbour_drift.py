@@ -67,6 +67,7 @@ class NeighbourDrift(Detector):
     Params = NeighbourDriftParams
     CONDITIONS = ("normal", "drift")
     SEVERITY = {"drift": "low"}
+    SENSOR_HEALTH = True
     univariate = False
 
     def __init__(self, params: NeighbourDriftParams, sensors):

@@ -48,6 +48,7 @@ class OutOfRangeDetector(Detector):
     # codes follow LimitDecider: 1 low, 2 low_low, 3 high, 4 high_high
     CONDITIONS = ("normal", "saturated_low", "below_range", "saturated_high", "above_range")
     SEVERITY = {"saturated_low": "medium", "below_range": "high", "saturated_high": "high", "above_range": "high"}
+    SENSOR_HEALTH = True
 
     def __init__(self, params: OutOfRangeParams, sensors):
         super().__init__(params, sensors)

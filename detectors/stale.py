@@ -1,8 +1,16 @@
 """Stale sensor: no reading for ``timeout`` seconds.
 
 Time-driven: :meth:`tick` compares the wall clock with each sensor's last reading, so a sensor
-that falls silent is flagged without any reading arriving. A sensor that never reported counts
-from the first tick (the daemon's start). The condition clears on the next reading.
+that falls silent is flagged without any reading arriving. The condition clears on the next
+reading.
+
+The stale clock starts again whenever the daemon starts or its MQTT connection is
+(re)established (:meth:`restart_clock`): a daemon started before its collectors, restarted
+after a while, or cut off from the broker cannot tell a silent sensor from readings it could not
+receive, so a sensor that has not reported since is stale only once it stays silent for
+``grace`` seconds (default: ``timeout``) after that. A sensor already stale keeps its condition.
+Without a connection event (replays, the offline demo) a sensor that never reported counts from
+the first tick.
 """
 from __future__ import annotations
 
@@ -16,6 +24,10 @@ from .registry import register
 
 class StaleParams(DetectorParams):
     timeout: float = Field(60.0, gt=0, le=7 * 86400, description="seconds without a reading before a sensor is stale")
+    grace: float | None = Field(None, gt=0, le=7 * 86400,
+                                description="after the daemon starts or its MQTT connection is (re)established, "
+                                            "seconds a sensor that has not reported since may stay silent before it "
+                                            "is stale (default: timeout)")
 
 
 @register
@@ -24,10 +36,13 @@ class StaleDetector(Detector):
     Params = StaleParams
     CONDITIONS = ("normal", "stale")
     SEVERITY = {"stale": "medium"}
+    SENSOR_HEALTH = True
 
     def __init__(self, params, sensors):
         super().__init__(params, sensors)
         self.last = np.full(self.n, np.nan)
+        # the stale clock counts from max(last reading, clock_from); not saved: set per connection
+        self.clock_from = np.full(self.n, -np.inf)
 
     @classmethod
     def example_params(cls):
@@ -49,21 +64,30 @@ class StaleDetector(Detector):
 
     def mark_stale(self, idx: np.ndarray, now: float) -> Output:
         """The source itself said these sensors are gone (a Sparkplug DEATH): stale now, not
-        after ``timeout``. Their last reading is moved back past the timeout, so the ticks that
-        follow keep them stale until a reading arrives."""
+        after ``timeout``. Their last reading (and any start-up grace) is moved back past the
+        timeout, so the ticks that follow keep them stale until a reading arrives."""
         idx = np.asarray(idx, dtype=np.int64)
         self.last[idx] = np.fmin(self.last[idx], now - self.params.timeout)
+        self.clock_from[idx] = -np.inf
         age = now - self.last[idx]
         t = np.full(len(idx), float(now))
         return Output(idx, t, age / self.params.timeout, self.decider.step(idx, t, age / self.params.timeout, age))
 
+    def restart_clock(self, now: float) -> None:
+        """Readings may have been missed until ``now`` (start, reconnect): sensors not stale now
+        get ``grace`` seconds from ``now`` before they can be."""
+        p = self.params
+        start = now + (p.grace if p.grace is not None else p.timeout) - p.timeout
+        fine = self.decider.code == 0
+        self.clock_from[fine] = start
+
     def tick(self, now: float) -> Output | None:
         if self.n == 0:
             return None
-        never = np.isnan(self.last)
-        self.last[never] = now  # silent since start: start counting now
+        never = np.isnan(self.last) & ~np.isfinite(self.clock_from)
+        self.last[never] = now  # silent since start and no connection event: start counting now
         idx = np.arange(self.n)
-        age = now - self.last
+        age = now - np.fmax(self.last, self.clock_from)
         score = age / self.params.timeout
         t = np.full(self.n, float(now))
         code = self.decider.step(idx, t, score, age)

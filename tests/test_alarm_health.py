@@ -135,6 +135,8 @@ def test_config_sections_validated():
         load_config_text(BASE + "api: {tokens: [{name: a, role: admin, sha256: '" + "0" * 64 + "'}]}\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config_text(BASE + "alarms: {shelve_forever: true}\n")
+    with pytest.raises(ConfigError, match="webhook names must be unique"):
+        load_config_text(BASE + "notify: {webhooks: [{name: a, url: 'http://x/1'}, {name: a, url: 'http://x/2'}]}\n")
 
 
 def test_token_file(tmp_path):
@@ -160,15 +162,19 @@ def test_flood_consequences_grouped_and_cause_notified_once():
     n = Notifications(cfg, m, {1: "G0"})
     (_, sender), = n.senders
 
-    def w(cause):
-        return AlarmWrite("d", 1, "normal", "unack", True, "high", "high", 1.0, cause, raised=True)
+    def w(cause, severity="medium"):
+        return AlarmWrite("d", 1, "normal", "unack", True, "high", severity, 1.0, cause, raised=True)
 
     n.offer([w({"by": "detector", "incident": "k", "incident_role": "cause", "flood": False}),
              w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": False}),
              w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True,
                 "flood_started": "site"}),
-             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True})])
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True}, "low"),
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True}, "high"),
+             w({"by": "detector", "incident": "k", "incident_role": "consequence", "flood": True}, "critical")])
     msgs = list(sender._q)
-    assert [x["type"] for x in msgs] == ["alarm", "alarm", "flood"]
+    # priority 1 and 2 consequences are sent one by one even in a flood; lower ones are grouped
+    assert [(x["type"], x.get("severity")) for x in msgs] == [
+        ("alarm", "medium"), ("alarm", "medium"), ("flood", None), ("alarm", "high"), ("alarm", "critical")]
     assert msgs[0]["incident"]["opened"] is True
     assert m.registry.get_sample_value("plantwatch_notifications_grouped_total") == 2

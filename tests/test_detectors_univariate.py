@@ -428,3 +428,20 @@ def test_every_module_detector_registered():
     for name in ("gas_exposure", "lel", "flatline", "out_of_range", "fault_code", "jump", "neighbour_drift",
                  "rate_of_change", "ewma", "cusum", "seasonal_zscore"):
         assert name in REGISTRY
+
+
+def test_stale_clock_restarts_with_a_grace_and_keeps_stale_sensors_stale():
+    det = create("stale", {"timeout": 10, "grace": 30}, sensors(2))
+
+    def codes(now):
+        return [det.CONDITIONS[c] for c in det.tick(now).code]
+
+    det.update(np.array([0, 1]), np.array([0.0, 0.0]), np.array([1.0, 1.0]))
+    assert codes(15.0) == ["stale", "stale"]
+    det.update(np.array([1]), np.array([16.0]), np.array([1.0]))
+    assert codes(17.0) == ["stale", "normal"]
+    det.restart_clock(20.0)  # reconnect: sensor 1 may stay silent for the grace, sensor 0 stays stale
+    assert codes(45.0) == ["stale", "normal"]
+    assert codes(51.0) == ["stale", "stale"]
+    det.update(np.array([0]), np.array([52.0]), np.array([1.0]))
+    assert codes(53.0) == ["normal", "stale"]

@@ -1,0 +1,112 @@
+"""Alarm changes and the retained list of active alarms on MQTT, on the daemon's own connection.
+
+``{prefix}/{site}/alarms/changes`` carries every committed alarm change (QoS 1);
+``{prefix}/{site}/alarms/active`` is the retained list of alarms not in state normal.
+
+A change leaves the outbox only once the broker has acknowledged it. While the broker is away
+(restart, network) changes wait, and after the reconnect they are published in commit order,
+followed by a fresh ``active`` list. The outbox is bounded: beyond ``limit`` the oldest waiting
+change is dropped and counted (``plantwatch_notifications_dropped_total``). Delivery is at least
+once: a change whose acknowledgement was lost with the connection is published again.
+
+:meth:`AlarmPublisher.offer` never blocks, so a slow or absent broker never holds up the write
+path.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import aiomqtt
+
+from plantwatch.connectors.mqtt import BrokerAddress, Publisher
+from plantwatch.connectors.store import AlarmWrite
+
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def change_message(w: AlarmWrite) -> bytes:
+    return json.dumps({"detector": w.detector_id, "sensor_id": w.sensor_id, "from": w.from_state, "to": w.to_state,
+                       "active": w.active, "condition": w.condition, "severity": w.severity, "time": w.t,
+                       "cause": w.cause}).encode()
+
+
+class AlarmPublisher:
+    def __init__(self, broker: BrokerAddress, *, client_id: str, base: str, site: str,
+                 active: Callable[[], Awaitable[list[dict[str, Any]]]], metrics: Metrics, limit: int = 100_000,
+                 check_every: float = 1.0):
+        self.broker = broker
+        self.client_id = client_id
+        self.base = base
+        self.site = site
+        self.active = active
+        self.m = metrics
+        self.limit = limit
+        self.check_every = check_every  # how often an idle connection is checked (to refresh after a reconnect)
+        self._out: collections.deque[AlarmWrite] = collections.deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._out)
+
+    def offer(self, writes: list[AlarmWrite]) -> None:
+        """Queue committed changes for publishing, in commit order; never blocks."""
+        for w in writes:
+            if len(self._out) >= self.limit:
+                self._out.popleft()
+                self.m.notify_dropped.inc()
+            self._out.append(w)
+        self._wake.set()
+
+    def finish(self) -> None:
+        """Publish what is queued and the final active list, then let :meth:`run` return."""
+        self._closing = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with Publisher(self.broker, client_id=self.client_id) as pub:
+                    await self._drain(pub)
+                    await self._publish_active(pub)  # after every (re)connect: changes may have been missed
+                    while True:
+                        self._wake.clear()
+                        if self._out:
+                            await self._drain(pub)
+                            await self._publish_active(pub)
+                            continue
+                        if self._closing:
+                            return
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.check_every)
+                        if not pub.connected:
+                            raise aiomqtt.MqttError("connection to the broker lost")
+            except aiomqtt.MqttError as e:
+                if self._closing:
+                    if self._out:
+                        log.warning("alarm publisher: %s at shutdown; %d alarm change(s) not published",
+                                    e, len(self._out))
+                    return
+                log.warning("alarm publisher: %s; %d change(s) waiting, reconnecting", e, len(self._out))
+                await asyncio.sleep(1.0)
+
+    async def _drain(self, pub: Publisher) -> None:
+        while self._out:
+            w = self._out[0]
+            await pub.publish(f"{self.base}/changes", change_message(w))
+            if self._out and self._out[0] is w:  # (unless the full outbox dropped it meanwhile)
+                self._out.popleft()
+
+    async def _publish_active(self, pub: Publisher) -> None:
+        active = await self.active()
+        await pub.publish(f"{self.base}/active", json.dumps(
+            {"site": self.site, "time": time.time(), "alarms": active}).encode(), retain=True)
