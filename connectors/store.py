@@ -202,6 +202,11 @@ class Store:
             rows = await conn.fetch("SELECT tag, id FROM sensors WHERE tag = ANY($1::text[])", tags)
         return {r["tag"]: r["id"] for r in rows}
 
+    async def last_sequences(self) -> dict[str, int]:
+        """The last batch sequence number stored per collector (gap counting across restarts)."""
+        async with self.pool.acquire() as conn:
+            return {r["id"]: r["last_seq"] for r in await conn.fetch("SELECT id, last_seq FROM collectors")}
+
     async def sync_limits(self, limits: Sequence[tuple[str, str, float | None, float | None, float | None, float | None]],
                           ids: dict[str, int]) -> None:
         """The limits each limit-type detector applies to each sensor (for dashboards)."""

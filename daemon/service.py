@@ -94,6 +94,7 @@ class Daemon:
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification)
+            self.pipeline.restore_sequences(await store.last_sequences())
             self.alarm_mgmt.bind(self.pipeline)
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
