@@ -37,6 +37,8 @@ class Registry:
     range_min: np.ndarray
     range_max: np.ndarray
     is_robot: np.ndarray  # bool per column
+    collector: np.ndarray  # column -> index into collector_ids of the collector that publishes it
+    collector_ids: dict[str, int]  # collector id -> index
     areas: list[tuple[str, float, float, float, float]]  # (id, x0, y0, x1, y1) with bounds
     #: message layouts seen (sensor tags in order) -> their columns: collectors send the same
     #: sensors in the same order every time, and one tuple lookup is ~4x cheaper than a dict
@@ -57,12 +59,16 @@ class Registry:
     @classmethod
     def build(cls, cfg: Config, ids: dict[str, int]) -> "Registry":
         s = cfg.sensors
+        of = [cfg.collector_of(x) for x in s]
+        collector_ids = {c: i for i, c in enumerate(dict.fromkeys(of))}
         return cls(
             index={x.id: i for i, x in enumerate(s)},
             db_id=np.array([ids[x.id] for x in s], dtype=np.int32),
             range_min=np.array([x.range[0] for x in s]),
             range_max=np.array([x.range[1] for x in s]),
             is_robot=np.array([x.kind == "robot" for x in s], dtype=bool),
+            collector=np.array([collector_ids[c] for c in of], dtype=np.int32),
+            collector_ids=collector_ids,
             areas=[(a.id, *a.bounds) for a in cfg.site.areas if a.bounds],
         )
 
@@ -182,9 +188,10 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
 
     known = col >= 0
     c = np.where(known, col, 0)
+    foreign = reg.collector[c] != reg.collector_ids.get(collector, -1)
     if not robot:
         # fast path: one combined test; the coded per-reason pass runs only when something is wrong
-        wrong = (~known | reg.is_robot[c] | ~(t <= now + ing.max_future_skew) | (t < now - ing.max_age)
+        wrong = (~known | reg.is_robot[c] | foreign | ~(t <= now + ing.max_future_skew) | (t < now - ing.max_age)
                  | ~((value >= reg.range_min[c]) & (value <= reg.range_max[c])))
         if not wrong.any():
             out.col, out.t, out.value, out.quality = col, t, value, quality
@@ -193,6 +200,7 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
     checks = [
         ("unknown_sensor", ~known),
         ("wrong_kind", known & (reg.is_robot[c] != robot)),
+        ("wrong_collector", known & foreign),
         ("non_finite", ~np.isfinite(value)),
         ("bad_time", ~np.isfinite(t)),
         ("future_time", t > now + ing.max_future_skew),
@@ -204,14 +212,14 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
         ys = np.array([math.nan if r.y is None else r.y for r in rs])
         areas = [r.area for r in rs]
         bad_area = np.array([a is not None and not storable.is_id(a) for a in areas], dtype=bool)
-        checks[2:2] = [("missing_position", ~(np.isfinite(xs) & np.isfinite(ys))), ("bad_area", bad_area)]
+        checks[3:3] = [("missing_position", ~(np.isfinite(xs) & np.isfinite(ys))), ("bad_area", bad_area)]
     for code, (_, mask) in enumerate(checks, start=1):
         np.copyto(bad, np.int8(code), where=mask & (bad == 0))
     ok = bad == 0
     for i in np.flatnonzero(~ok):
         reason = checks[bad[i] - 1][0]
         r = rs[i]
-        dead.append(DeadLetter(topic, collector, b.seq, reason, _detail(reason, r, cfg, reg, c[i], now),
+        dead.append(DeadLetter(topic, collector, b.seq, reason, _detail(reason, r, cfg, reg, c[i], now, collector),
                                wire.encode_reading(r), _key(topic, payload, f"r{i}")))
     if ok.all():
         out.col, out.t, out.value, out.quality = col, t, value, quality
@@ -224,13 +232,16 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
     return out
 
 
-def _detail(reason: str, r: wire.Reading, cfg: Config, reg: Registry, col: int, now: float) -> str:
+def _detail(reason: str, r: wire.Reading, cfg: Config, reg: Registry, col: int, now: float, topic_collector: str) -> str:
     if reason == "unknown_sensor":
         return f"sensor {r.sensor!r} is not in the registry of site {cfg.site.id!r}"
     if reason == "wrong_kind":
         return f"sensor {r.sensor!r} is {cfg.sensors[col].kind!r}: sent on the wrong topic kind"
     if reason == "missing_position":
         return f"robot reading of {r.sensor!r} without finite x and y"
+    if reason == "wrong_collector":
+        return (f"sensor {r.sensor!r} is published by collector {cfg.collector_of(cfg.sensors[col])!r},"
+                f" not by {topic_collector!r}")
     if reason == "bad_area":
         return f"area {r.area[:80]!r} of a robot reading of {r.sensor!r} is not an area id"
     if reason == "non_finite":

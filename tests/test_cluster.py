@@ -26,7 +26,7 @@ def _config(tmp_path, name, mosquitto, db, prefix, client_id):
     collectors = ", ".join(f"c{j}" for j in range(N_COLLECTORS))
     text = site_config(n_gas=N_COLLECTORS * PER_COLLECTOR, mqtt=(mosquitto.host, mosquitto.port), prefix=prefix,
                        dsn=db, client_id=client_id, metrics_port=port, ingest="{flush_interval: 0.05}",
-                       state="{snapshot_interval: 2}")
+                       state="{snapshot_interval: 2}", collector_of=lambda tag: f"c{int(tag[1:]) // PER_COLLECTOR}")
     text = text.replace("sensors:\n", f"cluster: {{instance_id: {name}, partitions: {P}, collectors: [{collectors}],"
                                       f" lease_seconds: {LEASE}, renew_interval: {RENEW}}}\nsensors:\n", 1)
     path = tmp_path / f"{name}.yaml"
