@@ -42,3 +42,10 @@ def text_problem(s: str, max_chars: int) -> str | None:
 
 def is_id(s: str) -> bool:
     return ID_PATTERN.fullmatch(s) is not None
+
+
+def safe_text(s: str, max_chars: int) -> str:
+    """``s`` made storable in a ``text`` column: NUL and lone surrogates written as escapes, cut
+    to ``max_chars``. For free text that quotes input (dead-letter details)."""
+    s = s[:max_chars].replace("\x00", "\\x00")
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
