@@ -271,7 +271,7 @@ class Pipeline:
             else:
                 log.error("write of unit %d refused (%s: %s); splitting its %d message(s)", unit.seq,
                           type(e).__name__, e, len(unit.items))
-                res = await self._write_split(unit, list(range(len(unit.items))), unit.ops, e)
+                res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
         now = time.time()
         self.m.write_seconds.observe(time.perf_counter() - t0)
         self.m.batches.inc()
@@ -319,9 +319,8 @@ class Pipeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _write_split(self, unit: Unit, idx: list[int], ops: list[AlarmOp], error: Exception) -> WriteResult:
-        """Write the unit's messages ``idx`` (and ``ops``), bisecting on data errors; a message
-        refused on its own is dead-lettered whole with the database's ``error``."""
+    async def _write_split(self, unit: Unit, idx: list[int], ops: list[AlarmOp]) -> WriteResult:
+        """Write the unit's messages ``idx`` (and ``ops``) in one transaction, bisecting on data errors."""
         items = [unit.items[i] for i in idx]
         fixed = [v for v in items if not v.robot and len(v.col)]
         readings = None
@@ -335,14 +334,18 @@ class Pipeline:
                                      _collectors_seen(items, [unit.gaps[i] for i in idx]), ops,
                                      [v.transfer for v in items if v.transfer is not None])
         except DATA_ERRORS as e:
-            error = e
+            return await self._bisect(unit, idx, ops, e)
+
+    async def _bisect(self, unit: Unit, idx: list[int], ops: list[AlarmOp], error: Exception) -> WriteResult:
+        """The database refused messages ``idx`` (with ``ops``) for their data: write each half
+        on its own, down to single messages, which are dead-lettered whole."""
         if len(idx) > 1:
             mid = len(idx) // 2
-            first = await self._write_split(unit, idx[:mid], ops, error)
-            return _sum(first, await self._write_split(unit, idx[mid:], [], error))
+            first = await self._write_split(unit, idx[:mid], ops)
+            return _sum(first, await self._write_split(unit, idx[mid:], []))
         if ops:  # the alarm operations go on alone, then the message is tried alone
             first = await self._store(unit, None, None, [], [], ops, [], retry_data_errors=True)
-            return _sum(first, await self._write_split(unit, idx, [], error))
+            return _sum(first, await self._write_split(unit, idx, []))
         (i,) = idx
         v = unit.items[i]
         topic, payload = unit.sources[i]

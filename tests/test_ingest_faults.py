@@ -80,14 +80,17 @@ async def test_a_message_the_database_refuses_is_split_off_and_the_rest_stored(t
     batches = make_batches("edge1", [f"G{i}" for i in range(10)], 20, t0=time.time() - 600, per_batch=10)
     # a rule of this database that validation cannot know about: the write of the unit fails
     refused = msgspec.json.decode(batches[7])
-    refused["readings"][3]["value"] = 66.6
+    refused["readings"][3]["value"] = 4.4
     batches[7] = msgspec.json.encode(refused)
+    alarming = msgspec.json.decode(batches[6])  # written with the same unit: its alarm must not be lost
+    alarming["readings"][0]["value"] = 12.0
+    batches[6] = msgspec.json.encode(alarming)
     d.start()
     try:
         await d.wait_connected()
         conn = await asyncpg.connect(db)
         try:
-            await conn.execute("ALTER TABLE readings ADD CONSTRAINT no_66_6 CHECK (value <> 66.6)")
+            await conn.execute("ALTER TABLE readings ADD CONSTRAINT no_4_4 CHECK (value <> 4.4)")
         finally:
             await conn.close()
         await publish_batches(mosquitto.host, mosquitto.port, topic, batches)
@@ -99,13 +102,16 @@ async def test_a_message_the_database_refuses_is_split_off_and_the_rest_stored(t
         d.kill()
     assert (got, n_dead) == (190, 1)
     dead = await _dead_letters(db)
-    assert dead[0]["reason"] == "unstorable" and "no_66_6" in dead[0]["detail"]
+    assert dead[0]["reason"] == "unstorable" and "no_4_4" in dead[0]["detail"]
     assert dead[0]["payload"] == batches[7] and dead[0]["seq"] == 7
     assert m['plantwatch_readings_rejected_total{reason="unstorable"}'] == 10
     conn = await asyncpg.connect(db)
     try:
         assert await conn.fetchval("SELECT last_seq FROM collectors WHERE id = 'edge1'") == 19
-        assert await conn.fetchval("SELECT count(*) FROM readings WHERE value = 66.6") == 0
+        assert await conn.fetchval("SELECT count(*) FROM readings WHERE value = 4.4") == 0
+        raised = await conn.fetch("SELECT s.tag FROM alarm_changes c JOIN alarms a ON a.id = c.alarm_id"
+                                  " JOIN sensors s ON s.id = a.sensor_id WHERE c.to_state = 'unack' AND c.condition = 'high_high'")
+        assert [r["tag"] for r in raised] == [alarming["readings"][0]["sensor"]]
     finally:
         await conn.close()
 
