@@ -77,9 +77,10 @@ class _LenientBatch(msgspec.Struct):
 
 
 # msgspec.ValidationError subclasses DecodeError; invalid UTF-8 inside a string raises
-# UnicodeDecodeError in some msgspec versions, DecodeError in others: the reason given to a
-# failure never depends on which (nor on an error's message), only on our own checks.
-_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+# UnicodeDecodeError in some msgspec versions, DecodeError in others; arrays nested thousands
+# deep raise RecursionError. None of them may escape, and the reason given to a failure never
+# depends on which was raised (nor on an error's message), only on our own checks.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 #: the numeric fields of a reading: a non-finite number in any of them is ``non_finite``
 _NUMERIC_FIELDS = ("time", "value", "x", "y")
 
@@ -176,9 +177,16 @@ def _envelope_problem(b: Batch) -> str | None:
 def _decode_reading(raw: bytes | Any) -> Reading | Rejected:
     """One reading: ``raw`` is its JSON text, or an object already parsed by ``_lenient``."""
     if not isinstance(raw, bytes):
+        try:
+            text = json.dumps(raw).encode()  # ASCII: lone surrogates escaped, NaN kept as NaN
+        except RecursionError:
+            return Rejected("malformed_json", "reading: nested too deeply", b"")
         if _has_non_finite(raw):
-            return Rejected("non_finite", "reading: a number is NaN or infinite", json.dumps(raw).encode())
-        raw = msgspec.json.encode(raw)
+            return Rejected("non_finite", "reading: a number is NaN or infinite", text)
+        try:
+            raw = msgspec.json.encode(raw)
+        except (ValueError, OverflowError, TypeError, RecursionError) as e:  # a lone surrogate, an integer too big
+            return Rejected("wrong_type", f"reading: {type(e).__name__}: {e}", text)
     try:
         return _reading_decoder.decode(raw)
     except _DECODE_ERRORS as e:

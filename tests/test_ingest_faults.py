@@ -174,3 +174,24 @@ async def test_sequence_gap_across_a_restart_is_counted(tmp_path, mosquitto, db,
         await conn.close()
     assert (row["last_seq"], row["gaps"]) == (10, 5)
     assert m['plantwatch_sequence_gaps_total{collector="edge1"}'] == 5
+
+
+async def test_a_deeply_nested_message_is_dead_lettered_not_fatal(tmp_path, mosquitto, db, topic_prefix):
+    prefix = topic_prefix.rstrip("/")
+    d = _daemon(tmp_path, mosquitto, db, prefix)
+    topic = f"{prefix}/testsite/edge1/readings"
+    deep = b'{"v":1,"collector":"edge1","seq":1,"readings":[' + b"[" * 5000 + b"]" * 5000 + b"]}"
+    good = make_batches("edge1", [f"G{i}" for i in range(10)], 3, t0=time.time() - 600, per_batch=10, seq0=2)
+    d.start()
+    try:
+        await d.wait_connected()
+        await publish_batches(mosquitto.host, mosquitto.port, topic, [deep] + good)
+        got = await _wait_rows(db, "readings", 30, timeout=30)
+        n_dead = await _wait_rows(db, "dead_letters", 1, timeout=10)
+        assert d.proc.poll() is None, d.log()
+        assert d.terminate(timeout=30) == 0, d.log()
+    finally:
+        d.kill()
+    assert (got, n_dead) == (30, 1)
+    (dead,) = await _dead_letters(db)
+    assert dead["reason"] == "malformed_json" and dead["payload"] == deep

@@ -200,3 +200,14 @@ def test_readings_of_another_collectors_sensors_are_rejected():
                                       {"sensor": "G1", "time": NOW, "value": 2.0}]), topic="pw/testsite/edge9/readings")
     assert [d.reason for d in v.rejected] == ["wrong_collector", "wrong_collector"] and len(v.col) == 0
     assert "edge1" in v.rejected[0].detail and "edge9" in v.rejected[0].detail
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"v":1,"collector":"edge1","seq":1,"readings":[' + b"[" * 5000 + b"]" * 5000 + b"]}",
+    b'{"v":1,"collector":"edge1","seq":1,"readings":[{"sensor":"G0","time":1,"value":NaN,"q":' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+    b'{"v":1,"collector":"edge1","seq":1,"readings":[{"sensor":"\\ud800","time":1,"value":NaN},{"sensor":"\\ud800","time":1,"value":1}]}',
+])
+def test_hostile_nesting_and_surrogates_never_raise(payload):
+    v = run(payload)
+    assert v.rejected and len(v.col) == 0
+    assert all(d.reason in ("malformed_json", "non_finite", "wrong_type", "unknown_sensor") for d in v.rejected)
