@@ -128,6 +128,9 @@ async def test_two_instances_share_and_take_over(tmp_path, mosquitto, db, topic_
         await _wait(lambda: stored(n), 60, "everything stored")
         await asyncio.sleep(1.0)
         assert await conn.fetchval("SELECT count(*) FROM readings") == n
+        # contiguous seq per collector across the takeover: no gap counted by either instance
+        assert [tuple(r) for r in await conn.fetch("SELECT id, last_seq, gaps FROM collectors ORDER BY id")] == [
+            (f"c{j}", 79, 0) for j in range(N_COLLECTORS)]
         await conn.execute("CREATE TEMP TABLE expected (tag text, time timestamptz)")
         from datetime import datetime, timezone
         await conn.copy_records_to_table("expected", records=[
