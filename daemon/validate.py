@@ -12,7 +12,8 @@ Reason codes (the ``reason`` label of ``plantwatch_readings_rejected_total``):
 the database refused, see ``daemon/pipeline.py``).
 
 Every field that reaches a column is checked against what the column can hold (bigint, timestamptz
-range, text without NUL and of bounded length) so that the database never refuses a validated row.
+range, text without NUL and of bounded length), so that a message the database would refuse is
+dead-lettered here with a clear reason rather than by the write path's split.
 """
 from __future__ import annotations
 
