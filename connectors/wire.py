@@ -17,7 +17,11 @@ count batches lost between the collector and the broker.
 
 Decoding is two-speed: the whole batch is decoded strictly in one call (the common case); only if
 that fails are the readings decoded one by one, so that one bad reading is rejected with its own
-reason and the good readings around it are kept.
+reason and the good readings around it are kept. A payload that is not JSON only because of the
+bare ``NaN``, ``Infinity`` and ``-Infinity`` tokens Python's ``json.dumps`` writes is read with the
+standard library's parser, and only the readings carrying them are rejected (``non_finite``).
+Envelope values the database cannot hold (``seq`` outside 0..2^63-1, a ``sent`` outside the years
+1 to 9999, a collector id that is not an id) make the envelope unusable (``bad_envelope``).
 """
 from __future__ import annotations
 
