@@ -21,6 +21,7 @@ import numpy as np
 from . import audit, pgcopy
 from .alarm_db import ALARM_AREA, audit_alarm_write
 from .migrations import migrate, timescaledb_status
+from .storable import safe_text
 
 _STAGE_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS _stage_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
@@ -202,6 +203,11 @@ class Store:
             rows = await conn.fetch("SELECT tag, id FROM sensors WHERE tag = ANY($1::text[])", tags)
         return {r["tag"]: r["id"] for r in rows}
 
+    async def last_sequences(self) -> dict[str, int]:
+        """The last batch sequence number stored per collector (gap counting across restarts)."""
+        async with self.pool.acquire() as conn:
+            return {r["id"]: r["last_seq"] for r in await conn.fetch("SELECT id, last_seq FROM collectors")}
+
     async def sync_limits(self, limits: Sequence[tuple[str, str, float | None, float | None, float | None, float | None]],
                           ids: dict[str, int]) -> None:
         """The limits each limit-type detector applies to each sensor (for dashboards)."""
@@ -299,7 +305,7 @@ class Store:
             "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::text[]) "
             "ON CONFLICT (msg_key) DO NOTHING RETURNING id",
             [d.topic for d in dead], [d.collector for d in dead], [d.seq for d in dead],
-            [d.reason for d in dead], [d.detail[:2000] for d in dead], [d.payload for d in dead],
+            [d.reason for d in dead], [safe_text(d.detail, 2000) for d in dead], [d.payload for d in dead],
             [d.key for d in dead])
         return len(rows)
 

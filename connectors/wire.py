@@ -17,16 +17,24 @@ count batches lost between the collector and the broker.
 
 Decoding is two-speed: the whole batch is decoded strictly in one call (the common case); only if
 that fails are the readings decoded one by one, so that one bad reading is rejected with its own
-reason and the good readings around it are kept.
+reason and the good readings around it are kept. A payload that is not JSON only because of the
+bare ``NaN``, ``Infinity`` and ``-Infinity`` tokens Python's ``json.dumps`` writes is read with the
+standard library's parser, and only the readings carrying them are rejected (``non_finite``).
+Envelope values the database cannot hold (``seq`` outside 0..2^63-1, a ``sent`` outside the years
+1 to 9999, a collector id that is not an id) make the envelope unusable (``bad_envelope``).
 """
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
+
+from .storable import BIGINT_MAX, is_id, time_problem
 
 WIRE_VERSION = 1
 KINDS = ("readings", "robot")
@@ -62,9 +70,25 @@ class _LooseBatch(msgspec.Struct):
     sent: float | None = None
 
 
+class _LenientBatch(msgspec.Struct):
+    """Envelope of a document read by the standard library's JSON parser (see ``_lenient``)."""
+
+    v: int
+    collector: str
+    seq: int
+    readings: list[Any]
+    sent: float | None = None
+
+
 # msgspec.ValidationError subclasses DecodeError; invalid UTF-8 inside a string raises
-# UnicodeDecodeError, which must not escape either.
-_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+# UnicodeDecodeError in some msgspec versions, DecodeError in others; arrays nested thousands
+# deep raise RecursionError. None of them may escape, and the reason given to a failure never
+# depends on which was raised (nor on an error's message), only on our own checks.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+#: the numeric fields of a reading: a non-finite number in any of them is ``non_finite``
+_NUMERIC_FIELDS = ("time", "value", "x", "y")
+
+
 class TransferDeclaration(msgspec.Struct, forbid_unknown_fields=True):
     """A declared material transfer, on ``{prefix}/{site}/transfers/declared`` (QoS 1)."""
 
@@ -96,14 +120,12 @@ class Decoded:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def _clip(b: bytes, n: int = 4096) -> bytes:
-    return b if len(b) <= n else b[:n]
-
-
 def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
-    """Decode one MQTT payload. Never raises on bad input: problems become ``Rejected``."""
+    """Decode one MQTT payload. Never raises on bad input: problems become ``Rejected``.
+
+    Whole-payload rejections keep the whole payload (at most ``max_bytes`` of it)."""
     if len(payload) > max_bytes:
-        return Decoded(None, rejected=[Rejected("oversized", f"payload of {len(payload)} bytes exceeds {max_bytes}", _clip(payload))])
+        return Decoded(None, rejected=[Rejected("oversized", f"payload of {len(payload)} bytes exceeds {max_bytes}", payload[:max_bytes])])
     try:
         batch = _batch_decoder.decode(payload)
         readings = batch.readings
@@ -111,38 +133,107 @@ def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
     except _DECODE_ERRORS:
         try:
             loose = _loose_decoder.decode(payload)
+            raws: list[bytes | Any] = [bytes(r) for r in loose.readings]
+        except msgspec.ValidationError as e:
+            return Decoded(None, rejected=[Rejected(_envelope_reason(payload), f"batch envelope: {e}", payload)])
         except _DECODE_ERRORS as e:
-            return Decoded(None, rejected=[Rejected(_envelope_reason(payload, e), f"batch envelope: {e}", _clip(payload))])
+            if not _is_utf8(payload):
+                return Decoded(None, rejected=[Rejected("invalid_utf8", f"batch envelope: {e}", payload)])
+            doc = _lenient(payload)
+            if doc is None:
+                return Decoded(None, rejected=[Rejected("malformed_json", f"batch envelope: {e}", payload)])
+            try:  # JSON with NaN / Infinity tokens, as Python's json.dumps writes them
+                loose = msgspec.convert(doc, _LenientBatch)
+            except msgspec.ValidationError as e2:
+                return Decoded(None, rejected=[Rejected("bad_envelope", f"batch envelope: {e2}", payload)])
+            raws = loose.readings
         batch = Batch(loose.v, loose.collector, loose.seq, [], loose.sent)
         readings, rejected = [], []
-        for raw in loose.readings:
-            try:
-                readings.append(_reading_decoder.decode(raw))
-            except _DECODE_ERRORS as e:
-                rejected.append(Rejected(_reading_reason(e), f"reading: {e}", _clip(bytes(raw))))
+        for raw in raws:
+            r = _decode_reading(raw)
+            if isinstance(r, Rejected):
+                rejected.append(r)
+            else:
+                readings.append(r)
     if batch.v != WIRE_VERSION:
-        return Decoded(None, rejected=[Rejected("bad_version", f"wire version {batch.v} not supported (expected {WIRE_VERSION})", _clip(payload))])
-    if len(readings) > max_readings:
-        return Decoded(None, rejected=[Rejected("oversized", f"{len(readings)} readings exceed {max_readings} per message", _clip(payload))])
+        return Decoded(None, rejected=[Rejected("bad_version", f"wire version {batch.v} not supported (expected {WIRE_VERSION})", payload)])
+    problem = _envelope_problem(batch)
+    if problem is not None:
+        return Decoded(None, rejected=[Rejected("bad_envelope", f"batch envelope: {problem}", payload)])
+    if len(readings) + len(rejected) > max_readings:
+        return Decoded(None, rejected=[Rejected("oversized", f"{len(readings) + len(rejected)} readings exceed {max_readings} per message", payload)])
     return Decoded(batch, readings, rejected)
 
 
-def _envelope_reason(payload: bytes, e: Exception) -> str:
+def _envelope_problem(b: Batch) -> str | None:
+    """What makes a decoded envelope unusable (values the schema or the database refuse)."""
+    if not 0 <= b.seq <= BIGINT_MAX:
+        return f"seq {b.seq} is not between 0 and {BIGINT_MAX}"
+    if b.sent is not None:
+        why = time_problem(b.sent)
+        if why is not None:
+            return f"sent {b.sent!r} {why}"
+    if not is_id(b.collector):
+        return f"collector {b.collector[:80]!r} is not 1 to 64 of A-Z a-z 0-9 _ . : - (starting with a letter or digit)"
+    return None
+
+
+def _decode_reading(raw: bytes | Any) -> Reading | Rejected:
+    """One reading: ``raw`` is its JSON text, or an object already parsed by ``_lenient``."""
+    if not isinstance(raw, bytes):
+        try:
+            text = json.dumps(raw).encode()  # ASCII: lone surrogates escaped, NaN kept as NaN
+        except RecursionError:
+            return Rejected("malformed_json", "reading: nested too deeply", b"")
+        if _has_non_finite(raw):
+            return Rejected("non_finite", "reading: a number is NaN or infinite", text)
+        try:
+            raw = msgspec.json.encode(raw)
+        except (ValueError, OverflowError, TypeError, RecursionError) as e:  # a lone surrogate, an integer too big
+            return Rejected("wrong_type", f"reading: {type(e).__name__}: {e}", text)
     try:
-        payload.decode("utf-8")
+        return _reading_decoder.decode(raw)
+    except _DECODE_ERRORS as e:
+        return Rejected(_reading_reason(raw, e), f"reading: {e}", raw)
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
     except UnicodeDecodeError:
-        return "invalid_utf8"
-    if isinstance(e, UnicodeDecodeError):
-        return "invalid_utf8"
-    return "bad_envelope" if isinstance(e, msgspec.ValidationError) else "malformed_json"
+        return False
+    return True
 
 
-def _reading_reason(e: Exception) -> str:
-    if isinstance(e, UnicodeDecodeError):
+def _lenient(b: bytes) -> Any | None:
+    """The document parsed by the standard library, which also accepts the ``NaN``,
+    ``Infinity`` and ``-Infinity`` tokens Python's ``json.dumps`` writes; None when it is not JSON."""
+    try:
+        return json.loads(b.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+
+
+def _non_finite(x: Any) -> bool:
+    if isinstance(x, float):
+        return not math.isfinite(x)
+    return isinstance(x, int) and not isinstance(x, bool) and abs(x) > sys.float_info.max
+
+
+def _has_non_finite(reading: Any) -> bool:
+    return isinstance(reading, dict) and any(_non_finite(reading.get(k)) for k in _NUMERIC_FIELDS)
+
+
+def _envelope_reason(payload: bytes) -> str:
+    return "bad_envelope" if _is_utf8(payload) else "invalid_utf8"
+
+
+def _reading_reason(raw: bytes, e: Exception) -> str:
+    if not _is_utf8(raw):
         return "invalid_utf8"
     if not isinstance(e, msgspec.ValidationError):
         return "malformed_json"
-    return "non_finite" if "out of range" in str(e) else "wrong_type"
+    return "non_finite" if _has_non_finite(_lenient(raw)) else "wrong_type"
 
 
 def parse_time(value: float | str) -> float:

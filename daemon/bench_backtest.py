@@ -35,7 +35,7 @@ DETECTORS = """detectors:
 
 def site(n: int) -> str:
     sensors = "\n".join(f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: a}}" for i in range(n))
-    return f"site: {{id: bench, areas: [{{id: a}}]}}\nsensors:\n{sensors}\n{DETECTORS}"
+    return f"site: {{id: bench, areas: [{{id: a, collector: edge1}}]}}\nsensors:\n{sensors}\n{DETECTORS}"
 
 
 async def run(sensors: int, hours: int) -> dict:

@@ -236,6 +236,8 @@ class ClusterRunner:
         saved = await d.store.load_detector_states(prefix=f"p{k}:")
         cols = restore_partition(p.detectors, saved)
         p.col_part[cols] = k
+        # the previous holder advanced the partition's sequence numbers: start from the stored ones
+        p.restore_sequences({c: q for c, q in (await d.store.last_sequences()).items() if self.part_of(c) == k})
         if len(cols):
             ids = set(p.reg.db_id[cols].tolist())
             p.alarms.load([dict(r) for r in await d.store.load_alarms() if r["sensor_id"] in ids])

@@ -35,6 +35,9 @@ class Area(Model):
     name: str = ""
     #: x0, y0, x1, y1 in site coordinates (metres); robot readings are placed in areas by these
     bounds: tuple[float, float, float, float] | None = None
+    #: the edge collector that publishes this area's sensors (unless a sensor names its own);
+    #: readings of a sensor from any other collector are rejected as wrong_collector
+    collector: ID | None = None
 
     @field_validator("bounds")
     @classmethod
@@ -68,6 +71,8 @@ class Sensor(Model):
     range: tuple[float, float]
     #: area the sensor belongs to
     area: ID
+    #: the edge collector that publishes this sensor; default: its area's collector
+    collector: ID | None = None
     #: position on the site map; robot channels have none (the position comes with each reading)
     location: tuple[float, float] | None = None
     #: physically close sensors (plume spread, drift against neighbours, composition)
@@ -426,6 +431,7 @@ class Config(Model):
     def _references(self):
         problems: list[str] = []
         areas = {a.id for a in self.site.areas}
+        area_collector = {a.id: a.collector for a in self.site.areas}
         if len(areas) != len(self.site.areas):
             problems.append("site.areas: duplicate area id")
         seen: set[str] = set()
@@ -435,6 +441,9 @@ class Config(Model):
             seen.add(s.id)
             if s.area not in areas:
                 problems.append(f"sensors[{i}].area: unknown area {s.area!r}")
+            elif s.collector is None and area_collector.get(s.area) is None:
+                problems.append(f"sensors[{i}]: sensor {s.id!r} has no collector: set collector on it"
+                                f" or on its area {s.area!r}")
         for i, s in enumerate(self.sensors):
             for n in s.neighbours:
                 if n not in seen:
@@ -480,6 +489,12 @@ class Config(Model):
                            area=s.area, x=s.location[0] if s.location else math.nan,
                            y=s.location[1] if s.location else math.nan, neighbours=tuple(s.neighbours))
                 for s in self.sensors]
+
+    def collector_of(self, s: Sensor) -> str:
+        """The collector that publishes sensor ``s`` (its own, else its area's)."""
+        if s.collector is not None:
+            return s.collector
+        return next(a.collector for a in self.site.areas if a.id == s.area)
 
     def watched(self, d: DetectorConfig) -> list[int]:
         """Positions (in ``sensors``) of the sensors a detector watches."""

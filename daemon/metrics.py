@@ -21,7 +21,7 @@ class Metrics:
         self.rejected = Counter(p + "readings_rejected", "Readings or payloads refused, by reason", ["reason"], registry=r)
         self.dead_lettered = Counter(p + "dead_letters_written", "Dead-letter rows written", registry=r)
         self.batches = Counter(p + "write_batches", "Write transactions committed", registry=r)
-        self.write_errors = Counter(p + "write_errors", "Write transactions that failed and were retried", registry=r)
+        self.write_errors = Counter(p + "write_errors", "Write transactions that failed (retried, or split when the database refused their data)", registry=r)
         self.write_seconds = Histogram(p + "write_seconds", "Duration of one write transaction", registry=r,
                                        buckets=LATENCY_BUCKETS)
         self.store_delay = Histogram(p + "store_delay_seconds", "Collector send time to commit", registry=r,

@@ -5,21 +5,28 @@ pending into a :class:`Unit`: it runs the detectors on the unit's readings (in m
 away, so alarm latency does not wait for the database), derives event and alarm operations, and
 queues the unit for the writers. Writers commit a unit's readings, dead letters, events and
 alarm changes in one transaction; only then are the unit's MQTT messages acknowledged, strictly
-in arrival order. A unit that fails to write is retried until it succeeds: nothing is
-acknowledged, so nothing can be lost, and the bounded queue pushes back on the broker.
+in arrival order. A unit whose write fails for a transient reason (connection, timeout) is
+retried with backoff until it succeeds: nothing is acknowledged, so nothing can be lost, and the
+bounded queue pushes back on the broker. A unit the database refuses because of its data (a value
+validation could not foresee, a constraint) is bisected by message until each refused message
+stands alone; those are dead-lettered whole as ``unstorable`` with the database's error, the rest
+is stored, and every message of the unit is acknowledged: one bad message never stalls ingestion.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+import asyncpg
 import numpy as np
 
-from plantwatch.connectors.store import AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store
+from plantwatch.connectors.store import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store,
+                                         WriteResult)
 
 from .alarms import AlarmBook
 from .config import Config
@@ -30,6 +37,13 @@ from .validate import Registry, Validated, validate
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], None]
+
+#: write failures caused by the data itself, which no retry can fix: PostgreSQL's classes 22 (data
+#: exception), 23 (integrity constraint violation) and 54 (program limit exceeded, e.g. an index
+#: row too large), and the driver's encoding errors (asyncpg's client-side DataError is a
+#: ValueError; a datetime out of range an OverflowError). Anything else is retried as transient.
+DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError,
+               ValueError, OverflowError, TypeError)
 
 
 @dataclass(slots=True)
@@ -48,12 +62,17 @@ class Unit:
     alarm_turn: asyncio.Future | None = None  # set when the previous alarm-writing unit committed
     alarm_done: asyncio.Future | None = None
     done: bool = False
+    #: the unit's messages, for splitting it when the database refuses its data
+    items: list[Validated] = field(default_factory=list)
+    sources: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload) per item
+    gaps: list[int] = field(default_factory=list)  # sequence gap counted at each item
 
 
 @dataclass(slots=True)
 class _Pending:
     acks: list[Ack] = field(default_factory=list)
     items: list[Validated] = field(default_factory=list)
+    sources: list[tuple[str, bytes]] = field(default_factory=list)
     n: int = 0
     since: float = 0.0
     stale: list[tuple[np.ndarray, float]] = field(default_factory=list)
@@ -107,8 +126,15 @@ class Pipeline:
             p.since = now
         p.acks.append(ack)
         p.items.append(v)
+        p.sources.append((topic, payload))
         p.n += n_ok + n_bad
         self.m.pending.set(p.n)
+
+    def restore_sequences(self, last_seq: dict[str, int]) -> None:
+        """Last sequence number stored per collector (at start): a gap between it and the first
+        batch after a restart is counted like any other."""
+        for c, seq in last_seq.items():
+            self._seq[c] = max(seq, self._seq.get(c, seq))
 
     def defer_ack(self, ack: Ack, now: float | None = None) -> None:
         """Acknowledge a message that is not ours (another partition's) in arrival order."""
@@ -177,15 +203,13 @@ class Pipeline:
                 w.seconds = 0.0
 
         readings = ReadingRows(self.reg.db_id[col], t, val, q) if len(col) else None
-        robot = None
-        if robots:
-            robot = RobotRows(self.reg.db_id[rcol], rt, rval, np.concatenate([v.quality for v in robots]),
-                              np.concatenate([v.x for v in robots]), np.concatenate([v.y for v in robots]),
-                              [a for v in robots for a in v.area])
+        robot = self._robot_rows(robots)
+        gaps = self._gaps(p.items)
         self._unit_seq += 1
         unit = Unit(self._unit_seq, p.acks, readings, robot, [d for v in p.items for d in v.rejected],
-                    self._collectors(p.items), ops, [v.transfer for v in transfers], [v.sent for v in p.items if v.sent is not None],
-                    float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks))
+                    _collectors_seen(p.items, gaps), ops, [v.transfer for v in transfers], [v.sent for v in p.items if v.sent is not None],
+                    float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks),
+                    items=p.items, sources=p.sources, gaps=gaps)
         if ops:
             unit.alarm_turn = self._last_alarm_done
             unit.alarm_done = asyncio.get_running_loop().create_future()
@@ -208,10 +232,20 @@ class Pipeline:
         await self.units.put(unit)
         return unit.alarm_done
 
-    def _collectors(self, items: list[Validated]) -> list[CollectorSeen]:
-        seen: dict[str, CollectorSeen] = {}
+    def _robot_rows(self, robots: list[Validated]) -> RobotRows | None:
+        if not robots:
+            return None
+        return RobotRows(self.reg.db_id[np.concatenate([v.col for v in robots])], np.concatenate([v.t for v in robots]),
+                         np.concatenate([v.value for v in robots]), np.concatenate([v.quality for v in robots]),
+                         np.concatenate([v.x for v in robots]), np.concatenate([v.y for v in robots]),
+                         [a for v in robots for a in v.area])
+
+    def _gaps(self, items: list[Validated]) -> list[int]:
+        """Batches missing before each item (updates the last sequence number per collector)."""
+        gaps = []
         for v in items:
             if v.collector is None or v.seq is None:
+                gaps.append(0)
                 continue
             last = self._seq.get(v.collector)
             gap = max(0, v.seq - last - 1) if last is not None and v.seq > last else 0
@@ -219,13 +253,8 @@ class Pipeline:
                 self.m.sequence_gaps.labels(v.collector).inc(gap)
             if last is None or v.seq > last:
                 self._seq[v.collector] = v.seq
-            c = seen.get(v.collector)
-            t = v.sent if v.sent is not None else time.time()
-            if c is None:
-                seen[v.collector] = CollectorSeen(v.collector, v.seq, t, gap, 1)
-            else:
-                c.seq, c.t, c.gaps, c.batches = max(c.seq, v.seq), max(c.t, t), c.gaps + gap, c.batches + 1
-        return list(seen.values())
+            gaps.append(gap)
+        return gaps
 
     # --- writers --------------------------------------------------------------------------------
     async def writer(self) -> None:
@@ -241,20 +270,17 @@ class Pipeline:
                 self.units.task_done()
 
     async def _write(self, unit: Unit) -> None:
-        delay = 0.2
-        while True:
-            t0 = time.perf_counter()
-            try:
-                turn = unit.alarm_turn
-                res = await self.store.write(unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops,
-                                             before_alarms=(lambda: asyncio.shield(turn)) if turn else None,
-                                             transfers=unit.transfers)
-                break
-            except Exception as e:  # noqa: BLE001 - never drop a unit: retry until it is durable
-                self.m.write_errors.inc()
-                log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        t0 = time.perf_counter()
+        try:
+            res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops, unit.transfers)
+        except DATA_ERRORS as e:
+            if not unit.items:  # alarm operations alone: nothing to dead-letter, keep trying loudly
+                log.error("write of unit %d refused (%s: %s); retrying", unit.seq, type(e).__name__, e)
+                res = await self._store(unit, None, None, [], [], unit.ops, [], retry_data_errors=True)
+            else:
+                log.error("write of unit %d refused (%s: %s); splitting its %d message(s)", unit.seq,
+                          type(e).__name__, e, len(unit.items))
+                res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
         now = time.time()
         self.m.write_seconds.observe(time.perf_counter() - t0)
         self.m.batches.inc()
@@ -283,6 +309,63 @@ class Pipeline:
         self.committed.set()
         self.committed.clear()
 
+    async def _store(self, unit: Unit, readings: ReadingRows | None, robot: RobotRows | None, dead: list[DeadLetter],
+                     collectors: list[CollectorSeen], ops: list[AlarmOp], transfers: list, *,
+                     retry_data_errors: bool = False) -> WriteResult:
+        """One transaction; transient failures are retried with backoff, data errors raised."""
+        delay = 0.2
+        while True:
+            try:
+                turn = unit.alarm_turn if ops else None
+                return await self.store.write(readings, robot, dead, collectors, ops,
+                                              before_alarms=(lambda: asyncio.shield(turn)) if turn else None,
+                                              transfers=transfers)
+            except Exception as e:  # noqa: BLE001 - never drop a unit: retry until it is durable
+                self.m.write_errors.inc()
+                if isinstance(e, DATA_ERRORS) and not retry_data_errors:
+                    raise
+                log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _write_split(self, unit: Unit, idx: list[int], ops: list[AlarmOp]) -> WriteResult:
+        """Write the unit's messages ``idx`` (and ``ops``) in one transaction, bisecting on data errors."""
+        items = [unit.items[i] for i in idx]
+        fixed = [v for v in items if not v.robot and len(v.col)]
+        readings = None
+        if fixed:
+            col = np.concatenate([v.col for v in fixed])
+            readings = ReadingRows(self.reg.db_id[col], np.concatenate([v.t for v in fixed]),
+                                   np.concatenate([v.value for v in fixed]), np.concatenate([v.quality for v in fixed]))
+        try:
+            return await self._store(unit, readings, self._robot_rows([v for v in items if v.robot and len(v.col)]),
+                                     [d for v in items for d in v.rejected],
+                                     _collectors_seen(items, [unit.gaps[i] for i in idx]), ops,
+                                     [v.transfer for v in items if v.transfer is not None])
+        except DATA_ERRORS as e:
+            return await self._bisect(unit, idx, ops, e)
+
+    async def _bisect(self, unit: Unit, idx: list[int], ops: list[AlarmOp], error: Exception) -> WriteResult:
+        """The database refused messages ``idx`` (with ``ops``) for their data: write each half
+        on its own, down to single messages, which are dead-lettered whole."""
+        if len(idx) > 1:
+            mid = len(idx) // 2
+            first = await self._write_split(unit, idx[:mid], ops)
+            return _sum(first, await self._write_split(unit, idx[mid:], []))
+        if ops:  # the alarm operations go on alone, then the message is tried alone
+            first = await self._store(unit, None, None, [], [], ops, [], retry_data_errors=True)
+            return _sum(first, await self._write_split(unit, idx, []))
+        (i,) = idx
+        v = unit.items[i]
+        topic, payload = unit.sources[i]
+        detail = f"the database refused this message: {type(error).__name__}: {error}"
+        dl = DeadLetter(topic, v.collector, v.seq, "unstorable", detail, payload,
+                        hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=12).hexdigest() + ":unstorable")
+        log.error("dead-lettered a message of %s (seq %s) the database refused: %s", v.collector, v.seq, error)
+        self.m.rejected.labels("unstorable").inc(max(1, len(v.col)))
+        return await self._store(unit, None, None, [dl], _collectors_seen([v], [unit.gaps[i]]), [], [],
+                                 retry_data_errors=True)
+
     def _release_acks(self) -> None:
         """Acknowledge committed units' messages, oldest first, stopping at the first unit still
         being written (MQTT requires PUBACKs in the order the PUBLISHes arrived)."""
@@ -299,3 +382,23 @@ class Pipeline:
     @property
     def idle(self) -> bool:
         return not self._in_flight and not self._pending.acks and self.units.empty()
+
+
+def _collectors_seen(items: list[Validated], gaps: list[int]) -> list[CollectorSeen]:
+    """One row per collector of the items: newest seq and time, gaps and batches."""
+    seen: dict[str, CollectorSeen] = {}
+    for v, gap in zip(items, gaps):
+        if v.collector is None or v.seq is None:
+            continue
+        c = seen.get(v.collector)
+        t = v.sent if v.sent is not None else time.time()
+        if c is None:
+            seen[v.collector] = CollectorSeen(v.collector, v.seq, t, gap, 1)
+        else:
+            c.seq, c.t, c.gaps, c.batches = max(c.seq, v.seq), max(c.t, t), c.gaps + gap, c.batches + 1
+    return list(seen.values())
+
+
+def _sum(a: WriteResult, b: WriteResult) -> WriteResult:
+    return WriteResult(a.inserted + b.inserted, a.duplicates + b.duplicates, a.robot_inserted + b.robot_inserted,
+                       a.dead_lettered + b.dead_lettered, a.alarm_ids + b.alarm_ids)

@@ -99,6 +99,7 @@ class Daemon:
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification)
+            self.pipeline.restore_sequences(await store.last_sequences())
             self.alarm_mgmt.bind(self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)

@@ -7,7 +7,13 @@ takes the good readings of its batch down with it.
 Reason codes (the ``reason`` label of ``plantwatch_readings_rejected_total``):
 ``oversized``, ``invalid_utf8``, ``malformed_json``, ``bad_envelope``, ``bad_version``,
 ``bad_topic``, ``collector_mismatch``, ``wrong_type``, ``non_finite``, ``unknown_sensor``,
-``wrong_kind``, ``missing_position``, ``bad_time``, ``future_time``, ``too_old``, ``out_of_range``.
+``wrong_kind``, ``wrong_collector``, ``missing_position``, ``bad_area``, ``bad_time``, ``future_time``,
+``too_old``, ``out_of_range``, ``bad_transfer``; and, after validation, ``unstorable`` (a message
+the database refused, see ``daemon/pipeline.py``).
+
+Every field that reaches a column is checked against what the column can hold (bigint, timestamptz
+range, text without NUL and of bounded length), so that a message the database would refuse is
+dead-lettered here with a clear reason rather than by the write path's split.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from plantwatch.connectors import wire
+from plantwatch.connectors import storable, wire
 from plantwatch.connectors.store import DeadLetter, Transfer
 
 from .config import Config
@@ -32,6 +38,8 @@ class Registry:
     range_min: np.ndarray
     range_max: np.ndarray
     is_robot: np.ndarray  # bool per column
+    collector: np.ndarray  # column -> index into collector_ids of the collector that publishes it
+    collector_ids: dict[str, int]  # collector id -> index
     areas: list[tuple[str, float, float, float, float]]  # (id, x0, y0, x1, y1) with bounds
     #: message layouts seen (sensor tags in order) -> their columns: collectors send the same
     #: sensors in the same order every time, and one tuple lookup is ~4x cheaper than a dict
@@ -52,12 +60,16 @@ class Registry:
     @classmethod
     def build(cls, cfg: Config, ids: dict[str, int]) -> "Registry":
         s = cfg.sensors
+        of = [cfg.collector_of(x) for x in s]
+        collector_ids = {c: i for i, c in enumerate(dict.fromkeys(of))}
         return cls(
             index={x.id: i for i, x in enumerate(s)},
             db_id=np.array([ids[x.id] for x in s], dtype=np.int32),
             range_min=np.array([x.range[0] for x in s]),
             range_max=np.array([x.range[1] for x in s]),
             is_robot=np.array([x.kind == "robot" for x in s], dtype=bool),
+            collector=np.array([collector_ids[c] for c in of], dtype=np.int32),
+            collector_ids=collector_ids,
             areas=[(a.id, *a.bounds) for a in cfg.site.areas if a.bounds],
         )
 
@@ -91,6 +103,10 @@ class Validated:
         return self.x is not None
 
 
+#: longest ``by`` and ``reference`` of a transfer declaration (characters)
+TRANSFER_TEXT_MAX = 256
+
+
 def _key(topic: str, payload: bytes, pos: str) -> str:
     return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=12).hexdigest() + ":" + pos
 
@@ -111,8 +127,14 @@ def validate_transfer(topic: str, payload: bytes, cfg: Config, reg: Registry) ->
         start, end = wire.parse_time(d.start), wire.parse_time(d.end)
         if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(d.quantity)) or end < start:
             raise ValueError("start, end and quantity must be finite, with end not before start")
+        for name, t in (("start", start), ("end", end)):
+            if (why := storable.time_problem(t)) is not None:
+                raise ValueError(f"{name} {t!r} {why}")
+        for name, text in (("by", d.by), ("reference", d.reference)):
+            if (why := storable.text_problem(text, TRANSFER_TEXT_MAX)) is not None:
+                raise ValueError(f"{name} {why}")
     except ValueError as e:
-        out.rejected.append(DeadLetter(topic, None, None, "bad_transfer", str(e), payload[:4096], key))
+        out.rejected.append(DeadLetter(topic, None, None, "bad_transfer", str(e), payload[:cfg.ingest.max_payload_bytes], key))
         return out
     out.transfer = Transfer(int(reg.db_id[col]), start, end, float(d.quantity), d.by, d.reference, key)
     out.transfer_tank = d.tank
@@ -128,7 +150,7 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
     if where is None:
         return Validated(None, None, None, rejected=[DeadLetter(
             topic, None, None, "bad_topic", f"topic {topic!r} is not {prefix}/{cfg.site.id}/<collector>/readings|robot",
-            payload[:4096], _key(topic, payload, "topic"))])
+            payload[:ing.max_payload_bytes], _key(topic, payload, "topic"))])
     collector, kind = where
     dec = wire.decode(payload, max_bytes=ing.max_payload_bytes, max_readings=ing.max_readings_per_message)
     if dec.batch is None:
@@ -136,12 +158,12 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
         return Validated(collector, None, None, rejected=[DeadLetter(topic, collector, None, r.reason, r.detail, r.raw,
                                                                      _key(topic, payload, "batch"))])
     b = dec.batch
-    out = Validated(b.collector, b.seq, b.sent)
     if b.collector != collector:
-        out.rejected.append(DeadLetter(topic, collector, b.seq, "collector_mismatch",
-                                       f"payload collector {b.collector!r} does not match topic collector {collector!r}",
-                                       payload[:4096], _key(topic, payload, "batch")))
-        return out
+        return Validated(collector, None, None, rejected=[DeadLetter(
+            topic, collector, None, "collector_mismatch",
+            f"payload collector {b.collector!r} does not match topic collector {collector!r}",
+            payload, _key(topic, payload, "batch"))])
+    out = Validated(b.collector, b.seq, b.sent)
     dead = out.rejected
     for i, r in enumerate(dec.rejected):
         dead.append(DeadLetter(topic, collector, b.seq, r.reason, r.detail, r.raw, _key(topic, payload, f"d{i}")))
@@ -167,10 +189,11 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
 
     known = col >= 0
     c = np.where(known, col, 0)
+    foreign = reg.collector[c] != reg.collector_ids.get(collector, -1)
     if not robot:
         # fast path: one combined test; the coded per-reason pass runs only when something is wrong
-        wrong = (~known | reg.is_robot[c] | ~(t <= now + ing.max_future_skew) | (t < now - ing.max_age)
-                 | (value < reg.range_min[c]) | (value > reg.range_max[c]))
+        wrong = (~known | reg.is_robot[c] | foreign | ~(t <= now + ing.max_future_skew) | (t < now - ing.max_age)
+                 | ~((value >= reg.range_min[c]) & (value <= reg.range_max[c])))
         if not wrong.any():
             out.col, out.t, out.value, out.quality = col, t, value, quality
             return out
@@ -178,6 +201,8 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
     checks = [
         ("unknown_sensor", ~known),
         ("wrong_kind", known & (reg.is_robot[c] != robot)),
+        ("wrong_collector", known & foreign),
+        ("non_finite", ~np.isfinite(value)),
         ("bad_time", ~np.isfinite(t)),
         ("future_time", t > now + ing.max_future_skew),
         ("too_old", t < now - ing.max_age),
@@ -186,14 +211,16 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
     if robot:
         xs = np.array([math.nan if r.x is None else r.x for r in rs])
         ys = np.array([math.nan if r.y is None else r.y for r in rs])
-        checks.insert(2, ("missing_position", ~(np.isfinite(xs) & np.isfinite(ys))))
+        areas = [r.area for r in rs]
+        bad_area = np.array([a is not None and not storable.is_id(a) for a in areas], dtype=bool)
+        checks[3:3] = [("missing_position", ~(np.isfinite(xs) & np.isfinite(ys))), ("bad_area", bad_area)]
     for code, (_, mask) in enumerate(checks, start=1):
         np.copyto(bad, np.int8(code), where=mask & (bad == 0))
     ok = bad == 0
     for i in np.flatnonzero(~ok):
         reason = checks[bad[i] - 1][0]
         r = rs[i]
-        dead.append(DeadLetter(topic, collector, b.seq, reason, _detail(reason, r, cfg, reg, c[i], now),
+        dead.append(DeadLetter(topic, collector, b.seq, reason, _detail(reason, r, cfg, reg, c[i], now, collector),
                                wire.encode_reading(r), _key(topic, payload, f"r{i}")))
     if ok.all():
         out.col, out.t, out.value, out.quality = col, t, value, quality
@@ -202,17 +229,24 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
     if robot:
         keep = np.flatnonzero(ok)
         out.x, out.y = xs[ok], ys[ok]
-        out.area = [rs[i].area or reg.area_at(xs[i], ys[i]) for i in keep]
+        out.area = [areas[i] or reg.area_at(xs[i], ys[i]) for i in keep]
     return out
 
 
-def _detail(reason: str, r: wire.Reading, cfg: Config, reg: Registry, col: int, now: float) -> str:
+def _detail(reason: str, r: wire.Reading, cfg: Config, reg: Registry, col: int, now: float, topic_collector: str) -> str:
     if reason == "unknown_sensor":
         return f"sensor {r.sensor!r} is not in the registry of site {cfg.site.id!r}"
     if reason == "wrong_kind":
         return f"sensor {r.sensor!r} is {cfg.sensors[col].kind!r}: sent on the wrong topic kind"
     if reason == "missing_position":
         return f"robot reading of {r.sensor!r} without finite x and y"
+    if reason == "wrong_collector":
+        return (f"sensor {r.sensor!r} is published by collector {cfg.collector_of(cfg.sensors[col])!r},"
+                f" not by {topic_collector!r}")
+    if reason == "bad_area":
+        return f"area {r.area[:80]!r} of a robot reading of {r.sensor!r} is not an area id"
+    if reason == "non_finite":
+        return f"value {r.value!r} of {r.sensor!r} is not finite"
     if reason == "bad_time":
         return f"time {r.time!r} is not Unix seconds or RFC 3339 with an offset"
     if reason == "future_time":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -13,10 +14,14 @@ from plantwatch.daemon.bench.env import Daemon
 
 def site_config(*, n_gas: int = 10, n_pressure: int = 0, n_robot: int = 0, mqtt: tuple[str, int] | None = None,
                 prefix: str = "plantwatch", dsn: str | None = None, client_id: str = "plantwatch-test",
-                metrics_port: int = 0, detectors: str | None = None, ingest: str = "", state: str = "") -> str:
-    """YAML for a one-area site; gas sensors G0.., pressures P0.., robot channels R0.."""
-    lines = ["site:", "  id: testsite", "  areas:", "    - {id: area1, bounds: [0, 0, 100, 100]}",
-             "    - {id: area2, bounds: [100, 0, 200, 100]}"]
+                metrics_port: int = 0, detectors: str | None = None, ingest: str = "", state: str = "",
+                collector: str = "edge1", collector_of: Callable[[str], str] | None = None) -> str:
+    """YAML for a two-area site; gas sensors G0.., pressures P0.., robot channels R0...
+
+    The areas' sensors are published by ``collector`` (or by ``collector_of(sensor id)``), the
+    robot channels by ``robot1``."""
+    lines = ["site:", "  id: testsite", "  areas:", f"    - {{id: area1, bounds: [0, 0, 100, 100], collector: {collector}}}",
+             f"    - {{id: area2, bounds: [100, 0, 200, 100], collector: {collector}}}"]
     if mqtt:
         lines += [f"mqtt: {{host: {mqtt[0]}, port: {mqtt[1]}, topic_prefix: {prefix}, client_id: {client_id}}}"]
     if dsn:
@@ -27,10 +32,11 @@ def site_config(*, n_gas: int = 10, n_pressure: int = 0, n_robot: int = 0, mqtt:
     if state:
         lines += [f"state: {state}"]
     lines += ["sensors:"]
-    lines += [f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: area1, location: [{i % 100}, 5]}}"
+    own = (lambda tag: f", collector: {collector_of(tag)}") if collector_of else (lambda tag: "")
+    lines += [f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: area1, location: [{i % 100}, 5]{own(f'G{i}')}}}"
               for i in range(n_gas)]
-    lines += [f"  - {{id: P{i}, kind: pressure, unit: bar, range: [0, 40], area: area2}}" for i in range(n_pressure)]
-    lines += [f"  - {{id: R{i}, kind: robot, quantity: H2S, unit: ppm, range: [0, 100], area: area1}}"
+    lines += [f"  - {{id: P{i}, kind: pressure, unit: bar, range: [0, 40], area: area2{own(f'P{i}')}}}" for i in range(n_pressure)]
+    lines += [f"  - {{id: R{i}, kind: robot, quantity: H2S, unit: ppm, range: [0, 100], area: area1, collector: robot1}}"
               for i in range(n_robot)]
     if detectors is None:
         detectors = ("detectors:\n"

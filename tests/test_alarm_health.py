@@ -116,7 +116,7 @@ def test_checked_in_openapi_matches_the_served_one():
 
 
 BASE = """
-site: {id: s, areas: [{id: a1}]}
+site: {id: s, areas: [{id: a1, collector: edge1}]}
 sensors: [{id: G0, kind: gas, unit: ppm, range: [0, 100], area: a1}]
 detectors: [{id: d, type: limit, select: {kind: gas}, params: {high: 5}}]
 """

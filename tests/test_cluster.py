@@ -26,7 +26,7 @@ def _config(tmp_path, name, mosquitto, db, prefix, client_id):
     collectors = ", ".join(f"c{j}" for j in range(N_COLLECTORS))
     text = site_config(n_gas=N_COLLECTORS * PER_COLLECTOR, mqtt=(mosquitto.host, mosquitto.port), prefix=prefix,
                        dsn=db, client_id=client_id, metrics_port=port, ingest="{flush_interval: 0.05}",
-                       state="{snapshot_interval: 2}")
+                       state="{snapshot_interval: 2}", collector_of=lambda tag: f"c{int(tag[1:]) // PER_COLLECTOR}")
     text = text.replace("sensors:\n", f"cluster: {{instance_id: {name}, partitions: {P}, collectors: [{collectors}],"
                                       f" lease_seconds: {LEASE}, renew_interval: {RENEW}}}\nsensors:\n", 1)
     path = tmp_path / f"{name}.yaml"
@@ -128,6 +128,9 @@ async def test_two_instances_share_and_take_over(tmp_path, mosquitto, db, topic_
         await _wait(lambda: stored(n), 60, "everything stored")
         await asyncio.sleep(1.0)
         assert await conn.fetchval("SELECT count(*) FROM readings") == n
+        # contiguous seq per collector across the takeover: no gap counted by either instance
+        assert [tuple(r) for r in await conn.fetch("SELECT id, last_seq, gaps FROM collectors ORDER BY id")] == [
+            (f"c{j}", 79, 0) for j in range(N_COLLECTORS)]
         await conn.execute("CREATE TEMP TABLE expected (tag text, time timestamptz)")
         from datetime import datetime, timezone
         await conn.copy_records_to_table("expected", records=[

@@ -118,3 +118,13 @@ def test_cluster_section_defaults_to_one_instance_and_checks_renewal():
         assert "renew_interval" in str(e)
     else:
         raise AssertionError("renew_interval > lease/2 accepted")
+
+
+def test_every_sensor_resolves_to_a_collector():
+    cfg = load_config_text(site_config(n_gas=2, n_robot=1, collector_of=lambda tag: "edge7" if tag == "G1" else "edge1"))
+    assert [cfg.collector_of(s) for s in cfg.sensors] == ["edge1", "edge7", "robot1"]
+    text = site_config(n_gas=2).replace(", collector: edge1}", "}")
+    ps = problems(text)
+    assert len(ps) == 2 and all(p.startswith("site.yaml:") for p in ps), ps
+    assert "sensors[0]: sensor 'G0' has no collector" in ps[0] and "area 'area1'" in ps[0]
+    assert ps[0].split(":")[1] != ps[1].split(":")[1]  # each names its own line

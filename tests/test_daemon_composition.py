@@ -10,7 +10,7 @@ from plantwatch.daemon.config import ConfigError, load_config_text
 from plantwatch.daemon.detection import DetectorSet
 
 SITE = """
-site: {id: s, areas: [{id: a}]}
+site: {id: s, areas: [{id: a, collector: edge1}]}
 sensors:
   - {id: G0, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: a, neighbours: [G1]}
   - {id: G1, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: a}

@@ -146,7 +146,7 @@ def _hostile_payloads(prefix: str, now: float) -> tuple[list[tuple[str, bytes]],
             elif m == 1:
                 msgs.append((f"{site}/edge2/readings", b"\xff\xfe\xfa" + str(k).encode())); add_bad("invalid_utf8")
             elif m == 2:
-                msgs.append((f"{site}/edge2/readings", b'{"v":1,"collector":"edge2","seq":%d,"readings":[{"sensor":"G1","time":%d,"value":NaN}]}' % (k, int(now)))); add_bad("malformed_json")
+                msgs.append((f"{site}/edge2/readings", b'{"v":1,"collector":"edge2","seq":%d,"readings":[{"sensor":"G1","time":%d,"value":NaN}]}' % (k, int(now)))); add_bad("non_finite")
             elif m == 3:
                 msgs.append((f"{site}/edge2/readings", b'{"v":1,"collector":"edge2","seq":%d,"readings":[{"sensor":"G2","time":%d.5,"value":1e999}]}' % (k, int(now) - 5))); add_bad("non_finite")
             elif m == 4:

@@ -27,7 +27,7 @@ def _config(prefix: str, mq, dsn: str) -> str:
     return f"""
 site:
   id: secsite
-  areas: [{{id: store, bounds: [0, 0, 50, 50]}}, {{id: yard, bounds: [50, 0, 100, 50]}}]
+  areas: [{{id: store, bounds: [0, 0, 50, 50], collector: edge1}}, {{id: yard, bounds: [50, 0, 100, 50], collector: robot1}}]
 mqtt: {{host: {mq.host}, port: {mq.port}, topic_prefix: {prefix}, client_id: pw-{uuid.uuid4().hex[:8]}}}
 database: {{dsn: "{dsn}"}}
 metrics: {{port: 0}}

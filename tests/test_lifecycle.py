@@ -14,7 +14,8 @@ from plantwatch.daemon.lifecycle import ActionError, ManagedAlarmBook
 CFG_TEXT = """
 site:
   id: s1
-  areas: [{id: area1, bounds: [0, 0, 100, 100]}, {id: area2, bounds: [100, 0, 200, 100]}, {id: area3}]
+  areas: [{id: area1, bounds: [0, 0, 100, 100], collector: edge1}, {id: area2, bounds: [100, 0, 200, 100], collector: edge1},
+          {id: area3, collector: edge1}]
 sensors:
   - {id: G0, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: area1, location: [10, 10], neighbours: [G3]}
   - {id: G1, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: area1, location: [20, 10]}

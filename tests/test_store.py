@@ -121,3 +121,19 @@ async def test_direct_copy_falls_back_on_partial_duplicates_and_rollups_follow_w
         assert not store.dirty_minutes and not store.dirty_hours
     finally:
         await store.close()
+
+
+async def test_dead_letter_details_quoting_hostile_input_are_stored(db):
+    # decoder messages quote the input (an unknown field named "a\u0000b"): text columns refuse NUL
+    from tests.test_validate import run
+    v = run(b'{"v":1,"collector":"edge1","seq":1,"readings":[{"sensor":"G0","time":1,"value":1,"a\\u0000b":1}]}')
+    assert [d.reason for d in v.rejected] == ["wrong_type"] and "\x00" in v.rejected[0].detail
+    store = await Store.open(db)
+    try:
+        r = await store.write(None, None, v.rejected)
+        assert r.dead_lettered == 1
+        async with store.pool.acquire() as c:
+            detail = await c.fetchval("SELECT detail FROM dead_letters")
+        assert "unknown field" in detail and "a\\x00b" in detail
+    finally:
+        await store.close()

@@ -60,8 +60,9 @@ def test_non_finite_values_are_rejected():
           b'{"sensor":"G1","time":%d,"value":2}]}' % (NOW, NOW)
     v = run(raw)
     assert [d.reason for d in v.rejected] == ["non_finite"] and v.col.tolist() == [1]
-    v = run(raw.replace(b"1e999", b"NaN"))  # not JSON at all: the whole message is malformed
-    assert [d.reason for d in v.rejected] == ["malformed_json"] and len(v.col) == 0
+    for token in (b"NaN", b"Infinity", b"-Infinity"):  # not JSON, but what Python's json.dumps writes
+        v = run(raw.replace(b"1e999", token))
+        assert [d.reason for d in v.rejected] == ["non_finite"] and v.col.tolist() == [1]
 
 
 @pytest.mark.parametrize("payload,reason", [
@@ -109,3 +110,104 @@ def test_many_readings_vectorised_path():
     v = run(encode_batch("edge1", 1, rs))
     assert len(v.col) == 999 and [d.reason for d in v.rejected] == ["out_of_range"]
     assert np.all(np.diff(v.t) > 0)
+
+
+@pytest.mark.parametrize("envelope", [
+    {"seq": 2 ** 63},  # one past bigint
+    {"seq": 10 ** 30},
+    {"seq": -1},  # the schema says minimum 0
+    {"sent": 1e300},
+    {"sent": -1e300},
+])
+def test_envelope_values_that_cannot_be_stored_are_rejected(envelope):
+    body = {"v": 1, "collector": "edge1", "seq": 1, "readings": [{"sensor": "G0", "time": NOW, "value": 1.0}]} | envelope
+    payload = msgspec.json.encode(body)
+    v = run(payload)
+    assert [d.reason for d in v.rejected] == ["bad_envelope"] and len(v.col) == 0
+    d = v.rejected[0]
+    assert d.seq is None and v.seq is None and d.payload == payload
+    assert ("seq" if "seq" in envelope else "sent") in d.detail
+
+
+def _transfer_setup():
+    text = site_config(n_gas=1).replace("sensors:\n", "sensors:\n  - {id: TK1, kind: level, unit: m3, range: [0, 100], area: area1}\n", 1)
+    cfg = load_config_text(text)
+    return cfg, Registry.build(cfg, {s.id: 100 + i for i, s in enumerate(cfg.sensors)})
+
+
+@pytest.mark.parametrize("change", [
+    {"start": 1e300, "end": 1e300},
+    {"start": -1e300},
+    {"end": 4e11},  # year 14645: beyond what the database driver can encode
+    {"by": "a\u0000b"},
+    {"reference": "r" * 10_000},
+])
+def test_transfer_values_that_cannot_be_stored_are_rejected(change):
+    cfg, reg = _transfer_setup()
+    body = {"tank": "TK1", "start": NOW - 100, "end": NOW, "quantity": 5.0, "by": "op", "reference": "ref"} | change
+    v = validate("plantwatch/testsite/transfers/declared", msgspec.json.encode(body), cfg, reg, NOW)
+    assert v.transfer is None and [d.reason for d in v.rejected] == ["bad_transfer"]
+    ok = validate("plantwatch/testsite/transfers/declared", msgspec.json.encode(body | {
+        "start": NOW - 100, "end": NOW, "by": "op", "reference": "ref"}), cfg, reg, NOW)
+    assert ok.rejected == [] and ok.transfer is not None
+
+
+def test_robot_area_that_is_not_an_area_id_is_rejected():
+    t = "pw/testsite/robot1/robot"
+    v = validate(t, encode_batch("robot1", 1, [
+        {"sensor": "R0", "time": NOW, "value": 1.0, "x": 1.0, "y": 2.0, "area": "a\u0000b"},
+        {"sensor": "R0", "time": NOW + 1, "value": 1.0, "x": 1.0, "y": 2.0, "area": "x" * 5000},
+        {"sensor": "R0", "time": NOW + 2, "value": 1.0, "x": 1.0, "y": 2.0, "area": "area2"},
+    ]), CFG, REG, NOW)
+    assert [d.reason for d in v.rejected] == ["bad_area", "bad_area"] and v.area == ["area2"]
+
+
+def test_python_json_dumps_nan_rejects_only_those_readings():
+    import json
+    rs = [{"sensor": f"G{i % 3}", "time": NOW - 100 + i, "value": 1.0} for i in range(100)]
+    rs[10]["value"] = float("nan")
+    rs[20]["value"] = float("inf")
+    rs[30]["value"] = float("-inf")
+    rs[40]["time"] = float("nan")
+    payload = json.dumps({"v": 1, "collector": "edge1", "seq": 3, "readings": rs}).encode()
+    assert b"NaN" in payload and b"-Infinity" in payload
+    v = run(payload)
+    assert [d.reason for d in v.rejected] == ["non_finite"] * 4
+    assert len(v.col) == 96 and v.seq == 3
+    assert b"NaN" in v.rejected[0].payload and b"Infinity" in v.rejected[1].payload
+    # in the envelope, a non-finite number makes the envelope unusable
+    bad = json.dumps({"v": 1, "collector": "edge1", "seq": 3, "sent": float("nan"), "readings": rs[:5]}).encode()
+    assert [d.reason for d in run(bad).rejected] == ["bad_envelope"]
+
+
+def test_whole_payload_is_kept_in_message_dead_letters():
+    big = b'{"v":1,"collector":"edge1","seq":1,"readings":[' + b'{"sensor":"G0","time":1,"value":1},' * 400 + b'{oops]}'
+    assert len(big) > 10_000
+    v = run(big)
+    assert [d.reason for d in v.rejected] == ["malformed_json"] and v.rejected[0].payload == big
+    huge = b"x" * (2 * 1024 * 1024)
+    v = run(huge)
+    assert [d.reason for d in v.rejected] == ["oversized"]
+    assert v.rejected[0].payload == huge[:CFG.ingest.max_payload_bytes]
+
+
+def test_readings_of_another_collectors_sensors_are_rejected():
+    v = run(encode_batch("edge1", 1, [{"sensor": "G0", "time": NOW, "value": 1.0},
+                                      {"sensor": "R0", "time": NOW, "value": 1.0, "x": 1.0, "y": 1.0}]),
+            topic="pw/testsite/edge1/robot")
+    assert [d.reason for d in v.rejected] == ["wrong_kind", "wrong_collector"]
+    v = run(encode_batch("edge9", 1, [{"sensor": "G0", "time": NOW, "value": 1.0},
+                                      {"sensor": "G1", "time": NOW, "value": 2.0}]), topic="pw/testsite/edge9/readings")
+    assert [d.reason for d in v.rejected] == ["wrong_collector", "wrong_collector"] and len(v.col) == 0
+    assert "edge1" in v.rejected[0].detail and "edge9" in v.rejected[0].detail
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"v":1,"collector":"edge1","seq":1,"readings":[' + b"[" * 5000 + b"]" * 5000 + b"]}",
+    b'{"v":1,"collector":"edge1","seq":1,"readings":[{"sensor":"G0","time":1,"value":NaN,"q":' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+    b'{"v":1,"collector":"edge1","seq":1,"readings":[{"sensor":"\\ud800","time":1,"value":NaN},{"sensor":"\\ud800","time":1,"value":1}]}',
+])
+def test_hostile_nesting_and_surrogates_never_raise(payload):
+    v = run(payload)
+    assert v.rejected and len(v.col) == 0
+    assert all(d.reason in ("malformed_json", "non_finite", "wrong_type", "unknown_sensor") for d in v.rejected)

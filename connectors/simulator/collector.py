@@ -1,8 +1,9 @@
 """Simulated edge collectors: the plant model's readings published over MQTT in wire format v1.
 
-One collector per area (``edge-<area>``) publishes that area's fixed instruments on
-``{prefix}/{site}/edge-<area>/readings``; one per robot (``robot1`` for the channels
-``ROBOT1-*``) publishes on ``.../robot1/robot`` with the robot's position in every reading.
+Each sensor is published by the collector the site config names for it (the sensor's
+``collector``, else its area's; the demo site has ``edge-<area>`` per area and ``robot1`` for the
+channels ``ROBOT1-*``): fixed instruments on ``{prefix}/{site}/<collector>/readings``, robot
+channels on ``.../<collector>/robot`` with the robot's position in every reading.
 Every simulated second each collector sends the readings of that second, split into messages of
 at most ``max_readings`` readings; each message is one batch with the collector's ``seq`` one
 higher than its previous batch. Messages go out with QoS 1.
@@ -53,14 +54,6 @@ PUBLISH_TIMEOUT = 5.0
 FLUSH_GRACE = 5.0
 
 
-def collector_for_area(area: str) -> str:
-    return f"edge-{area}"
-
-
-def collector_for_robot(robot_id: str) -> str:
-    return robot_id.lower()
-
-
 @dataclass(slots=True)
 class Outgoing:
     topic: str
@@ -93,8 +86,7 @@ class Collectors:
         self.prefix = prefix
         self.max_readings = max_readings
         self.ids = [s.id for s in config.sensors]
-        self.collector = [collector_for_robot(s.id.split("-", 1)[0]) if s.kind == "robot" else collector_for_area(s.area)
-                          for s in config.sensors]
+        self.collector = [config.collector_of(s) for s in config.sensors]
         self.seq: dict[str, int] = {}
 
     def batches(self, frame: Frame) -> list[Outgoing]:

@@ -53,6 +53,14 @@ def _tag(i: int) -> str:
     return f"G{i}" if k < 3 else (f"P{i}" if k == 3 else f"T{i}")
 
 
+#: sensors per simulated collector (``edge000`` publishes G0..G999, ``edge001`` the next 1000, ...)
+SENSORS_PER_COLLECTOR = 1000
+
+
+def collector_of(i: int) -> str:
+    return f"edge{i // SENSORS_PER_COLLECTOR:03d}"
+
+
 def area_of(i: int) -> str:
     return f"A{i % N_AREAS}"
 
@@ -72,11 +80,11 @@ def site_yaml(n: int, *, host: str, port: int, prefix: str, dsn: str, client_id:
     for i in range(n):
         k = i % 5
         if k < 3:
-            lines.append(f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: {area_of(i)}}}")
+            lines.append(f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: {area_of(i)}, collector: {collector_of(i)}}}")
         elif k == 3:
-            lines.append(f"  - {{id: P{i}, kind: pressure, unit: bar, range: [0, 40], area: {area_of(i)}}}")
+            lines.append(f"  - {{id: P{i}, kind: pressure, unit: bar, range: [0, 40], area: {area_of(i)}, collector: {collector_of(i)}}}")
         else:
-            lines.append(f"  - {{id: T{i}, kind: temperature, unit: degC, range: [-50, 400], area: {area_of(i)}}}")
+            lines.append(f"  - {{id: T{i}, kind: temperature, unit: degC, range: [-50, 400], area: {area_of(i)}, collector: {collector_of(i)}}}")
     return "\n".join(lines) + "\n" + (detectors if detectors is not None else DETECTORS % {"areas": areas})
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
+from .env import SENSORS_PER_COLLECTOR
+
 
 class _R(msgspec.Struct):
     sensor: str
@@ -38,7 +40,7 @@ class LoadSpec:
     site: str
     n_sensors: int
     per_message: int = 100
-    sensors_per_collector: int = 1000
+    sensors_per_collector: int = SENSORS_PER_COLLECTOR  # the site config's (env.site_yaml)
     #: stop after this many readings (None: run for ``duration``)
     total: int | None = None
     duration: float | None = None
