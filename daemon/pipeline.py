@@ -106,11 +106,13 @@ class Pipeline:
     # --- intake -------------------------------------------------------------------------------
     def submit(self, topic: str, payload: bytes, ack: Ack, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self.submit_validated(validate(topic, payload, self.cfg, self.reg, now), ack, now)
+        self.submit_validated(topic, payload, validate(topic, payload, self.cfg, self.reg, now), ack, now)
 
-    def submit_validated(self, v: Validated, ack: Ack, now: float, stale: np.ndarray | None = None) -> None:
-        """A message validated elsewhere (Sparkplug B); ``stale``: sensor columns whose source
-        announced its death, made stale in this unit (daemon/sparkplug.py)."""
+    def submit_validated(self, topic: str, payload: bytes, v: Validated, ack: Ack, now: float,
+                         stale: np.ndarray | None = None) -> None:
+        """A message validated here or elsewhere (Sparkplug B); ``topic`` and ``payload`` are kept
+        so that a message the database refuses can be dead-lettered whole; ``stale``: sensor
+        columns whose source announced its death, made stale in this unit (daemon/sparkplug.py)."""
         if stale is not None and len(stale):
             self._pending.stale.append((stale, now))
         if self.part_of is not None and v.collector is not None and len(v.col):

@@ -88,11 +88,11 @@ class SparkplugIngest:
         except Exception as e:  # noqa: BLE001 - one odd message must not stop the intake
             log.exception("Sparkplug message on %s could not be handled", topic)
             h = Handled(Validated(None, None, None, rejected=[DeadLetter(
-                topic, None, None, "sp_malformed", f"{type(e).__name__}: {e}", payload[:4096],
+                topic, None, None, "sp_malformed", f"{type(e).__name__}: {e}", payload,
                 _key(topic, payload, "batch"))]))
         if len(h.stale):
             await pipeline.flush()
-        pipeline.submit_validated(h.validated, ack, now, h.stale)
+        pipeline.submit_validated(topic, payload, h.validated, ack, now, h.stale)
         if len(h.stale):
             await pipeline.flush()
         if h.rebirth is not None:
@@ -116,12 +116,12 @@ class SparkplugIngest:
         if t is None:
             return Handled(Validated(None, None, None, rejected=[DeadLetter(
                 topic, None, None, "bad_topic", f"topic {topic!r} is not spBv1.0/<group>/<type>/<edge node>[/<device>]",
-                payload[:4096], _key(topic, payload, "topic"))]))
+                payload[:self.cfg.ingest.max_payload_bytes], _key(topic, payload, "topic"))]))
         self.m.messages.labels(t.type).inc()
         if len(payload) > self.cfg.ingest.max_payload_bytes:
             return Handled(Validated(None, None, None, rejected=[DeadLetter(
                 topic, t.source, None, "oversized", f"payload of {len(payload)} bytes exceeds "
-                f"{self.cfg.ingest.max_payload_bytes}", payload[:4096], _key(topic, payload, "batch"))]))
+                f"{self.cfg.ingest.max_payload_bytes}", payload[:self.cfg.ingest.max_payload_bytes], _key(topic, payload, "batch"))]))
         o = self.sessions.handle(t, payload, now)
         out = Validated(None, None, None)
         h = Handled(out)
@@ -137,7 +137,7 @@ class SparkplugIngest:
             h.stale = self._died(t.source, o.died == "node")
         if o.refused:
             reason, detail = o.refused
-            out.rejected.append(DeadLetter(topic, t.source, None, reason, detail, payload[:4096],
+            out.rejected.append(DeadLetter(topic, t.source, None, reason, detail, payload[:self.cfg.ingest.max_payload_bytes],
                                            _key(topic, payload, "batch")))
             return h
         ing = self.cfg.ingest
