@@ -9,17 +9,22 @@ from plantwatch.connectors.migrations import available, migrate
 from plantwatch.connectors.store import DeadLetter, ReadingRows, RobotRows, Store
 from plantwatch.daemon.config import load_config_text
 
-from .helpers import site_config
+from .helpers import site_config, superuser_dsn
 
 CFG = load_config_text(site_config(n_gas=5, n_robot=1))
 
 
 async def test_migrations_apply_once_and_pick_the_right_tables(any_db):
+    admin = await asyncpg.connect(superuser_dsn(any_db))
+    try:
+        preloaded = "timescaledb" in (await admin.fetchval("SHOW shared_preload_libraries"))
+    finally:
+        await admin.close()
     conn = await asyncpg.connect(any_db)
     try:
+        assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         assert await migrate(conn) == [v for v, _, _ in available()]
         assert await migrate(conn) == []
-        preloaded = "timescaledb" in (await conn.fetchval("SHOW shared_preload_libraries"))
         hyper = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
         assert bool(hyper) == preloaded
         if preloaded:
