@@ -55,6 +55,10 @@ def topics(cfg: Config) -> tuple[list[str], str]:
     return [f"{base}/+/readings", f"{base}/+/robot", f"{base}/transfers/declared"], f"{base}/alarms"
 
 
+class _Receipts(list):
+    """Transfer receipts for the notifier to publish (it also carries lists of alarm writes)."""
+
+
 class Daemon:
     def __init__(self, cfg: Config, endpoints: Endpoints, *, config_text: str = "", metrics: Metrics | None = None,
                  client_id: str | None = None):
@@ -95,11 +99,13 @@ class Daemon:
                 self.m.active_alarms.labels(sev).set(n)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification)
             self.alarm_mgmt.bind(self.pipeline)
+            self.pipeline.on_commit = self._transfer_receipts
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
                 notifier = tg.create_task(self._notifier(), name="notifier")
                 timer = tg.create_task(self._timer(), name="timer")
+                stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if cfg.cluster is not None:
                     from .cluster import ClusterRunner
@@ -109,11 +115,15 @@ class Daemon:
                     ingest = tg.create_task(self._ingest(), name="ingest")
                 await self.stop.wait()
                 log.info("stopping: no more intake; flushing and draining")
-                for t in (ingest, alarm_mgmt):
+                # without a cluster, intake ends by itself: it stops reading, lets the writers
+                # commit what it received and acknowledges that on the same connection
+                for t in (alarm_mgmt, ingest) if self.cluster is not None else (alarm_mgmt,):
                     t.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await t
+                await ingest
                 timer.cancel()
+                stalls.cancel()
                 await self.pipeline.flush()
                 for _ in writers:
                     await self.pipeline.units.put(None)
@@ -129,10 +139,14 @@ class Daemon:
 
     # --- stages -----------------------------------------------------------------------------------
     async def _ingest(self) -> None:
+        """Read MQTT until ``stop``; then stop reading, wait until everything received is
+        committed and acknowledged on this same connection, and only then disconnect (an
+        acknowledgement sent after the disconnect is lost, and the broker would redeliver
+        readings that are already stored)."""
         in_topics, _ = topics(self.cfg)
         mq = self.cfg.mqtt
         backoff = 0.5
-        while True:
+        while not self.stop.is_set():
             self._gen += 1
             gen = self._gen
             try:
@@ -143,16 +157,33 @@ class Daemon:
                     self.ready.set()
                     backoff = 0.5
                     log.info("subscribed to %s on %s:%d", ", ".join(in_topics), self.ep.broker.host, self.ep.broker.port)
-                    async for msg in sub.messages():
-                        payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
-                        self.pipeline.submit(str(msg.topic), bytes(payload), partial(self._ack, sub, msg, gen))
-                        if self.pipeline.due():
-                            await self.pipeline.flush()
+                    reader = asyncio.create_task(self._read(sub, gen), name="mqtt-read")
+                    stopping = asyncio.create_task(self.stop.wait())
+                    try:
+                        await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        stopping.cancel()
+                        if not reader.done():
+                            reader.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await reader  # an MqttError from the reader goes to the reconnect below
+                    await self.pipeline.drain()
+                    return
             except aiomqtt.MqttError as e:
                 self.m.connected.set(0)
+                if self.stop.is_set():
+                    return
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", e, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), backoff)
                 backoff = min(backoff * 2, 30.0)
+
+    async def _read(self, sub: Subscriber, gen: int) -> None:
+        async for msg in sub.messages():
+            payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
+            self.pipeline.submit(str(msg.topic), bytes(payload), partial(self._ack, sub, msg, gen))
+            if self.pipeline.due():
+                await self.pipeline.flush()
 
     def _ack(self, sub: Subscriber, msg: aiomqtt.Message, gen: int) -> None:
         # A message from an earlier connection cannot be acknowledged on this one: the broker
@@ -211,6 +242,19 @@ class Daemon:
         except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion
             log.error("saving detector state failed: %s", e)
 
+    def _transfer_receipts(self, unit) -> None:
+        """After a commit: a receipt for each transfer declaration of the unit, stored or refused,
+        on ``{prefix}/{site}/transfers/receipts`` (``plantwatch transfer`` waits for it)."""
+        declared = topics(self.cfg)[0][2]
+        receipts = _Receipts([{"key": x.key, "status": "stored", "reference": x.reference} for x in unit.transfers])
+        receipts += [{"key": d.key, "status": "rejected", "reason": d.reason, "detail": d.detail}
+                     for d in unit.dead if d.topic == declared]
+        if receipts:
+            try:
+                self._notify.put_nowait(receipts)
+            except asyncio.QueueFull:
+                self.m.notify_dropped.inc(len(receipts))
+
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
         self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks
         try:
@@ -233,6 +277,11 @@ class Daemon:
                             ending = True
                             await self._publish_active(pub, alarm_base)
                             break
+                        if isinstance(writes, _Receipts):
+                            for r in writes:
+                                await pub.publish(alarm_base.rsplit("/", 1)[0] + "/transfers/receipts",
+                                                  json.dumps(r).encode())
+                            continue
                         for w in writes:
                             await pub.publish(f"{alarm_base}/changes", json.dumps({
                                 "detector": w.detector_id, "sensor_id": w.sensor_id, "from": w.from_state,
