@@ -168,6 +168,7 @@ class Daemon:
                         with contextlib.suppress(asyncio.CancelledError):
                             await reader  # an MqttError from the reader goes to the reconnect below
                     await self.pipeline.drain()
+                    log.info("drained: every message received is committed and acknowledged; disconnecting")
                     return
             except aiomqtt.MqttError as e:
                 self.m.connected.set(0)

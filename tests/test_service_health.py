@@ -301,7 +301,7 @@ async def test_sigterm_drain_acknowledges_what_it_commits(tmp_path, mosquitto, d
         await _until(lambda: d.metrics().get("plantwatch_messages_acked_total", 0) >= 600 - first / 100,
                      what="the rest acknowledged")
         m = d.metrics()
-        assert m.get("plantwatch_readings_duplicate_total", 0) == 0, "already stored readings came back"
+        assert m.get("plantwatch_readings_duplicate_total", 0) == 0, f"already stored readings came back:\n{d.log()}"
         assert m["plantwatch_messages_received_total"] == 600 - first / 100
         assert d.terminate() == 0, d.log()
     finally:
