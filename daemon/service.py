@@ -121,7 +121,8 @@ class Daemon:
                     t.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await t
-                await ingest
+                if self.cluster is None:
+                    await ingest
                 timer.cancel()
                 stalls.cancel()
                 await self.pipeline.flush()
