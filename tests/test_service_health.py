@@ -273,13 +273,17 @@ async def test_frozen_and_stopped_database_api_503_not_a_hang_and_nothing_lost(t
 
 
 # --- 13: SIGTERM acknowledges what the drain commits ---------------------------------------------
-async def test_sigterm_drain_acknowledges_what_it_commits(tmp_path, mosquitto, db, topic_prefix):
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+async def test_sigterm_drain_acknowledges_what_it_commits(tmp_path, mosquitto, db, topic_prefix, mode):
     prefix = topic_prefix.rstrip("/")
     client_id = f"pw-{uuid.uuid4().hex[:8]}"
     sensors = [f"G{i}" for i in range(1000)]
     batches = make_batches("edge1", sensors, 600, t0=time.time() - 3600, per_batch=100)  # 60,000 readings
     topic = f"{prefix}/testsite/edge1/readings"
     d, _ = _daemon(tmp_path, mosquitto, db, prefix, n_gas=1000, client_id=client_id)
+    if mode == "cluster":  # one instance holding every partition: one MQTT session per partition
+        d.cfg.write_text(d.cfg.read_text().replace("sensors:\n", "cluster: {instance_id: a, partitions: 2,"
+                                                   " collectors: [edge1], lease_seconds: 4, renew_interval: 1}\nsensors:\n", 1))
     d.start()
     try:
         await d.wait_connected(60)
@@ -295,6 +299,8 @@ async def test_sigterm_drain_acknowledges_what_it_commits(tmp_path, mosquitto, d
         first = await _count(db)
         assert 0 < first < 60_000
         await producer
+        if mode == "cluster":  # another instance takes the partitions (and their MQTT sessions) over
+            d.cfg.write_text(d.cfg.read_text().replace("instance_id: a,", "instance_id: b,"))
         d.start()  # same client id: the broker redelivers what was not acknowledged
         await d.wait_connected(60)
         await _until(lambda: _count_ge(db, 60_000), timeout=120, what="every reading stored")
