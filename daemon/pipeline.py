@@ -229,9 +229,9 @@ class Pipeline:
 
     def lag(self) -> float:
         """``plantwatch_ingest_lag_seconds``, computed when scraped: the commit lag of the newest
-        reading at the last commit, and while something waits for its commit, how long the
-        oldest waiting reading has waited since its timestamp so far, so the gauge keeps growing
-        through a stalled or stopped database."""
+        reading at the last commit, and while something waits for its commit, the time since the
+        timestamp of the oldest waiting unit's newest reading (since the arrival of messages not
+        yet in a unit), so the gauge keeps growing through a stalled or stopped database."""
         try:
             now = time.time()
             refs = [x for x in (self._wait_ref, self._pending.since if self._pending.acks else None) if x]
@@ -258,7 +258,7 @@ class Pipeline:
         while True:
             await asyncio.sleep(min(every, limit / 2))
             now = time.time()
-            ok, reason = self.health(now)
+            _, reason = self.health(now)
             if self.waiting_for(now) >= limit:
                 if now - warned_at >= limit:
                     warned_at = now
