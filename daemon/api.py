@@ -182,7 +182,9 @@ class Api:
             task.cancel()
             log.warning("api: %s %s: the database did not answer within %g s", request.method, request.path,
                         self.db_timeout)
-            return _err(503, f"the database did not answer within {self.db_timeout:g} s; try again later")
+            later = ("an action it accepted is written when the database answers: check the alarm before"
+                     " repeating it" if request.method == "POST" else "try again later")
+            return _err(503, f"the database did not answer within {self.db_timeout:g} s; {later}")
         except DB_DOWN as e:
             log.warning("api: %s %s: database unavailable (%s: %s)", request.method, request.path, type(e).__name__, e)
             return _err(503, f"the database is unavailable ({type(e).__name__}); try again later")
