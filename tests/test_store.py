@@ -126,3 +126,31 @@ async def test_direct_copy_falls_back_on_partial_duplicates_and_rollups_follow_w
         assert not store.dirty_minutes and not store.dirty_hours
     finally:
         await store.close()
+
+
+async def test_owner_role_enables_timescaledb_itself_on_a_new_database(postgres):
+    """An administrator who created the role and database but not the extension: the ordinary
+    owner role enables it (a trusted extension) before the first migration, and the tables become
+    hypertables; nothing it does needs a superuser setting."""
+    import uuid
+
+    from plantwatch.connectors.db_setup import provision
+
+    from .conftest import APP_ROLE
+
+    name = f"test_{uuid.uuid4().hex}"
+    await provision(postgres.admin_dsn, postgres.dsn_for(name), role=APP_ROLE, database=name, timescaledb=False)
+    conn = await asyncpg.connect(postgres.dsn_for(name).replace("//postgres@", f"//{APP_ROLE}@", 1))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 0
+        await migrate(conn)
+        assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 1
+        names = {r[0] for r in await conn.fetch("SELECT hypertable_name FROM timescaledb_information.hypertables")}
+        assert {"readings", "robot_readings", "readings_1m", "readings_1h"} <= names
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(postgres.admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
