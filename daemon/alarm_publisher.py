@@ -50,7 +50,8 @@ class AlarmPublisher:
         self.m = metrics
         self.limit = limit
         self.check_every = check_every  # how often an idle connection is checked (to refresh after a reconnect)
-        self._out: collections.deque[AlarmWrite] = collections.deque()
+        #: alarm changes, and other messages of the same connection as (topic, payload) pairs
+        self._out: collections.deque[AlarmWrite | tuple[str, bytes]] = collections.deque()
         self._wake = asyncio.Event()
         self._closing = False
 
@@ -65,6 +66,14 @@ class AlarmPublisher:
                 self._out.popleft()
                 self.m.notify_dropped.inc()
             self._out.append(w)
+        self._wake.set()
+
+    def offer_message(self, topic: str, payload: bytes) -> None:
+        """Queue another message (a transfer receipt) behind the changes committed before it."""
+        if len(self._out) >= self.limit:
+            self._out.popleft()
+            self.m.notify_dropped.inc()
+        self._out.append((topic, payload))
         self._wake.set()
 
     def finish(self) -> None:
@@ -102,7 +111,10 @@ class AlarmPublisher:
     async def _drain(self, pub: Publisher) -> None:
         while self._out:
             w = self._out[0]
-            await pub.publish(f"{self.base}/changes", change_message(w))
+            if isinstance(w, tuple):
+                await pub.publish(*w)
+            else:
+                await pub.publish(f"{self.base}/changes", change_message(w))
             if self._out and self._out[0] is w:  # (unless the full outbox dropped it meanwhile)
                 self._out.popleft()
 

@@ -85,5 +85,5 @@ class AlarmManagement:
                 return await incident_report_html(conn, incident_id)
 
         api = Api(pool=self.store.pool, book=self.book, submit=self.submit, tokens=tokens, site=self.cfg.site.id,
-                  report=report, metrics=self.m)
+                  report=report, metrics=self.m, health=self.pipeline.health, db_timeout=api_cfg.db_timeout)
         await serve(api, api_cfg.host, api_cfg.port, self.api_started)

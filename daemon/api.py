@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 
 from plantwatch.connectors import alarm_db, audit
@@ -89,6 +90,26 @@ def _err(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+#: ids are PostgreSQL bigint: a larger number names nothing that can exist
+ID_MAX = 2**63 - 1
+
+#: what a database that is stopped, restarting or unreachable raises
+DB_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+
+
+def path_id(request: web.Request, what: str) -> int:
+    """The ``{id}`` of the path: 400 when it is not a positive decimal number, 404 when it is
+    beyond bigint (no such row can exist), both with a JSON error."""
+    raw = request.match_info["id"]
+    if not (raw.isascii() and raw.isdigit()):
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{what} id must be a positive integer, not {raw[:40]!r}"}),
+                                 content_type="application/json")
+    value = int(raw)
+    if value > ID_MAX:
+        raise web.HTTPNotFound(text=json.dumps({"error": f"no such {what}"}), content_type="application/json")
+    return value
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(audit.clean(o)))
 
@@ -97,8 +118,11 @@ class Api:
     """Routes; needs the pipeline's store pool, the book and the op submitter."""
 
     def __init__(self, *, pool, book: ManagedAlarmBook, submit: Callable[[list], Awaitable[asyncio.Future]],
-                 tokens: Tokens, site: str, report: Callable[[int], Awaitable[str]] | None = None, metrics=None):
+                 tokens: Tokens, site: str, report: Callable[[int], Awaitable[str]] | None = None, metrics=None,
+                 health: Callable[[], tuple[bool, str]] | None = None, db_timeout: float = 10.0):
         self.pool = pool
+        self.health = health
+        self.db_timeout = db_timeout
         self.book = book
         self.submit = submit
         self.tokens = tokens
@@ -118,12 +142,12 @@ class Api:
         r.add_get("/healthz", self.healthz)
         r.add_get("/api/whoami", self.whoami)
         r.add_get("/api/alarms", self.list_alarms)
-        r.add_get("/api/alarms/{id:\\d+}", self.get_alarm)
+        r.add_get("/api/alarms/{id}", self.get_alarm)
         for action in ACTIONS:
-            r.add_post(f"/api/alarms/{{id:\\d+}}/{action.replace('_', '-')}", self._action(action))
+            r.add_post(f"/api/alarms/{{id}}/{action.replace('_', '-')}", self._action(action))
         r.add_get("/api/incidents", self.list_incidents)
-        r.add_get("/api/incidents/{id:\\d+}", self.get_incident)
-        r.add_get("/api/incidents/{id:\\d+}/report", self.incident_report)
+        r.add_get("/api/incidents/{id}", self.get_incident)
+        r.add_get("/api/incidents/{id}/report", self.incident_report)
         r.add_get("/api/audit/verify", self.audit_verify)
         return app
 
@@ -133,7 +157,7 @@ class Api:
     async def _auth(self, request: web.Request, handler):
         path = request.path
         if path in self.PUBLIC or path.startswith(("/alarms/", "/incidents/")):
-            resp = await handler(request)
+            resp = await self._bounded(handler, request)
         else:
             h = request.headers.get("Authorization", "")
             user = self.tokens.check(h[7:].strip()) if h.startswith("Bearer ") else None
@@ -141,10 +165,29 @@ class Api:
                 return web.json_response({"error": "missing or unknown token"}, status=401,
                                          headers={"WWW-Authenticate": 'Bearer realm="plantwatch"'})
             request["user"] = user
-            resp = await handler(request)
+            resp = await self._bounded(handler, request)
         resp.headers.setdefault("Cache-Control", "no-store")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         return resp
+
+    async def _bounded(self, handler, request: web.Request) -> web.StreamResponse:
+        """Run a handler for at most ``db_timeout`` seconds: a stalled or stopped database gives a
+        503 with a JSON error instead of a request that hangs. The handler runs as its own task,
+        so a database call that does not even return from cancellation cannot hold the answer."""
+        task = asyncio.ensure_future(handler(request))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning if abandoned
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.db_timeout)
+        except TimeoutError:
+            task.cancel()
+            log.warning("api: %s %s: the database did not answer within %g s", request.method, request.path,
+                        self.db_timeout)
+            later = ("an action it accepted is written when the database answers: check the alarm before"
+                     " repeating it" if request.method == "POST" else "try again later")
+            return _err(503, f"the database did not answer within {self.db_timeout:g} s; {later}")
+        except DB_DOWN as e:
+            log.warning("api: %s %s: database unavailable (%s: %s)", request.method, request.path, type(e).__name__, e)
+            return _err(503, f"the database is unavailable ({type(e).__name__}); try again later")
 
     # --- pages ------------------------------------------------------------------------------------
     async def page(self, request: web.Request) -> web.Response:
@@ -158,7 +201,10 @@ class Api:
         return web.json_response(spec())
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        """200 while readings are committed in time; 503 with the reason when the write path is
+        stalled (the oldest received message has waited too long) or the last write failed."""
+        ok, reason = self.health() if self.health is not None else (True, "ok")
+        return web.json_response({"ok": ok, "reason": reason}, status=200 if ok else 503)
 
     async def whoami(self, request: web.Request) -> web.Response:
         u: User = request["user"]
@@ -173,14 +219,15 @@ class Api:
         return _json({"site": self.site, "time": time.time(), "flood": self.book.in_flood(), "alarms": rows})
 
     async def get_alarm(self, request: web.Request) -> web.Response:
+        alarm_id = path_id(request, "alarm")
         async with self.pool.acquire() as conn:
-            a = await alarm_db.get_alarm(conn, int(request.match_info["id"]))
+            a = await alarm_db.get_alarm(conn, alarm_id)
         return _json(a) if a else _err(404, "no such alarm")
 
     def _action(self, action: str):
         async def handler(request: web.Request) -> web.Response:
             user: User = request["user"]
-            alarm_id = int(request.match_info["id"])
+            alarm_id = path_id(request, "alarm")
             body: dict[str, Any] = {}
             if request.can_read_body:
                 try:
@@ -222,15 +269,17 @@ class Api:
             return _json({"incidents": await alarm_db.list_incidents(conn)})
 
     async def get_incident(self, request: web.Request) -> web.Response:
+        incident_id = path_id(request, "incident")
         async with self.pool.acquire() as conn:
-            inc = await alarm_db.get_incident(conn, int(request.match_info["id"]))
+            inc = await alarm_db.get_incident(conn, incident_id)
         return _json(inc) if inc else _err(404, "no such incident")
 
     async def incident_report(self, request: web.Request) -> web.Response:
+        incident_id = path_id(request, "incident")
         if self.report is None:
             return _err(501, "reports not available")
         try:
-            html = await self.report(int(request.match_info["id"]))
+            html = await self.report(incident_id)
         except LookupError:
             return _err(404, "no such incident")
         return web.Response(text=html, content_type="text/html")

@@ -126,42 +126,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 # --- transfer ----------------------------------------------------------------------------------
 def cmd_transfer(args: argparse.Namespace) -> int:
     """Declare a material transfer: published (QoS 1) to the site's transfers topic, where the
-    daemon records it and tells the unexplained-loss detectors."""
-    import time as _time
+    daemon records it and tells the unexplained-loss detectors. Succeeds only when the daemon's
+    receipt says the declaration is stored (see ``daemon/transfer_cli.py``)."""
+    from .transfer_cli import declare
 
-    import aiomqtt
-
-    from .backtest import parse_time
-    from .config import ConfigError, load_config
-    from .validate import transfers_topic
-
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]", highlight=False)
-        return 2
-    if cfg.mqtt is None:
-        console.print("[red]the config names no MQTT broker to publish the declaration to[/red]")
-        return 2
-    tank = next((s for s in cfg.sensors if s.id == args.tank), None)
-    if tank is None or tank.kind != "level":
-        console.print(f"[red]{args.tank!r} is not a level sensor of site {cfg.site.id!r}[/red]")
-        return 2
-    now = _time.time()
-    body = {"tank": args.tank, "start": parse_time(args.start) if args.start else now,
-            "end": parse_time(args.end) if args.end else now + 3600, "quantity": args.quantity,
-            "by": args.by, "reference": args.reference}
-
-    async def go() -> None:
-        m = cfg.mqtt
-        password = m.password or os.environ.get("PLANTWATCH_MQTT_PASSWORD")
-        async with aiomqtt.Client(m.host, m.port, username=m.username, password=password) as c:
-            await c.publish(transfers_topic(cfg), json.dumps(body).encode(), qos=1)
-
-    asyncio.run(go())
-    print(f"declared: {body['quantity']:g} {tank.unit} {'out of' if body['quantity'] > 0 else 'into'} {args.tank}, "
-          f"{body['start']:.0f}..{body['end']:.0f}")
-    return 0
+    return declare(args, console)
 
 
 #: subcommands whose module parses its own arguments: name -> (module, help)
@@ -225,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--end", help="end (default an hour after now)")
     tr.add_argument("--by", default=os.environ.get("USER", ""), help="who declares it")
     tr.add_argument("--reference", default="", help="bill of lading, work order ...")
+    tr.add_argument("--username", default=os.environ.get("PLANTWATCH_MQTT_USERNAME"),
+                    help="MQTT user allowed to declare transfers (default $PLANTWATCH_MQTT_USERNAME, else the"
+                         " config's); its password from $PLANTWATCH_MQTT_PASSWORD")
+    tr.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds to wait for the daemon's receipt (default 30); without it the exit code is 1")
     tr.set_defaults(func=cmd_transfer)
 
     c = sub.add_parser("config", help="config tools")

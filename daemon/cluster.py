@@ -178,6 +178,7 @@ class ClusterRunner:
         self.tasks: dict[int, Any] = {}  # partition -> its ingest task
         self.held: set[int] = set()  # partitions whose lease this instance holds
         self.gen: dict[int, int] = {}
+        self.stopping: dict[int, Any] = {}  # partition -> asyncio.Event: stop reading, drain, disconnect
         self.leases: Leases | None = None
         #: partition -> (time taken, epoch), for tests and logs
         self.taken: dict[int, tuple[float, int]] = {}
@@ -227,7 +228,7 @@ class ClusterRunner:
                 await asyncio.sleep(self.cc.renew_interval)
         finally:
             for k in list(self.tasks):
-                await self._stop_ingest(k)
+                await self._stop_ingest(k, drain=True)
 
     async def _gain(self, k: int, epoch: int) -> None:
         import asyncio
@@ -243,17 +244,27 @@ class ClusterRunner:
             p.alarms.load([dict(r) for r in await d.store.load_alarms() if r["sensor_id"] in ids])
         self.gen[k] = self.gen.get(k, 0) + 1
         self.held.add(k)
+        self.stopping[k] = asyncio.Event()
         self.tasks[k] = asyncio.create_task(self._ingest(k, self.gen[k]), name=f"ingest-p{k}")
         self._update_active()
         log.info("partition %d taken (epoch %d): %d sensors restored warm", k, epoch, len(cols))
 
-    async def _stop_ingest(self, k: int) -> None:
+    async def _stop_ingest(self, k: int, *, drain: bool = False) -> None:
+        """Stop a partition's intake. ``drain``: it stops reading, waits until what it received is
+        committed and acknowledged on its own connection, then disconnects (an acknowledgement
+        after the disconnect is lost and the broker would redeliver stored readings). Without
+        ``drain`` (the lease is lost: the new holder has the session) it is cancelled."""
         import asyncio
         import contextlib
 
         t = self.tasks.pop(k, None)
+        stopping = self.stopping.pop(k, None)
+        if t is not None and drain and stopping is not None and not t.done():
+            stopping.set()
+            with contextlib.suppress(Exception):
+                await t
         self.gen[k] = self.gen.get(k, 0) + 1  # its messages can no longer be acknowledged
-        if t is not None:
+        if t is not None and not t.done():
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
@@ -261,7 +272,7 @@ class ClusterRunner:
 
     async def _hand_over(self, k: int) -> None:
         """Graceful release: stop intake, commit what was received, save state, free the lease."""
-        await self._stop_ingest(k)
+        await self._stop_ingest(k, drain=True)
         await self.d.pipeline.drain()
         await self.save(k)
         self.held.discard(k)
@@ -297,6 +308,7 @@ class ClusterRunner:
 
     async def _ingest(self, k: int, gen: int) -> None:
         import asyncio
+        import contextlib
         from functools import partial
 
         import aiomqtt
@@ -306,8 +318,26 @@ class ClusterRunner:
         d, p = self.d, self.d.pipeline
         topics, shared = partition_topics(self.cfg, k)
         mq = self.cfg.mqtt
+        stopping = self.stopping.get(k) or asyncio.Event()
         backoff = 0.5
-        while True:
+
+        async def read(sub) -> None:
+            async for msg in sub.messages():
+                if self.gen.get(k) != gen:
+                    return
+                topic = str(msg.topic)
+                ack = partial(self._ack, sub, msg, k, gen)
+                if shared:
+                    parts = topic.rsplit("/", 2)
+                    if len(parts) == 3 and self.part_of(parts[1]) != k:
+                        p.defer_ack(ack)  # another partition's collector: its holder stores it
+                        continue
+                payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
+                p.submit(topic, bytes(payload), ack)
+                if p.due():
+                    await p.flush()
+
+        while not stopping.is_set():
             try:
                 async with Subscriber(d.ep.broker, client_id=f"{d.client_id}-p{k}", topics=topics,
                                       keepalive=mq.keepalive if mq else 30,
@@ -317,21 +347,23 @@ class ClusterRunner:
                     p.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff = 0.5
                     log.info("partition %d: subscribed to %s", k, ", ".join(topics[:4]) + (" …" if len(topics) > 4 else ""))
-                    async for msg in sub.messages():
-                        if self.gen.get(k) != gen:
-                            return
-                        topic = str(msg.topic)
-                        ack = partial(self._ack, sub, msg, k, gen)
-                        if shared:
-                            parts = topic.rsplit("/", 2)
-                            if len(parts) == 3 and self.part_of(parts[1]) != k:
-                                p.defer_ack(ack)  # another partition's collector: its holder stores it
-                                continue
-                        payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
-                        p.submit(topic, bytes(payload), ack)
-                        if p.due():
-                            await p.flush()
+                    reader = asyncio.create_task(read(sub), name=f"mqtt-read-p{k}")
+                    waiter = asyncio.create_task(stopping.wait())
+                    try:
+                        await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+                        if not reader.done():
+                            reader.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await reader  # an MqttError goes to the reconnect below
+                    if stopping.is_set():
+                        await p.drain()  # committed and acknowledged before the disconnect
+                    return
             except aiomqtt.MqttError as e:
+                if stopping.is_set():
+                    return
                 log.warning("partition %d: MQTT connection lost (%s); reconnecting in %.1fs", k, e, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff)
                 backoff = min(backoff * 2, 30.0)

@@ -188,6 +188,9 @@ class IngestConfig(Model):
     max_future_skew: float = Field(300.0, ge=0)
     #: readings older than this (seconds) are rejected
     max_age: float = Field(7 * 86400.0, gt=0)
+    #: a received message waiting this long (seconds) for its commit is a stall: /healthz answers
+    #: 503 and a warning is logged, repeated every stall_after seconds while it lasts
+    stall_after: float = Field(30.0, gt=0, le=3600)
 
 
 class MetricsConfig(Model):
@@ -284,6 +287,8 @@ class ApiConfig(Model):
     tokens: list[ApiToken] = Field(default_factory=list)
     #: more tokens, one per line: ``name role sha256`` (``#`` comments); read at start
     token_file: str | None = None
+    #: seconds a request may wait for the database before it is answered 503
+    db_timeout: float = Field(10.0, gt=0, le=300)
 
 
 class Webhook(Model):

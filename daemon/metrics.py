@@ -26,7 +26,8 @@ class Metrics:
                                        buckets=LATENCY_BUCKETS)
         self.store_delay = Histogram(p + "store_delay_seconds", "Collector send time to commit", registry=r,
                                      buckets=LATENCY_BUCKETS)
-        self.ingest_lag = Gauge(p + "ingest_lag_seconds", "Wall clock minus the newest reading committed", registry=r)
+        self.ingest_lag = Gauge(p + "ingest_lag_seconds", "Seconds from a reading's timestamp to its commit (the newest"
+                                " committed; while readings wait for their commit, the oldest waiting)", registry=r)
         self.detector_seconds = Counter(p + "detector_seconds", "Time spent in detectors", ["detector"], registry=r)
         self.alarm_changes = Counter(p + "alarm_changes", "Alarm state changes", ["to_state"], registry=r)
         self.active_alarms = Gauge(p + "active_alarms", "Active alarms by severity", ["severity"], registry=r)

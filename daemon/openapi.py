@@ -8,6 +8,7 @@ from typing import Any
 from .lifecycle import ACTIONS
 
 _ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 
 
 def _action(action: str) -> dict[str, Any]:
@@ -94,8 +95,9 @@ def spec() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "parameters": {
-                "AlarmId": {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
-                "IncidentId": {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}},
+                # not a decimal number: 400; beyond bigint: 404 (no such row can exist)
+                "AlarmId": {"name": "id", "in": "path", "required": True, "schema": _ID},
+                "IncidentId": {"name": "id", "in": "path", "required": True, "schema": _ID}},
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
                 "Alarm": alarm,

@@ -66,6 +66,7 @@ class Unit:
     items: list[Validated] = field(default_factory=list)
     sources: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload) per item
     gaps: list[int] = field(default_factory=list)  # sequence gap counted at each item
+    received: float = 0.0  # wall time its first message arrived (or its ops were made)
 
 
 @dataclass(slots=True)
@@ -97,6 +98,14 @@ class Pipeline:
         self._seq: dict[str, int] = {}  # last sequence number seen per collector
         self._tick_changes: list = []
         self.committed = asyncio.Event()  # pulsed after each commit (tests, graceful drain)
+        #: called after each commit with the unit (transfer receipts); must not block
+        self.on_commit: Callable[[Unit], None] | None = None
+        #: the write path's state, read by /healthz and the metrics thread (plain floats and str)
+        self.last_write_error: str | None = None
+        self._wait_since: float | None = None  # arrival of the oldest message or op not yet committed
+        self._wait_ref: float | None = None  # its newest reading's time (arrival when it has none)
+        self._committed_lag = 0.0  # at the last commit: commit time minus the newest reading committed
+        self.m.ingest_lag.set_function(self.lag)
         #: several instances (daemon/cluster.py): partition of each sensor column (-1: not seen),
         #: learned from the collectors its readings come from; ``active`` masks the stale ticks
         self.part_of: Callable[[str], int] | None = None
@@ -211,13 +220,13 @@ class Pipeline:
         unit = Unit(self._unit_seq, p.acks, readings, robot, [d for v in p.items for d in v.rejected],
                     _collectors_seen(p.items, gaps), ops, [v.transfer for v in transfers], [v.sent for v in p.items if v.sent is not None],
                     float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks),
-                    items=p.items, sources=p.sources, gaps=gaps)
+                    items=p.items, sources=p.sources, gaps=gaps,
+                    received=p.since if p.acks else time.time())
         if ops:
             unit.alarm_turn = self._last_alarm_done
             unit.alarm_done = asyncio.get_running_loop().create_future()
             self._last_alarm_done = unit.alarm_done
-        self._in_flight.append(unit)
-        await self.units.put(unit)
+        await self._enqueue(unit)
 
     async def submit_alarm_ops(self, ops: list[AlarmOp]) -> asyncio.Future:
         """Queue alarm ops that do not come from readings (operator actions, shelve expiry,
@@ -226,13 +235,73 @@ class Pipeline:
         The returned future resolves when the ops are committed."""
         self._unit_seq += 1
         unit = Unit(self._unit_seq, acks=[], readings=None, robot=None, dead=[], collectors=[], ops=list(ops),
-                    transfers=[], sent=[], newest=0.0, n_messages=0)
+                    transfers=[], sent=[], newest=0.0, n_messages=0, received=time.time())
         unit.alarm_turn = self._last_alarm_done
         unit.alarm_done = asyncio.get_running_loop().create_future()
         self._last_alarm_done = unit.alarm_done
-        self._in_flight.append(unit)
-        await self.units.put(unit)
+        await self._enqueue(unit)
         return unit.alarm_done
+
+    async def _enqueue(self, unit: Unit) -> None:
+        """Hand a unit to the writers. Once it is in flight it must reach the queue even if the
+        caller is cancelled (shutdown stops intake mid-flush): a unit in flight that no writer
+        gets would hold back every later acknowledgement."""
+        self._in_flight.append(unit)
+        self._track_waiting()
+        await asyncio.shield(self.units.put(unit))
+
+    # --- the write path's health ---------------------------------------------------------------
+    def _track_waiting(self) -> None:
+        first = self._in_flight[0] if self._in_flight else None
+        self._wait_since = first.received if first is not None else None
+        self._wait_ref = (first.newest or first.received) if first is not None else None
+
+    def waiting_for(self, now: float | None = None) -> float:
+        """Seconds the oldest received message (or operator action) has waited for its commit."""
+        now = time.time() if now is None else now
+        since = [x for x in (self._wait_since, self._pending.since if self._pending.acks else None) if x]
+        return max(0.0, now - min(since)) if since else 0.0
+
+    def lag(self) -> float:
+        """``plantwatch_ingest_lag_seconds``, computed when scraped: the commit lag of the newest
+        reading at the last commit, and while something waits for its commit, the time since the
+        timestamp of the oldest waiting unit's newest reading (since the arrival of messages not
+        yet in a unit), so the gauge keeps growing through a stalled or stopped database."""
+        try:
+            now = time.time()
+            refs = [x for x in (self._wait_ref, self._pending.since if self._pending.acks else None) if x]
+            return max(self._committed_lag, now - min(refs)) if refs else self._committed_lag
+        except Exception:  # noqa: BLE001 - scraped from another thread while the loop changes state
+            return self._committed_lag
+
+    def health(self, now: float | None = None) -> tuple[bool, str]:
+        waited = self.waiting_for(now)
+        if waited >= self.cfg.ingest.stall_after:
+            return False, (f"database write stalled: the oldest received message has waited {waited:.0f} s for its"
+                           f" commit ({len(self._in_flight)} unit(s) in flight)"
+                           + (f"; last write error: {self.last_write_error}" if self.last_write_error else ""))
+        if self.last_write_error is not None:
+            return False, f"the last database write failed: {self.last_write_error}"
+        return True, "ok"
+
+    async def watch_stalls(self, every: float = 0.5) -> None:
+        """Log a stalled write path: a warning once a message has waited ``ingest.stall_after``
+        seconds for its commit, repeated every ``stall_after`` seconds while it lasts, and a note
+        when writes resume."""
+        limit = self.cfg.ingest.stall_after
+        warned_at = 0.0
+        while True:
+            await asyncio.sleep(min(every, limit / 2))
+            now = time.time()
+            _, reason = self.health(now)
+            if self.waiting_for(now) >= limit:
+                if now - warned_at >= limit:
+                    warned_at = now
+                    log.warning("%s; %d message(s) received and not yet committed", reason,
+                                sum(u.n_messages for u in list(self._in_flight)) + len(self._pending.acks))
+            elif warned_at:
+                warned_at = 0.0
+                log.warning("database writes resumed")
 
     def _robot_rows(self, robots: list[Validated]) -> RobotRows | None:
         if not robots:
@@ -284,6 +353,7 @@ class Pipeline:
                           type(e).__name__, e, len(unit.items))
                 res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
         now = time.time()
+        self.last_write_error = None
         self.m.write_seconds.observe(time.perf_counter() - t0)
         self.m.batches.inc()
         self.m.stored.labels("readings").inc(res.inserted)
@@ -293,11 +363,13 @@ class Pipeline:
         for s in unit.sent:
             self.m.store_delay.observe(max(0.0, now - s))
         if unit.newest:
-            self.m.ingest_lag.set(max(0.0, now - unit.newest))
+            self._committed_lag = max(0.0, now - unit.newest)
         if unit.alarm_done is not None:
             unit.alarm_done.set_result(None)
         unit.done = True
         self._release_acks()
+        if self.on_commit is not None:
+            self.on_commit(unit)
         writes = [op for op in unit.ops if isinstance(op, AlarmWrite)]
         if writes:
             for w in writes:
@@ -326,6 +398,7 @@ class Pipeline:
                 self.m.write_errors.inc()
                 if isinstance(e, DATA_ERRORS) and not retry_data_errors:
                     raise
+                self.last_write_error = f"{type(e).__name__}: {e}"
                 log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -379,6 +452,7 @@ class Pipeline:
             n += len(u.acks)
         if n:
             self.m.acked.inc(n)
+        self._track_waiting()
         self.m.pending.set(self._pending.n)
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -103,11 +104,13 @@ class Daemon:
             self.alarm_mgmt.bind(self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
+            self.pipeline.on_commit = self._transfer_receipts
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
                 notifier = tg.create_task(self.alarm_pub.run(), name="alarm-publisher")
                 timer = tg.create_task(self._timer(), name="timer")
+                stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if cfg.cluster is not None:
                     from .cluster import ClusterRunner
@@ -117,11 +120,16 @@ class Daemon:
                     ingest = tg.create_task(self._ingest(), name="ingest")
                 await self.stop.wait()
                 log.info("stopping: no more intake; flushing and draining")
-                for t in (ingest, alarm_mgmt):
+                # without a cluster, intake ends by itself: it stops reading, lets the writers
+                # commit what it received and acknowledges that on the same connection
+                for t in (alarm_mgmt, ingest) if self.cluster is not None else (alarm_mgmt,):
                     t.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await t
+                if self.cluster is None:
+                    await ingest
                 timer.cancel()
+                stalls.cancel()
                 await self.pipeline.flush()
                 for _ in writers:
                     await self.pipeline.units.put(None)
@@ -137,10 +145,14 @@ class Daemon:
 
     # --- stages -----------------------------------------------------------------------------------
     async def _ingest(self) -> None:
+        """Read MQTT until ``stop``; then stop reading, wait until everything received is
+        committed and acknowledged on this same connection, and only then disconnect (an
+        acknowledgement sent after the disconnect is lost, and the broker would redeliver
+        readings that are already stored)."""
         in_topics = topics(self.cfg)[0] + sparkplug_topics(self.cfg)
         mq = self.cfg.mqtt
         backoff = 0.5
-        while True:
+        while not self.stop.is_set():
             self._gen += 1
             gen = self._gen
             try:
@@ -152,20 +164,38 @@ class Daemon:
                     self.pipeline.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff = 0.5
                     log.info("subscribed to %s on %s:%d", ", ".join(in_topics), self.ep.broker.host, self.ep.broker.port)
-                    async for msg in sub.messages():
-                        payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
-                        topic, ack = str(msg.topic), partial(self._ack, sub, msg, gen)
-                        if self.sparkplug is not None and is_sparkplug(topic):
-                            await self.sparkplug.submit(self.pipeline, sub.publish, topic, bytes(payload), ack)
-                        else:
-                            self.pipeline.submit(topic, bytes(payload), ack)
-                        if self.pipeline.due():
-                            await self.pipeline.flush()
+                    reader = asyncio.create_task(self._read(sub, gen), name="mqtt-read")
+                    stopping = asyncio.create_task(self.stop.wait())
+                    try:
+                        await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        stopping.cancel()
+                        if not reader.done():
+                            reader.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await reader  # an MqttError from the reader goes to the reconnect below
+                    await self.pipeline.drain()
+                    log.info("drained: every message received is committed and acknowledged; disconnecting")
+                    return
             except aiomqtt.MqttError as e:
                 self.m.connected.set(0)
+                if self.stop.is_set():
+                    return
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", e, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), backoff)
                 backoff = min(backoff * 2, 30.0)
+
+    async def _read(self, sub: Subscriber, gen: int) -> None:
+        async for msg in sub.messages():
+            payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
+            topic, ack = str(msg.topic), partial(self._ack, sub, msg, gen)
+            if self.sparkplug is not None and is_sparkplug(topic):
+                await self.sparkplug.submit(self.pipeline, sub.publish, topic, bytes(payload), ack)
+            else:
+                self.pipeline.submit(topic, bytes(payload), ack)
+            if self.pipeline.due():
+                await self.pipeline.flush()
 
     def _ack(self, sub: Subscriber, msg: aiomqtt.Message, gen: int) -> None:
         # A message from an earlier connection cannot be acknowledged on this one: the broker
@@ -223,6 +253,17 @@ class Daemon:
             await self.store.save_detector_states(self.pipeline.detectors.states())
         except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion
             log.error("saving detector state failed: %s", e)
+
+    def _transfer_receipts(self, unit) -> None:
+        """After a commit: a receipt for each transfer declaration of the unit, stored or refused,
+        on ``{prefix}/{site}/transfers/receipts`` (``plantwatch transfer`` waits for it)."""
+        declared = topics(self.cfg)[0][2]
+        receipts = [{"key": x.key, "status": "stored", "reference": x.reference} for x in unit.transfers]
+        receipts += [{"key": d.key, "status": "rejected", "reason": d.reason, "detail": d.detail}
+                     for d in unit.dead if d.topic == declared]
+        topic = topics(self.cfg)[1].rsplit("/", 1)[0] + "/transfers/receipts"
+        for r in receipts:
+            self.alarm_pub.offer_message(topic, json.dumps(r).encode())
 
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
         self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks

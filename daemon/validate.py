@@ -111,6 +111,10 @@ def _key(topic: str, payload: bytes, pos: str) -> str:
     return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=12).hexdigest() + ":" + pos
 
 
+#: the idempotency key of a message's rows (a transfer's receipt carries it: ``plantwatch transfer``)
+message_key = _key
+
+
 def transfers_topic(cfg: Config) -> str:
     prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
     return f"{prefix}/{cfg.site.id}/transfers/declared"

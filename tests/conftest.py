@@ -21,7 +21,12 @@ from typing import TypeVar
 import asyncpg
 import pytest
 
+from plantwatch.connectors.db_setup import provision
 from plantwatch.connectors.services import MosquittoInstance, PostgresInstance, ServiceError
+
+#: the ordinary role tests (and the daemons they start) connect as: NOSUPERUSER, NOCREATEROLE,
+#: no pg_read_all_settings; it owns each test database (as in deploy/README.md)
+APP_ROLE = "plantwatch_app"
 
 
 S = TypeVar("S", MosquittoInstance, PostgresInstance)
@@ -78,14 +83,14 @@ def plain_postgres() -> Iterator[PostgresInstance]:
 
 
 async def _fresh_database(instance: PostgresInstance) -> AsyncIterator[str]:
+    """A new database set up the way an administrator does it once (connectors/db_setup.py);
+    yields the DSN of the ordinary role that owns it. ``tests.helpers.superuser_dsn`` gives the
+    administrator's DSN of the same database."""
     name = f"test_{uuid.uuid4().hex}"
-    conn = await asyncpg.connect(instance.admin_dsn)
+    await provision(instance.admin_dsn, instance.dsn_for(name), role=APP_ROLE, database=name,
+                    timescaledb=instance.timescaledb)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield instance.dsn_for(name)
+        yield instance.dsn_for(name).replace("postgresql://postgres@", f"postgresql://{APP_ROLE}@", 1)
     finally:
         conn = await asyncpg.connect(instance.admin_dsn)
         try:

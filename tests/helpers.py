@@ -44,6 +44,12 @@ def site_config(*, n_gas: int = 10, n_pressure: int = 0, n_robot: int = 0, mqtt:
     return "\n".join(lines) + "\n" + detectors
 
 
+def superuser_dsn(dsn: str) -> str:
+    """The administrator's DSN of a test database (the ``db`` fixtures yield the ordinary role's)."""
+    user = dsn.split("://", 1)[1].split("@", 1)[0]
+    return dsn.replace(f"://{user}@", "://postgres@", 1)
+
+
 def readings(sensors: list[str], t: float, value: float = 1.0) -> list[dict]:
     return [{"sensor": s, "time": t, "value": value} for s in sensors]
 

@@ -14,6 +14,7 @@ from plantwatch.daemon.config import config_hash
 from plantwatch.daemon.detection import Change
 from plantwatch.daemon.lifecycle import ManagedAlarmBook
 
+from .helpers import superuser_dsn
 from .test_lifecycle import CFG, CFG_TEXT, H2S, P
 
 STATES = ["normal", "unack", "ack", "rtn_unack", "shelved", "suppressed", "out_of_service"]
@@ -179,7 +180,7 @@ async def chain(rig: Rig, db):
     rig.dsn = db
     v = await _verdict(rig)
     assert v.ok and v.entries >= 12, v.problems
-    conn = await asyncpg.connect(db)  # the test cluster's superuser: the trigger lets it through
+    conn = await asyncpg.connect(superuser_dsn(db))  # the test cluster's superuser: the trigger lets it through
     try:
         yield rig, conn, v
     finally:

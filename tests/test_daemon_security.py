@@ -64,10 +64,13 @@ async def test_undeclared_loss_alarms_declared_does_not(mosquitto, db, topic_pre
         # declared with the CLI, as a shift lead would
         cfg_file = tmp_path / "site.yaml"
         cfg_file.write_text(_config(prefix, mosquitto, db))
-        p = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg_file),
-                            "--tank", "TK-2", "--quantity", "10", "--start", str(t0 + 290), "--end", str(t0 + 410),
-                            "--by", "shift lead", "--reference", "BOL-7"], capture_output=True, text=True, timeout=60)
+        # in a thread: the command waits for the receipt of the daemon running in this event loop
+        p = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg_file),
+                             "--tank", "TK-2", "--quantity", "10", "--start", str(t0 + 290), "--end", str(t0 + 410),
+                             "--by", "shift lead", "--reference", "BOL-7"], capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
+        assert "stored" in p.stdout
         batches = []
         for k in range(500):
             level = 50.0 - (min(max(k - 300, 0), 100) * 0.1)

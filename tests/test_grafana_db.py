@@ -18,8 +18,11 @@ import asyncpg
 import pytest
 
 from plantwatch.connectors import migrations
+from plantwatch.connectors.db_setup import provision
 from plantwatch.connectors.grafana import iter_sql_queries, load_dashboards, load_rule_groups
 from plantwatch.connectors.grafana_macros import TimeRange, Variable, expand
+
+from .conftest import APP_ROLE
 
 READER = "plantwatch_reader"
 READER_PASSWORD = "reader-test-password"
@@ -71,25 +74,26 @@ def _dsn(dsn: str, *, database: str | None = None, user: str | None = None, pass
 
 
 async def _new_database(postgres, *, timescaledb: bool):
+    """A database set up as an administrator does it once (connectors/db_setup.py), migrated by
+    plantwatch's ordinary role, as in production; returns (name, the superuser's DSN)."""
     name = f"pw_grafana_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
     dsn = _dsn(postgres.dsn, database=name)
-    conn = await asyncpg.connect(dsn)
+    await provision(postgres.admin_dsn, dsn, role=APP_ROLE, database=name, timescaledb=timescaledb)
+    conn = await asyncpg.connect(_dsn(dsn, user=APP_ROLE))
     try:
         if timescaledb:
             await migrations.migrate(conn)
         else:  # plain PostgreSQL: the migration files without the extension
             for _, _, sql in migrations.available():
                 await conn.execute(sql)
-        # the site sets the reader's password (deploy/site does it in the database init script)
-        await conn.execute(f"ALTER ROLE {READER} PASSWORD '{READER_PASSWORD}'")
         await conn.execute(DEMO_SQL)
     finally:
         await conn.close()
+    admin = await asyncpg.connect(dsn)
+    try:  # the site sets the reader's password (deploy/site does it in the database init script)
+        await admin.execute(f"ALTER ROLE {READER} PASSWORD '{READER_PASSWORD}'")
+    finally:
+        await admin.close()
     return name, dsn
 
 

@@ -16,6 +16,8 @@ from plantwatch.connectors.services import (
     free_port,
 )
 
+from .helpers import superuser_dsn
+
 
 async def receive(client: aiomqtt.Client, count: int, timeout: float = 10.0) -> list[bytes]:
     """The payloads of the next ``count`` messages, failing after ``timeout`` seconds."""
@@ -122,7 +124,7 @@ async def test_postgres_database_and_fast_settings(postgres: PostgresInstance) -
 async def test_timescaledb_extension_and_hypertable(postgres: PostgresInstance, db: str) -> None:
     if not postgres.timescaledb:
         pytest.skip("TimescaleDB not installed and PLANTWATCH_TEST_ALLOW_NO_TIMESCALEDB=1 set (never under CI)")
-    conn = await asyncpg.connect(db)
+    conn = await asyncpg.connect(superuser_dsn(db))  # shared_preload_libraries is for superusers to read
     try:
         assert await conn.fetchval("SHOW shared_preload_libraries") == "timescaledb"
         assert await conn.fetchval("SHOW timescaledb.telemetry_level") == "off"
@@ -147,7 +149,7 @@ async def test_timescaledb_extension_and_hypertable(postgres: PostgresInstance, 
 
 async def test_plain_postgres_has_no_timescaledb(plain_postgres: PostgresInstance, plain_db: str) -> None:
     assert plain_postgres.timescaledb is False
-    conn = await asyncpg.connect(plain_db)
+    conn = await asyncpg.connect(superuser_dsn(plain_db))
     try:
         assert "timescaledb" not in await conn.fetchval("SHOW shared_preload_libraries")
         assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 0

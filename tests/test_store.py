@@ -9,17 +9,22 @@ from plantwatch.connectors.migrations import available, migrate
 from plantwatch.connectors.store import DeadLetter, ReadingRows, RobotRows, Store
 from plantwatch.daemon.config import load_config_text
 
-from .helpers import site_config
+from .helpers import site_config, superuser_dsn
 
 CFG = load_config_text(site_config(n_gas=5, n_robot=1))
 
 
 async def test_migrations_apply_once_and_pick_the_right_tables(any_db):
+    admin = await asyncpg.connect(superuser_dsn(any_db))
+    try:
+        preloaded = "timescaledb" in (await admin.fetchval("SHOW shared_preload_libraries"))
+    finally:
+        await admin.close()
     conn = await asyncpg.connect(any_db)
     try:
+        assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         assert await migrate(conn) == [v for v, _, _ in available()]
         assert await migrate(conn) == []
-        preloaded = "timescaledb" in (await conn.fetchval("SHOW shared_preload_libraries"))
         hyper = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
         assert bool(hyper) == preloaded
         if preloaded:
@@ -137,3 +142,31 @@ async def test_dead_letter_details_quoting_hostile_input_are_stored(db):
         assert "unknown field" in detail and "a\\x00b" in detail
     finally:
         await store.close()
+
+
+async def test_owner_role_enables_timescaledb_itself_on_a_new_database(postgres):
+    """An administrator who created the role and database but not the extension: the ordinary
+    owner role enables it (a trusted extension) before the first migration, and the tables become
+    hypertables; nothing it does needs a superuser setting."""
+    import uuid
+
+    from plantwatch.connectors.db_setup import provision
+
+    from .conftest import APP_ROLE
+
+    name = f"test_{uuid.uuid4().hex}"
+    await provision(postgres.admin_dsn, postgres.dsn_for(name), role=APP_ROLE, database=name, timescaledb=False)
+    conn = await asyncpg.connect(postgres.dsn_for(name).replace("//postgres@", f"//{APP_ROLE}@", 1))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 0
+        await migrate(conn)
+        assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 1
+        names = {r[0] for r in await conn.fetch("SELECT hypertable_name FROM timescaledb_information.hypertables")}
+        assert {"readings", "robot_readings", "readings_1m", "readings_1h"} <= names
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(postgres.admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

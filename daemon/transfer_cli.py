@@ -1,0 +1,97 @@
+"""``plantwatch transfer``: declare a material transfer and wait until the daemon has stored it.
+
+The declaration goes to ``{prefix}/{site}/transfers/declared`` (QoS 1). A broker whose ACL does
+not let this user publish there still acknowledges the PUBLISH (MQTT 3.1.1 has no way to say
+no), so a PUBACK proves nothing. The daemon publishes a receipt on
+``{prefix}/{site}/transfers/receipts`` after the transaction holding the declaration commits
+(or after it refused it), keyed like the stored row; the command subscribes before publishing
+and exits 0 only on a "stored" receipt. The shipped ACL (deploy/site/mosquitto/acl) has a user
+``transfers`` for this.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+import aiomqtt
+from rich.console import Console
+
+from .backtest import parse_time
+from .config import ConfigError, load_config
+from .validate import message_key, transfers_topic
+
+
+def receipts_topic(declared_topic: str) -> str:
+    return declared_topic.rsplit("/", 1)[0] + "/receipts"
+
+
+def _refused(codes) -> bool:
+    return any(getattr(c, "is_failure", False) or (isinstance(c, int) and c >= 0x80) for c in codes)
+
+
+async def _publish_and_wait(host: str, port: int, username: str | None, password: str | None, topic: str,
+                            payload: bytes, timeout: float) -> dict | str:
+    """The daemon's receipt for ``payload``, or a string saying why there is none."""
+    key = message_key(topic, payload, "transfer").split(":", 1)[0]
+    async with aiomqtt.Client(host, port, username=username, password=password, timeout=10) as c:
+        if _refused(await c.subscribe(receipts_topic(topic), qos=1)):
+            return (f"the broker does not let MQTT user {username!r} read {receipts_topic(topic)}: use a user"
+                    " allowed to declare transfers (user 'transfers' in deploy/site/mosquitto/acl)")
+        await c.publish(topic, payload, qos=1)
+        try:
+            async with asyncio.timeout(timeout):
+                async for msg in c.messages:
+                    try:
+                        receipt = json.loads(bytes(msg.payload))
+                    except (TypeError, ValueError):
+                        continue
+                    if isinstance(receipt, dict) and str(receipt.get("key", "")).split(":", 1)[0] == key:
+                        return receipt
+        except TimeoutError:
+            pass
+    return (f"not confirmed: no receipt from the daemon within {timeout:g} s. Either the daemon is not running"
+            f" (the broker keeps the declaration for it), or MQTT user {username!r} may not publish to {topic}"
+            " (the broker drops it silently)")
+
+
+def declare(args: argparse.Namespace, console: Console) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        return 2
+    if cfg.mqtt is None:
+        console.print("[red]the config names no MQTT broker to publish the declaration to[/red]")
+        return 2
+    tank = next((s for s in cfg.sensors if s.id == args.tank), None)
+    if tank is None or tank.kind != "level":
+        console.print(f"[red]{args.tank!r} is not a level sensor of site {cfg.site.id!r}[/red]")
+        return 2
+    now = time.time()
+    body = {"tank": args.tank, "start": parse_time(args.start) if args.start else now,
+            "end": parse_time(args.end) if args.end else now + 3600, "quantity": args.quantity,
+            "by": args.by, "reference": args.reference}
+    m = cfg.mqtt
+    username = args.username or m.username
+    # the config's password belongs to the config's user (the daemon's); another user brings its own
+    password = os.environ.get("PLANTWATCH_MQTT_PASSWORD") or (m.password if username == m.username else None)
+    try:
+        got = asyncio.run(_publish_and_wait(m.host, m.port, username, password, transfers_topic(cfg),
+                                            json.dumps(body).encode(), args.timeout))
+    except aiomqtt.MqttError as e:
+        console.print(f"[red]cannot declare the transfer: MQTT broker {m.host}:{m.port}: {e}[/red]", highlight=False)
+        return 1
+    if isinstance(got, str):
+        console.print(f"[red]{got}[/red]", highlight=False)
+        return 1
+    if got.get("status") != "stored":
+        console.print(f"[red]the daemon refused the declaration: {got.get('reason')}: {got.get('detail')}[/red]",
+                      highlight=False)
+        return 1
+    print(f"declared and stored: {body['quantity']:g} {tank.unit} {'out of' if body['quantity'] > 0 else 'into'}"
+          f" {args.tank}, {body['start']:.0f}..{body['end']:.0f}", file=sys.stdout)
+    return 0
