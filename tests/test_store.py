@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncpg
 import numpy as np
-import pytest
 
 from plantwatch.connectors.migrations import available, migrate
 from plantwatch.connectors.store import DeadLetter, ReadingRows, RobotRows, Store
