@@ -132,8 +132,10 @@ def main(config_path: str | Path) -> int:
     from .config import ConfigError
     from .collect_config import load_collect_config
 
-    for noisy in ("asyncua", "pymodbus"):  # their per-retry messages; ours say it once per state change
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # their per-retry messages and tracebacks; ours say it once per state change
+    for noisy, level in (("asyncua", logging.ERROR), ("asyncua.client.ua_session", logging.CRITICAL),
+                         ("pymodbus", logging.ERROR)):
+        logging.getLogger(noisy).setLevel(level)
     try:
         cfg = load_collect_config(config_path)
     except ConfigError as e:
@@ -156,7 +158,7 @@ def main(config_path: str | Path) -> int:
         return await run_collector(cfg, stop)
 
     s = asyncio.run(go())
-    log.warning("collect: %d readings in %d batches (seq %s..%s); %d batches published, %d left in the buffer, "
+    log.info("collect: %d readings in %d batches (seq %s..%s); %d batches published, %d left in the buffer, "
                 "%d dropped from a full buffer", s.readings, s.batches, s.first_seq, s.last_seq, s.published,
                 s.buffered, s.dropped)
     return 0

@@ -7,6 +7,10 @@ quality: Good → good, Uncertain → uncertain, Bad → bad. A Bad value usuall
 value; the reading then repeats the channel's last value, marked bad, so the fault is stored; a
 channel with no value yet skips it (counted).
 
+OPC UA reports by exception: a value that does not change sends nothing, which the daemon could
+not tell from a lost server. So while the connection is healthy, a channel silent for
+``repeat_after`` seconds is published again with its last value and quality, stamped now.
+
 The connection is checked every ``timeout``/2 seconds; when the server goes away the client is
 dropped and a new one connects with backoff, subscribing again. In between, no readings: the
 daemon's stale detector alarms on the server's sensors.
@@ -25,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .scaling import Quality
 from .sources import Channel, CollectMetrics, Emit, SourceConfig, now, reading, register, sleep_or_stop
 
 log = logging.getLogger("plantwatch.collect.opcua")
@@ -94,6 +99,8 @@ class OpcuaServer(SourceConfig):
     publishing_interval: float = Field(1.0, gt=0, le=3600)
     #: seconds for requests; the connection is checked every timeout/2
     timeout: float = Field(4.0, gt=0, le=60)
+    #: seconds after which an unchanged value is published again (while connected); none: never
+    repeat_after: float | None = Field(10.0, gt=0, le=86400)
     username: str | None = None
     password: str | None = None
     security: OpcuaSecurity = OpcuaSecurity()
@@ -118,7 +125,8 @@ class OpcuaSource:
     def __init__(self, config: OpcuaServer, metrics: CollectMetrics):
         self.cfg = config
         self.m = metrics
-        self.last: dict[str, float] = {}  # sensor -> last value, for Bad notifications without one
+        #: sensor -> (last raw value, its device quality, loop.time() it was last published)
+        self.last: dict[str, tuple[float, Quality, float]] = {}
 
     def _handler(self, emit: Emit, by_node: dict[str, OpcuaChannel]):
         source = self
@@ -134,18 +142,32 @@ class OpcuaSource:
                     if quality == "good" or ch.sensor not in source.last:
                         source.m.skipped.labels(source.cfg.id, "no_number").inc()
                         return
-                    raw = source.last[ch.sensor]
+                    raw = source.last[ch.sensor][0]
                 else:
                     raw = float(val)
-                    source.last[ch.sensor] = raw
-                r = reading(source.cfg.id, ch, raw, _timestamp(dv), source.m, quality)
-                if r is not None:
-                    emit([r])
+                source.publish(emit, ch, raw, _timestamp(dv), quality)
 
             def status_change_notification(self, status: Any) -> None:
-                log.warning("opcua %s: subscription status %s", source.cfg.id, status)
+                log.warning("opcua %s: subscription status %s", source.cfg.id,
+                            getattr(getattr(status, "Status", None), "name", status))
 
         return Handler()
+
+    def publish(self, emit: Emit, ch: OpcuaChannel, raw: float, t: float, quality: Quality) -> None:
+        self.last[ch.sensor] = (raw, quality, asyncio.get_running_loop().time())
+        r = reading(self.cfg.id, ch, raw, t, self.m, quality)
+        if r is not None:
+            emit([r])
+
+    def repeat_unchanged(self, emit: Emit) -> None:
+        if self.cfg.repeat_after is None:
+            return
+        due = asyncio.get_running_loop().time() - self.cfg.repeat_after
+        t = now()
+        for ch in self.cfg.channels:
+            last = self.last.get(ch.sensor)
+            if last is not None and last[2] <= due:
+                self.publish(emit, ch, last[0], t, last[1])
 
     async def run(self, emit: Emit, stop: asyncio.Event) -> None:
         from asyncua import Client, ua
@@ -166,6 +188,7 @@ class OpcuaSource:
                     await client.set_security_string(sec)
                 await client.connect()
                 connected = True
+                self.last.clear()  # values from before a reconnect are not repeated as current
                 sub = await client.create_subscription(cfg.publishing_interval * 1000, self._handler(emit, by_node))
                 handles = await sub.subscribe_data_change([client.get_node(c.node) for c in cfg.channels],
                                                           sampling_interval=cfg.sampling_interval * 1000)
@@ -177,8 +200,10 @@ class OpcuaSource:
                 if not healthy:
                     log.info("opcua %s: %s is back", cfg.id, cfg.url)
                 healthy, backoff = True, 0.5
-                while not await sleep_or_stop(stop, cfg.timeout / 2):
+                check = min(cfg.timeout, cfg.repeat_after or cfg.timeout) / 2
+                while not await sleep_or_stop(stop, check):
                     await client.check_connection()
+                    self.repeat_unchanged(emit)
             except (OSError, TimeoutError, ConnectionError, ua.UaError) as e:
                 self.m.errors.labels(cfg.id).inc()
                 self.m.up.labels(cfg.id).set(0)
