@@ -33,7 +33,7 @@ class PublishStats:
 
 
 async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, *, client_id: str | None,
-                         wake: asyncio.Event, stop: asyncio.Event, flush_grace: float = 5.0, inflight: int = 20,
+                         wake: asyncio.Event, stop: asyncio.Event, flush_grace: float = 5.0, inflight: int = 10,
                          timeout: float = 5.0, max_backoff: float = 5.0,
                          stats: PublishStats | None = None,
                          on_ack: Callable[[int], object] | None = None) -> PublishStats:
