@@ -157,7 +157,12 @@ def main(config_path: str | Path) -> int:
             loop.add_signal_handler(s, on_signal, s)
         return await run_collector(cfg, stop)
 
-    s = asyncio.run(go())
+    try:
+        s = asyncio.run(go())
+    except Exception as e:  # a crashed task: exit non-zero so the service manager restarts us
+        for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else [e]):
+            log.critical("stopped by %s: %s", type(x).__name__, x, exc_info=x)
+        return 1
     log.info("collect: %d readings in %d batches (seq %s..%s); %d batches published, %d left in the buffer, "
                 "%d dropped from a full buffer", s.readings, s.batches, s.first_seq, s.last_seq, s.published,
                 s.buffered, s.dropped)

@@ -47,8 +47,8 @@ class Buffer(_Model):
 class Batching(_Model):
     #: seconds readings are gathered into one batch
     interval: float = Field(1.0, gt=0, le=60)
-    #: readings per batch (keep below the daemon's ingest.max_readings_per_message)
-    max_readings: int = Field(500, ge=1, le=100_000)
+    #: readings per batch (at most the daemon's ingest.max_readings_per_message, 10,000 by default)
+    max_readings: int = Field(500, ge=1, le=10_000)
 
 
 class CollectMetricsConfig(_Model):

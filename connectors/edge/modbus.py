@@ -115,6 +115,7 @@ class ModbusSource:
         self.cfg = config
         self.m = metrics
         self.spans = plan(config.channels)
+        self.refused: set[tuple[str, int]] = set()  # (table, address) of spans the device refuses (logged once)
 
     async def run(self, emit: Emit, stop: asyncio.Event) -> None:
         from pymodbus.client import AsyncModbusTcpClient
@@ -161,11 +162,17 @@ class ModbusSource:
             read = client.read_holding_registers if span.table == "holding" else client.read_input_registers
             resp = await read(span.address, count=span.count, device_id=self.cfg.unit)
             t = now()
+            key = (span.table, span.address)
+            where = f"{span.table} registers {span.address}..{span.address + span.count - 1}"
             if resp.isError():
                 self.m.errors.labels(self.cfg.id).inc()
-                log.warning("modbus %s: %s registers %d..%d refused: %s", self.cfg.id, span.table, span.address,
-                            span.address + span.count - 1, resp)
+                if key not in self.refused:
+                    self.refused.add(key)
+                    log.warning("modbus %s: %s refused: %s; retried every poll", self.cfg.id, where, resp)
                 continue
+            if key in self.refused:
+                self.refused.discard(key)
+                log.info("modbus %s: %s readable again", self.cfg.id, where)
             regs = resp.registers
             for ch in span.channels:
                 off = ch.address - span.address

@@ -138,7 +138,7 @@ class OpcuaSource:
                     return
                 dv = data.monitored_item.Value
                 quality = _quality(dv.StatusCode)
-                if isinstance(val, bool) or not isinstance(val, (int, float)):
+                if not isinstance(val, (int, float)):  # bool is an int: a digital signal as 0 / 1
                     if quality == "good" or ch.sensor not in source.last:
                         source.m.skipped.labels(source.cfg.id, "no_number").inc()
                         return
