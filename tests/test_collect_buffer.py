@@ -148,3 +148,18 @@ async def _no_backlog(c: CollectProcess) -> bool:
 
 async def _logged(c: CollectProcess, text: str) -> bool:
     return text in c.log()
+
+
+async def test_a_stopping_publisher_keeps_unsent_batches_and_retries_with_backoff(tmp_path):
+    from plantwatch.connectors.edge.publisher import publish_outbox
+    from plantwatch.connectors.mqtt import BrokerAddress
+    from plantwatch.connectors.services import free_port
+
+    with Outbox(tmp_path / "buf.sqlite3") as box:
+        box.append("plantwatch/s/edge/readings", [{"sensor": "G0", "time": 1.0, "value": 1.0}])
+        stop = asyncio.Event()
+        stop.set()  # stopping, with no broker listening: flush for the grace period, then give up
+        stats = await publish_outbox(box, BrokerAddress("127.0.0.1", free_port()), "edge", client_id=None,
+                                     wake=asyncio.Event(), stop=stop, flush_grace=1.5)
+        assert len(box) == 1  # kept for the next start
+        assert 1 <= stats.errors <= 3  # attempts back off (0.5 s, 1 s) instead of spinning for the grace

@@ -94,17 +94,20 @@ async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, 
                         if failed is not None:
                             raise failed
         except (aiomqtt.MqttError, TimeoutError) as e:
+            if out_of_time():  # the flush grace ran out (the guard's TimeoutError) or the broker went away
+                break
             stats.errors += 1
             if healthy:
                 log.warning("MQTT %s:%s unavailable (%s); buffering (%d batches) and retrying", broker.host,
                             broker.port, e or type(e).__name__, len(outbox))
             healthy = False
-            if out_of_time():
-                break
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
+            if stop.is_set():  # flushing: retry within what is left of the grace, not in a tight loop
+                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                except TimeoutError:
+                    pass
             backoff = min(backoff * 2, max_backoff)
     if len(outbox):
         log.warning("stopping with %d batches still buffered in %s; they go out on the next start", len(outbox), outbox.path)
