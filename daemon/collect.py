@@ -121,10 +121,15 @@ async def run_collector(cfg: CollectConfig, stop: asyncio.Event, metrics: Collec
                 tg.create_task(supervise(src, name, batcher.add, stop, m), name=f"source-{name}")
             tg.create_task(batch(), name="batcher")
             tg.create_task(publish(), name="publisher")
+        batcher.flush()  # readings a source delivered while shutting down wait in the buffer for the next start
         summary.published = pstats.published
         summary.buffered = len(outbox)
         summary.dropped = outbox.dropped
     return summary
+
+
+#: the client library each source kind needs (the ``edge`` extra)
+_LIBRARY = {"modbus": "pymodbus", "opcua": "asyncua"}
 
 
 def main(config_path: str | Path) -> int:
@@ -138,8 +143,13 @@ def main(config_path: str | Path) -> int:
         logging.getLogger(noisy).setLevel(level)
     try:
         cfg = load_collect_config(config_path)
+        for module in sorted({_LIBRARY[s.type] for s in cfg.sources if s.type in _LIBRARY}):
+            __import__(module)
     except ConfigError as e:
         print(e)
+        return 2
+    except ModuleNotFoundError as e:
+        print(f"plantwatch collect needs the edge extra: pip install 'plantwatch[edge]' ({e})")
         return 2
 
     async def go() -> CollectSummary:
