@@ -165,8 +165,11 @@ class ModbusServer:
 class OpcuaServer:
     """asyncua's own server with one Double variable per name (node id ``ns=2;s=<name>``), on a free port."""
 
-    def __init__(self, names: list[str], port: int | None = None):
+    def __init__(self, names: list[str], port: int | None = None, *, certificate: Path | None = None,
+                 private_key: Path | None = None):
+        """With ``certificate`` and ``private_key`` the server offers only Basic256Sha256 SignAndEncrypt."""
         self.names = names
+        self.certificate, self.private_key = certificate, private_key
         self.port = port or free_port()
         self.url = f"opc.tcp://127.0.0.1:{self.port}/plantwatch/"
         self.nodes: dict = {}
@@ -181,7 +184,13 @@ class OpcuaServer:
         srv = Server()
         await srv.init()
         srv.set_endpoint(self.url)
-        srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.certificate is not None:
+            await srv.set_application_uri(SERVER_URI)
+            srv.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            await srv.load_certificate(str(self.certificate))
+            await srv.load_private_key(str(self.private_key))
+        else:
+            srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         self.ns = await srv.register_namespace("urn:plantwatch:test")
         obj = await srv.nodes.objects.add_object(self.ns, "Plant")
         for n in self.names:
@@ -204,3 +213,19 @@ class OpcuaServer:
         if self._server is not None:
             await self._server.stop()
             self._server = None
+
+
+SERVER_URI = "urn:plantwatch:test:opcua-server"
+
+
+async def make_certificate(folder: Path, name: str, uri: str, *, server: bool) -> tuple[Path, Path]:
+    """A self-signed application certificate (DER) and its key (PEM), made by asyncua's own helper."""
+    import socket
+
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    cert, key = folder / f"{name}-cert.der", folder / f"{name}-key.pem"
+    use = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    await setup_self_signed_certificate(key, cert, uri, socket.gethostname(), use, {"commonName": name})
+    return cert, key

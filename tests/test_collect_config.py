@@ -68,9 +68,10 @@ sources:
     assert problems == ["collect.yaml:5:48: sources[1].channels[0].sensor: sensor 'G0' is already read by source 'a'"]
 
 
-def test_security_modes_with_certificates(tmp_path):
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    cert.write_text("x"), key.write_text("x")
+async def test_security_modes_with_certificates(tmp_path):
+    from .edge_helpers import make_certificate
+
+    cert, key = await make_certificate(tmp_path, "collector", "urn:plantwatch:test:collect", server=False)
     for mode in ("Sign", "SignAndEncrypt"):
         cfg = load_collect_config_text(f"""\
 collector: e
@@ -83,6 +84,13 @@ sources:
     channels: [{{sensor: G0, node: "ns=2;i=7"}}]
 """)
         assert cfg.sources[0].security.security_string() == f"Aes256Sha256RsaPss,{mode},{cert},{key}"
+    not_a_cert = tmp_path / "junk.pem"
+    not_a_cert.write_text("-----BEGIN CERTIFICATE-----\nnonsense\n-----END CERTIFICATE-----\n")
+    problems = _problems(f"collector: e\nsite: s\nsources:\n  - {{type: opcua, id: o, url: 'opc.tcp://h:1', security: "
+                         f"{{mode: Sign, certificate: {not_a_cert}, private_key: {key}}}, "
+                         f"channels: [{{sensor: G, node: 'ns=1;i=1'}}]}}\n")
+    assert problems == [f"collect.yaml:4:71: sources[0].security.certificate: {not_a_cert} is not a PEM or DER X.509 "
+                        "certificate"]
     assert "mode" in _problems("collector: e\nsite: s\nsources:\n  - {type: opcua, id: o, url: 'opc.tcp://h:1', "
                                "security: {mode: Encrypt}, channels: [{sensor: G, node: 'ns=1;i=1'}]}\n")[0]
 

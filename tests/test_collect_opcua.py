@@ -121,8 +121,8 @@ async def _readings(dsn: str, sensor: str) -> list[tuple[float, float, int]]:
 
 
 async def _latest_is(dsn: str, sensor: str, value: float, quality: int) -> bool:
-    v, q, _ = (await latest(dsn))[sensor]
-    return round(v, 6) == value and q == quality
+    got = (await latest(dsn)).get(sensor)
+    return got is not None and round(got[0], 6) == value and got[1] == quality
 
 
 async def _newer(dsn: str, sensor: str, t: float) -> bool:
@@ -135,3 +135,44 @@ async def _stale_includes(dsn: str, sensors: set[str]) -> bool:
 
 async def _stale_excludes(dsn: str, sensors: set[str]) -> bool:
     return not sensors & await stale_sensors(dsn)
+
+
+async def test_opcua_sign_and_encrypt_with_client_certificate(tmp_path, mosquitto, db, topic_prefix):
+    from plantwatch.connectors.edge.opcua import certificate_uri
+
+    from .edge_helpers import make_certificate
+
+    prefix = topic_prefix.rstrip("/")
+    srv_cert, srv_key = await make_certificate(tmp_path, "server", "urn:plantwatch:test:opcua-server", server=True)
+    cli_cert, cli_key = await make_certificate(tmp_path, "collector", "urn:plantwatch:test:collect", server=False)
+    assert certificate_uri(cli_cert) == "urn:plantwatch:test:collect"  # announced as the client's URI
+    server = OpcuaServer(["Pressure"], certificate=srv_cert, private_key=srv_key)
+    await server.start({"Pressure": 17250.0})
+    source = f"""\
+  - type: opcua
+    id: secure
+    url: {server.url}
+    sampling_interval: 0.1
+    publishing_interval: 0.2
+    security: {{mode: SignAndEncrypt, policy: Basic256Sha256, certificate: {cli_cert}, private_key: {cli_key},
+                server_certificate: {srv_cert}}}
+    channels:
+      - {{sensor: P0, node: "{server.node_id('Pressure')}", scale: 0.001}}
+"""
+    d = start_daemon(tmp_path, SENSORS, mosquitto, db, prefix)
+    c = CollectProcess(tmp_path, collect_yaml(source, mosquitto=mosquitto, prefix=prefix,
+                                              buffer=tmp_path / "buf.sqlite3", interval=0.2))
+    try:
+        await d.wait_connected()
+        c.start()
+        await eventually(lambda: _latest_is(db, "P0", 17.25, GOOD), "a reading over an encrypted session",
+                         on_fail=c.log)
+        await server.write("Pressure", 18500.0)
+        await eventually(lambda: _latest_is(db, "P0", 18.5, GOOD), "a change over an encrypted session",
+                         on_fail=c.log)
+        assert c.terminate() == 0
+        assert d.terminate() == 0
+    finally:
+        c.kill()
+        d.kill()
+        await server.stop()

@@ -64,6 +64,8 @@ class OpcuaSecurity(BaseModel):
     private_key: Path | None = None
     #: the server's certificate, to pin it (optional)
     server_certificate: Path | None = None
+    #: the client's application URI (default: the URI in the certificate, as servers require them to match)
+    application_uri: str | None = None
 
     @model_validator(mode="after")
     def _files(self):
@@ -76,11 +78,22 @@ class OpcuaSecurity(BaseModel):
                 problems.append(f"{name}: required with mode {self.mode}")
             elif not p.is_file():
                 problems.append(f"{name}: no such file: {p}")
+            elif name == "certificate":
+                try:
+                    certificate_uri(p)
+                except ValueError:
+                    problems.append(f"certificate: {p} is not a PEM or DER X.509 certificate")
         if self.server_certificate is not None and not self.server_certificate.is_file():
             problems.append(f"server_certificate: no such file: {self.server_certificate}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def client_uri(self) -> str | None:
+        """The application URI the client must announce: configured, or the certificate's."""
+        if self.application_uri or self.certificate is None:
+            return self.application_uri
+        return certificate_uri(self.certificate)
 
     def security_string(self) -> str | None:
         if self.mode == "None":
@@ -105,6 +118,20 @@ class OpcuaServer(SourceConfig):
     password: str | None = None
     security: OpcuaSecurity = OpcuaSecurity()
     channels: list[OpcuaChannel] = Field(min_length=1, max_length=10_000)
+
+
+def certificate_uri(path: Path) -> str | None:
+    """The URI subject-alternative-name of a PEM or DER certificate (None if it has none)."""
+    from cryptography import x509
+
+    data = path.read_bytes()
+    cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
 
 
 def _timestamp(dv: Any) -> float:
@@ -185,6 +212,9 @@ class OpcuaSource:
             try:
                 sec = cfg.security.security_string()
                 if sec:
+                    uri = cfg.security.client_uri()
+                    if uri:
+                        client.application_uri = uri
                     await client.set_security_string(sec)
                 await client.connect()
                 connected = True
