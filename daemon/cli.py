@@ -79,6 +79,13 @@ async def _supervise(handle) -> int:
     return 0
 
 
+# --- collect -----------------------------------------------------------------------------------
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .collect import main as collect_main
+
+    return collect_main(args.config)
+
+
 # --- backtest ----------------------------------------------------------------------------------
 def cmd_backtest(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config, load_config_text
@@ -168,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True, help="site config (YAML)")
     r.set_defaults(func=cmd_run)
 
+    co = sub.add_parser("collect", help="edge collector: read Modbus / OPC UA devices, publish readings (store and forward)")
+    co.add_argument("--config", required=True, help="collect config (YAML; see docs/edge.md)")
+    co.set_defaults(func=cmd_collect)
+
     b = sub.add_parser("backtest", help="replay stored readings through a candidate config and the active one")
     b.add_argument("--config", required=True, help="candidate config (YAML)")
     b.add_argument("--active", help="config to compare with (default: the one the daemon last loaded)")
@@ -215,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    _setup_logging(args.verbose if args.cmd != "run" else max(1, args.verbose))
+    _setup_logging(args.verbose if args.cmd not in ("run", "collect") else max(1, args.verbose))
     if getattr(args, "passthrough", False):
         return int(args.func(args, rest) or 0)  # subcommands that own their argument parsing
     if rest:

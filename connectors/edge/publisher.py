@@ -1,0 +1,114 @@
+"""Drains the store-and-forward buffer to the broker: QoS 1, oldest first, delete after PUBACK.
+
+aiomqtt does not reconnect by itself, so the loop does: connect, send what the buffer holds (up to
+``inflight`` batches at a time, each awaiting its PUBACK), and on ``MqttError`` wait (backing off
+up to ``max_backoff``) and connect again. A batch whose PUBACK did not arrive stays in the buffer
+and is sent again (at-least-once; the daemon's idempotent write stores a reading once).
+``sent`` is stamped at each sending.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import aiomqtt
+
+from plantwatch.connectors.mqtt import BrokerAddress
+from plantwatch.connectors.wire import encode_batch
+
+from .buffer import Outbox
+
+log = logging.getLogger("plantwatch.collect.publisher")
+
+
+@dataclass
+class PublishStats:
+    published: int = 0  # batches acknowledged by the broker
+    readings: int = 0  # readings in acknowledged batches
+    connects: int = 0
+    errors: int = 0
+
+
+async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, *, client_id: str | None,
+                         wake: asyncio.Event, stop: asyncio.Event, flush_grace: float = 5.0, inflight: int = 10,
+                         timeout: float = 5.0, max_backoff: float = 5.0,
+                         stats: PublishStats | None = None,
+                         on_ack: Callable[[int], object] | None = None) -> PublishStats:
+    """Publish until ``stop`` is set, then keep flushing for up to ``flush_grace`` seconds.
+
+    ``wake`` is set by whoever appends to the buffer. What is still unsent at the end stays in
+    the buffer for the next run.
+    """
+    stats = stats if stats is not None else PublishStats()
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    backoff = 0.5
+    healthy = True
+
+    def out_of_time() -> bool:
+        nonlocal deadline
+        if not stop.is_set():
+            return False
+        if deadline is None:
+            deadline = loop.time() + flush_grace
+        return loop.time() >= deadline or len(outbox) == 0
+
+    while not out_of_time():
+        try:
+            async with asyncio.timeout(None) as guard:
+                async with aiomqtt.Client(broker.host, broker.port, username=broker.username,
+                                          password=broker.password, identifier=client_id, keepalive=15,
+                                          timeout=timeout) as client:
+                    stats.connects += 1
+                    if not healthy:
+                        log.info("reconnected to MQTT %s:%s; %d batches buffered", broker.host, broker.port, len(outbox))
+                    healthy, backoff = True, 0.5
+                    while True:
+                        if stop.is_set():
+                            out_of_time()
+                            guard.reschedule(deadline)
+                        head = outbox.oldest(inflight)
+                        if not head:
+                            if stop.is_set():
+                                return stats
+                            wake.clear()
+                            waiter = asyncio.ensure_future(wake.wait())
+                            stopper = asyncio.ensure_future(stop.wait())
+                            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                            waiter.cancel(), stopper.cancel()
+                            continue
+                        now = round(time.time(), 3)
+                        results = await asyncio.gather(
+                            *(client.publish(b.topic, encode_batch(collector, b.seq, b.readings, sent=now), qos=1,
+                                             timeout=timeout) for b in head), return_exceptions=True)
+                        acked = [b for b, r in zip(head, results) if not isinstance(r, BaseException)]
+                        outbox.delete([b.seq for b in acked])
+                        stats.published += len(acked)
+                        stats.readings += sum(len(b.readings) for b in acked)
+                        if on_ack is not None and acked:
+                            on_ack(len(acked))
+                        failed = next((r for r in results if isinstance(r, BaseException)), None)
+                        if failed is not None:
+                            raise failed
+        except (aiomqtt.MqttError, TimeoutError) as e:
+            if out_of_time():  # the flush grace ran out (the guard's TimeoutError) or the broker went away
+                break
+            stats.errors += 1
+            if healthy:
+                log.warning("MQTT %s:%s unavailable (%s); buffering (%d batches) and retrying", broker.host,
+                            broker.port, e or type(e).__name__, len(outbox))
+            healthy = False
+            if stop.is_set():  # flushing: retry within what is left of the grace, not in a tight loop
+                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                except TimeoutError:
+                    pass
+            backoff = min(backoff * 2, max_backoff)
+    if len(outbox):
+        log.warning("stopping with %d batches still buffered in %s; they go out on the next start", len(outbox), outbox.path)
+    return stats
