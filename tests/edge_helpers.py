@@ -26,8 +26,9 @@ STALE_TIMEOUT = 3.0
 
 def edge_site_yaml(sensors: list[str], *, mqtt: tuple[str, int], prefix: str, dsn: str, metrics_port: int,
                    detectors: str = "") -> str:
-    """A one-area site; ``sensors`` are flow-style YAML mappings without ``area``."""
-    lines = ["site:", "  id: testsite", "  areas:", "    - {id: area1, bounds: [0, 0, 100, 100]}",
+    """A one-area site published by collector ``edge-test``; ``sensors`` are flow-style YAML
+    mappings without ``area``."""
+    lines = ["site:", "  id: testsite", "  areas:", "    - {id: area1, bounds: [0, 0, 100, 100], collector: edge-test}",
              f"mqtt: {{host: {mqtt[0]}, port: {mqtt[1]}, topic_prefix: {prefix}, client_id: pw-{uuid.uuid4().hex[:8]}}}",
              f'database: {{dsn: "{dsn}"}}', f"metrics: {{port: {metrics_port}}}", "sensors:"]
     lines += [f"  - {{{s}, area: area1}}" for s in sensors]

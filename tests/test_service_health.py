@@ -338,7 +338,7 @@ async def test_transfer_with_the_shipped_acl_waits_for_the_daemon(tmp_path, db):
     broker.start()
     mport = new_metrics_port()
     try:
-        site = ("site: {id: acl, areas: [{id: store}]}\n"
+        site = ("site: {id: acl, areas: [{id: store, collector: edge-store}]}\n"
                 f"mqtt: {{host: {broker.host}, port: {broker.port}, topic_prefix: plantwatch, username: plantwatch,"
                 f" password: {pw['plantwatch']}, client_id: pw-acl}}\n"
                 f'database: {{dsn: "{db}"}}\nmetrics: {{port: {mport}}}\n'
