@@ -25,12 +25,14 @@ def _setup_logging(verbose: int) -> None:
 
 # --- config check ------------------------------------------------------------------------------
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from .config import ConfigError, load_config
 
     try:
         cfg = load_config(args.file)
     except ConfigError as e:
-        console.print(f"[red]{e}[/red]", highlight=False)
+        console.print(f"[red]{escape(str(e))}[/red]", highlight=False, soft_wrap=True)
         return 2
     n_watch = sum(len(cfg.watched(d)) for d in cfg.detectors)
     console.print(f"[green]{args.file}: OK[/green] — site {cfg.site.id!r}, {len(cfg.site.areas)} areas, "

@@ -12,11 +12,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from plantwatch.detectors import REGISTRY, SensorInfo
 from plantwatch.detectors.compose import CompositionConfig
 
+from .config_checks import did_you_mean, entry_label, range_problems, reference_problems
 from .config_loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 
 ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
@@ -132,7 +134,7 @@ class DetectorConfig(Model):
     @classmethod
     def _known(cls, v):
         if v not in REGISTRY:
-            raise ValueError(f"unknown detector type {v!r}; known: {', '.join(sorted(REGISTRY))}")
+            raise ValueError(f"unknown detector type {v!r}{did_you_mean(v, REGISTRY)}; known: {', '.join(sorted(REGISTRY))}")
         return v
 
     @model_validator(mode="after")
@@ -433,57 +435,12 @@ class Config(Model):
     sparkplug: SparkplugConfig | None = None
 
     @model_validator(mode="after")
-    def _references(self):
+    def _references(self, info: ValidationInfo):
         problems: list[str] = []
-        areas = {a.id for a in self.site.areas}
-        area_collector = {a.id: a.collector for a in self.site.areas}
-        if len(areas) != len(self.site.areas):
-            problems.append("site.areas: duplicate area id")
-        seen: set[str] = set()
-        for i, s in enumerate(self.sensors):
-            if s.id in seen:
-                problems.append(f"sensors[{i}].id: duplicate sensor id {s.id!r}")
-            seen.add(s.id)
-            if s.area not in areas:
-                problems.append(f"sensors[{i}].area: unknown area {s.area!r}")
-            elif s.collector is None and area_collector.get(s.area) is None:
-                problems.append(f"sensors[{i}]: sensor {s.id!r} has no collector: set collector on it"
-                                f" or on its area {s.area!r}")
-        for i, s in enumerate(self.sensors):
-            for n in s.neighbours:
-                if n not in seen:
-                    problems.append(f"sensors[{i}].neighbours: unknown sensor {n!r}")
-        det_ids: set[str] = set()
-        for i, d in enumerate(self.detectors):
-            if d.id in det_ids:
-                problems.append(f"detectors[{i}].id: duplicate detector id {d.id!r}")
-            det_ids.add(d.id)
-            for n in d.select.sensors or []:
-                if n not in seen:
-                    problems.append(f"detectors[{i}].select.sensors: unknown sensor {n!r}")
-            for a in d.select.areas or []:
-                if a not in areas:
-                    problems.append(f"detectors[{i}].select.areas: unknown area {a!r}")
-            if not problems and not any(d.select.matches(s) for s in self.sensors):
-                problems.append(f"detectors[{i}].select: matches no sensor")
-        for i, r in enumerate(self.alarms.suppress_when):
-            for side in ("alarms", "upstream"):
-                ref = getattr(r, side)
-                if ref.detector is not None and ref.detector not in det_ids:
-                    problems.append(f"alarms.suppress_when[{i}].{side}.detector: unknown detector {ref.detector!r}")
-                for n in ref.sensors or []:
-                    if n not in seen:
-                        problems.append(f"alarms.suppress_when[{i}].{side}.sensors: unknown sensor {n!r}")
-        for i, pos in enumerate(self.alarms.positions):
-            for a in pos.areas:
-                if a not in areas:
-                    problems.append(f"alarms.positions[{i}].areas: unknown area {a!r}")
-        conds = {d.id: REGISTRY[d.type].CONDITIONS for d in self.detectors if d.enabled}
-        for i, c in enumerate(self.compositions):
-            if c.id in det_ids:
-                problems.append(f"compositions[{i}].id: {c.id!r} is already a detector id")
-            problems += [f"compositions[{i}].{p}" for p in c.check(conds)]
-        problems += _sparkplug_problems(self, {s.id: s for s in self.sensors})
+        if not (info.context or {}).get("cross_checked"):  # parse_config runs these on the YAML data
+            data = self.model_dump()
+            problems += [f"{_fmt_path(p)}: {m}" for p, m in reference_problems(data) + range_problems(data)]
+        problems += _sparkplug_problems(self, {s.id: s for s in self.sensors})  # on the validated model only
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -515,11 +472,39 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s) in config\n" + "\n".join(f"  {p}" for p in problems))
 
 
-def _fmt_path(path: tuple[Any, ...]) -> str:
+def _fmt_path(path: tuple[Any, ...], data: Any = None) -> str:
+    """``detectors[h2s-limit].params.high``: entries of id lists by their id, others by index."""
     out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    for k, p in enumerate(path):
+        if isinstance(p, int):
+            out += f"[{entry_label(data, tuple(path[:k + 1])) or p}]"
+        else:
+            out += f".{p}" if out else str(p)
     return out or "(top level)"
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config model of the mapping at ``path`` (for suggesting keys), if there is one."""
+    import types
+    import typing
+
+    tp: Any = Config
+    for seg in path:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(seg) if isinstance(seg, str) else None
+            if field is None:
+                return None
+            tp = field.annotation
+        elif typing.get_origin(tp) in (list, tuple) and isinstance(seg, int):
+            tp = typing.get_args(tp)[0]
+        else:
+            return None
+        while typing.get_origin(tp) in (typing.Union, types.UnionType, typing.Annotated):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if typing.get_origin(tp) is typing.Annotated or len(args) == 1 else tp
+            if len(args) > 1 and typing.get_origin(tp) is not typing.Annotated:
+                break
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
 _REF = re.compile(r"^(?P<path>[A-Za-z_]+(?:\[\d+\])?(?:\.[A-Za-z_]+(?:\[\d+\])?)*): (?P<msg>.*)$")
@@ -552,13 +537,18 @@ def _problems(err: ValidationError, located: Located) -> list[str]:
             else:
                 path, text = loc, part
             if e["type"] == "extra_forbidden":
-                text = f"unknown key {path[-1]!r}"
+                model = _model_at(path[:-1])
+                text = f"unknown key {path[-1]!r}{did_you_mean(path[-1], model.model_fields if model else ())}"
             elif e["type"] == "missing":
                 text = f"missing required key {path[-1]!r}"
             elif "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], (dict, list)):
                 text = f"{text} (got {e['input']!r})"
-            out.append(f"{located.where(path)}: {_fmt_path(path)}: {text}")
+            out.append(_at(located, path, text))
     return out
+
+
+def _at(located: Located, path: tuple[Any, ...], text: str) -> str:
+    return f"{located.where(path)}: {_fmt_path(path, located.data)}: {text}"
 
 
 def _param_problems(located: Located) -> list[str]:
@@ -578,21 +568,36 @@ def _param_problems(located: Located) -> list[str]:
                 text = e["msg"].removeprefix("Value error, ")
                 if e["type"] == "extra_forbidden":
                     allowed = ", ".join(REGISTRY[d["type"]].Params.model_fields)
-                    text = f"unknown parameter {path[-1]!r} for detector type {d['type']!r} (allowed: {allowed})"
+                    text = (f"unknown parameter {path[-1]!r} for detector type {d['type']!r}"
+                            f"{did_you_mean(path[-1], REGISTRY[d['type']].Params.model_fields)} (allowed: {allowed})")
                 elif "input" in e and not isinstance(e["input"], (dict, list)) and e["type"] != "value_error":
                     text = f"{text} (got {e['input']!r})"
-                out.append(f"{located.where(path)}: {_fmt_path(path)}: {text}")
+                out.append(_at(located, path, text))
     return out
 
 
-def parse_config(located: Located) -> Config:
-    problems = _param_problems(located)
+def _line_col(located: Located, problem: str) -> tuple[int, int]:
+    """Sort key of a ``file:line:col: ...`` problem."""
+    rest = problem[len(located.source) + 1:].split(":", 2)
     try:
-        cfg = Config.model_validate(located.data)
+        return int(rest[0]), int(rest[1])
+    except (ValueError, IndexError):
+        return 0, 0
+
+
+def parse_config(located: Located) -> Config:
+    """Every stage runs, whatever the others found: the schema, the detectors' parameters,
+    references between ids and alarm levels against measuring ranges; all problems come
+    together, in file order."""
+    problems = _param_problems(located)
+    problems += [_at(located, p, m) for p, m in reference_problems(located.data) + range_problems(located.data)]
+    cfg = None
+    try:
+        cfg = Config.model_validate(located.data, context={"cross_checked": True})
     except ValidationError as err:
-        raise ConfigError(located.source, _problems(err, located) + problems) from None
-    if problems:
-        raise ConfigError(located.source, problems)
+        problems = _problems(err, located) + problems
+    if problems or cfg is None:
+        raise ConfigError(located.source, sorted(dict.fromkeys(problems), key=lambda p: _line_col(located, p)))
     return cfg
 
 

@@ -100,6 +100,14 @@ class Detector(ABC):
     #: alarm a consequence in incident grouping (daemon/lifecycle.py).
     SENSOR_HEALTH: ClassVar[bool] = False
 
+    @classmethod
+    def absolute_levels(cls, params: DetectorParams) -> list[tuple[str, float, bool]]:
+        """Absolute alarm levels in the watched sensors' own units, as ``(parameter, value,
+        upper)`` (``upper``: the condition is raised above the value). Config checking refuses
+        levels outside a watched sensor's measuring range: readings beyond it are rejected, so
+        such a level could never be crossed (or would always be). Relative detectors have none."""
+        return []
+
     def __init__(self, params: DetectorParams, sensors: Sequence[SensorInfo]):
         self.params = params
         self.sensors = tuple(sensors)

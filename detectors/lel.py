@@ -66,6 +66,11 @@ class LelDetector(Detector):
         self.set_points = np.array(params.set_points(), dtype=np.float64)
 
     @classmethod
+    def absolute_levels(cls, params: LelParams) -> list[tuple[str, float, bool]]:
+        a1, a2 = params.set_points()
+        return [(k, v, True) for k, v in (("alarm1", a1), ("alarm2", a2)) if v is not None]
+
+    @classmethod
     def example_params(cls):
         return {"alarm1": 60.0, "alarm2": 80.0, "deadband": 5.0, "on_delay": 5.0}
 

@@ -49,6 +49,12 @@ class LimitDetector(Detector):
     def example_params(cls):
         return {"low_low": 10.0, "low": 20.0, "high": 75.0, "high_high": 90.0, "deadband": 2.0, "on_delay": 3.0}
 
+    @classmethod
+    def absolute_levels(cls, params: LimitParams) -> list[tuple[str, float, bool]]:
+        levels = [("low_low", params.low_low, False), ("low", params.low, False), ("high", params.high, True),
+                  ("high_high", params.high_high, True)]
+        return [(k, v, up) for k, v, up in levels if v is not None]
+
     def make_decider(self) -> Decider:
         p: LimitParams = self.params
         nan = lambda v: np.nan if v is None else v  # noqa: E731

@@ -37,25 +37,25 @@ def test_bad_detector_parameter_names_its_line():
     assert p.startswith("site.yaml:"), p
     line = int(p.split(":")[1])
     assert text.splitlines()[line - 1].strip().startswith("hihg_high"), p
-    assert "detectors[0].params.hihg_high" in p and "unknown parameter" in p and "high_high" in p
+    assert "detectors[d1].params.hihg_high" in p and "unknown parameter" in p and "high_high" in p
 
 
 def test_out_of_bounds_parameter():
     text = site_config(n_gas=2, detectors="detectors:\n  - {id: d, type: stale, select: {kind: gas}, params: {timeout: -5}}\n")
     (p,) = problems(text)
-    assert "detectors[0].params.timeout" in p and "greater than 0" in p and "-5" in p
+    assert "detectors[d].params.timeout" in p and "greater than 0" in p and "-5" in p
 
 
 def test_limits_out_of_order():
     text = site_config(n_gas=2, detectors="detectors:\n  - {id: d, type: limit, select: {kind: gas}, params: {high: 10, high_high: 5}}\n")
     (p,) = problems(text)
-    assert "ordered" in p and "detectors[0].params" in p
+    assert "ordered" in p and "detectors[d].params" in p
 
 
 def test_references_are_checked():
     text = site_config(n_gas=1).replace("area: area1", "area: nowhere")
     (p,) = problems(text)
-    assert "sensors[0].area: unknown area 'nowhere'" in p
+    assert "sensors[G0].area: unknown area 'nowhere'" in p
     assert p.startswith("site.yaml:")
 
 
@@ -63,7 +63,7 @@ def test_unknown_detector_type_and_empty_selection():
     text = site_config(n_gas=1, detectors="detectors:\n  - {id: d, type: magic, select: {kind: gas}}\n"
                                           "  - {id: e, type: stale, select: {kind: flow}}\n")
     ps = problems(text)
-    assert any("unknown detector type 'magic'" in p and "detectors[0].type" in p for p in ps), ps
+    assert any("unknown detector type 'magic'" in p and "detectors[d].type" in p for p in ps), ps
 
 
 def test_duplicate_sensor_and_yaml_errors():
@@ -85,7 +85,7 @@ def test_cli_config_check(tmp_path):
     assert ok.returncode == 0, ok.stderr
     ko = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "config", "check", str(bad)], capture_output=True, text=True)
     assert ko.returncode == 2
-    assert f"{bad}:" in ko.stderr and "sensors[0].range" in ko.stderr and "min < max" in ko.stderr
+    assert f"{bad}:" in ko.stderr and "sensors[G0].range" in ko.stderr and "[min, max]" in ko.stderr
 
 
 def test_missing_file_is_a_config_error(tmp_path):
@@ -126,5 +126,82 @@ def test_every_sensor_resolves_to_a_collector():
     text = site_config(n_gas=2).replace(", collector: edge1}", "}")
     ps = problems(text)
     assert len(ps) == 2 and all(p.startswith("site.yaml:") for p in ps), ps
-    assert "sensors[0]: sensor 'G0' has no collector" in ps[0] and "area 'area1'" in ps[0]
+    assert "sensors[G0]: sensor 'G0' has no collector" in ps[0] and "area 'area1'" in ps[0]
     assert ps[0].split(":")[1] != ps[1].split(":")[1]  # each names its own line
+
+
+def check_cli(tmp_path, text: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "config", "check", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def line_of(text: str, problem: str) -> str:
+    """The source line a ``file:line:col: ...`` problem points at."""
+    return text.splitlines()[int(problem.split(":")[1]) - 1]
+
+
+LIMIT_150 = "detectors:\n  - id: gas-h2s-limit\n    type: limit\n    select: {kind: gas}\n    params:\n      high: 50\n      high_high: 150\n"
+
+
+def test_limit_outside_the_instruments_range_is_refused(tmp_path):
+    """high_high 150 on a 0-100 ppm sensor can never fire: readings above 100 are rejected."""
+    text = site_config(n_gas=2, detectors=LIMIT_150)
+    (p,) = problems(text)
+    assert line_of(text, p).strip() == "high_high: 150", p
+    assert "detectors[gas-h2s-limit].params.high_high" in p and "150" in p and "0 to 100 ppm" in p, p
+    assert "G0" in p and "G1" in p and "never" in p, p
+    low = site_config(n_gas=1, detectors="detectors:\n  - {id: lo, type: limit, select: {kind: gas}, params: {low: -5}}\n")
+    (p,) = problems(low)
+    assert "detectors[lo].params.low" in p and "below the measuring range" in p, p
+    ko = check_cli(tmp_path, text)
+    assert ko.returncode == 2 and "params.high_high" in ko.stderr and "0 to 100 ppm" in ko.stderr, ko.stderr
+    # at the range's end it can fire (a saturated reading is kept), so it is accepted
+    load_config_text(site_config(n_gas=1, detectors=LIMIT_150.replace("150", "100")))
+
+
+def test_every_stage_is_reported_in_one_run(tmp_path):
+    """A schema error, a cross-reference error and a limit outside the range: all at once."""
+    text = site_config(n_gas=2, detectors=LIMIT_150 + "  - {id: stale-p, type: stale, select: {sensors: [P9]}, params: {timeout: 60}}\n")
+    text = text.replace("range: [0, 100], area: area1, location: [1, 5]", "range: [0, 100], area: area1, location: [1, 5], colour: red")
+    ps = problems(text)
+    assert len(ps) == 3, ps
+    assert "sensors[G1].colour: unknown key 'colour'" in ps[0] and "colour: red" in line_of(text, ps[0]), ps
+    assert "params.high_high" in ps[1] and "measuring range" in ps[1] and "high_high: 150" in line_of(text, ps[1]), ps
+    assert "detectors[stale-p].select.sensors: unknown sensor 'P9'" in ps[2] and "P9" in line_of(text, ps[2]), ps
+    ko = check_cli(tmp_path, text)
+    assert ko.returncode == 2 and "3 problem(s)" in ko.stderr, ko.stderr
+    for p in ps:
+        assert p.replace("site.yaml", str(tmp_path / "site.yaml")) in " ".join(ko.stderr.split()), (p, ko.stderr)
+
+
+def test_problems_name_detectors_and_sensors_by_id():
+    text = site_config(n_gas=2, detectors="detectors:\n  - {id: a, type: stale, select: {kind: gas}, params: {timeout: 60}}\n"
+                                          "  - {id: gas-h2s-limit, type: limit, select: {kind: gas}, params: {high: 5, hihg: 10}}\n")
+    (p,) = problems(text)
+    assert "detectors[gas-h2s-limit].params.hihg" in p and "detectors[1]" not in p, p
+    (p,) = problems(site_config(n_gas=2).replace("id: G1, kind: gas", "id: G1, kind: gaz"))
+    assert "sensors[G1].kind" in p, p
+
+
+def test_did_you_mean(tmp_path):
+    text = site_config(n_gas=2, detectors=(
+        "detectors:\n"
+        "  - {id: h2s-limit, type: limt, select: {kind: gas}}\n"
+        "  - {id: h2s-stale, type: stale, select: {sensors: [G01], areas: [area3]}, params: {timeout: 60}}\n"
+        "alarms:\n  suppress_when:\n    - {alarms: {detector: h2s-stale}, upstream: {detector: h2s-limt}}\n"))
+    text = text.replace("location: [0, 5]}", "location: [0, 5], neighbors: [G1]}")
+    ps = problems(text)
+    want = {"sensors[G0].neighbors: unknown key 'neighbors' (did you mean 'neighbours'?)",
+            "detectors[h2s-limit].type: unknown detector type 'limt' (did you mean 'limit'?",
+            "detectors[h2s-stale].select.sensors: unknown sensor 'G01' (did you mean 'G1' or 'G0'?)",
+            "detectors[h2s-stale].select.areas: unknown area 'area3' (did you mean 'area2' or 'area1'?)",
+            "alarms.suppress_when[0].upstream.detector: unknown detector 'h2s-limt' (did you mean 'h2s-limit'?)"}
+    for w in want:
+        assert any(w in p for p in ps), (w, ps)
+    assert len(ps) == len(want), ps
+    ko = check_cli(tmp_path, text)
+    assert ko.returncode == 2 and "did you mean 'neighbours'?" in ko.stderr, ko.stderr
+    p, = problems(site_config(n_gas=2, detectors="detectors:\n  - {id: d, type: stale, select: {kind: gas}, params: {timout: 60}}\n"))
+    assert "did you mean 'timeout'?" in p, p

@@ -50,7 +50,7 @@ def test_neighbours_agreeing_raise_the_composite_alarm_on_both():
 def test_composition_references_are_checked():
     with pytest.raises(ConfigError) as e:
         load_config_text(SITE.replace("inputs: [{detector: lim}]", "inputs: [{detector: nope}]"), "site.yaml")
-    assert any("compositions[0].inputs[0].detector: unknown detector 'nope'" in p for p in e.value.problems)
+    assert any("compositions[two-agree].inputs[0].detector: unknown detector 'nope'" in p for p in e.value.problems)
 
 
 def test_restore_gives_detectors_and_compositions_their_state():
