@@ -61,7 +61,8 @@ def _subplots(*args, figsize, **kw):
 
 
 def _limits(config_text: str | None, tag: str) -> tuple[list[tuple[str, float]], list[dict[str, Any]]]:
-    """Limit lines for a sensor, and the detectors that watch it, from the config in force."""
+    """Limit lines for a sensor (``("h2s-limit high", 5.0)``: every absolute set point of the
+    detectors watching it), and those detectors, from the config in force."""
     if not config_text:
         return [], []
     try:
@@ -72,16 +73,29 @@ def _limits(config_text: str | None, tag: str) -> tuple[list[tuple[str, float]],
     sensor = next((s for s in cfg.sensors if s.id == tag), None)
     if sensor is None:
         return [], []
+    from plantwatch.detectors import REGISTRY
+
     lines, dets = [], []
     for d in cfg.detectors:
         if d.select.matches(sensor):
             dets.append(d.model_dump(mode="json"))
-            if d.type == "limit":
-                for k in ("low_low", "low", "high", "high_high"):
-                    v = d.params.get(k)
-                    if isinstance(v, (int, float)):
-                        lines.append((f"{d.id} {k}", float(v)))
+            if d.enabled:
+                lines += [(f"{d.id} {k}", float(v)) for k, v, _ in REGISTRY[d.type].absolute_levels(d.validated_params())]
     return lines, dets
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def _utc_time_axis(ax, t0: float, t1: float, what: str) -> None:
+    """Clock times in UTC on the x axis, whatever the machine's time zone, labelled so."""
+    import matplotlib.dates as mdates
+    locator = mdates.AutoDateLocator(tz=timezone.utc)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=timezone.utc, show_offset=True))
+    ax.set_xlim(_utc(t0), _utc(t1))
+    ax.set_xlabel(f"time (UTC){what}")
 
 
 def _spans(changes: list[dict[str, Any]], t_end: float) -> dict[int, list[tuple[float, float, str]]]:
@@ -157,24 +171,46 @@ def _readings_plot(d: dict[str, Any]) -> str:
         alarms_by_sensor.setdefault(a["sensor"], []).append(a["alarm_id"])
     fig, axes = _subplots(len(tags), 1, figsize=(9, 2.1 * len(tags)), sharex=True, squeeze=False)
     cfg_text = d["config"]["content"] if d["config"] else None
-    t_ref = inc["started_at"]
     for ax, tag in zip(axes[:, 0], tags):
         ts, vs = d["series"][tag]
-        ax.plot([(t - t_ref) / 60 for t in ts], vs, lw=1, color="#1f4e79", label=tag)
+        unit = d["sensors"][tag]["unit"]
+        ax.plot([_utc(t) for t in ts], vs, lw=1, color="#1f4e79", label=tag)
         for name, v in _limits(cfg_text, tag)[0]:
             ax.axhline(v, ls="--", lw=0.8, color="#b00020" if "high_high" in name or "low_low" in name else "#e65100")
-            ax.annotate(name, xy=(1, v), xycoords=("axes fraction", "data"), fontsize=7, ha="right", va="bottom",
-                        color="#7a2020")
+            ax.annotate(f"{name} {v:g} {unit}", xy=(1, v), xycoords=("axes fraction", "data"), fontsize=7, ha="right",
+                        va="bottom", color="#7a2020")
         for aid in alarms_by_sensor.get(tag, []):
             for a0, a1, cond in spans.get(aid, []):
-                ax.axvspan((a0 - t_ref) / 60, (a1 - t_ref) / 60, color="#b00020", alpha=0.12, lw=0)
-        ax.set_ylabel(f"{tag} [{d['sensors'][tag]['unit']}]")
+                ax.axvspan(_utc(a0), _utc(a1), color="#b00020", alpha=0.12, lw=0)
+        ax.set_ylabel(f"{tag} [{unit}]")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel(f"minutes from incident start ({_fmt(t_ref)}); shaded: alarm active")
+    _utc_time_axis(axes[-1, 0], d["t0"], d["t1"], " · shaded: alarm active · dashed: limits in force")
     return _svg(fig)
 
 
-def _map_plot(d: dict[str, Any]) -> str:
+def _robot_maps(d: dict[str, Any]) -> str:
+    """One map per robot channel: each has its own unit, its own colour scale (spanning its
+    readings and its limits) and its limits marked on the colour bar."""
+    channels: dict[str, list[dict[str, Any]]] = {}
+    for r in d["robot"]:
+        channels.setdefault(r["tag"], []).append(r)
+    if not channels:
+        return _map_figure(d, None, [], [])
+    cfg_text = d["config"]["content"] if d["config"] else None
+    out = []
+    for tag in sorted(channels):
+        rows = channels[tag]
+        limits = _limits(cfg_text, tag)[0]
+        unit, quantity = rows[0]["unit"], rows[0]["quantity"] or "reading"
+        peak = max(rows, key=lambda r: r["value"])
+        caption = (f"{tag}: {quantity} in {unit} · {len(rows)} reading(s) · peak {peak['value']:.3g} {unit} at "
+                   f"{_fmt(peak['t'])} · limits: " + (", ".join(f"{n} {v:g} {unit}" for n, v in limits) or "none"))
+        out.append(f'<figure class="robot-map" data-channel="{_e(tag)}"><figcaption>{_e(caption)}</figcaption>'
+                   f"{_map_figure(d, tag, rows, limits)}</figure>")
+    return "".join(out)
+
+
+def _map_figure(d: dict[str, Any], tag: str | None, rows: list[dict[str, Any]], limits: list[tuple[str, float]]) -> str:
     from matplotlib.patches import Rectangle
     site = d["site"] or {"width": 200, "height": 120}
     fig, ax = _subplots(figsize=(9, 9 * site["height"] / site["width"] if site["width"] else 5))
@@ -193,10 +229,21 @@ def _map_plot(d: dict[str, Any]) -> str:
                label="alarmed sensors", zorder=4)
     for s in inv:
         ax.annotate(s["tag"], (s["x"], s["y"]), xytext=(3, 3), textcoords="offset points", fontsize=8)
-    if d["robot"]:
-        sc = ax.scatter([r["x"] for r in d["robot"]], [r["y"] for r in d["robot"]], c=[r["value"] for r in d["robot"]],
-                        s=18, cmap="viridis", marker="o", label="robot readings", zorder=3)
-        fig.colorbar(sc, ax=ax, label=f"robot {d['robot'][0]['quantity'] or 'reading'} [{d['robot'][0]['unit']}]")
+    if rows:
+        unit = rows[0]["unit"]
+        span = [r["value"] for r in rows] + [v for _, v in limits]
+        lo, hi = min(span), max(span)
+        sc = ax.scatter([r["x"] for r in rows], [r["y"] for r in rows], c=[r["value"] for r in rows], s=18,
+                        cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1, marker="o",
+                        label=f"robot readings {tag}", zorder=3)
+        bar = fig.colorbar(sc, ax=ax)
+        bar.ax.set_gid(f"colorbar-{tag}")
+        bar.ax.yaxis.set_label_position("left")
+        bar.set_label(f"robot {tag} {rows[0]['quantity'] or 'reading'} [{unit}]")
+        for name, v in limits:
+            bar.ax.axhline(v, color="#b00020", lw=1.2)
+            bar.ax.annotate(f"{name} {v:g} {unit}", xy=(1, v), xycoords=("axes fraction", "data"), xytext=(30, 0),
+                            textcoords="offset points", va="center", fontsize=7, color="#b00020")
     ax.set_xlim(0, site["width"])
     ax.set_ylim(0, site["height"])
     ax.set_aspect("equal")
@@ -214,27 +261,26 @@ def _timeline_plot(d: dict[str, Any]) -> str:
             alarms.append(a)
     if not alarms:
         return ""
-    t_ref = inc["started_at"]
     fig, ax = _subplots(figsize=(9, 0.5 * len(alarms) + 1.2))
     row = {a["alarm_id"]: i for i, a in enumerate(alarms)}
     spans = _spans(inc["changes"], d["t_end"])
     for aid, sp in spans.items():
         if aid in row:
             for a0, a1, cond in sp:
-                ax.barh(row[aid], (a1 - a0) / 60, left=(a0 - t_ref) / 60, height=0.5, color="#b00020", alpha=0.35)
+                ax.barh(row[aid], (a1 - a0) / 86400, left=_utc(a0), height=0.5, color="#b00020", alpha=0.35)
     colors = {"unack": "#b00020", "ack": "#1b5e20", "rtn_unack": "#e65100", "normal": "#607d8b", "shelved": "#6a1b9a",
               "suppressed": "#455a64", "out_of_service": "#000"}
     for c in inc["changes"]:
         if c["alarm_id"] in row:
-            ax.plot((c["time"] - t_ref) / 60, row[c["alarm_id"]], "o", ms=5, color=colors.get(c["to_state"], "#333"))
+            ax.plot(_utc(c["time"]), row[c["alarm_id"]], "o", ms=5, color=colors.get(c["to_state"], "#333"))
     for o in inc["actions"]:
         if o["alarm_id"] in row:
-            ax.plot((o["time"] - t_ref) / 60, row[o["alarm_id"]] + 0.32, "v", ms=7, color="#0d47a1")
-            ax.annotate(o["action"], ((o["time"] - t_ref) / 60, row[o["alarm_id"]] + 0.32), xytext=(2, 3),
+            ax.plot(_utc(o["time"]), row[o["alarm_id"]] + 0.32, "v", ms=7, color="#0d47a1")
+            ax.annotate(o["action"], (_utc(o["time"]), row[o["alarm_id"]] + 0.32), xytext=(2, 3),
                         textcoords="offset points", fontsize=7, color="#0d47a1")
     ax.set_yticks(range(len(alarms)), [f"{a['sensor']} · {a['detector_id']} ({a['role']})" for a in alarms])
     ax.invert_yaxis()
-    ax.set_xlabel("minutes from incident start · dots: state changes · ▼ operator actions")
+    _utc_time_axis(ax, d["t0"], d["t1"], " · dots: state changes · ▼ operator actions")
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig)
 
@@ -243,7 +289,7 @@ CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1000
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e3e6ea;padding:.25em .5em;text-align:left;
 vertical-align:top;font-size:13px}th{background:#eceff3}pre{background:#f6f7f9;padding:.8em;overflow:auto;font-size:12px}
-.plot svg{max-width:100%;height:auto}.muted{color:#667}code{font-size:12px;word-break:break-all}"""
+.plot svg{max-width:100%;height:auto}figure{margin:1em 0}figcaption{font-size:13px;color:#445}.muted{color:#667}code{font-size:12px;word-break:break-all}"""
 
 
 def render(d: dict[str, Any]) -> str:
@@ -296,7 +342,7 @@ def render(d: dict[str, Any]) -> str:
 <div class="plot" id="plot-timeline">{_timeline_plot(d)}</div>
 <table id="timeline"><tr><th>time</th><th>what</th><th>alarm</th><th>change / reason</th><th>by</th></tr>{rows_events}</table>
 <h2>Robot inspection readings near the incident</h2>
-<div class="plot" id="plot-map">{_map_plot(d)}</div>
+<div class="plot" id="plot-map">{_robot_maps(d)}</div>
 <p class="muted">{len(d['robot'])} robot reading(s) within {d['radius']:g} m of an alarmed sensor or in an involved area,
 {_fmt(d['t0'])} – {_fmt(d['t1'])}.</p>
 <table id="robot"><tr><th>time</th><th>channel</th><th>value</th><th>x, y</th><th>area</th></tr>{robot_rows}</table>
