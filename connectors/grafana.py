@@ -38,8 +38,10 @@ __all__ = [
     "Change",
     "GrafanaPushError",
     "PushSummary",
+    "PRIORITY_COLOURS",
     "SqlQuery",
     "alert_rule_payloads",
+    "iter_panels",
     "iter_sql_queries",
     "load_dashboards",
     "load_datasources",
@@ -52,6 +54,9 @@ __all__ = [
 #: ``--dir`` or PLANTWATCH_DASHBOARDS_DIR.
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 PG_TYPES = ("grafana-postgresql-datasource", "postgres")
+#: the colour of each alarm priority, the same on every dashboard (value mappings of priority
+#: names, and fields named by priority); the tests hold the dashboards to it
+PRIORITY_COLOURS = {"critical": "red", "high": "orange", "medium": "yellow", "low": "blue"}
 _ENV_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -222,10 +227,14 @@ def iter_sql_queries(dashboards: Sequence[tuple[Path, dict]], rule_groups: Seque
                                    q["model"].get("format", "time_series"))
 
 
-def _panels(panels: list[dict]) -> Iterator[dict]:
+def iter_panels(panels: list[dict]) -> Iterator[dict]:
+    """Every panel, including those inside collapsed rows."""
     for p in panels:
         yield p
-        yield from _panels(p.get("panels") or [])  # collapsed rows hold their panels
+        yield from iter_panels(p.get("panels") or [])  # collapsed rows hold their panels
+
+
+_panels = iter_panels
 
 
 # --- pushing ----------------------------------------------------------------------------------
@@ -365,12 +374,13 @@ def _rule_view(r: dict) -> dict:
 
 def push(url: str, token: str, *, folder_uid: str = "plantwatch", folder_title: str = "Plantwatch",
          root: str | Path | None = None, env: Mapping[str, str] | None = None, timeout: float = 10.0,
-         rotate_secrets: bool = False) -> PushSummary:
+         rotate_secrets: bool = False, console_url: str | None = None) -> PushSummary:
     """Create or update folder, data sources, dashboards and alert rules; write only what differs.
 
     ``env`` supplies the $VARs of the data source file (default: this process's environment).
     Data source passwords cannot be read back from Grafana, so an existing password is kept
-    unless ``rotate_secrets`` is set.
+    unless ``rotate_secrets`` is set. ``console_url`` replaces the dashboards' default
+    ``console_url`` (the API's default address) with the site's.
     """
     if not token:
         raise GrafanaPushError("no Grafana token given (--token or GRAFANA_TOKEN): create a service account "
@@ -378,6 +388,8 @@ def push(url: str, token: str, *, folder_uid: str = "plantwatch", folder_title: 
     root = dashboards_dir(root)
     datasources = load_datasources(root, env)
     dashboards = load_dashboards(root)
+    if console_url is not None:
+        dashboards = [(p, with_console_url(d, console_url)) for p, d in dashboards]
     groups = load_rule_groups(root)
     g = _Grafana(url, token, timeout)
     api = g.api
@@ -465,6 +477,18 @@ def push(url: str, token: str, *, folder_uid: str = "plantwatch", folder_title: 
     return s
 
 
+def with_console_url(dashboard: dict, console_url: str) -> dict:
+    """A copy of ``dashboard`` whose ``console_url`` constant is ``console_url``."""
+    u = urlparse(console_url)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise GrafanaPushError(f"not a console URL: {console_url!r} (expected http(s)://host[:port][/path])")
+    d = copy.deepcopy(dashboard)
+    for v in (d.get("templating") or {}).get("list") or []:
+        if v.get("name") == "console_url":
+            v["query"] = console_url.rstrip("/")
+    return d
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="plantwatch grafana push",
                                  description="Create or update plantwatch's folder, data sources, dashboards and "
@@ -478,6 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dir", default=None, help="the dashboards/ folder (default: the one of this checkout, "
                                                 "or PLANTWATCH_DASHBOARDS_DIR)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
+    ap.add_argument("--console-url", default=os.environ.get("PLANTWATCH_CONSOLE_URL"),
+                    help="where operators reach the console (the dashboards' links); default: the dashboards' "
+                         "own, the API's default address (env PLANTWATCH_CONSOLE_URL)")
     ap.add_argument("--rotate-secrets", action="store_true",
                     help="send data source passwords even when Grafana already has one")
     args = ap.parse_args(argv)
@@ -485,7 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--url (or GRAFANA_URL) is required")
     try:
         summary = push(args.url, args.token or "", folder_uid=args.folder_uid, folder_title=args.folder_title,
-                       root=args.dir, timeout=args.timeout, rotate_secrets=args.rotate_secrets)
+                       root=args.dir, timeout=args.timeout, rotate_secrets=args.rotate_secrets,
+                       console_url=args.console_url)
     except GrafanaPushError as e:
         print(f"plantwatch grafana push: error: {e}", file=sys.stderr)
         return 1

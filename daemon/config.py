@@ -292,6 +292,12 @@ class ApiConfig(Model):
     #: seconds a request may wait for the database before it is answered 503
     db_timeout: float = Field(10.0, gt=0, le=300)
 
+    @property
+    def url(self) -> str:
+        """The console's address from this machine; the dashboards' default ``console_url``."""
+        host = "localhost" if self.host in ("127.0.0.1", "::1", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
 
 class Webhook(Model):
     #: names the webhook in logs and metric labels (default: scheme and host of the URL; the

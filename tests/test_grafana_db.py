@@ -417,7 +417,7 @@ async def test_long_ranges_never_scan_raw_readings(shared_db):
 
 
 async def test_short_range_trend_uses_raw_readings_and_long_range_the_rollup(shared_db):
-    q = next(q for q in QUERIES if q.where.startswith("area-sensor.json: panel '${sensor}: value'"))
+    q = next(q for q in QUERIES if q.where.startswith("area-sensor.json: panel '${sensor}: value [${unit}]'"))
     conn = await _reader(shared_db)
     try:
         short = await conn.fetch(expand(q.sql, short_range(), variables=VARIABLES, interval_s=10))
@@ -628,3 +628,56 @@ async def test_sql_injection_through_a_dashboard_variable(db):
     finally:
         await conn.close()
     assert await _count_readings(db) == before
+
+
+# --- colours and units, by what the queries return ---------------------------------------------
+
+#: a column named like this holds a quantity of this unit (Grafana unit ids)
+UNIT_BY_SUFFIX = {"_s": "s", "_h": "h", "pct": "percent", "_pct": "percent"}
+
+
+def _field_props(panel, column: str) -> dict:
+    """The panel's field config for one column: defaults, then its byName overrides."""
+    fc = panel.get("fieldConfig") or {}
+    props = dict(fc.get("defaults") or {})
+    for o in fc.get("overrides") or []:
+        if o["matcher"]["id"] == "byName" and o["matcher"]["options"] == column:
+            props.update({q["id"]: q["value"] for q in o["properties"]})
+    return props
+
+
+async def test_priority_columns_are_coloured_and_units_follow_the_columns(shared_db):
+    """Every panel whose query returns priorities colours each one (PRIORITY_COLOURS), whether
+    they come as a ``priority`` column or as one column per priority; columns named for a unit
+    (``age_s``, ``age_h``, ``pct_of_high``) carry that unit."""
+    from plantwatch.connectors.grafana import PRIORITY_COLOURS
+
+    conn = await _reader(shared_db)
+    checked = {"priority column": 0, "priority fields": 0, "unit columns": 0}
+    try:
+        for q in QUERIES:
+            if q.kind != "panel":
+                continue
+            sql = expand(q.sql, short_range(), variables=VARIABLES, interval_s=10.0, timescaledb=True)
+            cols = [a.name for a in (await conn.prepare(sql)).get_attributes()]
+            by_priority = set(PRIORITY_COLOURS) <= set(cols)  # one column per priority (not "high" limits)
+            for c in cols:
+                props = _field_props(q.panel, c)
+                if c == "priority":
+                    checked["priority column"] += 1
+                    got = {v: r.get("color") for m in props.get("mappings") or [] if m.get("type") == "value"
+                           for v, r in m["options"].items()}
+                    assert got == PRIORITY_COLOURS, f"{q.where}: priority colours {got}"
+                elif c in PRIORITY_COLOURS and by_priority:
+                    checked["priority fields"] += 1
+                    fixed = (props.get("color") or {}).get("fixedColor")
+                    steps = [s["color"] for s in (props.get("thresholds") or {}).get("steps", [])
+                             if s["color"] != "transparent"]
+                    assert (fixed or (steps[0] if steps else None)) == PRIORITY_COLOURS[c], f"{q.where}: {c}: {props}"
+                for suffix, unit in UNIT_BY_SUFFIX.items():
+                    if c.endswith(suffix) or c.startswith(suffix.strip("_") + "_"):
+                        checked["unit columns"] += 1
+                        assert props.get("unit") == unit, f"{q.where}: column {c} has unit {props.get('unit')}"
+    finally:
+        await conn.close()
+    assert checked["priority column"] >= 4 and checked["priority fields"] >= 8 and checked["unit columns"] >= 8, checked

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from plantwatch.connectors import migrations
-from plantwatch.connectors.grafana import (DEFAULT_DIR, PG_TYPES, duration_seconds, env_references,
-                                           iter_sql_queries, load_dashboards, load_rule_groups)
+from plantwatch.connectors.grafana import (DEFAULT_DIR, PG_TYPES, PRIORITY_COLOURS, duration_seconds,
+                                           env_references, iter_panels, iter_sql_queries, load_dashboards,
+                                           load_rule_groups)
 
 REPO = DEFAULT_DIR.parent
 PROV = DEFAULT_DIR / "provisioning"
@@ -277,3 +278,118 @@ def test_env_example_defines_every_required_variable():
     env = dict(line.split("=", 1) for line in (SITE / ".env.example").read_text().splitlines()
                if line and not line.startswith("#"))
     assert cfg["mqtt"]["password"] == env["MQTT_PLANTWATCH_PASSWORD"]
+
+
+# --- links, colours, units ---------------------------------------------------------------------
+
+def test_console_url_default_is_the_apis_own_address():
+    """One source of truth: the dashboards' default console_url is where the API listens by default."""
+    from plantwatch.daemon.config import ApiConfig
+
+    for path, d in DASHBOARDS:
+        (const,) = [v for v in d["templating"]["list"] if v["name"] == "console_url"]
+        assert const["query"] == ApiConfig().url, f"{path.name}: console_url {const['query']} != {ApiConfig().url}"
+
+
+def _panel_colours(p) -> dict[str, set[str]]:
+    """Colours a panel gives each priority: value mappings of priority names, and per-field
+    colours (fixed, or the first non-transparent threshold step) of fields named by priority."""
+    out: dict[str, set[str]] = {}
+    fc = p.get("fieldConfig") or {}
+    for props in [fc.get("defaults") or {}] + [{q["id"]: q["value"] for q in o["properties"]}
+                                               for o in fc.get("overrides") or []]:
+        for m in props.get("mappings") or []:
+            for value, res in (m.get("options") or {}).items():
+                if value in PRIORITY_COLOURS and res.get("color"):
+                    out.setdefault(value, set()).add(res["color"])
+    for o in fc.get("overrides") or []:
+        name = o["matcher"].get("options")
+        if o["matcher"]["id"] != "byName" or name not in PRIORITY_COLOURS:
+            continue
+        props = {q["id"]: q["value"] for q in o["properties"]}
+        colour = (props.get("color") or {}).get("fixedColor")
+        steps = [s["color"] for s in (props.get("thresholds") or {}).get("steps", []) if s["color"] != "transparent"]
+        out.setdefault(name, set()).update([colour] if colour else steps[:1])
+    return out
+
+
+def test_priority_colours_are_distinct_and_the_same_on_every_dashboard():
+    assert len(set(PRIORITY_COLOURS.values())) == len(PRIORITY_COLOURS) == 4
+    seen = 0
+    for path, d in DASHBOARDS:
+        for p in iter_panels(d["panels"]):
+            for prio, colours in _panel_colours(p).items():
+                seen += 1
+                assert colours == {PRIORITY_COLOURS[prio]}, f"{path.name}: {p['title']}: {prio} is {colours}"
+    assert seen >= 12
+
+
+#: what every panel shows, hence its unit: "" is the panel's default, other keys are columns
+#: (overrides). Values in the sensors' own units (which differ per sensor) are "none" and the
+#: unit is shown beside them (a unit column, or the series / panel name).
+UNITS = {
+    "alarm-health.json": {
+        "Alarm activations per 10 minutes": {"": "short"},
+        "Time in flood": {"": "none", "flood_pct": "percent", "per_10min": "short"},
+        "Chattering alarms (3+ activations within a minute)": {"": "none"},
+        "Stale alarms (active 24 h or more)": {"": "none", "age_h": "h"},
+        "Top 10 bad actors": {"": "none", "pct_of_all": "percent"},
+        "Alarms by state (now)": {"": "short"},
+    },
+    "area-sensor.json": {
+        "${sensor}: value [${unit}]": {"": "none"},
+        "${sensor}: range in this period (rollup)": {"": "none"},
+        "${sensor}: detector events": {"": "none"},
+        "Alarms in ${area}": {"": "none", "age_s": "s"},
+        "Sensors in ${area}": {"": "none", "age_s": "s"},
+    },
+    "incidents.json": {
+        "Incidents": {"": "none", "duration_s": "s"},
+        "Incident timeline: alarms raised per minute, by incident": {"": "short"},
+        "Operator actions on incident alarms": {"": "none"},
+    },
+    "pipeline-health.json": {
+        "Readings per second": {"": "suffix: readings/s"},
+        "Rejected readings by reason": {"": "suffix: readings/s"},
+        "Ingest lag": {"": "s"},
+        "Batches lost between collectors and broker": {"": "short"},
+        "Database write latency": {"": "s"},
+        "Readings stored per minute (database)": {"": "suffix: readings/min", "sensors_reporting": "short"},
+        "Dead letters by reason": {"": "short"},
+        "Collectors": {"": "none", "silent_s": "s"},
+        "Latest dead letters": {"": "none"},
+    },
+    "plant-overview.json": {
+        "Active alarms by priority": {"": "short"},
+        "Active alarms by area and priority": {"": "none"},
+        "Active alarms": {"": "none", "age_s": "s"},
+        "Gas readings against limits": {"": "none", "pct_of_high": "percent", "age_s": "s"},
+        "Pressure trends": {"": "none"},
+        "Stale and faulty sensors": {"": "none", "age_s": "s"},
+    },
+    "robot-inspection.json": {
+        "Latest robot readings on the site map": {"": "none", "x": "lengthm", "y": "lengthm"},
+        "Route driven": {"": "lengthm"},
+        "Robot channels against their last-hour baseline": {"": "none", "x": "lengthm", "y": "lengthm"},
+        "Robot readings flagged by detectors": {"": "none", "x": "lengthm", "y": "lengthm"},
+    },
+}
+
+
+def panel_units(p) -> dict[str, str | None]:
+    fc = p.get("fieldConfig") or {}
+    out = {"": (fc.get("defaults") or {}).get("unit")}
+    for o in fc.get("overrides") or []:
+        for q in o["properties"]:
+            if q["id"] == "unit" and o["matcher"]["id"] == "byName":
+                out[o["matcher"]["options"]] = q["value"]
+    return out
+
+
+def test_every_panel_has_the_unit_of_what_it_shows():
+    assert sorted(UNITS) == sorted(p.name for p, _ in DASHBOARDS)
+    for path, d in DASHBOARDS:
+        panels = {p["title"]: p for p in iter_panels(d["panels"]) if p["type"] != "row"}
+        assert sorted(panels) == sorted(UNITS[path.name]), path.name
+        for title, p in panels.items():
+            assert panel_units(p) == UNITS[path.name][title], f"{path.name}: {title}"

@@ -439,3 +439,19 @@ def test_main(grafana, monkeypatch, capsys):
     assert "0 created, 0 updated" in capsys.readouterr().out
     assert main(["--url", grafana.url, "--token", "wrong"]) == 1
     assert "error: Grafana rejected the token: 401" in capsys.readouterr().err
+    assert main(["--url", grafana.url, "--console-url", "http://console.test:8110"]) == 0
+    assert "updated" in capsys.readouterr().out
+
+
+def test_console_url_is_set_on_every_dashboard_when_pushing(grafana):
+    """A site whose console is not at the API's default address sets it once, at push time."""
+    push(grafana.url, TOKEN, env=ENV, console_url="https://console.site.example/")
+    assert grafana.problems == []
+    for d in grafana.dashboards.values():
+        (const,) = [v for v in d["dashboard"]["templating"]["list"] if v["name"] == "console_url"]
+        assert const["query"] == "https://console.site.example"
+    writes = len(grafana.writes())
+    push(grafana.url, TOKEN, env=ENV, console_url="https://console.site.example")
+    assert len(grafana.writes()) == writes  # the same URL again: nothing to write
+    with pytest.raises(GrafanaPushError, match="console URL"):
+        push(grafana.url, TOKEN, env=ENV, console_url="console.site.example")
