@@ -246,12 +246,21 @@ async def alarm_key(conn: asyncpg.Connection, alarm_id: int) -> tuple[str, int] 
     return (r["detector_id"], r["sensor_id"]) if r else None
 
 
-async def list_incidents(conn: asyncpg.Connection, limit: int = 100) -> list[dict[str, Any]]:
+async def list_incidents(conn: asyncpg.Connection, limit: int = 100, *, sensor: str | None = None,
+                         event: int | None = None) -> list[dict[str, Any]]:
+    """Recent incidents, newest first; only those involving ``sensor`` (a tag), and only those
+    involving the sensor of detector event ``event`` while the event lasted, when given."""
     rows = await conn.fetch(
         "SELECT i.id, i.title, extract(epoch FROM i.started_at)::float8 AS started_at,"
         " extract(epoch FROM i.ended_at)::float8 AS ended_at, i.areas, i.sensors, i.flood, i.config_hash,"
         " (SELECT count(*) FROM incident_alarms ia WHERE ia.incident_id = i.id) AS n_alarms"
-        " FROM incidents i ORDER BY i.started_at DESC, i.id DESC LIMIT $1", limit)
+        " FROM incidents i"
+        " WHERE ($2::text IS NULL OR $2 = ANY (i.sensors))"
+        "   AND ($3::bigint IS NULL OR EXISTS ("
+        "     SELECT 1 FROM events e JOIN sensors s ON s.id = e.sensor_id WHERE e.id = $3"
+        "       AND s.tag = ANY (i.sensors) AND i.started_at <= coalesce(e.ended_at, 'infinity')"
+        "       AND coalesce(i.ended_at, 'infinity') >= e.started_at))"
+        " ORDER BY i.started_at DESC, i.id DESC LIMIT $1", limit, sensor, event)
     return [dict(r) for r in rows]
 
 

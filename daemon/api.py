@@ -137,6 +137,7 @@ class Api:
         r.add_get("/", self.page)
         r.add_get("/console", self.page)
         r.add_get("/alarms/{id:\\d+}", self.page)
+        r.add_get("/incidents", self.page)
         r.add_get("/incidents/{id:\\d+}", self.page)
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/healthz", self.healthz)
@@ -151,7 +152,7 @@ class Api:
         r.add_get("/api/audit/verify", self.audit_verify)
         return app
 
-    PUBLIC = ("/", "/console", "/openapi.json", "/healthz")
+    PUBLIC = ("/", "/console", "/incidents", "/openapi.json", "/healthz")
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
@@ -265,8 +266,17 @@ class Api:
 
     # --- incidents --------------------------------------------------------------------------------
     async def list_incidents(self, request: web.Request) -> web.Response:
+        """``?sensor=TAG`` and ``?event=ID`` narrow the list (the dashboards link to both)."""
+        sensor = request.query.get("sensor") or None
+        event = request.query.get("event") or None
+        if sensor is not None and len(sensor) > 64:
+            return _err(400, "sensor must be a sensor tag (at most 64 characters)")
+        if event is not None:
+            if not event.isdigit() or len(event) > 18:
+                return _err(400, "event must be a detector event id (a positive integer)")
+            event = int(event)
         async with self.pool.acquire() as conn:
-            return _json({"incidents": await alarm_db.list_incidents(conn)})
+            return _json({"incidents": await alarm_db.list_incidents(conn, sensor=sensor, event=event)})
 
     async def get_incident(self, request: web.Request) -> web.Response:
         incident_id = path_id(request, "incident")

@@ -68,8 +68,14 @@ def spec() -> dict[str, Any]:
             "parameters": [{"$ref": "#/components/parameters/AlarmId"}],
             "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {
                 "$ref": "#/components/schemas/AlarmDetail"}}}}, "401": _ERR, "404": _ERR}}},
-        "/api/incidents": {"get": {"summary": "recent incidents", "operationId": "list_incidents",
-                                   "responses": {"200": {"description": "ok"}, "401": _ERR}}},
+        "/api/incidents": {"get": {
+            "summary": "recent incidents, newest first", "operationId": "list_incidents",
+            "parameters": [
+                {"name": "sensor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 64},
+                 "description": "only incidents involving this sensor (tag)"},
+                {"name": "event", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+                 "description": "only incidents involving the sensor of this detector event while it lasted"}],
+            "responses": {"200": {"description": "ok"}, "400": _ERR, "401": _ERR}}},
         "/api/incidents/{id}": {"get": {
             "summary": "an incident: alarms (cause first), changes, operator actions", "operationId": "get_incident",
             "parameters": [{"$ref": "#/components/parameters/IncidentId"}],
