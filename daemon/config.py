@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import types
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +19,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from plantwatch.detectors import REGISTRY, SensorInfo
 from plantwatch.detectors.compose import CompositionConfig
 
-from .config_checks import did_you_mean, entry_label, range_problems, reference_problems
+from .config_checks import did_you_mean, entry_label, range_problems, reference_problems, valid_sensors
 from .config_loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 
 ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
@@ -444,8 +445,9 @@ class Config(Model):
     def _references(self, info: ValidationInfo):
         problems: list[str] = []
         if not (info.context or {}).get("cross_checked"):  # parse_config runs these on the YAML data
-            data = self.model_dump()
-            problems += [f"{_fmt_path(p)}: {m}" for p, m in reference_problems(data) + range_problems(data)]
+            data, sensors = self.model_dump(), list(self.sensors)
+            problems += [f"{_fmt_path(p)}: {m}"
+                         for p, m in reference_problems(data, sensors) + range_problems(data, sensors)]
         problems += _sparkplug_problems(self, {s.id: s for s in self.sensors})  # on the validated model only
         if problems:
             raise ValueError("\n".join(problems))
@@ -490,26 +492,28 @@ def _fmt_path(path: tuple[Any, ...], data: Any = None) -> str:
 
 
 def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The config model of the mapping at ``path`` (for suggesting keys), if there is one."""
-    import types
+    """The config model of the mapping at ``path`` (to suggest its keys), if there is one."""
     import typing
+
+    def unwrap(tp: Any) -> Any:  # Annotated[X, ...] -> X; X | None -> X
+        while True:
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if typing.get_origin(tp) is typing.Annotated or (typing.get_origin(tp) in (typing.Union, types.UnionType)
+                                                               and len(args) == 1):
+                tp = args[0]
+            else:
+                return tp
 
     tp: Any = Config
     for seg in path:
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(seg) if isinstance(seg, str) else None
-            if field is None:
-                return None
-            tp = field.annotation
+        tp = unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(seg, str) and seg in tp.model_fields:
+            tp = tp.model_fields[seg].annotation
         elif typing.get_origin(tp) in (list, tuple) and isinstance(seg, int):
             tp = typing.get_args(tp)[0]
         else:
             return None
-        while typing.get_origin(tp) in (typing.Union, types.UnionType, typing.Annotated):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0] if typing.get_origin(tp) is typing.Annotated or len(args) == 1 else tp
-            if len(args) > 1 and typing.get_origin(tp) is not typing.Annotated:
-                break
+    tp = unwrap(tp)
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
@@ -596,12 +600,14 @@ def parse_config(located: Located) -> Config:
     references between ids and alarm levels against measuring ranges; all problems come
     together, in file order."""
     problems = _param_problems(located)
-    problems += [_at(located, p, m) for p, m in reference_problems(located.data) + range_problems(located.data)]
     cfg = None
     try:
         cfg = Config.model_validate(located.data, context={"cross_checked": True})
     except ValidationError as err:
         problems = _problems(err, located) + problems
+    sensors = list(cfg.sensors) if cfg is not None else valid_sensors(located.data)
+    cross = reference_problems(located.data, sensors) + range_problems(located.data, sensors)
+    problems += [_at(located, p, m) for p, m in cross]
     if problems or cfg is None:
         raise ConfigError(located.source, sorted(dict.fromkeys(problems), key=lambda p: _line_col(located, p)))
     return cfg

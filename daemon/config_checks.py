@@ -62,41 +62,50 @@ def entry_label(data: Any, path: tuple[Any, ...]) -> str | None:
     return ident if isinstance(ident, str) and ident and ids.count(ident) == 1 else None
 
 
-def reference_problems(data: Any) -> list[Problem]:
-    """Duplicate ids and references to ids that do not exist."""
-    from .config import Selector, Sensor  # noqa: PLC0415 - config imports this module
+def valid_sensors(data: Any) -> list[Any]:
+    """The entries of ``sensors`` that pass schema validation, as models."""
+    from .config import Sensor  # noqa: PLC0415 - config imports this module
+
+    return [m for m in (_valid(Sensor, s) for s in _list(data, "sensors")) if m is not None]
+
+
+def reference_problems(data: Any, valid: list[Any]) -> list[Problem]:
+    """Duplicate ids and references to ids that do not exist (``valid``: :func:`valid_sensors`)."""
+    from .config import Selector  # noqa: PLC0415 - config imports this module
 
     if not isinstance(data, dict):
         return []
     out: list[Problem] = []
     area_entries = _list(data, "site", "areas")
-    areas = [a.get("id") for a in area_entries if isinstance(a, dict) and isinstance(a.get("id"), str)]
-    area_collector = {a["id"]: a.get("collector") for a in reversed(area_entries)
-                      if isinstance(a, dict) and isinstance(a.get("id"), str)}
-    for i, a in enumerate(areas):
-        if a in areas[:i]:
-            out.append((("site", "areas"), f"duplicate area id {a!r}"))
+    areas: dict[str, int] = {}
+    area_collector: dict[str, Any] = {}
+    for i, a in enumerate(area_entries):
+        aid = a.get("id") if isinstance(a, dict) else None
+        if isinstance(aid, str):
+            if aid in areas:
+                out.append((("site", "areas", i, "id"), f"duplicate area id {aid!r} (also site.areas[{areas[aid]}])"))
+            areas.setdefault(aid, i)
+            area_collector.setdefault(aid, a.get("collector"))
     sensors = [s for s in _list(data, "sensors") if isinstance(s, dict)]
-    ids: list[str] = []
+    known: dict[str, int] = {}  # sensor id -> first position
     for i, s in enumerate(_list(data, "sensors")):
         if not isinstance(s, dict):
             continue
         sid = s.get("id")
         if isinstance(sid, str):
-            if sid in ids:
-                out.append((("sensors", i, "id"), f"duplicate sensor id {sid!r} (also sensors[{ids.index(sid)}])"))
-            ids.append(sid)
+            if sid in known:
+                out.append((("sensors", i, "id"), f"duplicate sensor id {sid!r} (also sensors[{known[sid]}])"))
+            known.setdefault(sid, i)
         if isinstance(s.get("area"), str) and s["area"] not in areas:
             out.append((("sensors", i, "area"), f"unknown area {s['area']!r}{did_you_mean(s['area'], areas)}"))
         elif isinstance(s.get("area"), str) and s.get("collector") is None and area_collector[s["area"]] is None:
             out.append((("sensors", i), f"sensor {sid!r} has no collector: set collector on it or on its area {s['area']!r}"))
-    known = set(ids)
+    ids = list(known)
     for i, s in enumerate(_list(data, "sensors")):
         for n in _str_list(s.get("neighbours") if isinstance(s, dict) else None):
             if n not in known:
                 out.append((("sensors", i, "neighbours"), f"unknown sensor {n!r}{did_you_mean(n, ids)}"))
-    valid_sensors = [m for m in (_valid(Sensor, s) for s in sensors) if m is not None]
-    det_ids: list[str] = []
+    det_ids: dict[str, int] = {}
     conditions: dict[str, tuple[str, ...]] = {}
     for i, d in enumerate(_list(data, "detectors")):
         if not isinstance(d, dict):
@@ -104,8 +113,8 @@ def reference_problems(data: Any) -> list[Problem]:
         did = d.get("id")
         if isinstance(did, str):
             if did in det_ids:
-                out.append((("detectors", i, "id"), f"duplicate detector id {did!r} (also detectors[{det_ids.index(did)}])"))
-            det_ids.append(did)
+                out.append((("detectors", i, "id"), f"duplicate detector id {did!r} (also detectors[{det_ids[did]}])"))
+            det_ids.setdefault(did, i)
             if d.get("type") in REGISTRY and d.get("enabled", True) is not False:
                 conditions[did] = REGISTRY[d["type"]].CONDITIONS
         sel = d.get("select") if isinstance(d.get("select"), dict) else {}
@@ -119,8 +128,8 @@ def reference_problems(data: Any) -> list[Problem]:
                 bad = True
                 out.append((("detectors", i, "select", "areas"), f"unknown area {a!r}{did_you_mean(a, areas)}"))
         selector = _valid(Selector, sel)
-        if not bad and selector is not None and len(valid_sensors) == len(sensors) \
-                and not any(selector.matches(s) for s in valid_sensors):
+        if not bad and selector is not None and len(valid) == len(sensors) \
+                and not any(selector.matches(s) for s in valid):
             out.append((("detectors", i, "select"), "matches no sensor"))
     for i, r in enumerate(_list(data, "alarms", "suppress_when")):
         for side in ("alarms", "upstream"):
@@ -154,12 +163,12 @@ def reference_problems(data: Any) -> list[Problem]:
     return out
 
 
-def range_problems(data: Any) -> list[Problem]:
-    """Alarm levels outside the measuring range of a sensor the detector watches: readings
-    outside the range are rejected at ingest, so such a level is never crossed (or always is)."""
-    from .config import Selector, Sensor  # noqa: PLC0415 - config imports this module
+def range_problems(data: Any, sensors: list[Any]) -> list[Problem]:
+    """Alarm levels outside the measuring range of a sensor the detector watches (``sensors``:
+    :func:`valid_sensors`): readings outside the range are rejected at ingest, so such a level
+    is never crossed (or always is)."""
+    from .config import Selector  # noqa: PLC0415 - config imports this module
 
-    sensors = [m for m in (_valid(Sensor, s) for s in _list(data, "sensors")) if m is not None]
     out: list[Problem] = []
     for i, d in enumerate(_list(data, "detectors")):
         if not isinstance(d, dict) or d.get("type") not in REGISTRY:
