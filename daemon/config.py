@@ -396,7 +396,7 @@ def _sparkplug_problems(cfg: "Config", sensors: dict[str, Sensor]) -> list[str]:
         seen.setdefault((m.source, m.metric), i)
         s = sensors.get(m.sensor)
         if s is None:
-            out.append(f"{where}.sensor: unknown sensor {m.sensor!r}")
+            out.append(f"{where}.sensor: unknown sensor {m.sensor!r}{did_you_mean(m.sensor, sensors)}")
             continue
         if s.kind == "robot":
             out.append(f"{where}.sensor: {m.sensor!r} is a robot channel (readings need a position)")
