@@ -132,8 +132,9 @@ async def gather(conn: asyncpg.Connection, incident_id: int) -> dict[str, Any]:
     involved = [t for t in inc["sensors"] if t in sensors]
     series = {}
     for tag in involved:
+        table = "robot_readings" if sensors[tag]["kind"] == "robot" else "readings"  # robot channels: own table
         rows = await conn.fetch(
-            "SELECT extract(epoch FROM time)::float8 AS t, value FROM readings WHERE sensor_id = $1"
+            f"SELECT extract(epoch FROM time)::float8 AS t, value FROM {table} WHERE sensor_id = $1"
             " AND time BETWEEN $2 AND $3 ORDER BY time", sensors[tag]["id"], alarm_db.ts(t0), alarm_db.ts(t1))
         step = max(1, math.ceil(len(rows) / MAX_POINTS))
         series[tag] = ([r["t"] for r in rows[::step]], [r["value"] for r in rows[::step]])

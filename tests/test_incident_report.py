@@ -127,3 +127,13 @@ def test_time_axes_are_utc_whatever_the_machines_zone(report):
             candidates = [day.replace(hour=tick.hour, minute=tick.minute, second=tick.second).timestamp() + k * 86400
                           for k in (-1, 0, 1)]
             assert min(abs(c - now) for c in candidates) < 3600, (pid, t, texts)
+
+
+def test_involved_robot_channel_is_plotted_with_its_readings(report):
+    """R0 (a robot channel) raised an alarm of the incident: its readings (3 to 70 ppm) are in the
+    readings plot, not an empty axis around its limit."""
+    html, _ = report
+    m = re.search(r'<div class="plot" id="plot-readings">(.*?)</div>', html, flags=re.S)
+    texts = _texts(_svg_root(m.group(1)))
+    assert "R0 [ppm]" in texts, texts
+    assert max(_numbers(texts)) >= 50, texts  # the axis spans the readings (3 to 70), not just the limit
