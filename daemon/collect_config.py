@@ -119,7 +119,7 @@ def parse_collect_config(located: Located) -> CollectConfig:
     try:
         cfg = CollectConfig.model_validate(located.data)
     except ValidationError as err:
-        raise ConfigError(located.source, _problems(_Untagged(err), located)) from None
+        raise ConfigError(located.source, _problems(_Untagged(err), located, CollectConfig)) from None
     if not cfg.buffer.path.is_absolute() and located.source not in ("", "<string>"):
         base = Path(located.source).resolve().parent
         cfg = cfg.model_copy(update={"buffer": cfg.buffer.model_copy(update={"path": base / cfg.buffer.path})})

@@ -491,8 +491,8 @@ def _fmt_path(path: tuple[Any, ...], data: Any = None) -> str:
     return out or "(top level)"
 
 
-def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The config model of the mapping at ``path`` (to suggest its keys), if there is one."""
+def _model_at(root: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model of the mapping at ``path`` under ``root`` (to suggest its keys), if there is one."""
     import typing
 
     def unwrap(tp: Any) -> Any:  # Annotated[X, ...] -> X; X | None -> X
@@ -504,7 +504,7 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
             else:
                 return tp
 
-    tp: Any = Config
+    tp: Any = root
     for seg in path:
         tp = unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(seg, str) and seg in tp.model_fields:
@@ -532,7 +532,9 @@ def _parse_ref(ref: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _problems(err: ValidationError, located: Located) -> list[str]:
+def _problems(err: ValidationError, located: Located, root: type[BaseModel] | None = None) -> list[str]:
+    """``file:line:col: path: what`` for each error of validating ``located`` against ``root``
+    (default :class:`Config`; it names the keys suggested for an unknown one)."""
     out: list[str] = []
     for e in err.errors(include_url=False):
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith(("function-after", "tagged-union"))))
@@ -547,7 +549,7 @@ def _problems(err: ValidationError, located: Located) -> list[str]:
             else:
                 path, text = loc, part
             if e["type"] == "extra_forbidden":
-                model = _model_at(path[:-1])
+                model = _model_at(root or Config, path[:-1])
                 text = f"unknown key {path[-1]!r}{did_you_mean(path[-1], model.model_fields if model else ())}"
             elif e["type"] == "missing":
                 text = f"missing required key {path[-1]!r}"
