@@ -3,10 +3,6 @@ as a process, a daemon with a site config whose sensors match, and database look
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +11,7 @@ from typing import Awaitable, Callable, TypeVar
 import asyncpg
 
 from plantwatch.connectors.services import free_port
+from plantwatch.daemon.bench.env import CliProcess
 
 from .helpers import DaemonProcess, new_metrics_port
 
@@ -46,38 +43,14 @@ def start_daemon(tmp_path: Path, sensors: list[str], mosquitto, db: str, prefix:
     return d
 
 
-class CollectProcess:
-    """``plantwatch collect --config FILE`` as a subprocess, its log in a file."""
+class CollectProcess(CliProcess):
+    """``plantwatch collect --config FILE`` as a subprocess, its log in a file; SIGTERM flushes."""
+
+    command = "collect"
+    stop_timeout = 60.0
 
     def __init__(self, workdir: Path, yaml_text: str, name: str = "collect"):
-        self.cfg = workdir / f"{name}.yaml"
-        self.cfg.write_text(yaml_text)
-        self.log_path = workdir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "plantwatch.daemon.cli", "collect", "--config", str(self.cfg)],
-                                     stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def terminate(self, timeout: float = 60) -> int | None:
-        """SIGTERM (graceful: flushes), then the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        super().__init__(workdir, yaml_text, name)
 
 
 def collect_yaml(sources: str, *, mosquitto, prefix: str, buffer: Path, metrics_port: int | None = None,

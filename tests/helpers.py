@@ -1,6 +1,7 @@
 """Test helpers: site configs of any size, a daemon in a subprocess, publishing, metrics."""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,3 +85,23 @@ class DaemonProcess(Daemon):
 
 def new_metrics_port() -> int:
     return free_port()
+
+
+async def until(fn, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``fn`` (plain or coroutine function) every 0.2 s until it returns something truthy and
+    return that; a connection refused (a server not listening yet) counts as not yet. Fails with
+    ``what`` and the last result after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = fn()
+            if asyncio.iscoroutine(last):
+                last = await last
+        except OSError as e:
+            last = e
+        else:
+            if last:
+                return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")

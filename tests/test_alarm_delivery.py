@@ -22,7 +22,7 @@ from plantwatch.connectors.services import MosquittoInstance, free_port
 from plantwatch.connectors.wire import encode_batch
 from plantwatch.daemon.api import hash_token
 
-from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config
+from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config, until
 
 pytestmark = pytest.mark.slow
 
@@ -86,18 +86,6 @@ class Listener:
             await self._task
 
 
-async def _until(fn, timeout: float = 60.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = fn()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
 
 def _daemon(tmp_path, host: str, port: int, db: str, prefix: str, detectors: str, **kw) -> DaemonProcess:
     mport = new_metrics_port()
@@ -148,13 +136,13 @@ async def test_critical_alarms_are_notified_individually_during_a_flood(tmp_path
                 encode_batch("edge1", 2, [{"sensor": s, "time": now - 40, "value": 12.0} for s in leak]
                              + [{"sensor": "G9", "time": now - 40, "value": 0.2}]),
             ])
-            crit = await _until(lambda: (lambda r: r if len(r) == 4 else None)(
+            crit = await until(lambda: (lambda r: r if len(r) == 4 else None)(
                 [m for m in mq.messages if m["severity"] == "critical" and m["to"] == "unack"]),
                 what="four critical alarm changes on MQTT")
             assert all(m["cause"].get("incident_role") == "consequence" and m["cause"]["flood"] for m in crit)
-            await _until(lambda: d.metrics().get("plantwatch_notifications_grouped_total", 0) >= 1,
+            await until(lambda: d.metrics().get("plantwatch_notifications_grouped_total", 0) >= 1,
                          what="low-priority consequences grouped")
-            sent = await _until(lambda: (lambda r: r if len(r) >= 4 else None)(
+            sent = await until(lambda: (lambda r: r if len(r) >= 4 else None)(
                 [m for m in hook.received if m["type"] == "alarm" and m["severity"] == "critical"]), timeout=20,
                 what=f"four critical alarms at the webhook, got {hook.received}")
             assert sorted((m["sensor"], m["condition"]) for m in sent) == [
@@ -186,7 +174,7 @@ async def test_restart_does_not_flood_stale_alarms(tmp_path, mosquitto, db, topi
         await d.wait_connected()
         stop = asyncio.Event()
         task = asyncio.create_task(feed([f"G{i}" for i in range(10)], stop))
-        await _until(lambda: d.stored() >= 30, what="readings stored")
+        await until(lambda: d.stored() >= 30, what="readings stored")
         assert d.terminate() == 0, d.log()
         stop.set()
         await task
@@ -196,7 +184,7 @@ async def test_restart_does_not_flood_stale_alarms(tmp_path, mosquitto, db, topi
         stop = asyncio.Event()
         task = asyncio.create_task(feed([f"G{i}" for i in range(1, 10)], stop))  # G0 stays silent
         try:
-            await _until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'stale'"), what="a stale alarm")
+            await until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'stale'"), what="a stale alarm")
             await asyncio.sleep(2.0)
         finally:
             stop.set()
@@ -221,10 +209,10 @@ async def test_process_alarm_is_never_a_consequence_of_a_sensor_health_alarm(tmp
         now = time.time()
         await publish_batches(mosquitto.host, mosquitto.port, topic, [
             encode_batch("edge1", 0, [{"sensor": s, "time": now, "value": 1.0} for s in ("G0", "G1")])])
-        await _until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'stale'"), what="G0 stale")
+        await until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'stale'"), what="G0 stale")
         await publish_batches(mosquitto.host, mosquitto.port, topic, [
             encode_batch("edge1", 1, [{"sensor": "G1", "time": time.time(), "value": 12.0}])])
-        rows = await _until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'high_high'"), what="G1 high-high")
+        rows = await until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'high_high'"), what="G1 high-high")
         cause = json.loads(rows[0]["cause"]) if isinstance(rows[0]["cause"], str) else rows[0]["cause"]
         assert cause["incident_role"] == "cause", cause
         roles = await _fetch(db, "SELECT s.tag, ia.role, ia.incident_id FROM incident_alarms ia"
@@ -253,10 +241,10 @@ async def test_alarm_changes_survive_a_broker_restart(tmp_path, db, topic_prefix
         await d.wait_connected()
         await publish_batches(broker.host, broker.port, f"{prefix}/testsite/edge1/readings", [
             encode_batch("edge1", 0, [{"sensor": "G0", "time": time.time(), "value": 1.0}])])
-        await _until(lambda: d.stored() >= 1, what="the reading stored")
+        await until(lambda: d.stored() >= 1, what="the reading stored")
         await asyncio.to_thread(broker.halt)
         # G0 falls silent while the broker is away: the stale alarm is raised and committed then
-        await _until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'stale'"), what="G0 stale")
+        await until(lambda: _fetch(db, _CHANGES + " WHERE c.condition = 'stale'"), what="G0 stale")
         await asyncio.to_thread(broker.start)
         await d.wait_connected()
 
@@ -312,11 +300,11 @@ async def test_webhook_secrets_stay_out_of_metrics_and_logs(tmp_path, mosquitto,
             await d.wait_connected()
             await publish_batches(mosquitto.host, mosquitto.port, f"{prefix}/testsite/edge1/readings", [
                 encode_batch("edge1", 0, [{"sensor": "G0", "time": time.time(), "value": 9.0}])])
-            await _until(lambda: len(hook.received) >= 2, what="both webhooks called")
+            await until(lambda: len(hook.received) >= 2, what="both webhooks called")
             host_label = f"http://127.0.0.1:{hook.port}"
             failed = {("ops-chat",): 'plantwatch_webhook_notifications_total{outcome="failed",webhook="ops-chat"}',
                       (host_label,): 'plantwatch_webhook_notifications_total{outcome="failed",webhook="%s"}' % host_label}
-            await _until(lambda: all(d.metrics().get(k, 0) >= 1 for k in failed.values()), timeout=30,
+            await until(lambda: all(d.metrics().get(k, 0) >= 1 for k in failed.values()), timeout=30,
                          what=f"failed counts by webhook name in {d.metrics()}")
             body = urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=5).read().decode()
             assert d.terminate() == 0, d.log()
@@ -339,7 +327,7 @@ async def test_robot_alarm_is_placed_where_the_reading_was_taken(tmp_path, mosqu
         await publish_batches(mosquitto.host, mosquitto.port, f"{prefix}/testsite/robot1/robot", [encode_batch(
             "robot1", 0, [{"sensor": "R0", "time": now - 10, "value": 1.0, "x": 40.0, "y": 50.0},
                           {"sensor": "R0", "time": now - 5, "value": 9.0, "x": 150.0, "y": 50.0}])])  # in area2
-        rows = await _until(lambda: _fetch(db, _CHANGES + " WHERE c.to_state = 'unack'"), what="the robot alarm")
+        rows = await until(lambda: _fetch(db, _CHANGES + " WHERE c.to_state = 'unack'"), what="the robot alarm")
         inc = await _fetch(db, "SELECT areas, title FROM incidents")
         assert [list(r["areas"]) for r in inc] == [["area2"]] and inc[0]["title"].endswith("in area2"), inc
         cause = json.loads(rows[0]["cause"]) if isinstance(rows[0]["cause"], str) else rows[0]["cause"]
@@ -374,7 +362,7 @@ async def test_unacknowledged_alarm_keeps_its_highest_priority_until_acknowledge
         await publish_batches(mosquitto.host, mosquitto.port, topic, [
             encode_batch("edge1", k, [{"sensor": "P0", "time": now - 60 + 10 * k, "value": v}])
             for k, v in enumerate([10.0, 4.0, 1.0, 4.0])])  # normal, LO, LOLO, back to LO
-        row = (await _until(lambda: _fetch(db, sql + " AND a.condition = 'low' AND EXISTS (SELECT 1 FROM alarm_changes c"
+        row = (await until(lambda: _fetch(db, sql + " AND a.condition = 'low' AND EXISTS (SELECT 1 FROM alarm_changes c"
                                                      " WHERE c.alarm_id = a.id AND c.condition = 'low_low')"),
                             what="LO after LOLO"))[0]
         assert (row["state"], row["severity"], row["priority"]) == ("unack", "critical", 1), dict(row)

@@ -3,7 +3,6 @@ API with token roles, a real headless Chromium acknowledging and shelving alarms
 the database record and the audit chain, webhooks, the incident page and report, restart."""
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import os
@@ -24,7 +23,7 @@ from plantwatch.connectors.wire import encode_batch
 from plantwatch.daemon.api import hash_token
 
 from .browser import chromium
-from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config
+from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config, until
 
 pytestmark = pytest.mark.slow
 
@@ -65,18 +64,6 @@ def _call(port, path, token=None, body=None, method=None):
         return e.code, json.loads(e.read() or b"{}")
 
 
-async def _until(fn, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = fn()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", *args], capture_output=True, text=True,
@@ -104,7 +91,7 @@ async def test_console_browser_ack_shelve_audit_report_restart(tmp_path, mosquit
     d.start()
     try:
         await d.wait_connected()
-        await _until(lambda: _call(api_port, "/healthz")[0] == 200 if _port_open(api_port) else False, what="api")
+        await until(lambda: _call(api_port, "/healthz")[0] == 200 if _port_open(api_port) else False, what="api")
         now = time.time()
         await publish_batches(mosquitto.host, mosquitto.port, topic, [
             encode_batch("edge1", 0, [{"sensor": s, "time": now - 60, "value": 1.0} for s in ("G0", "G1", "G2")]),
@@ -114,7 +101,7 @@ async def test_console_browser_ack_shelve_audit_report_restart(tmp_path, mosquit
         await publish_batches(mosquitto.host, mosquitto.port, f"{prefix}/testsite/robot1/robot", [encode_batch(
             "robot1", 0, [{"sensor": "R0", "time": now - 45 + k, "value": 2.0 + k, "x": 3.0 + k, "y": 8.0}
                           for k in range(5)])])
-        alarms = await _until(lambda: (lambda r: r[1]["alarms"] if r[0] == 200 and len(r[1]["alarms"]) == 2 else None)(
+        alarms = await until(lambda: (lambda r: r[1]["alarms"] if r[0] == 200 and len(r[1]["alarms"]) == 2 else None)(
             _call(api_port, "/api/alarms", ins)), what="two alarms in the API")
         by = {a["sensor"]: a for a in alarms}
         assert [a["sensor"] for a in alarms] == ["G0", "G1"]  # priority 1 (critical) first
@@ -195,13 +182,13 @@ async def test_console_browser_ack_shelve_audit_report_restart(tmp_path, mosquit
         assert _call(api_port, "/api/audit/verify", ins)[1]["ok"] is True
 
         # --- webhooks: retried past the failures, cause notified
-        await _until(lambda: any(m.get("to") == "ack" for m in Hook.received), what="webhook for the ack")
+        await until(lambda: any(m.get("to") == "ack" for m in Hook.received), what="webhook for the ack")
         assert any(m.get("incident", {}).get("opened") for m in Hook.received)
 
         # --- a shelve runs out on its own (the daemon's alarm clock): G0 is still active → unack
         st, body = _call(api_port, f"/api/alarms/{g0}/shelve", ann, {"reason": "brief", "duration": 1})
         assert (st, body["state"]) == (200, "shelved")
-        await _until(lambda: _call(api_port, f"/api/alarms/{g0}", ins)[1]["state"] == "unack", timeout=15,
+        await until(lambda: _call(api_port, f"/api/alarms/{g0}", ins)[1]["state"] == "unack", timeout=15,
                      what="shelve expiry")
         last = _call(api_port, f"/api/alarms/{g0}", ins)[1]["actions"][-1]
         assert (last["action"], last["actor"]) == ("shelve_expired", "system")
@@ -211,7 +198,7 @@ async def test_console_browser_ack_shelve_audit_report_restart(tmp_path, mosquit
         assert d.terminate() == 0, d.log()
         d.start()
         await d.wait_connected()
-        await _until(lambda: _port_open(api_port), what="api after restart")
+        await until(lambda: _port_open(api_port), what="api after restart")
         states = {a["id"]: a["state"] for a in _call(api_port, "/api/alarms", ins)[1]["alarms"]}
         assert states == {g0: "ack", g1: "shelved"}
         assert d.terminate() == 0, d.log()

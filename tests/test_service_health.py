@@ -28,7 +28,7 @@ from plantwatch.connectors.wire import encode_batch
 from plantwatch.daemon.api import hash_token
 
 from .conftest import APP_ROLE
-from .helpers import DaemonProcess, make_batches, new_metrics_port, publish_batches, site_config, superuser_dsn
+from .helpers import DaemonProcess, make_batches, new_metrics_port, publish_batches, site_config, superuser_dsn, until
 
 pytestmark = pytest.mark.slow
 
@@ -70,22 +70,6 @@ async def _acall(*args, **kw):
     return await asyncio.to_thread(_call, *args, **kw)
 
 
-async def _until(fn, timeout: float = 60.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = fn()
-            if asyncio.iscoroutine(last):
-                last = await last
-        except OSError as e:  # not listening yet
-            last = e
-        else:
-            if last:
-                return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
 
 async def _count(dsn: str, table: str = "readings") -> int:
     conn = await asyncpg.connect(dsn)
@@ -124,7 +108,7 @@ async def test_daemon_runs_as_an_ordinary_role_and_grafana_reader_reads(tmp_path
         await d.wait_connected(60)
         await publish_batches(mosquitto.host, mosquitto.port, f"{prefix}/testsite/edge1/readings",
                               [_batch(k) for k in range(5)])
-        await _until(lambda: _count_ge(any_db, 50), what="50 readings stored")
+        await until(lambda: _count_ge(any_db, 50), what="50 readings stored")
         assert d.terminate() == 0, d.log()
     finally:
         d.kill()
@@ -161,7 +145,7 @@ async def test_api_ids_beyond_int64_are_404_and_non_numeric_400_as_json(tmp_path
     d.start()
     try:
         await d.wait_connected(60)
-        await _until(lambda: _healthz(api_port, 200), what="api up")
+        await until(lambda: _healthz(api_port, 200), what="api up")
         huge = "99999999999999999999"
         for path, body in [(f"/api/alarms/{huge}", None), (f"/api/alarms/{huge}/ack", {}),
                            (f"/api/alarms/{huge}/shelve", {"duration": 60}), (f"/api/incidents/{huge}", None),
@@ -190,24 +174,24 @@ async def test_stalled_write_turns_health_red_grows_lag_and_is_logged(tmp_path, 
     lock = await asyncpg.connect(superuser_dsn(db))
     try:
         await d.wait_connected(60)
-        await _until(lambda: _healthz(api_port, 200), what="healthy")
+        await until(lambda: _healthz(api_port, 200), what="healthy")
         await publish_batches(mosquitto.host, mosquitto.port, topic, [_batch(0)])
-        await _until(lambda: _count_ge(db, 10), what="first batch stored")
+        await until(lambda: _count_ge(db, 10), what="first batch stored")
         tx = lock.transaction()
         await tx.start()
         await lock.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")  # every write now waits
         await publish_batches(mosquitto.host, mosquitto.port, topic, [_batch(k) for k in range(1, 4)])
-        body = await _until(lambda: _healthz(api_port, 503), what="/healthz 503 during the stall")
+        body = await until(lambda: _healthz(api_port, 503), what="/healthz 503 during the stall")
         assert body["ok"] is False and "commit" in body["reason"], body
         lag1 = d.metrics()[LAG]
         await asyncio.sleep(1.0)
         lag2 = d.metrics()[LAG]
         assert lag2 > lag1 >= 1.5, (lag1, lag2)  # computed when scraped: it keeps growing
-        await _until(lambda: d.log().count("database write stalled") >= 2, what="repeated stall warnings")
+        await until(lambda: d.log().count("database write stalled") >= 2, what="repeated stall warnings")
         await tx.rollback()
-        await _until(lambda: _count_ge(db, 40), what="the stalled batches stored")
-        await _until(lambda: _healthz(api_port, 200), what="healthy again")
-        await _until(lambda: "database writes resumed" in d.log(), what="the resumption logged")
+        await until(lambda: _count_ge(db, 40), what="the stalled batches stored")
+        await until(lambda: _healthz(api_port, 200), what="healthy again")
+        await until(lambda: "database writes resumed" in d.log(), what="the resumption logged")
         assert d.terminate() == 0, d.log()
     finally:
         await lock.close()
@@ -234,7 +218,7 @@ async def test_frozen_and_stopped_database_api_503_not_a_hang_and_nothing_lost(t
         try:
             await d.wait_connected(60)
             await publish_batches(mosquitto.host, mosquitto.port, topic, [_batch(0)])
-            await _until(lambda: _count_ge(dsn, 10), what="first batch stored")
+            await until(lambda: _count_ge(dsn, 10), what="first batch stored")
             assert (await _acall(api_port, "/api/alarms", TOKEN))[0] == 200
 
             frozen = _cluster(pg)
@@ -246,23 +230,23 @@ async def test_frozen_and_stopped_database_api_503_not_a_hang_and_nothing_lost(t
                 assert st == 503 and "json" in ct and "database" in got["error"], (st, got)
                 st, ct, got = await _acall(api_port, "/api/incidents", TOKEN, timeout=20)
                 assert st == 503 and "json" in ct, (st, got)
-                body = await _until(lambda: _healthz(api_port, 503), what="/healthz 503 while frozen")
+                body = await until(lambda: _healthz(api_port, 503), what="/healthz 503 while frozen")
                 assert body["ok"] is False, body
             finally:
                 for p in frozen:
                     p.resume()
-            await _until(lambda: _count_ge(dsn, 30), what="the frozen batches stored")
-            await _until(lambda: _healthz(api_port, 200), what="healthy after the freeze")
+            await until(lambda: _count_ge(dsn, 30), what="the frozen batches stored")
+            await until(lambda: _healthz(api_port, 200), what="healthy after the freeze")
 
             pg.stop()  # a real stop
             await publish_batches(mosquitto.host, mosquitto.port, topic, [_batch(k) for k in range(3, 5)])
-            body = await _until(lambda: _healthz(api_port, 503), what="/healthz 503 while stopped")
+            body = await until(lambda: _healthz(api_port, 503), what="/healthz 503 while stopped")
             assert body["ok"] is False and body["reason"], body
             st, ct, got = await _acall(api_port, "/api/alarms", TOKEN, timeout=20)
             assert st == 503 and "json" in ct and "database" in got["error"], (st, got)
             pg.start()
-            await _until(lambda: _count_ge(dsn, 50), timeout=90, what="the batches of the outage stored")
-            await _until(lambda: _healthz(api_port, 200), what="healthy after the restart")
+            await until(lambda: _count_ge(dsn, 50), timeout=90, what="the batches of the outage stored")
+            await until(lambda: _healthz(api_port, 200), what="healthy after the restart")
             assert await _count(dsn) == 50
             assert d.terminate() == 0, d.log()
         finally:
@@ -294,7 +278,7 @@ async def test_sigterm_drain_acknowledges_what_it_commits(tmp_path, mosquitto, d
                 await asyncio.sleep(0.02)
 
         producer = asyncio.create_task(stream())
-        await _until(lambda: d.stored() >= 5_000, what="the stream under way")
+        await until(lambda: d.stored() >= 5_000, what="the stream under way")
         assert await asyncio.to_thread(d.terminate) == 0, d.log()  # SIGTERM in the middle of the stream
         first = await _count(db)
         assert 0 < first < 60_000
@@ -303,8 +287,8 @@ async def test_sigterm_drain_acknowledges_what_it_commits(tmp_path, mosquitto, d
             d.cfg.write_text(d.cfg.read_text().replace("instance_id: a,", "instance_id: b,"))
         d.start()  # same client id: the broker redelivers what was not acknowledged
         await d.wait_connected(60)
-        await _until(lambda: _count_ge(db, 60_000), timeout=120, what="every reading stored")
-        await _until(lambda: d.metrics().get("plantwatch_messages_acked_total", 0) >= 600 - first / 100,
+        await until(lambda: _count_ge(db, 60_000), timeout=120, what="every reading stored")
+        await until(lambda: d.metrics().get("plantwatch_messages_acked_total", 0) >= 600 - first / 100,
                      what="the rest acknowledged")
         m = d.metrics()
         assert m.get("plantwatch_readings_duplicate_total", 0) == 0, f"already stored readings came back:\n{d.log()}"

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+
 from pathlib import Path
 
 import asyncpg
@@ -135,23 +135,61 @@ class Services:
             await conn.close()
 
 
-class Daemon:
-    """``plantwatch run`` as a subprocess: its metrics, its memory, py-spy on demand."""
+class CliProcess:
+    """``plantwatch COMMAND --config FILE`` as a subprocess, its log in a file next to the config."""
 
-    def __init__(self, workdir: Path, yaml_text: str, metrics_port: int, name: str = "daemon"):
+    command = "run"
+    log_tail: int | None = None  # characters of the log that :meth:`log` returns (None: all)
+    stop_timeout = 120.0  # seconds :meth:`terminate` waits after SIGTERM before SIGKILL
+
+    def __init__(self, workdir: Path, yaml_text: str, name: str):
         self.dir = workdir
         self.cfg = workdir / f"{name}.yaml"
         self.cfg.write_text(yaml_text)
         self.log_path = workdir / f"{name}.log"
-        self.metrics_port = metrics_port
         self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "plantwatch.daemon.cli", self.command, "--config", str(self.cfg)],
+                                     stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def log(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace")
+        return text[-self.log_tail:] if self.log_tail else text
+
+    def terminate(self, timeout: float | None = None) -> int | None:
+        """SIGTERM (graceful), then the exit code; SIGKILL if it does not end within ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(self.stop_timeout if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Daemon(CliProcess):
+    """``plantwatch run`` as a subprocess: its metrics, its memory, py-spy on demand."""
+
+    log_tail = 5000
+
+    def __init__(self, workdir: Path, yaml_text: str, metrics_port: int, name: str = "daemon"):
+        super().__init__(workdir, yaml_text, name)
+        self.metrics_port = metrics_port
         self.peak_rss = 0
         self._ps: psutil.Process | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "plantwatch.daemon.cli", "run", "--config", str(self.cfg)],
-                                     stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        super().start()
         self._ps = psutil.Process(self.proc.pid)
 
     @property
@@ -209,23 +247,6 @@ class Daemon:
             await asyncio.sleep(0.2)
         raise RuntimeError(f"daemon not connected after {timeout}s:\n{self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
-
-    def terminate(self, timeout: float = 120) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def new_port() -> int:
