@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
@@ -26,7 +25,7 @@ from plantwatch.connectors.store import DeadLetter
 
 from .config import Config
 from .pipeline import Ack, Pipeline
-from .validate import Registry, Validated
+from .validate import Registry, Validated, first_failed, value_checks
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,8 @@ class SparkplugIngest:
                                            _key(topic, payload, "batch")))
             return h
         ing = self.cfg.ingest
-        cols, ts, vals, quals = [], [], [], []
+        take: list[tuple[int, Any]] = []  # (position in the payload, metric) of the mapped values
+        cols: list[int] = []
         for i, mv in enumerate(o.metrics):
             col = self._column(t.source, mv.name)
             if mv.error is not None:
@@ -155,35 +155,38 @@ class SparkplugIngest:
                 continue
             if mv.value is None:  # is_null: no reading
                 continue
-            reason = _check(mv.t, mv.value, col, self.reg, now, ing.max_future_skew, ing.max_age)
-            if reason is not None:
-                s = self.cfg.sensors[col]
-                out.rejected.append(DeadLetter(topic, t.source, None, reason[0],
-                                               f"{mv.name} -> {s.id}: {reason[1]}", _metric_json(mv.name, mv.t, mv.value),
-                                               _key(topic, payload, f"m{i}")))
-                continue
+            take.append((i, mv))
             cols.append(col)
-            ts.append(mv.t)
-            vals.append(mv.value)
-            quals.append(mv.quality)
-        if cols:
-            out.col = np.array(cols, dtype=np.int64)
-            out.t = np.array(ts, dtype=np.float64)
-            out.value = np.array(vals, dtype=np.float64)
-            out.quality = np.array(quals, dtype=np.int16)
+        if not take:
+            return h
+        col = np.array(cols, dtype=np.int64)
+        ts = np.array([mv.t for _, mv in take], dtype=np.float64)
+        vals = np.array([mv.value for _, mv in take], dtype=np.float64)
+        checks = value_checks(self.reg, ing, now, col, np.ones(len(col), dtype=bool), ts, vals)
+        bad = first_failed(checks, len(col))
+        for j in np.flatnonzero(bad):
+            i, mv = take[j]
+            reason = checks[bad[j] - 1][0]
+            s = self.cfg.sensors[col[j]]
+            out.rejected.append(DeadLetter(topic, t.source, None, reason,
+                                           f"{mv.name} -> {s.id}: {_detail(reason, mv.t, mv.value, s, now, ing)}",
+                                           _metric_json(mv.name, mv.t, mv.value), _key(topic, payload, f"m{i}")))
+        ok = bad == 0
+        out.col, out.t, out.value = col[ok], ts[ok], vals[ok]
+        out.quality = np.array([mv.quality for _, mv in take], dtype=np.int16)[ok]
         return h
 
 
-def _check(t: float, v: float, col: int, reg: Registry, now: float, skew: float, max_age: float) -> tuple[str, str] | None:
-    if not math.isfinite(t):
-        return "bad_time", "timestamp is not a finite number of milliseconds"
-    if t > now + skew:
-        return "future_time", f"time {t:.3f} is {t - now:.0f} s in the future (max {skew:g})"
-    if t < now - max_age:
-        return "too_old", f"time {t:.3f} is {now - t:.0f} s old (max {max_age:g})"
-    if not reg.range_min[col] <= v <= reg.range_max[col]:
-        return "out_of_range", f"value {v!r} outside the measuring range [{reg.range_min[col]:g}, {reg.range_max[col]:g}]"
-    return None
+def _detail(reason: str, t: float, v: float, s, now: float, ing) -> str:
+    if reason == "non_finite":
+        return f"value {v!r} is not finite"
+    if reason == "bad_time":
+        return "timestamp is not a finite number of milliseconds"
+    if reason == "future_time":
+        return f"time {t:.3f} is {t - now:.0f} s in the future (max {ing.max_future_skew:g})"
+    if reason == "too_old":
+        return f"time {t:.3f} is {now - t:.0f} s old (max {ing.max_age:g})"
+    return f"value {v!r} outside the measuring range [{s.range[0]:g}, {s.range[1]:g}] {s.unit}"
 
 
 def _metric_json(name: str, t: float, v: float) -> bytes:

@@ -201,25 +201,19 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
         if not wrong.any():
             out.col, out.t, out.value, out.quality = col, t, value, quality
             return out
-    bad = np.zeros(n, dtype=np.int8)  # index into the checks below, 0 = ok
     checks = [
         ("unknown_sensor", ~known),
         ("wrong_kind", known & (reg.is_robot[c] != robot)),
         ("wrong_collector", known & foreign),
-        ("non_finite", ~np.isfinite(value)),
-        ("bad_time", ~np.isfinite(t)),
-        ("future_time", t > now + ing.max_future_skew),
-        ("too_old", t < now - ing.max_age),
-        ("out_of_range", known & ((value < reg.range_min[c]) | (value > reg.range_max[c]))),
     ]
     if robot:
         xs = np.array([math.nan if r.x is None else r.x for r in rs])
         ys = np.array([math.nan if r.y is None else r.y for r in rs])
         areas = [r.area for r in rs]
         bad_area = np.array([a is not None and not storable.is_id(a) for a in areas], dtype=bool)
-        checks[3:3] = [("missing_position", ~(np.isfinite(xs) & np.isfinite(ys))), ("bad_area", bad_area)]
-    for code, (_, mask) in enumerate(checks, start=1):
-        np.copyto(bad, np.int8(code), where=mask & (bad == 0))
+        checks += [("missing_position", ~(np.isfinite(xs) & np.isfinite(ys))), ("bad_area", bad_area)]
+    checks += value_checks(reg, ing, now, c, known, t, value)
+    bad = first_failed(checks, n)
     ok = bad == 0
     for i in np.flatnonzero(~ok):
         reason = checks[bad[i] - 1][0]
@@ -235,6 +229,28 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
         out.x, out.y = xs[ok], ys[ok]
         out.area = [areas[i] or reg.area_at(xs[i], ys[i]) for i in keep]
     return out
+
+
+def value_checks(reg: Registry, ing, now: float, c: np.ndarray, known: np.ndarray, t: np.ndarray,
+                 value: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The checks of a reading's time and value, whatever its source (wire-format batch or
+    Sparkplug B metric), in the order their reasons are given: (reason, failing mask) pairs.
+    ``c``: sensor columns (any valid column where ``known`` is False)."""
+    return [
+        ("non_finite", ~np.isfinite(value)),
+        ("bad_time", ~np.isfinite(t)),
+        ("future_time", t > now + ing.max_future_skew),
+        ("too_old", t < now - ing.max_age),
+        ("out_of_range", known & ((value < reg.range_min[c]) | (value > reg.range_max[c]))),
+    ]
+
+
+def first_failed(checks: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:
+    """Per reading, 1 + the index of the first check it fails in ``checks``; 0 when it passes all."""
+    bad = np.zeros(n, dtype=np.int8)
+    for code, (_, mask) in enumerate(checks, start=1):
+        np.copyto(bad, np.int8(code), where=mask & (bad == 0))
+    return bad
 
 
 def _detail(reason: str, r: wire.Reading, cfg: Config, reg: Registry, col: int, now: float, topic_collector: str) -> str:
