@@ -315,6 +315,8 @@ class ClusterRunner:
 
         from plantwatch.connectors.mqtt import Subscriber
 
+        from .service import read_until
+
         d, p = self.d, self.d.pipeline
         topics, shared = partition_topics(self.cfg, k)
         mq = self.cfg.mqtt
@@ -347,16 +349,7 @@ class ClusterRunner:
                     p.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff = 0.5
                     log.info("partition %d: subscribed to %s", k, ", ".join(topics[:4]) + (" …" if len(topics) > 4 else ""))
-                    reader = asyncio.create_task(read(sub), name=f"mqtt-read-p{k}")
-                    waiter = asyncio.create_task(stopping.wait())
-                    try:
-                        await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        waiter.cancel()
-                        if not reader.done():
-                            reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await reader  # an MqttError goes to the reconnect below
+                    await read_until(read(sub), stopping, name=f"mqtt-read-p{k}")  # an MqttError: reconnect below
                     if stopping.is_set():
                         await p.drain()  # committed and acknowledged before the disconnect
                     return

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, Coroutine
 
 import aiomqtt
 
@@ -56,6 +57,22 @@ def topics(cfg: Config) -> tuple[list[str], str]:
     prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
     base = f"{prefix}/{cfg.site.id}"
     return [f"{base}/+/readings", f"{base}/+/robot", f"{base}/transfers/declared"], f"{base}/alarms"
+
+
+async def read_until(read: Coroutine[Any, Any, None], stop: asyncio.Event, *, name: str) -> None:
+    """Run the MQTT reading loop ``read`` until ``stop`` is set (or it ends), then cancel it.
+    An error of the reader (the connection lost) is raised here, for the caller's reconnect;
+    once this returns nothing more is read, so the caller can drain and acknowledge."""
+    reader = asyncio.create_task(read, name=name)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not reader.done():
+            reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 class Daemon:
@@ -164,16 +181,7 @@ class Daemon:
                     self.pipeline.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff = 0.5
                     log.info("subscribed to %s on %s:%d", ", ".join(in_topics), self.ep.broker.host, self.ep.broker.port)
-                    reader = asyncio.create_task(self._read(sub, gen), name="mqtt-read")
-                    stopping = asyncio.create_task(self.stop.wait())
-                    try:
-                        await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        stopping.cancel()
-                        if not reader.done():
-                            reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await reader  # an MqttError from the reader goes to the reconnect below
+                    await read_until(self._read(sub, gen), self.stop, name="mqtt-read")
                     await self.pipeline.drain()
                     log.info("drained: every message received is committed and acknowledged; disconnecting")
                     return
