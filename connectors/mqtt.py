@@ -54,8 +54,24 @@ class Subscriber:
 
     async def __aexit__(self, *exc) -> None:
         if self._client is not None:
+            if exc[0] is None:
+                await self._settle()
             await self._client.__aexit__(*exc)
             self._client = None
+
+    async def _settle(self) -> None:
+        """Wait until the broker has processed every PUBACK sent so far, before disconnecting.
+
+        A PUBACK handed to the socket is not yet processed: the broker keeps sending messages we
+        no longer read, and closing a socket with unread input resets the connection, which can
+        discard acknowledgements still in the broker's receive buffer (those readings would come
+        back as duplicates). The broker answers packets in order, so the answer to an UNSUBSCRIBE
+        sent after the PUBACKs (of a filter never subscribed: it changes nothing) proves they
+        were processed."""
+        try:
+            await self._client.unsubscribe(f"plantwatch-ack-barrier/{self.client_id}")
+        except aiomqtt.MqttError as e:  # connection already gone: the broker redelivers, writes are idempotent
+            log.debug("no acknowledgement barrier before disconnecting: %s", e)
 
     async def messages(self) -> AsyncIterator[aiomqtt.Message]:
         assert self._client is not None
