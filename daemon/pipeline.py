@@ -394,6 +394,9 @@ class Pipeline:
                 self.m.write_errors.inc()
                 raise
             except Exception as e:  # noqa: BLE001 - the database is unavailable: retry until it is durable
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a stop that gave up closed the connections
+                    raise asyncio.CancelledError from e  # (the driver turned our cancellation into its error)
                 self.m.write_errors.inc()
                 self.last_write_error = f"{type(e).__name__}: {e}"
                 log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
