@@ -17,6 +17,7 @@ name as the actor.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import hmac
 import json
@@ -332,7 +333,8 @@ async def serve(api: Api, host: str, port: int, started: asyncio.Event | None = 
         try:
             await site.start()
         except OSError as e:
-            raise StartupError(f"api: cannot listen on {host}:{port}: {e.strerror or e}") from None
+            why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise StartupError(f"api: cannot listen on {host}:{port}: {why}") from None
         log.info("operator console and API on http://%s:%d/", host, port)
         if started is not None:
             started.set()

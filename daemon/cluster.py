@@ -316,7 +316,7 @@ class ClusterRunner:
 
         from plantwatch.connectors.mqtt import Subscriber
 
-        from .service import read_until
+        from .service import raise_if_cancelling, read_until
 
         d, p = self.d, self.d.pipeline
         topics, shared = partition_topics(self.cfg, k)
@@ -345,6 +345,7 @@ class ClusterRunner:
                 async with Subscriber(d.ep.broker, client_id=f"{d.client_id}-p{k}", topics=topics,
                                       keepalive=mq.keepalive if mq else 30,
                                       receive_window=mq.receive_window if mq else 1000) as sub:
+                    raise_if_cancelling()  # the MQTT client's connect can swallow a cancellation
                     d.m.connected.set(1)
                     d.ready.set()
                     p.detectors.restart_clocks(time.time())  # readings may have been missed until now

@@ -61,6 +61,15 @@ def topics(cfg: Config) -> tuple[list[str], str]:
     return [f"{base}/+/readings", f"{base}/+/robot", f"{base}/transfers/declared"], f"{base}/alarms"
 
 
+def raise_if_cancelling() -> None:
+    """Raise CancelledError when this task was asked to stop but a library swallowed the request
+    (``asyncio.wait_for`` in Python 3.11 can, when what it waits for completes in the same step):
+    otherwise a task group aborting on a failed sibling would wait for this task for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def read_until(read: Coroutine[Any, Any, None], stop: asyncio.Event, *, name: str) -> None:
     """Run the MQTT reading loop ``read`` until ``stop`` is set (or it ends), then cancel it.
     An error of the reader (the connection lost) is raised here, for the caller's reconnect;
@@ -200,6 +209,7 @@ class Daemon:
                 async with Subscriber(self.ep.broker, client_id=self.client_id, topics=in_topics,
                                       keepalive=mq.keepalive if mq else 30,
                                       receive_window=mq.receive_window if mq else 1000) as sub:
+                    raise_if_cancelling()  # the MQTT client's connect can swallow a cancellation
                     self.m.connected.set(1)
                     self.ready.set()
                     self.pipeline.detectors.restart_clocks(time.time())  # readings may have been missed until now
