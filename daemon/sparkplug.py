@@ -145,7 +145,7 @@ class SparkplugIngest:
         for i, mv in enumerate(o.metrics):
             col = self._column(t.source, mv.name)
             if mv.error is not None:
-                if col >= 0 or mv.error.reason == "sp_unknown_alias":
+                if col >= 0 or mv.error.reason in ("sp_unknown_alias", "bad_text"):
                     out.rejected.append(DeadLetter(topic, t.source, None, mv.error.reason, f"{mv.name}: {mv.error.detail}",
                                                    mv.raw[:4096], _key(topic, payload, f"m{i}")))
                 continue
