@@ -25,6 +25,7 @@ Envelope values the database cannot hold (``seq`` outside 0..2^63-1, a ``sent`` 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -42,11 +43,16 @@ QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
 RESERVED_COLLECTORS = frozenset({"alarms", "transfers", "status"})
 
 
+#: the default quality: equal to "good", but its own object, so that a reading that left quality
+#: out can be told by identity from one that wrote "good" (duplicate-key check, below)
+_DEFAULT_GOOD = "".join(["go", "od"])
+
+
 class Reading(msgspec.Struct, forbid_unknown_fields=True):
     sensor: str
     time: float | str
     value: float
-    quality: Literal["good", "uncertain", "bad"] = "good"
+    quality: Literal["good", "uncertain", "bad"] = _DEFAULT_GOOD
     x: float | None = None
     y: float | None = None
     area: str | None = None
@@ -125,7 +131,7 @@ def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
 
     Whole-payload rejections keep the whole payload (at most ``max_bytes`` of it)."""
     if len(payload) > max_bytes:
-        return Decoded(None, rejected=[Rejected("oversized", f"payload of {len(payload)} bytes exceeds {max_bytes}", payload[:max_bytes])])
+        return Decoded(None, rejected=[Rejected("oversized", oversized_detail(payload, max_bytes), payload[:max_bytes])])
     try:
         batch = _batch_decoder.decode(payload)
         readings = batch.readings
@@ -164,7 +170,7 @@ def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
         dup_at = dup.readings if dup is not None else {}
         for i, raw in enumerate(raws):
             if i in dup_at:
-                text = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
+                text = raw if isinstance(raw, bytes) else dup.texts[i]
                 rejected.append(Rejected("duplicate_key", f"reading: {dup_at[i]}", text))
                 continue
             r = _decode_reading(raw)
@@ -182,6 +188,13 @@ def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
     return Decoded(batch, readings, rejected)
 
 
+def oversized_detail(payload: bytes, max_bytes: int) -> str:
+    """The dead letter of a payload over ``max_bytes`` keeps its first ``max_bytes`` bytes; the
+    detail says so, with the whole payload's size and SHA-256 (to match it with the sender's copy)."""
+    return (f"payload of {len(payload)} bytes exceeds {max_bytes}: its first {max_bytes} bytes are kept"
+            f" (SHA-256 of the whole: {hashlib.sha256(payload).hexdigest()})")
+
+
 def _surely_unique_keys(payload: bytes, b: Batch) -> bool:
     """True when the strictly decoded ``payload`` cannot hold a duplicate key (msgspec keeps the
     last of duplicates silently). The only containers are the envelope, the readings list and
@@ -190,13 +203,23 @@ def _surely_unique_keys(payload: bytes, b: Batch) -> bool:
     reading keys that is ``envelope keys + 3 * readings``: one count of the commas settles it.
     With optional keys (quality, x, y, area) the distinct members are counted from a schemaless
     decode; a disagreement (a duplicate, or a comma in text) goes to :func:`_duplicate_keys`."""
-    n = len(b.readings)
+    rs = b.readings
+    n = len(rs)
     commas = payload.count(b",")
     members = commas + (2 if n else 1)
-    if members == 4 + (b.sent is not None) + 3 * n:
+    envelope = 4 + (b.sent is not None)
+    if members == envelope + 3 * n:
+        return True
+    # optional keys: each present one is a member (an explicit null counts as absent here, and
+    # then the schemaless count below decides)
+    d = _DEFAULT_GOOD
+    present = sum([(r.quality is not d) + (r.x is not None) + (r.y is not None) + (r.area is not None) for r in rs])
+    if members == envelope + 3 * n + present:
         return True
     doc = _schemaless.decode(payload)
     return members == len(doc) + sum(map(len, doc["readings"]))
+
+
 
 
 _schemaless = msgspec.json.Decoder(dict[str, Any])
@@ -206,10 +229,12 @@ _schemaless = msgspec.json.Decoder(dict[str, Any])
 class _Duplicates:
     envelope: str | None = None  # why, when the envelope has a duplicate key
     readings: dict[int, str] = field(default_factory=dict)  # reading index -> why
+    texts: dict[int, bytes] = field(default_factory=dict)  # reading index -> its members, all of them, as JSON
 
 
 class _Members(dict):
     dup: str | None = None
+    pairs: list[tuple[str, Any]] | None = None  # every member, kept when a key repeats
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> _Members:
@@ -217,6 +242,7 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Members:
     for k, v in pairs:
         if k in out and out.dup is None:
             out.dup = f"duplicate key {k[:40]!r}"
+            out.pairs = pairs
         out[k] = v
     return out
 
@@ -235,6 +261,7 @@ def _duplicate_keys(payload: bytes) -> _Duplicates | None:
     for i, r in enumerate(rs if isinstance(rs, list) else []):
         if isinstance(r, _Members) and r.dup is not None:  # values nested deeper are wrong_type anyway
             out.readings[i] = r.dup
+            out.texts[i] = ("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in r.pairs or ()) + "}").encode()
     return out if out.envelope is not None or out.readings else None
 
 
