@@ -75,5 +75,5 @@ def test_oversized_dead_letter_says_what_it_kept():
     d = wire.decode(p, max_bytes=4096, max_readings=10_000)
     (r,) = d.rejected
     assert r.reason == "oversized" and r.raw == p[:4096]
-    assert f"first 4096 bytes are kept" in r.detail and hashlib.sha256(p).hexdigest() in r.detail
+    assert "first 4096 bytes are kept" in r.detail and hashlib.sha256(p).hexdigest() in r.detail
     assert str(len(p)) in r.detail
