@@ -207,13 +207,13 @@ class Store:
             rows = await conn.fetch("SELECT tag, id FROM sensors WHERE tag = ANY($1::text[])", tags)
         return {r["tag"]: r["id"] for r in rows}
 
-    async def last_sequences(self) -> dict[str, tuple[int, float | None, int]]:
-        """(last seq in arrival order, its ``sent``, gaps of its episode) per collector (gap
-        counting across restarts)."""
+    async def last_sequences(self) -> dict[str, tuple[int, float | None, int, int]]:
+        """(last seq in arrival order, its ``sent``, gaps of its episode, arrival order) per
+        collector (gap counting across restarts and partition hand-overs)."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch("SELECT id, last_seq, extract(epoch FROM seq_sent)::float8 AS sent, episode_gaps"
-                                    " FROM collectors")
-        return {r["id"]: (r["last_seq"], r["sent"], r["episode_gaps"]) for r in rows}
+            rows = await conn.fetch("SELECT id, last_seq, extract(epoch FROM seq_sent)::float8 AS sent, episode_gaps,"
+                                    " seq_order FROM collectors")
+        return {r["id"]: (r["last_seq"], r["sent"], r["episode_gaps"], r["seq_order"]) for r in rows}
 
     async def sync_limits(self, limits: Sequence[tuple[str, str, float | None, float | None, float | None, float | None]],
                           ids: dict[str, int]) -> None:

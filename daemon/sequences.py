@@ -55,11 +55,13 @@ class Sequences:
 
     def restore(self, rows: dict[str, SeqState | tuple | int]) -> None:
         """The state stored for these collectors (at start, or on taking a partition over):
-        ``(last, sent, episode_gaps)`` as ``Store.last_sequences`` gives it, or just ``last``."""
+        ``(last, sent, episode_gaps, order)`` as ``Store.last_sequences`` gives it, or just ``last``."""
         for c, st in rows.items():
             if isinstance(st, int):
                 st = SeqState(st)
             elif isinstance(st, tuple):
+                if len(st) > 3:  # continue above the stored arrival order (another instance's clock)
+                    self._order = max(self._order, int(st[3]))
                 st = SeqState(int(st[0]), st[1], int(st[2]))
             self.state[c] = st
 
