@@ -31,12 +31,37 @@ def text_problem(s: str, max_chars: int) -> str | None:
     """Why ``s`` cannot be stored in a ``text`` column of at most ``max_chars`` characters, or None."""
     if len(s) > max_chars:
         return f"is longer than {max_chars} characters"
+    return unstorable_char(s)
+
+
+def text_problems_in(obj: object, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """(path, why) of every text in a nested value (dict keys included) that no ``text`` or
+    ``jsonb`` column can hold: NUL (jsonb refuses ``\\u0000`` too) and lone surrogates."""
+    out: list[tuple[tuple, str]] = []
+    if isinstance(obj, str):
+        why = unstorable_char(obj)
+        if why is not None:
+            out.append((path, why))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and (why := unstorable_char(k)) is not None:
+                out.append((path + (k,), f"key {why}"))
+            out += text_problems_in(v, path + (k,))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out += text_problems_in(v, path + (i,))
+    return out
+
+
+def unstorable_char(s: str) -> str | None:
+    """Why ``s`` holds a character no ``text`` column can store (NUL, a lone surrogate), or None."""
     if "\x00" in s:
         return "contains a NUL character"
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode (lone surrogate)"
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"is not valid Unicode (lone surrogate U+{ord(s[e.start]):04X} at character {e.start})"
     return None
 
 

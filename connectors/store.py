@@ -65,6 +65,10 @@ class CollectorSeen:
     t: float  # Unix seconds
     gaps: int  # batches missing (sequence numbers skipped)
     batches: int = 1
+    restarts: int = 0  # counter restarts (backwards, or an implausible jump forward)
+    seq_sent: float | None = None  # ``sent`` of the batch numbered ``seq``
+    episode_gaps: int = 0  # batches missing since the counter's last restart
+    order: int = 0  # arrival order of the batch numbered ``seq``: the row keeps the latest
 
 
 @dataclass(slots=True)
@@ -203,10 +207,13 @@ class Store:
             rows = await conn.fetch("SELECT tag, id FROM sensors WHERE tag = ANY($1::text[])", tags)
         return {r["tag"]: r["id"] for r in rows}
 
-    async def last_sequences(self) -> dict[str, int]:
-        """The last batch sequence number stored per collector (gap counting across restarts)."""
+    async def last_sequences(self) -> dict[str, tuple[int, float | None, int, int]]:
+        """(last seq in arrival order, its ``sent``, gaps of its episode, arrival order) per
+        collector (gap counting across restarts and partition hand-overs)."""
         async with self.pool.acquire() as conn:
-            return {r["id"]: r["last_seq"] for r in await conn.fetch("SELECT id, last_seq FROM collectors")}
+            rows = await conn.fetch("SELECT id, last_seq, extract(epoch FROM seq_sent)::float8 AS sent, episode_gaps,"
+                                    " seq_order FROM collectors")
+        return {r["id"]: (r["last_seq"], r["sent"], r["episode_gaps"], r["seq_order"]) for r in rows}
 
     async def sync_limits(self, limits: Sequence[tuple[str, str, float | None, float | None, float | None, float | None]],
                           ids: dict[str, int]) -> None:
@@ -243,12 +250,20 @@ class Store:
             if dead:
                 res.dead_lettered = await self._dead_letters(conn, dead)
             if collectors:
+                # the sequence state of the latest batch in arrival order wins (units commit in parallel)
                 await conn.executemany(
-                    "INSERT INTO collectors (id, last_seq, last_seen, batches, gaps) VALUES ($1, $2, $3, $5, $4) "
-                    "ON CONFLICT (id) DO UPDATE SET last_seq = GREATEST(collectors.last_seq, EXCLUDED.last_seq),"
-                    " last_seen = GREATEST(collectors.last_seen, EXCLUDED.last_seen),"
-                    " batches = collectors.batches + EXCLUDED.batches, gaps = collectors.gaps + EXCLUDED.gaps",
-                    [(c.collector, c.seq, _ts(c.t), c.gaps, c.batches) for c in collectors])
+                    "INSERT INTO collectors AS c (id, last_seq, last_seen, batches, gaps, restarts, seq_sent, episode_gaps,"
+                    " seq_order) VALUES ($1, $2, $3, $5, $4, $6, $7, $8, $9) "
+                    "ON CONFLICT (id) DO UPDATE SET"
+                    " last_seq = CASE WHEN EXCLUDED.seq_order >= c.seq_order THEN EXCLUDED.last_seq ELSE c.last_seq END,"
+                    " seq_sent = CASE WHEN EXCLUDED.seq_order >= c.seq_order THEN EXCLUDED.seq_sent ELSE c.seq_sent END,"
+                    " episode_gaps = CASE WHEN EXCLUDED.seq_order >= c.seq_order THEN EXCLUDED.episode_gaps"
+                    "  ELSE c.episode_gaps END, seq_order = GREATEST(c.seq_order, EXCLUDED.seq_order),"
+                    " last_seen = GREATEST(c.last_seen, EXCLUDED.last_seen), batches = c.batches + EXCLUDED.batches,"
+                    " gaps = c.gaps + EXCLUDED.gaps, restarts = c.restarts + EXCLUDED.restarts",
+                    [(c.collector, c.seq, _ts(c.t), c.gaps, c.batches, c.restarts,
+                      _ts(c.seq_sent) if c.seq_sent is not None else None, c.episode_gaps, c.order)
+                     for c in collectors])
             if transfers:
                 await conn.executemany(
                     "INSERT INTO transfers (sensor_id, start_at, end_at, quantity, declared_by, reference, msg_key)"

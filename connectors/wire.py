@@ -25,6 +25,7 @@ Envelope values the database cannot hold (``seq`` outside 0..2^63-1, a ``sent`` 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -42,11 +43,16 @@ QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
 RESERVED_COLLECTORS = frozenset({"alarms", "transfers", "status"})
 
 
+#: the default quality: equal to "good", but its own object, so that a reading that left quality
+#: out can be told by identity from one that wrote "good" (duplicate-key check, below)
+_DEFAULT_GOOD = "".join(["go", "od"])
+
+
 class Reading(msgspec.Struct, forbid_unknown_fields=True):
     sensor: str
     time: float | str
     value: float
-    quality: Literal["good", "uncertain", "bad"] = "good"
+    quality: Literal["good", "uncertain", "bad"] = _DEFAULT_GOOD
     x: float | None = None
     y: float | None = None
     area: str | None = None
@@ -125,12 +131,24 @@ def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
 
     Whole-payload rejections keep the whole payload (at most ``max_bytes`` of it)."""
     if len(payload) > max_bytes:
-        return Decoded(None, rejected=[Rejected("oversized", f"payload of {len(payload)} bytes exceeds {max_bytes}", payload[:max_bytes])])
+        return Decoded(None, rejected=[Rejected("oversized", oversized_detail(payload, max_bytes), payload[:max_bytes])])
     try:
         batch = _batch_decoder.decode(payload)
         readings = batch.readings
         rejected: list[Rejected] = []
+        if not _surely_unique_keys(payload, batch):
+            dup = _duplicate_keys(payload)
+            if dup is not None:
+                if dup.envelope is not None:
+                    return Decoded(None, rejected=[Rejected("duplicate_key", f"batch envelope: {dup.envelope}", payload)])
+                if dup.readings:
+                    raws = [bytes(r) for r in _loose_decoder.decode(payload).readings]
+                    rejected = [Rejected("duplicate_key", f"reading: {why}", raws[i]) for i, why in dup.readings.items()]
+                    readings = [r for i, r in enumerate(readings) if i not in dup.readings]
     except _DECODE_ERRORS:
+        dup = _duplicate_keys(payload)  # the slow path anyway: find them before the readings are split
+        if dup is not None and dup.envelope is not None:
+            return Decoded(None, rejected=[Rejected("duplicate_key", f"batch envelope: {dup.envelope}", payload)])
         try:
             loose = _loose_decoder.decode(payload)
             raws: list[bytes | Any] = [bytes(r) for r in loose.readings]
@@ -149,7 +167,12 @@ def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
             raws = loose.readings
         batch = Batch(loose.v, loose.collector, loose.seq, [], loose.sent)
         readings, rejected = [], []
-        for raw in raws:
+        dup_at = dup.readings if dup is not None else {}
+        for i, raw in enumerate(raws):
+            if i in dup_at:
+                text = raw if isinstance(raw, bytes) else dup.texts[i]
+                rejected.append(Rejected("duplicate_key", f"reading: {dup_at[i]}", text))
+                continue
             r = _decode_reading(raw)
             if isinstance(r, Rejected):
                 rejected.append(r)
@@ -163,6 +186,83 @@ def decode(payload: bytes, *, max_bytes: int, max_readings: int) -> Decoded:
     if len(readings) + len(rejected) > max_readings:
         return Decoded(None, rejected=[Rejected("oversized", f"{len(readings) + len(rejected)} readings exceed {max_readings} per message", payload)])
     return Decoded(batch, readings, rejected)
+
+
+def oversized_detail(payload: bytes, max_bytes: int) -> str:
+    """The dead letter of a payload over ``max_bytes`` keeps its first ``max_bytes`` bytes; the
+    detail says so, with the whole payload's size and SHA-256 (to match it with the sender's copy)."""
+    return (f"payload of {len(payload)} bytes exceeds {max_bytes}: its first {max_bytes} bytes are kept"
+            f" (SHA-256 of the whole: {hashlib.sha256(payload).hexdigest()})")
+
+
+def _surely_unique_keys(payload: bytes, b: Batch) -> bool:
+    """True when the strictly decoded ``payload`` cannot hold a duplicate key (msgspec keeps the
+    last of duplicates silently). The only containers are the envelope, the readings list and
+    its objects, so the members of a document number its commas + 2 (+ 1 without readings),
+    unless a string holds a comma; every duplicate member adds one comma. Without optional
+    reading keys that is ``envelope keys + 3 * readings``: one count of the commas settles it.
+    With optional keys (quality, x, y, area) the distinct members are counted from a schemaless
+    decode; a disagreement (a duplicate, or a comma in text) goes to :func:`_duplicate_keys`."""
+    rs = b.readings
+    n = len(rs)
+    commas = payload.count(b",")
+    members = commas + (2 if n else 1)
+    envelope = 4 + (b.sent is not None)
+    if members == envelope + 3 * n:
+        return True
+    # optional keys: each present one is a member (an explicit null counts as absent here, and
+    # then the schemaless count below decides)
+    d = _DEFAULT_GOOD
+    present = sum([(r.quality is not d) + (r.x is not None) + (r.y is not None) + (r.area is not None) for r in rs])
+    if members == envelope + 3 * n + present:
+        return True
+    doc = _schemaless.decode(payload)
+    return members == len(doc) + sum(map(len, doc["readings"]))
+
+
+
+
+_schemaless = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(slots=True)
+class _Duplicates:
+    envelope: str | None = None  # why, when the envelope has a duplicate key
+    readings: dict[int, str] = field(default_factory=dict)  # reading index -> why
+    texts: dict[int, bytes] = field(default_factory=dict)  # reading index -> its members, all of them, as JSON
+
+
+class _Members(dict):
+    dup: str | None = None
+    pairs: list[tuple[str, Any]] | None = None  # every member, kept when a key repeats
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Members:
+    out = _Members()
+    for k, v in pairs:
+        if k in out and out.dup is None:
+            out.dup = f"duplicate key {k[:40]!r}"
+            out.pairs = pairs
+        out[k] = v
+    return out
+
+
+def _duplicate_keys(payload: bytes) -> _Duplicates | None:
+    """Where ``payload`` repeats a key within one object, read by the standard library's parser
+    (it sees every member); None when it repeats none (or is not JSON: other checks say why)."""
+    try:
+        doc = json.loads(payload.decode("utf-8"), object_pairs_hook=_pairs)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    if not isinstance(doc, _Members):
+        return None
+    out = _Duplicates(envelope=doc.dup)
+    rs = doc.get("readings")
+    for i, r in enumerate(rs if isinstance(rs, list) else []):
+        if isinstance(r, _Members) and r.dup is not None:  # values nested deeper are wrong_type anyway
+            out.readings[i] = r.dup
+            out.texts[i] = ("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in r.pairs or ()) + "}").encode()
+    return out if out.envelope is not None or out.readings else None
 
 
 def _envelope_problem(b: Batch) -> str | None:

@@ -17,6 +17,7 @@ name as the actor.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import hmac
 import json
@@ -31,7 +32,9 @@ from aiohttp import web
 
 from plantwatch.connectors import alarm_db, audit
 
+from .api_input import InputError, action_body, query_text
 from .config import ApiConfig
+from .exits import StartupError
 from .lifecycle import ACTIONS, ActionError, ManagedAlarmBook
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,32 @@ def _err(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+#: longest request body (bytes): larger ones are answered 413
+BODY_MAX = 64 * 1024
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler):
+    """Every error answer is JSON with a reason: input errors (4xx, from our checks or aiohttp's:
+    unknown path 404, wrong method 405, body too large 413) and, logged with its traceback, any
+    unexpected failure (500)."""
+    try:
+        return await handler(request)
+    except InputError as e:
+        return _err(e.status, e.message)
+    except web.HTTPException as e:
+        if e.content_type == "application/json" or e.status < 400:
+            raise
+        reason = e.reason if e.status != 413 else f"request body larger than {BODY_MAX} bytes"
+        return web.json_response({"error": reason}, status=e.status, headers={
+            k: v for k, v in e.headers.items() if k in ("Allow", "WWW-Authenticate")})
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - a bug must answer JSON too; it is logged with its traceback
+        log.exception("api: %s %s failed", request.method, request.path)
+        return _err(500, "internal error (logged)")
+
+
 #: ids are PostgreSQL bigint: a larger number names nothing that can exist
 ID_MAX = 2**63 - 1
 
@@ -132,7 +161,7 @@ class Api:
 
     # --- plumbing -------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[_json_errors, self._auth], client_max_size=BODY_MAX)
         r = app.router
         r.add_get("/", self.page)
         r.add_get("/console", self.page)
@@ -229,20 +258,9 @@ class Api:
         async def handler(request: web.Request) -> web.Response:
             user: User = request["user"]
             alarm_id = path_id(request, "alarm")
-            body: dict[str, Any] = {}
-            if request.can_read_body:
-                try:
-                    body = await request.json()
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    return _err(400, "body must be JSON")
-                if not isinstance(body, dict):
-                    return _err(400, "body must be a JSON object")
-            reason = body.get("reason", body.get("text", ""))
-            duration = body.get("duration")
-            if not isinstance(reason, str) or len(reason) > 2000:
-                return _err(400, "reason must be a string of at most 2000 characters")
-            if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
-                return _err(400, "duration must be a number of seconds")
+            body = action_body(action, await request.read())  # InputError: 400 with the reason
+            reason = body.reason or getattr(body, "text", None) or ""
+            duration = getattr(body, "duration", None)
             if user.role not in ACTIONS[action]:
                 return _err(403, f"role {user.role!r} may not {action}")
             async with self.pool.acquire() as conn:
@@ -255,7 +273,12 @@ class Api:
             except ActionError as e:
                 return _err(e.status, str(e))
             fut = await done
-            await asyncio.wait_for(asyncio.shield(fut), 60)
+            refused = await asyncio.wait_for(asyncio.shield(fut), 60)
+            if refused:  # quarantined by the write path (dead_letters): say so, never pretend it is recorded
+                log.error("%s (%s) %s alarm %d: the database refused to record it", user.name, user.role, action,
+                          alarm_id)
+                return _err(500, f"the database refused to record this {action} (kept in dead_letters as"
+                                 " unstorable); the alarm's state in the console may differ from the record")
             if self.m is not None:
                 self.m.operator_actions.labels(action).inc()
             log.info("%s (%s) %s alarm %d: %s", user.name, user.role, action, alarm_id, reason)
@@ -267,12 +290,10 @@ class Api:
     # --- incidents --------------------------------------------------------------------------------
     async def list_incidents(self, request: web.Request) -> web.Response:
         """``?sensor=TAG`` and ``?event=ID`` narrow the list (the dashboards link to both)."""
-        sensor = request.query.get("sensor") or None
+        sensor = query_text(request.query.get("sensor"), "sensor")
         event = request.query.get("event") or None
-        if sensor is not None and len(sensor) > 64:
-            return _err(400, "sensor must be a sensor tag (at most 64 characters)")
         if event is not None:
-            if not event.isdigit() or len(event) > 18:
+            if not (event.isascii() and event.isdigit()) or len(event) > 18:
                 return _err(400, "event must be a detector event id (a positive integer)")
             event = int(event)
         async with self.pool.acquire() as conn:
@@ -309,7 +330,11 @@ async def serve(api: Api, host: str, port: int, started: asyncio.Event | None = 
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise StartupError(f"api: cannot listen on {host}:{port}: {why}") from None
         log.info("operator console and API on http://%s:%d/", host, port)
         if started is not None:
             started.set()

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -57,28 +58,61 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _supervise(handle) -> int:
-    """Run the daemon; first SIGTERM/SIGINT stops it gracefully, a second one exits at once."""
+    """Run the daemon; first SIGTERM/SIGINT stops it gracefully (within ``ingest.shutdown_grace``
+    seconds, see daemon/service.py), a second one exits at once. Exit codes: daemon/exits.py."""
+    from .exits import (EXIT_CONFIG, EXIT_CRASHED, EXIT_GRACE_EXCEEDED, EXIT_SECOND_SIGNAL, GraceExceeded,
+                        StartupError)
+
     loop = asyncio.get_running_loop()
     signals = {"n": 0}
+    log = logging.getLogger("plantwatch")
+    grace = handle.cfg.ingest.shutdown_grace
+
+    def backstop() -> None:  # the event loop itself is stuck: the in-loop bound could not act
+        log.critical("stop did not end within ingest.shutdown_grace + %g s; exiting now (what was not acknowledged"
+                     " is delivered again by the broker)", BACKSTOP)
+        logging.shutdown()
+        os._exit(EXIT_GRACE_EXCEEDED)
 
     def on_signal(sig: int) -> None:
         signals["n"] += 1
         if signals["n"] == 1:
-            logging.getLogger("plantwatch").warning("signal %d: graceful shutdown (again to exit now)", sig)
+            log.warning("signal %d: graceful shutdown within %g s (again to exit now)", sig, grace)
+            timer = threading.Timer(grace + BACKSTOP, backstop)
+            timer.daemon = True
+            timer.start()
             handle.request_stop()
         else:
-            os._exit(130)
+            os._exit(EXIT_SECOND_SIGNAL)
 
     for s in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(s, on_signal, s)
     try:
         await handle.run()
-    except Exception as e:  # a crashed task: exit non-zero so the service manager restarts us
-        excs = e.exceptions if isinstance(e, BaseExceptionGroup) else [e]
+    except Exception as e:  # a crashed task: exit non-zero so that the service manager restarts us
+        excs = _leaves(e)
+        if any(isinstance(x, StartupError) for x in excs):
+            for x in excs:
+                if isinstance(x, StartupError):
+                    log.critical("%s", x)
+            return EXIT_CONFIG
+        if excs and all(isinstance(x, GraceExceeded) for x in excs):
+            return EXIT_GRACE_EXCEEDED
         for x in excs:
-            logging.getLogger("plantwatch").critical("stopped by %s: %s", type(x).__name__, x, exc_info=x)
-        return 1
+            log.critical("stopped by %s: %s", type(x).__name__, x, exc_info=x)
+        return EXIT_CRASHED
     return 0
+
+
+#: seconds past ``ingest.shutdown_grace`` after which a stop that is still running ends the process
+BACKSTOP = 10.0
+
+
+def _leaves(e: BaseException) -> list[BaseException]:
+    """The exceptions of a (nested) exception group, or ``[e]``."""
+    if isinstance(e, BaseExceptionGroup):
+        return [x for sub in e.exceptions for x in _leaves(sub)]
+    return [e]
 
 
 # --- collect -----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import asyncpg
 import numpy as np
 
 from .config import ClusterConfig, Config
+from .reconnect import Backoff
 
 log = logging.getLogger("plantwatch.cluster")
 
@@ -315,13 +316,13 @@ class ClusterRunner:
 
         from plantwatch.connectors.mqtt import Subscriber
 
-        from .service import read_until
+        from .service import raise_if_cancelling, read_until
 
         d, p = self.d, self.d.pipeline
         topics, shared = partition_topics(self.cfg, k)
         mq = self.cfg.mqtt
         stopping = self.stopping.get(k) or asyncio.Event()
-        backoff = 0.5
+        backoff = Backoff()
 
         async def read(sub) -> None:
             async for msg in sub.messages():
@@ -344,10 +345,11 @@ class ClusterRunner:
                 async with Subscriber(d.ep.broker, client_id=f"{d.client_id}-p{k}", topics=topics,
                                       keepalive=mq.keepalive if mq else 30,
                                       receive_window=mq.receive_window if mq else 1000) as sub:
+                    raise_if_cancelling()  # the MQTT client's connect can swallow a cancellation
                     d.m.connected.set(1)
                     d.ready.set()
                     p.detectors.restart_clocks(time.time())  # readings may have been missed until now
-                    backoff = 0.5
+                    backoff.reset()
                     log.info("partition %d: subscribed to %s", k, ", ".join(topics[:4]) + (" …" if len(topics) > 4 else ""))
                     await read_until(read(sub), stopping, name=f"mqtt-read-p{k}")  # an MqttError: reconnect below
                     if stopping.is_set():
@@ -356,7 +358,7 @@ class ClusterRunner:
             except aiomqtt.MqttError as e:
                 if stopping.is_set():
                     return
-                log.warning("partition %d: MQTT connection lost (%s); reconnecting in %.1fs", k, e, backoff)
+                delay = backoff.next()
+                log.warning("partition %d: MQTT connection lost (%s); reconnecting in %.1fs", k, e, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), backoff)
-                backoff = min(backoff * 2, 30.0)
+                    await asyncio.wait_for(stopping.wait(), delay)

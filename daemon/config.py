@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from plantwatch.connectors.storable import text_problems_in
 from plantwatch.detectors import REGISTRY, SensorInfo
 from plantwatch.detectors.compose import CompositionConfig
 
@@ -194,6 +195,13 @@ class IngestConfig(Model):
     #: a received message waiting this long (seconds) for its commit is a stall: /healthz answers
     #: 503 and a warning is logged, repeated every stall_after seconds while it lasts
     stall_after: float = Field(30.0, gt=0, le=3600)
+    #: a collector's batch sequence number that jumps forward by more than this is a restart of
+    #: its counter (or a forged number), logged and counted as such, not that many lost batches
+    max_seq_jump: int = Field(1_000_000, ge=1, le=2**63 - 1)
+    #: the longest a graceful stop (SIGTERM) may take: stop reading, commit and acknowledge what
+    #: was received, save detector state, publish the final alarm list (seconds). Past it the
+    #: daemon logs what it leaves unacknowledged (the broker delivers it again) and exits 3
+    shutdown_grace: float = Field(30.0, gt=0, le=3600)
 
 
 class MetricsConfig(Model):
@@ -601,7 +609,11 @@ def parse_config(located: Located) -> Config:
     """Every stage runs, whatever the others found: the schema, the detectors' parameters,
     references between ids and alarm levels against measuring ranges; all problems come
     together, in file order."""
-    problems = _param_problems(located)
+    # text that reaches the database (names, units, descriptions, detector parameters as jsonb)
+    # must be storable: no NUL (YAML's "\0" escape), no lone surrogate ("\ud800")
+    problems = [_at(located, path, f"text {why} (it could not be stored)")
+                for path, why in text_problems_in(located.data)]
+    problems += _param_problems(located)
     cfg = None
     try:
         cfg = Config.model_validate(located.data, context={"cross_checked": True})

@@ -32,6 +32,9 @@ class Metrics:
         self.alarm_changes = Counter(p + "alarm_changes", "Alarm state changes", ["to_state"], registry=r)
         self.active_alarms = Gauge(p + "active_alarms", "Active alarms by severity", ["severity"], registry=r)
         self.sequence_gaps = Counter(p + "sequence_gaps", "Collector batches missing from the sequence", ["collector"], registry=r)
+        self.sequence_restarts = Counter(p + "sequence_restarts", "Collector sequence counters that went back or"
+                                         " jumped beyond ingest.max_seq_jump (a restart, not lost batches)",
+                                         ["collector"], registry=r)
         self.pending = Gauge(p + "pending_readings", "Readings received but not yet committed", registry=r)
         self.notify_dropped = Counter(p + "notifications_dropped", "Alarm notifications dropped (queue full)", registry=r)
         self.webhook = Counter(p + "webhook_notifications", "Webhook notifications by webhook (its name, or scheme"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .api_input import BODIES, REASON_MAX
 from .lifecycle import ACTIONS
 
 _ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -14,15 +15,17 @@ _ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 def _action(action: str) -> dict[str, Any]:
     roles = sorted(ACTIONS[action])
     needs_reason = action in ("shelve", "out_of_service", "return_to_service", "comment")
+    text = "; no NUL, no lone surrogate (text a database column can hold)"
     body: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
-        "reason": {"type": "string", "maxLength": 2000,
-                   "description": "why (required)" if needs_reason else "why (optional)"}}}
+        "reason": {"type": "string", "maxLength": REASON_MAX,
+                   "description": ("why (required)" if needs_reason else "why (optional)") + text}}}
     if action == "comment":
-        body["properties"]["text"] = {"type": "string", "maxLength": 2000, "description": "same as reason"}
+        body["properties"]["text"] = {"type": "string", "maxLength": REASON_MAX, "description": "same as reason" + text}
     if action == "shelve":
         body["properties"]["duration"] = {"type": "number", "exclusiveMinimum": 0,
-                                          "description": "seconds (default alarms.default_shelve, at most"
-                                                         " alarms.max_shelve)"}
+                                          "description": "seconds, a finite number (default alarms.default_shelve,"
+                                                         " at most alarms.max_shelve)"}
+    assert set(body["properties"]) == set(BODIES[action].model_fields), action  # the model is the contract
     return {"post": {
         "summary": f"{action.replace('_', ' ')} (roles: {', '.join(roles)})",
         "operationId": f"alarm_{action}",
@@ -30,8 +33,12 @@ def _action(action: str) -> dict[str, Any]:
         "requestBody": {"required": needs_reason, "content": {"application/json": {"schema": body}}},
         "responses": {"200": {"description": "the alarm after the action was committed",
                               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlarmDetail"}}}},
-                      "400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR,
-                      "409": {**_ERR, "description": "not possible in the alarm's current state"}}}}
+                      "400": {**_ERR, "description": "the body is not a valid request (says which field and why)"},
+                      "401": _ERR, "403": _ERR, "404": _ERR,
+                      "409": {**_ERR, "description": "not possible in the alarm's current state"},
+                      "413": {**_ERR, "description": "body larger than 64 KiB"},
+                      "500": {**_ERR, "description": "the database refused to record the action: it is"
+                                                     " quarantined in dead_letters (unstorable_alarm_op)"}}}}
 
 
 def spec() -> dict[str, Any]:

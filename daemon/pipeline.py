@@ -5,24 +5,25 @@ pending into a :class:`Unit`: it runs the detectors on the unit's readings (in m
 away, so alarm latency does not wait for the database), derives event and alarm operations, and
 queues the unit for the writers. Writers commit a unit's readings, dead letters, events and
 alarm changes in one transaction; only then are the unit's MQTT messages acknowledged, strictly
-in arrival order. A unit whose write fails for a transient reason (connection, timeout) is
-retried with backoff until it succeeds: nothing is acknowledged, so nothing can be lost, and the
-bounded queue pushes back on the broker. A unit the database refuses because of its data (a value
-validation could not foresee, a constraint) is bisected by message until each refused message
-stands alone; those are dead-lettered whole as ``unstorable`` with the database's error, the rest
-is stored, and every message of the unit is acknowledged: one bad message never stalls ingestion.
+in arrival order. A unit whose write fails because the database is unavailable (connection,
+timeout) is retried with backoff until it succeeds: nothing is acknowledged, so nothing can be
+lost, and the bounded queue pushes back on the broker. A unit the database refuses because of its
+data (a value validation could not foresee, a constraint) is never retried as it is: it is
+bisected by message and by alarm operation until each refused part stands alone; a refused
+message is dead-lettered whole as ``unstorable`` with the database's error, a refused alarm
+operation is quarantined in ``dead_letters`` as ``unstorable_alarm_op`` (its JSON as the payload),
+the rest is stored, and every message of the unit is acknowledged: one bad message or operator
+comment never stalls ingestion.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-import asyncpg
 import numpy as np
 
 from plantwatch.connectors.store import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store,
@@ -32,19 +33,13 @@ from .alarms import AlarmBook
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
+from .pipeline_split import DATA_ERRORS, SplitOnDataError, _collectors_seen
+from .sequences import Sequences, SeqState, SeqStep
 from .validate import Registry, Validated, validate
 
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], None]
-
-#: write failures caused by the data itself, which no retry can fix: PostgreSQL's classes 22 (data
-#: exception), 23 (integrity constraint violation) and 54 (program limit exceeded, e.g. an index
-#: row too large), and the driver's encoding errors (asyncpg's client-side DataError is a
-#: ValueError; a datetime out of range an OverflowError). Anything else is retried as transient.
-DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError,
-               ValueError, OverflowError, TypeError)
-
 
 @dataclass(slots=True)
 class Unit:
@@ -65,8 +60,9 @@ class Unit:
     #: the unit's messages, for splitting it when the database refuses its data
     items: list[Validated] = field(default_factory=list)
     sources: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload) per item
-    gaps: list[int] = field(default_factory=list)  # sequence gap counted at each item
+    gaps: list[SeqStep] = field(default_factory=list)  # what each item did to its collector's sequence
     received: float = 0.0  # wall time its first message arrived (or its ops were made)
+    quarantined: list = field(default_factory=list)  # alarm ops the database refused (dead-lettered)
 
 
 @dataclass(slots=True)
@@ -79,7 +75,7 @@ class _Pending:
     stale: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
 
-class Pipeline:
+class Pipeline(SplitOnDataError):
     def __init__(self, cfg: Config, store: Store, registry: Registry, detectors: DetectorSet, alarms: AlarmBook,
                  metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], Awaitable[None] | None] | None = None,
                  queue_units: int = 4):
@@ -95,7 +91,9 @@ class Pipeline:
         self._unit_seq = 0
         self._in_flight: deque[Unit] = deque()
         self._last_alarm_done: asyncio.Future | None = None
-        self._seq: dict[str, int] = {}  # last sequence number seen per collector
+        self.sequences = Sequences(cfg.ingest.max_seq_jump, self._window(),
+                                   on_gap=lambda c, n: self.m.sequence_gaps.labels(c).inc(n),
+                                   on_restart=lambda c: self.m.sequence_restarts.labels(c).inc())
         self._tick_changes: list = []
         self.committed = asyncio.Event()  # pulsed after each commit (tests, graceful drain)
         #: called after each commit with the unit (transfer receipts); must not block
@@ -141,11 +139,10 @@ class Pipeline:
         p.n += n_ok + n_bad
         self.m.pending.set(p.n)
 
-    def restore_sequences(self, last_seq: dict[str, int]) -> None:
-        """Last sequence number stored per collector (at start): a gap between it and the first
-        batch after a restart is counted like any other."""
-        for c, seq in last_seq.items():
-            self._seq[c] = max(seq, self._seq.get(c, seq))
+    def restore_sequences(self, last_seq: dict[str, SeqState | int]) -> None:
+        """Sequence state stored per collector (at start, or on taking a partition over): a gap
+        between it and the first batch after a restart is counted like any other."""
+        self.sequences.restore(last_seq)
 
     def defer_ack(self, ack: Ack, now: float | None = None) -> None:
         """Acknowledge a message that is not ours (another partition's) in arrival order."""
@@ -311,21 +308,9 @@ class Pipeline:
                          np.concatenate([v.x for v in robots]), np.concatenate([v.y for v in robots]),
                          [a for v in robots for a in v.area])
 
-    def _gaps(self, items: list[Validated]) -> list[int]:
-        """Batches missing before each item (updates the last sequence number per collector)."""
-        gaps = []
-        for v in items:
-            if v.collector is None or v.seq is None:
-                gaps.append(0)
-                continue
-            last = self._seq.get(v.collector)
-            gap = max(0, v.seq - last - 1) if last is not None and v.seq > last else 0
-            if gap:
-                self.m.sequence_gaps.labels(v.collector).inc(gap)
-            if last is None or v.seq > last:
-                self._seq[v.collector] = v.seq
-            gaps.append(gap)
-        return gaps
+    def _gaps(self, items: list[Validated]) -> list[SeqStep]:
+        """What each item did to its collector's sequence (daemon/sequences.py), in arrival order."""
+        return [self.sequences.observe(v.collector, v.seq, v.sent) for v in items]
 
     # --- writers --------------------------------------------------------------------------------
     async def writer(self) -> None:
@@ -345,13 +330,9 @@ class Pipeline:
         try:
             res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops, unit.transfers)
         except DATA_ERRORS as e:
-            if not unit.items:  # alarm operations alone: nothing to dead-letter, keep trying loudly
-                log.error("write of unit %d refused (%s: %s); retrying", unit.seq, type(e).__name__, e)
-                res = await self._store(unit, None, None, [], [], unit.ops, [], retry_data_errors=True)
-            else:
-                log.error("write of unit %d refused (%s: %s); splitting its %d message(s)", unit.seq,
-                          type(e).__name__, e, len(unit.items))
-                res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
+            log.error("write of unit %d refused (%s: %s); splitting its %d message(s) and %d alarm operation(s)",
+                      unit.seq, type(e).__name__, e, len(unit.items), len(unit.ops))
+            res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
         now = time.time()
         self.last_write_error = None
         self.m.write_seconds.observe(time.perf_counter() - t0)
@@ -365,12 +346,13 @@ class Pipeline:
         if unit.newest:
             self._committed_lag = max(0.0, now - unit.newest)
         if unit.alarm_done is not None:
-            unit.alarm_done.set_result(None)
+            unit.alarm_done.set_result(unit.quarantined)  # the ops the database refused (normally none)
         unit.done = True
         self._release_acks()
         if self.on_commit is not None:
             self.on_commit(unit)
-        writes = [op for op in unit.ops if isinstance(op, AlarmWrite)]
+        refused = {id(op) for op in unit.quarantined}
+        writes = [op for op in unit.ops if isinstance(op, AlarmWrite) and id(op) not in refused]
         if writes:
             for w in writes:
                 self.m.alarm_changes.labels(w.to_state).inc()
@@ -384,9 +366,12 @@ class Pipeline:
         self.committed.clear()
 
     async def _store(self, unit: Unit, readings: ReadingRows | None, robot: RobotRows | None, dead: list[DeadLetter],
-                     collectors: list[CollectorSeen], ops: list[AlarmOp], transfers: list, *,
-                     retry_data_errors: bool = False) -> WriteResult:
-        """One transaction; transient failures are retried with backoff, data errors raised."""
+                     collectors: list[CollectorSeen], ops: list[AlarmOp], transfers: list) -> WriteResult:
+        """One transaction. A database that is unavailable (connection refused or lost, timeout,
+        a server shutting down) is retried with backoff until it answers: nothing is
+        acknowledged meanwhile, so nothing can be lost. A refusal of the data itself
+        (``DATA_ERRORS``) is raised at once, for the caller to split and quarantine: no data
+        error is ever retried."""
         delay = 0.2
         while True:
             try:
@@ -394,52 +379,33 @@ class Pipeline:
                 return await self.store.write(readings, robot, dead, collectors, ops,
                                               before_alarms=(lambda: asyncio.shield(turn)) if turn else None,
                                               transfers=transfers)
-            except Exception as e:  # noqa: BLE001 - never drop a unit: retry until it is durable
+            except DATA_ERRORS:
                 self.m.write_errors.inc()
-                if isinstance(e, DATA_ERRORS) and not retry_data_errors:
-                    raise
+                raise
+            except Exception as e:  # noqa: BLE001 - the database is unavailable: retry until it is durable
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a stop that gave up closed the connections
+                    raise asyncio.CancelledError from e  # (the driver turned our cancellation into its error)
+                self.m.write_errors.inc()
                 self.last_write_error = f"{type(e).__name__}: {e}"
                 log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _write_split(self, unit: Unit, idx: list[int], ops: list[AlarmOp]) -> WriteResult:
-        """Write the unit's messages ``idx`` (and ``ops``) in one transaction, bisecting on data errors."""
-        items = [unit.items[i] for i in idx]
-        fixed = [v for v in items if not v.robot and len(v.col)]
-        readings = None
-        if fixed:
-            col = np.concatenate([v.col for v in fixed])
-            readings = ReadingRows(self.reg.db_id[col], np.concatenate([v.t for v in fixed]),
-                                   np.concatenate([v.value for v in fixed]), np.concatenate([v.quality for v in fixed]))
-        try:
-            return await self._store(unit, readings, self._robot_rows([v for v in items if v.robot and len(v.col)]),
-                                     [d for v in items for d in v.rejected],
-                                     _collectors_seen(items, [unit.gaps[i] for i in idx]), ops,
-                                     [v.transfer for v in items if v.transfer is not None])
-        except DATA_ERRORS as e:
-            return await self._bisect(unit, idx, ops, e)
-
-    async def _bisect(self, unit: Unit, idx: list[int], ops: list[AlarmOp], error: Exception) -> WriteResult:
-        """The database refused messages ``idx`` (with ``ops``) for their data: write each half
-        on its own, down to single messages, which are dead-lettered whole."""
-        if len(idx) > 1:
-            mid = len(idx) // 2
-            first = await self._write_split(unit, idx[:mid], ops)
-            return _sum(first, await self._write_split(unit, idx[mid:], []))
-        if ops:  # the alarm operations go on alone, then the message is tried alone
-            first = await self._store(unit, None, None, [], [], ops, [], retry_data_errors=True)
-            return _sum(first, await self._write_split(unit, idx, []))
-        (i,) = idx
-        v = unit.items[i]
-        topic, payload = unit.sources[i]
-        detail = f"the database refused this message: {type(error).__name__}: {error}"
-        dl = DeadLetter(topic, v.collector, v.seq, "unstorable", detail, payload,
-                        hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=12).hexdigest() + ":unstorable")
-        log.error("dead-lettered a message of %s (seq %s) the database refused: %s", v.collector, v.seq, error)
-        self.m.rejected.labels("unstorable").inc(max(1, len(v.col)))
-        return await self._store(unit, None, None, [dl], _collectors_seen([v], [unit.gaps[i]]), [], [],
-                                 retry_data_errors=True)
+    def unacknowledged(self) -> tuple[int, str]:
+        """Messages received and not acknowledged (in units not yet committed, or pending), and a
+        summary by collector with their sequence ranges, for the log of a stop that gave up."""
+        items = [v for u in self._in_flight for v in u.items] + list(self._pending.items)
+        n = sum(len(u.acks) for u in self._in_flight) + len(self._pending.acks)
+        seqs: dict[str, list[int]] = {}
+        for v in items:
+            if v.collector is not None and v.seq is not None:
+                seqs.setdefault(v.collector, []).append(v.seq)
+        parts = [f"{c} seq {min(q)}..{max(q)} ({len(q)})" for c, q in sorted(seqs.items())[:20]]
+        ops = sum(len(u.ops) for u in self._in_flight if not u.done)
+        if ops:
+            parts.append(f"{ops} alarm operation(s) not written")
+        return n, ", ".join(parts)
 
     def _release_acks(self) -> None:
         """Acknowledge committed units' messages, oldest first, stopping at the first unit still
@@ -458,23 +424,3 @@ class Pipeline:
     @property
     def idle(self) -> bool:
         return not self._in_flight and not self._pending.acks and self.units.empty()
-
-
-def _collectors_seen(items: list[Validated], gaps: list[int]) -> list[CollectorSeen]:
-    """One row per collector of the items: newest seq and time, gaps and batches."""
-    seen: dict[str, CollectorSeen] = {}
-    for v, gap in zip(items, gaps):
-        if v.collector is None or v.seq is None:
-            continue
-        c = seen.get(v.collector)
-        t = v.sent if v.sent is not None else time.time()
-        if c is None:
-            seen[v.collector] = CollectorSeen(v.collector, v.seq, t, gap, 1)
-        else:
-            c.seq, c.t, c.gaps, c.batches = max(c.seq, v.seq), max(c.t, t), c.gaps + gap, c.batches + 1
-    return list(seen.values())
-
-
-def _sum(a: WriteResult, b: WriteResult) -> WriteResult:
-    return WriteResult(a.inserted + b.inserted, a.duplicates + b.duplicates, a.robot_inserted + b.robot_inserted,
-                       a.dead_lettered + b.dead_lettered, a.alarm_ids + b.alarm_ids)

@@ -10,6 +10,7 @@ from pathlib import Path
 from plantwatch.connectors.mqtt import BrokerAddress
 
 from .config import Config
+from .exits import StartupError
 from .metrics import Metrics
 from .service import Daemon, Endpoints
 
@@ -34,7 +35,11 @@ class DaemonHandle:
         async with contextlib.AsyncExitStack() as stack:
             broker, dsn = await open_endpoints(cfg, stack)
             if cfg.metrics.port:
-                server, _ = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+                try:
+                    server, _ = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+                except OSError as e:
+                    raise StartupError(f"metrics: cannot listen on {cfg.metrics.host}:{cfg.metrics.port}:"
+                                       f" {e.strerror or e}") from None
                 stack.callback(server.shutdown)
                 log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, cfg.metrics.port)
             self.daemon = Daemon(cfg, Endpoints(broker, dsn), config_text=self.config_text, metrics=self.metrics)

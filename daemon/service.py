@@ -27,7 +27,9 @@ from .alarm_service import AlarmManagement
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
+from .exits import GraceExceeded
 from .pipeline import Pipeline
+from .reconnect import Backoff
 from .sparkplug import SparkplugIngest, is_sparkplug
 from .sparkplug import topics as sparkplug_topics
 from .validate import Registry
@@ -57,6 +59,15 @@ def topics(cfg: Config) -> tuple[list[str], str]:
     prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
     base = f"{prefix}/{cfg.site.id}"
     return [f"{base}/+/readings", f"{base}/+/robot", f"{base}/transfers/declared"], f"{base}/alarms"
+
+
+def raise_if_cancelling() -> None:
+    """Raise CancelledError when this task was asked to stop but a library swallowed the request
+    (``asyncio.wait_for`` in Python 3.11 can, when what it waits for completes in the same step):
+    otherwise a task group aborting on a failed sibling would wait for this task for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def read_until(read: Coroutine[Any, Any, None], stop: asyncio.Event, *, name: str) -> None:
@@ -136,29 +147,51 @@ class Daemon:
                 else:
                     ingest = tg.create_task(self._ingest(), name="ingest")
                 await self.stop.wait()
-                log.info("stopping: no more intake; flushing and draining")
-                # without a cluster, intake ends by itself: it stops reading, lets the writers
-                # commit what it received and acknowledges that on the same connection
-                for t in (alarm_mgmt, ingest) if self.cluster is not None else (alarm_mgmt,):
-                    t.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await t
-                if self.cluster is None:
-                    await ingest
-                timer.cancel()
-                stalls.cancel()
-                await self.pipeline.flush()
-                for _ in writers:
-                    await self.pipeline.units.put(None)
-                await asyncio.gather(*writers)
-                if self.cluster is not None:
-                    await self.cluster.finish()  # save each partition's state, release the leases
-                else:
-                    await self._save_state()
-                self.alarm_pub.finish()  # publishes what is queued and the final state, then ends
-                await notifier
+                grace = cfg.ingest.shutdown_grace
+                log.info("stopping: no more intake; flushing and draining (at most %g s)", grace)
+                try:
+                    async with asyncio.timeout(grace):
+                        await self._shut_down(writers, notifier, timer, stalls, alarm_mgmt, ingest)
+                except TimeoutError:
+                    raise self._give_up(grace) from None
         finally:
             await store.close()
+
+    async def _shut_down(self, writers, notifier, timer, stalls, alarm_mgmt, ingest) -> None:
+        """Stop intake, commit and acknowledge what was received, save state, publish the last
+        alarm list (bounded by ``ingest.shutdown_grace`` in :meth:`run`)."""
+        # without a cluster, intake ends by itself: it stops reading, lets the writers
+        # commit what it received and acknowledges that on the same connection
+        for t in (alarm_mgmt, ingest) if self.cluster is not None else (alarm_mgmt,):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self.cluster is None:
+            await ingest
+        timer.cancel()
+        stalls.cancel()
+        await self.pipeline.flush()
+        for _ in writers:
+            await self.pipeline.units.put(None)
+        await asyncio.gather(*writers)
+        if self.cluster is not None:
+            await self.cluster.finish()  # save each partition's state, release the leases
+        else:
+            await self._save_state()
+        self.alarm_pub.finish()  # publishes what is queued and the final state, then ends
+        await notifier
+
+    def _give_up(self, grace: float) -> GraceExceeded:
+        """The stop took longer than its grace: say what stays unacknowledged (the broker delivers
+        it again to the next run, which stores it once), drop the database connections so that
+        nothing waits on them, and end non-zero."""
+        n, which = self.pipeline.unacknowledged()
+        log.error("stop gave up after ingest.shutdown_grace = %g s (last write error: %s): %d message(s) received"
+                  " and not acknowledged%s, plus any the MQTT client held unread; the broker delivers them again"
+                  " to the next run; detector state not saved", grace, self.pipeline.last_write_error or "none",
+                  n, f" ({which})" if which else "")
+        self.store.pool.terminate()
+        return GraceExceeded(f"graceful stop exceeded ingest.shutdown_grace ({grace:g} s)")
 
     # --- stages -----------------------------------------------------------------------------------
     async def _ingest(self) -> None:
@@ -168,7 +201,7 @@ class Daemon:
         readings that are already stored)."""
         in_topics = topics(self.cfg)[0] + sparkplug_topics(self.cfg)
         mq = self.cfg.mqtt
-        backoff = 0.5
+        backoff = Backoff()
         while not self.stop.is_set():
             self._gen += 1
             gen = self._gen
@@ -176,10 +209,11 @@ class Daemon:
                 async with Subscriber(self.ep.broker, client_id=self.client_id, topics=in_topics,
                                       keepalive=mq.keepalive if mq else 30,
                                       receive_window=mq.receive_window if mq else 1000) as sub:
+                    raise_if_cancelling()  # the MQTT client's connect can swallow a cancellation
                     self.m.connected.set(1)
                     self.ready.set()
                     self.pipeline.detectors.restart_clocks(time.time())  # readings may have been missed until now
-                    backoff = 0.5
+                    backoff.reset()
                     log.info("subscribed to %s on %s:%d", ", ".join(in_topics), self.ep.broker.host, self.ep.broker.port)
                     await read_until(self._read(sub, gen), self.stop, name="mqtt-read")
                     await self.pipeline.drain()
@@ -189,10 +223,10 @@ class Daemon:
                 self.m.connected.set(0)
                 if self.stop.is_set():
                     return
-                log.warning("MQTT connection lost (%s); reconnecting in %.1fs", e, backoff)
+                delay = backoff.next()
+                log.warning("MQTT connection lost (%s); reconnecting in %.1fs", e, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), backoff)
-                backoff = min(backoff * 2, 30.0)
+                    await asyncio.wait_for(self.stop.wait(), delay)
 
     async def _read(self, sub: Subscriber, gen: int) -> None:
         async for msg in sub.messages():

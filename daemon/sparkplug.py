@@ -22,6 +22,7 @@ from plantwatch.connectors.sparkplug import payload as sp
 from plantwatch.connectors.sparkplug import topic as sptopic
 from plantwatch.connectors.sparkplug.session import Sessions
 from plantwatch.connectors.store import DeadLetter
+from plantwatch.connectors.wire import oversized_detail
 
 from .config import Config
 from .pipeline import Ack, Pipeline
@@ -119,8 +120,8 @@ class SparkplugIngest:
         self.m.messages.labels(t.type).inc()
         if len(payload) > self.cfg.ingest.max_payload_bytes:
             return Handled(Validated(None, None, None, rejected=[DeadLetter(
-                topic, t.source, None, "oversized", f"payload of {len(payload)} bytes exceeds "
-                f"{self.cfg.ingest.max_payload_bytes}", payload[:self.cfg.ingest.max_payload_bytes], _key(topic, payload, "batch"))]))
+                topic, t.source, None, "oversized", oversized_detail(payload, self.cfg.ingest.max_payload_bytes),
+                payload[:self.cfg.ingest.max_payload_bytes], _key(topic, payload, "batch"))]))
         o = self.sessions.handle(t, payload, now)
         out = Validated(None, None, None)
         h = Handled(out)
@@ -145,7 +146,7 @@ class SparkplugIngest:
         for i, mv in enumerate(o.metrics):
             col = self._column(t.source, mv.name)
             if mv.error is not None:
-                if col >= 0 or mv.error.reason == "sp_unknown_alias":
+                if col >= 0 or mv.error.reason in ("sp_unknown_alias", "bad_text"):
                     out.rejected.append(DeadLetter(topic, t.source, None, mv.error.reason, f"{mv.name}: {mv.error.detail}",
                                                    mv.raw[:4096], _key(topic, payload, f"m{i}")))
                 continue

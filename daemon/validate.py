@@ -7,9 +7,11 @@ takes the good readings of its batch down with it.
 Reason codes (the ``reason`` label of ``plantwatch_readings_rejected_total``):
 ``oversized``, ``invalid_utf8``, ``malformed_json``, ``bad_envelope``, ``bad_version``,
 ``bad_topic``, ``collector_mismatch``, ``wrong_type``, ``non_finite``, ``unknown_sensor``,
-``wrong_kind``, ``wrong_collector``, ``missing_position``, ``bad_area``, ``bad_time``, ``future_time``,
-``too_old``, ``out_of_range``, ``bad_transfer``; and, after validation, ``unstorable`` (a message
-the database refused, see ``daemon/pipeline.py``).
+``wrong_kind``, ``wrong_collector``, ``missing_position``, ``bad_area``, ``duplicate_key``,
+``bad_time``, ``future_time``, ``too_old``, ``out_of_range``, ``bad_transfer`` (``bad_text`` from
+Sparkplug B, see ``daemon/sparkplug.py``); and, after validation, ``unstorable`` (a message the
+database refused) and ``unstorable_alarm_op`` (an alarm operation it refused), see
+``daemon/pipeline.py``.
 
 Every field that reaches a column is checked against what the column can hold (bigint, timestamptz
 range, text without NUL and of bounded length), so that a message the database would refuse is

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..storable import unstorable_char
 from . import payload as sp
 from .topic import SpTopic
 
@@ -119,7 +120,7 @@ class Sessions:
         """Names, aliases and datatypes of a BIRTH; its values are readings too."""
         table = MetricTable()
         for m in p.metrics:
-            if not m.name:
+            if not m.name or not isinstance(m.name, str):  # a name that is not text: refused by _data
                 continue
             table.types[m.name] = m.datatype
             if m.HasField("alias"):
@@ -135,6 +136,11 @@ class Sessions:
                 out.metrics.append(MetricValue(f"alias {m.alias}", float("nan"), None, error=sp.MetricError(
                     "sp_unknown_alias", f"alias {m.alias} was not declared in the BIRTH"), raw=m.SerializeToString()))
                 out.why = out.why or "sp_unknown_alias"
+                continue
+            why = "is not valid UTF-8" if not isinstance(name, str) else unstorable_char(name)
+            if why is not None:  # protobuf gives bytes for a proto2 string that is not UTF-8
+                out.metrics.append(MetricValue(repr(name)[:80], float("nan"), None, error=sp.MetricError(
+                    "bad_text", f"metric name {why}"), raw=m.SerializeToString()))
                 continue
             if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
                 continue
