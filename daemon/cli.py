@@ -98,7 +98,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except ConfigError as e:
         console.print(f"[red]{e}[/red]", highlight=False)
         return 2
-    dsn = args.dsn or (candidate.database.dsn if candidate.database else None)
+    dsn = args.dsn or (candidate.database.url if candidate.database else None)
     if not dsn:
         console.print("[red]no database: give --dsn or a config with database.dsn[/red]")
         return 2
