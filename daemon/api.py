@@ -30,6 +30,7 @@ import asyncpg
 from aiohttp import web
 
 from plantwatch.connectors import alarm_db, audit
+from plantwatch.connectors.tls import ServerTls
 
 from .config import ApiConfig
 from .lifecycle import ACTIONS, ActionError, ManagedAlarmBook
@@ -303,14 +304,15 @@ class Api:
                       "problems": [str(p) for p in v.problems[:20]]})
 
 
-async def serve(api: Api, host: str, port: int, started: asyncio.Event | None = None) -> None:
-    """Serve until cancelled (a supervised task in the daemon's TaskGroup)."""
+async def serve(api: Api, host: str, port: int, started: asyncio.Event | None = None, *,
+                tls: ServerTls | None = None) -> None:
+    """Serve until cancelled (a supervised task in the daemon's TaskGroup); HTTPS with ``tls``."""
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls.context() if tls is not None else None)
         await site.start()
-        log.info("operator console and API on http://%s:%d/", host, port)
+        log.info("operator console and API on %s://%s:%d/", "https" if tls else "http", host, port)
         if started is not None:
             started.set()
         await asyncio.Event().wait()

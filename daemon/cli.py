@@ -200,18 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_grafana, passthrough=True)
 
     tr = sub.add_parser("transfer", help="declare a tank transfer (explains an inventory fall to the loss detector)")
-    tr.add_argument("--config", required=True, help="site config (for the broker and the sensor registry)")
-    tr.add_argument("--tank", required=True, help="the tank's level sensor id")
-    tr.add_argument("--quantity", required=True, type=float, help="in the sensor's unit; > 0 leaves the tank, < 0 enters it")
-    tr.add_argument("--start", help="start (ISO 8601 or Unix seconds; default now)")
-    tr.add_argument("--end", help="end (default an hour after now)")
-    tr.add_argument("--by", default=os.environ.get("USER", ""), help="who declares it")
-    tr.add_argument("--reference", default="", help="bill of lading, work order ...")
-    tr.add_argument("--username", default=os.environ.get("PLANTWATCH_MQTT_USERNAME"),
-                    help="MQTT user allowed to declare transfers (default $PLANTWATCH_MQTT_USERNAME, else the"
-                         " config's); its password from $PLANTWATCH_MQTT_PASSWORD")
-    tr.add_argument("--timeout", type=float, default=30.0,
-                    help="seconds to wait for the daemon's receipt (default 30); without it the exit code is 1")
+    from .transfer_cli import add_arguments as transfer_arguments
+    transfer_arguments(tr)
     tr.set_defaults(func=cmd_transfer)
 
     c = sub.add_parser("config", help="config tools")
