@@ -104,28 +104,28 @@ class BrokerSessions:
 
 
 class ConnectProblems:
-    """Logs a failed connect once per distinct problem; counts every attempt."""
+    """Logs a failed connect once per distinct problem, whichever of the daemon's connections
+    (intake, alarm publisher, cluster partitions) meets it; counts every attempt."""
 
-    def __init__(self, metrics: Metrics, what: str = "intake"):
+    def __init__(self, metrics: Metrics):
         self.m = metrics
-        self.what = what
         self._last = ""
 
-    def ok(self) -> None:
+    def ok(self, what: str = "intake") -> None:
         if self._last:
-            log.info("%s: connected to the broker again", self.what)
+            log.info("%s: connected to the broker again", what)
         self._last = ""
 
-    def failed(self, e: Exception, retry_in: float) -> None:
+    def failed(self, e: Exception, retry_in: float, *, what: str = "intake", detail: str = "") -> None:
         if isinstance(e, BrokerError):  # a connect that failed (not a connection lost later)
             self.m.connect_errors.labels(e.reason).inc()
         text = str(e) or type(e).__name__
         if text == self._last:
-            log.debug("%s: %s; retrying in %.1fs", self.what, text, retry_in)
+            log.debug("%s: %s; retrying in %.1fs%s", what, text, retry_in, detail)
             return
         self._last = text
         if isinstance(e, BrokerError) and e.config:
-            log.error("%s: %s; retrying every %.0fs at most, this is logged again only when it changes",
-                      self.what, text, 30.0)
+            log.error("%s: %s; retrying (logged again only when it changes)%s", what, text, detail)
         else:
-            log.warning("%s: MQTT connection lost or refused (%s); reconnecting in %.1fs", self.what, text, retry_in)
+            log.warning("%s: MQTT connection lost or refused (%s); reconnecting in %.1fs%s", what, text, retry_in,
+                        detail)

@@ -345,7 +345,7 @@ class ClusterRunner:
                                       keepalive=mq.keepalive if mq else 30,
                                       receive_window=mq.receive_window if mq else 1000) as sub:
                     d.m.connected.set(1)
-                    d.connect_problems.ok()
+                    d.connect_problems.ok(f"partition {k}")
                     await d.broker_sessions.connected(f"{d.client_id}-p{k}", sub.session_present)
                     d.ready.set()
                     p.detectors.restart_clocks(time.time())  # readings may have been missed until now
@@ -358,7 +358,7 @@ class ClusterRunner:
             except aiomqtt.MqttError as e:
                 if stopping.is_set():
                     return
-                d.connect_problems.failed(e, backoff)
+                d.connect_problems.failed(e, backoff, what=f"partition {k}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), backoff)
                 backoff = min(backoff * 2, 30.0)

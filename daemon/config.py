@@ -622,14 +622,14 @@ def _line_col(located: Located, problem: str) -> tuple[int, int]:
         return 0, 0
 
 
-def parse_config(located: Located) -> Config:
+def parse_config(located: Located, *, check_files: bool = True) -> Config:
     """Every stage runs, whatever the others found: the schema, the detectors' parameters,
     references between ids and alarm levels against measuring ranges; all problems come
     together, in file order."""
     problems = _param_problems(located)
     cfg = None
     try:
-        cfg = Config.model_validate(located.data, context={"cross_checked": True})
+        cfg = Config.model_validate(located.data, context={"cross_checked": True, "check_files": check_files})
     except ValidationError as err:
         problems = _problems(err, located) + problems
     sensors = list(cfg.sensors) if cfg is not None else valid_sensors(located.data)
@@ -640,16 +640,18 @@ def parse_config(located: Located) -> Config:
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, check_files: bool = True) -> Config:
+    """``check_files=False``: certificate and password files named in the config are not looked
+    at (a site's config checked on another machine than the one it runs on)."""
     try:
-        return parse_config(load_yaml_file(path))
+        return parse_config(load_yaml_file(path), check_files=check_files)
     except ConfigSyntaxError as e:
         raise ConfigError(str(path), [str(e)]) from None
 
 
-def load_config_text(text: str, source: str = "<string>") -> Config:
+def load_config_text(text: str, source: str = "<string>", *, check_files: bool = True) -> Config:
     try:
-        return parse_config(load_yaml(text, source))
+        return parse_config(load_yaml(text, source), check_files=check_files)
     except ConfigSyntaxError as e:
         raise ConfigError(source, [str(e)]) from None
 

@@ -29,8 +29,9 @@ class BrokerArgumentError(ValueError):
 def broker_from(args: argparse.Namespace, mqtt, *, username: str | None = None, password: str | None = None,
                 host: str | None = None, port: int | None = None) -> BrokerAddress:
     """The broker the command talks to: ``--broker`` (or ``host``/``port``) else the config's
-    ``mqtt`` (a MqttConfig or None); TLS from ``--tls-*``, else the config's ``mqtt.tls`` when
-    the broker is the config's. Raises :class:`BrokerArgumentError` with one line."""
+    ``mqtt`` (a MqttConfig or None). TLS: the config's ``mqtt.tls`` when the broker is the
+    config's, with what ``--tls-*`` give in its place. Raises :class:`BrokerArgumentError` with
+    one line."""
     given = getattr(args, "broker", None)
     if given:
         h, sep, p = given.rpartition(":")
@@ -40,15 +41,14 @@ def broker_from(args: argparse.Namespace, mqtt, *, username: str | None = None, 
     same = mqtt is not None and (host is None or host == mqtt.host) and (port is None or port == mqtt.port)
     host = host or (mqtt.host if mqtt else "127.0.0.1")
     port = port or (mqtt.port if mqtt else 1883)
-    tls = None
-    if args.tls_ca or args.tls_cert or args.tls_key:
+    base = mqtt.tls.settings() if same and mqtt.tls is not None else None
+    tls = base
+    if args.tls_ca or args.tls_cert or args.tls_key or args.tls_no_hostname_check:
         if bool(args.tls_cert) != bool(args.tls_key):
             raise BrokerArgumentError("--tls-cert and --tls-key go together")
-        tls = ClientTls(args.tls_ca, args.tls_cert, args.tls_key, not args.tls_no_hostname_check)
-    elif same and mqtt.tls is not None:
-        tls = mqtt.tls.settings()
-        if args.tls_no_hostname_check:
-            tls = ClientTls(tls.ca_file, tls.cert_file, tls.key_file, False, tls.min_version)
+        base = base or ClientTls()
+        tls = ClientTls(args.tls_ca or base.ca_file, args.tls_cert or base.cert_file, args.tls_key or base.key_file,
+                        base.check_hostname and not args.tls_no_hostname_check, base.min_version)
     if tls is not None:
         problem = check_files(tls)
         if problem:

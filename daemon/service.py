@@ -90,13 +90,14 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.alarm_mgmt: AlarmManagement | None = None
         self._gen = 0
+        self.connect_problems = ConnectProblems(self.m)  # a refused connect is logged once, by any connection
         self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=f"{self.client_id}-pub", base=topics(cfg)[1],
-                                        site=cfg.site.id, active=self._active_alarms, metrics=self.m)
+                                        site=cfg.site.id, active=self._active_alarms, metrics=self.m,
+                                        problems=self.connect_problems)
         self._refits: set[asyncio.Task] = set()
         self.sparkplug: SparkplugIngest | None = None
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
         self.broker_sessions: BrokerSessions | None = None  # a lost persistent session -> system alarm
-        self.connect_problems = ConnectProblems(self.m)
 
     async def run(self) -> None:
         cfg = self.cfg

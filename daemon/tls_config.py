@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from plantwatch.connectors.tls import ClientTls, ServerTls, check_files
 
@@ -21,8 +21,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _readable(v: str | None) -> str | None:
-    if v is None:
+def checking_files(info: ValidationInfo) -> bool:
+    """False when the config is validated without its files (``load_config(check_files=False)``:
+    a site's config checked on another machine than the one it runs on)."""
+    return (info.context or {}).get("check_files", True)
+
+
+def _readable(v: str | None, info: ValidationInfo) -> str | None:
+    if v is None or not checking_files(info):
         return v
     p = Path(v)
     if not p.is_file():
@@ -52,14 +58,14 @@ class ClientTlsConfig(_Model):
 
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
-    def _files(cls, v):
-        return _readable(v)
+    def _files(cls, v, info: ValidationInfo):
+        return _readable(v, info)
 
     @model_validator(mode="after")
-    def _usable(self):
+    def _usable(self, info: ValidationInfo):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
-        problem = check_files(self.settings())
+        problem = check_files(self.settings()) if checking_files(info) else None
         if problem:
             raise ValueError(problem)
         return self
@@ -82,12 +88,12 @@ class ServerTlsConfig(_Model):
 
     @field_validator("cert_file", "key_file", "client_ca_file")
     @classmethod
-    def _files(cls, v):
-        return _readable(v)
+    def _files(cls, v, info: ValidationInfo):
+        return _readable(v, info)
 
     @model_validator(mode="after")
-    def _usable(self):
-        problem = check_files(self.settings())
+    def _usable(self, info: ValidationInfo):
+        problem = check_files(self.settings()) if checking_files(info) else None
         if problem:
             raise ValueError(problem)
         return self
@@ -107,8 +113,8 @@ class BasicAuthConfig(_Model):
 
     @field_validator("password_file")
     @classmethod
-    def _file(cls, v):
-        return _readable(v)
+    def _file(cls, v, info: ValidationInfo):
+        return _readable(v, info)
 
     @model_validator(mode="after")
     def _one(self):
@@ -164,8 +170,8 @@ class DatabaseTlsConfig(_Model):
 
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
-    def _files(cls, v):
-        return _readable(v)
+    def _files(cls, v, info: ValidationInfo):
+        return _readable(v, info)
 
     @model_validator(mode="after")
     def _pairs(self):

@@ -102,6 +102,10 @@ case "$cmd" in
     [ $# -ge 1 ] || usage
     for name in "$@"; do
       valid_name "$name"
+      case "$name" in
+        plantwatch|plantwatch-daemon*) echo "make-site-ca.sh: note: on the broker's edge listener '$name' would be a" \
+          "user name and client id reserved for the daemon; do not give this certificate to a collector" >&2 ;;
+      esac
       ext=$(mktemp)
       printf '%s\n' "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
         "extendedKeyUsage = clientAuth" "subjectKeyIdentifier = hash" "authorityKeyIdentifier = keyid" > "$ext"
