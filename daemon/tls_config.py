@@ -105,6 +105,7 @@ class ServerTlsConfig(_Model):
 class BasicAuthConfig(_Model):
     """HTTP basic authentication (for /metrics: Prometheus' ``basic_auth``)."""
 
+    #: the user name Prometheus sends
     username: str = Field(min_length=1, pattern=r"^[^:\s]+$")
     #: hex SHA-256 of the password (``printf %s PASSWORD | sha256sum``) ...
     password_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
@@ -164,8 +165,9 @@ class DatabaseTlsConfig(_Model):
     mode: SslMode = "verify-full"
     #: PEM file of the CA that signed the server's certificate (sslrootcert)
     ca_file: str | None = None
-    #: client certificate and key (sslcert / sslkey), for a server that requires one
+    #: client certificate (sslcert), for a server that requires one
     cert_file: str | None = None
+    #: its private key (sslkey)
     key_file: str | None = None
 
     @field_validator("ca_file", "cert_file", "key_file")

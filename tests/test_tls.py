@@ -161,13 +161,13 @@ async def test_each_wrong_connection_is_refused_with_one_clear_line(tls_mosquitt
         return f"{{ca_file: {ca}, cert_file: {cert}, key_file: {key}}}"
 
     cases = [  # (what, mqtt section, metric reason, words the one line must have)
+        ("plain TCP to the TLS port", _mqtt(broker, prefix, ""), "not_tls", ["expects TLS", "plain text"]),
         ("wrong CA", _mqtt(broker, prefix, tls(ca=other.ca_file)), "tls_unknown_ca",
          ["not signed by the CA in", other.ca_file]),
         ("expired client certificate", _mqtt(broker, prefix, tls(cert=old_cert, key=old_key)), "tls_client_expired",
          ["refused our client certificate", "expired"]),
         ("wrong host name", _mqtt(broker, prefix, tls(), host="localhost"), "tls_hostname",
          ["does not name localhost"]),
-        ("plain TCP to the TLS port", _mqtt(broker, prefix, ""), "not_tls", ["expects TLS", "plain text"]),
         ("another site's client certificate", _mqtt(broker, prefix, tls(cert=foreign_cert, key=foreign_key)),
          "tls_client_unknown_ca", ["does not trust our client certificate"]),
     ]
@@ -179,7 +179,12 @@ async def test_each_wrong_connection_is_refused_with_one_clear_line(tls_mosquitt
         task = asyncio.create_task(handle.run())
         try:
             # three attempts at least (backoff 0.5 + 1 + 2 s)
-            await until(lambda: _errors(m, reason) >= 3, 30, f"{what}: three refused attempts counted as {reason}")
+            try:
+                await until(lambda: _errors(m, reason) >= 3, 20, f"{what}: three refused attempts counted as {reason}")
+            except AssertionError as e:
+                said = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING
+                        and ("MQTT" in r.getMessage() or r.name == "mqtt")]
+                raise AssertionError(f"{e}\nwhat the daemon logged ({len(said)} lines): {said[:4]}") from None
         finally:
             handle.request_stop()
             await asyncio.wait_for(task, 30)
