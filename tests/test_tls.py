@@ -294,3 +294,30 @@ def test_tls_config_errors_name_the_file_line_and_problem(site_ca, tmp_path):
                                   f' tls: {{mode: verify-full, ca_file: {site_ca.ca_file}}}}}\n')
     assert cfg.database.url == (f"postgresql://x@db:5432/y?application_name=pw&sslmode=verify-full&sslrootcert="
                                 + site_ca.ca_file.replace("/", "%2F"))
+
+
+async def test_the_simulator_publishes_over_tls_with_its_certificate(tls_mosquitto_broker, site_ca, topic_prefix,
+                                                                     tmp_path):
+    from plantwatch.connectors.simulator.collector import run_simulator
+    from plantwatch.connectors.simulator.scenario import default_scenario
+    from plantwatch.daemon.demo_site import load_demo_config
+
+    cert, key = site_ca.client("simulator")
+    stats = await run_simulator(load_demo_config(), tls_mosquitto_broker.host, tls_mosquitto_broker.port,
+                                topic_prefix.rstrip("/"), 3, 10.0, default_scenario(), None,
+                                tls=ClientTls(site_ca.ca_file, cert, key))
+    assert stats.published == stats.batches > 0 and stats.unsent == 0 and not stats.errors, stats
+
+
+def test_the_collectors_config_takes_tls_and_keeps_metrics_local(site_ca, tmp_path):
+    from plantwatch.daemon.collect_config import load_collect_config_text
+
+    cert, key = site_ca.client("edge-cfg")
+    base = ("collector: edge-cfg\nsite: s\nsources:\n  - {type: modbus, id: m1, host: 127.0.0.1,"
+            " channels: [{sensor: G0, address: 0}]}\n")
+    cfg = load_collect_config_text(base + f"mqtt: {{port: 8883, tls: {{ca_file: {site_ca.ca_file}, cert_file: {cert},"
+                                          f" key_file: {key}}}}}\n")
+    assert cfg.mqtt.tls.settings() == ClientTls(site_ca.ca_file, cert, key)
+    with pytest.raises(ConfigError) as e:
+        load_collect_config_text(base + "metrics: {port: 9200, host: 0.0.0.0}\n", "collect.yaml")
+    assert "collect.yaml:5:" in str(e.value) and "needs tls and basic_auth" in str(e.value), str(e.value)
