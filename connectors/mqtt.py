@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from .tls import ClientTls, explain, speaks_tls
+from .tls import ClientTls, explain, probe
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,11 @@ class _ErrorsSeen(logging.LoggerAdapter):
 class _Client(aiomqtt.Client):
     """aiomqtt's client, plus: the CONNACK's session-present flag, paho's last error (the TLS
     alert or socket error behind a dropped connection, which aiomqtt does not pass on), and a
-    connection dropped before the CONNACK ends the connect at once instead of at its timeout."""
+    connection dropped before the CONNACK ends the connect at once instead of at its timeout.
+
+    It extends aiomqtt's CONNACK and disconnect callbacks (``_on_connect``, ``_on_disconnect``,
+    internal to aiomqtt 2.x, whose version is locked); tests/test_tls.py and
+    tests/test_broker_session.py fail if they change behind it."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._errors = _ErrorsSeen()
@@ -115,7 +120,12 @@ class _Client(aiomqtt.Client):
 def client(broker: BrokerAddress, **kwargs: Any) -> _Client:
     """An (unconnected) aiomqtt client for ``broker``: its credentials and TLS; ``kwargs`` go to
     ``aiomqtt.Client``. Connect it with :func:`connect` (or ``async with``)."""
-    tls = broker.tls.context() if broker.tls is not None else None
+    try:
+        tls = broker.tls.context() if broker.tls is not None else None
+    except (OSError, ssl.SSLError) as e:  # a file removed or half-written since the config was loaded
+        raise BrokerError("tls_files", f"MQTT broker {broker.host}:{broker.port}: cannot load the TLS files"
+                          f" ({broker.tls.ca_file}, {broker.tls.cert_file}, {broker.tls.key_file}): {e}",
+                          config=True) from None
     return _Client(broker.host, broker.port, username=broker.username, password=broker.password,
                    tls_context=tls, **kwargs)
 
@@ -156,9 +166,13 @@ async def diagnose(e: BaseException, last_error: str | None, broker: BrokerAddre
         if broker.tls is not None and broker.tls.cert_file:
             who += f" (client certificate {broker.tls.cert_file})"
         return BrokerError("refused", f"{where} refused the connection of {who}: {e}", config=True)
-    if broker.tls is None and await asyncio.to_thread(speaks_tls, broker.host, broker.port):
+    answer = await asyncio.to_thread(probe, broker.host, broker.port)
+    if broker.tls is None and answer == "tls":
         return BrokerError("not_tls", f"{where} expects TLS but the connection is plain text: set tls (ca_file, and"
                            " cert_file/key_file if the broker requires client certificates)", config=True)
+    if broker.tls is not None and answer == "plain":
+        return BrokerError("not_tls", f"{where} does not speak TLS: is this the plain-text port? (a TLS listener is"
+                           " usually 8883)", config=True)
     return BrokerError("unavailable", f"{where} unavailable: {text or type(e).__name__}", config=False)
 
 

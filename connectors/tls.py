@@ -156,18 +156,24 @@ def explain(message: str, *, host: str, port: int, tls: ClientTls | None) -> Exp
     return None
 
 
-def speaks_tls(host: str, port: int, timeout: float = 3.0) -> bool:
-    """Whether the server at ``host:port`` answers a TLS handshake (certificates not checked).
-    Used after a plain-text connection was dropped without an answer, to say why."""
+def probe(host: str, port: int, timeout: float = 3.0) -> str:
+    """What answers at ``host:port``: ``"tls"`` (a TLS handshake works; certificates not
+    checked), ``"plain"`` (a TCP server that does not speak TLS) or ``"closed"`` (no TCP
+    connection). Used after a connection was dropped without an answer, to say why."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=host):
-                return True
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return "closed"
+    try:
+        with ctx.wrap_socket(raw, server_hostname=host):
+            return "tls"
     except ssl.SSLError as e:
         # a server that asks for a client certificate or sends an alert still speaks TLS
-        return "ALERT" in (getattr(e, "reason", "") or "").upper()
+        return "tls" if "ALERT" in (getattr(e, "reason", "") or "").upper() else "plain"
     except OSError:
-        return False
+        return "plain"
+    finally:
+        raw.close()

@@ -146,8 +146,8 @@ def _broker_lines(caplog) -> list[str]:
 
 
 @pytest.mark.slow
-async def test_each_wrong_connection_is_refused_with_one_clear_line(tls_mosquitto_broker, site_ca, db, topic_prefix,
-                                                                    tmp_path, caplog):
+async def test_each_wrong_connection_is_refused_with_one_clear_line(tls_mosquitto_broker, mosquitto, site_ca, db,
+                                                                    topic_prefix, tmp_path, caplog):
     """The daemon keeps retrying (a renewed certificate is picked up), but says what is wrong
     once, in one line, and counts each attempt by reason."""
     broker = tls_mosquitto_broker
@@ -170,6 +170,7 @@ async def test_each_wrong_connection_is_refused_with_one_clear_line(tls_mosquitt
          ["does not name localhost"]),
         ("another site's client certificate", _mqtt(broker, prefix, tls(cert=foreign_cert, key=foreign_key)),
          "tls_client_unknown_ca", ["does not trust our client certificate"]),
+        ("TLS to a plain-text port", _mqtt(mosquitto, prefix, tls()), "not_tls", ["does not speak TLS"]),
     ]
     caplog.set_level(logging.INFO)
     for what, mqtt, reason, words in cases:
