@@ -72,19 +72,25 @@ class BrokerSessions:
         self.m = metrics
         self.on_lost = on_lost
         self._this_run: set[str] = set()
+        self._recording: set[asyncio.Task] = set()
 
     async def connected(self, client_id: str, session_present: bool | None) -> bool:
         """Record an accepted connect; True when the session was expected and is gone.
 
-        The database is asked with a timeout: when it is down or stalled only this run's
-        reconnects are judged (intake must not wait for the historian)."""
+        Only the first connect of a client id in this run asks the database (with a timeout:
+        when it is down or stalled only this run's reconnects are judged); a reconnect is judged
+        at once and recorded in the background (intake must not wait for the historian)."""
         if client_id in self._this_run:
             earlier = "this run"
+            lost = not session_present
+            task = asyncio.create_task(self._db(broker_sessions.record(self.pool, self.site, client_id, lost=lost)))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
         else:
             earlier = "an earlier run" if await self._db(broker_sessions.known(self.pool, self.site, client_id)) else ""
-        lost = bool(earlier) and not session_present
+            lost = bool(earlier) and not session_present
+            await self._db(broker_sessions.record(self.pool, self.site, client_id, lost=lost))
         self._this_run.add(client_id)
-        await self._db(broker_sessions.record(self.pool, self.site, client_id, lost=lost))
         if lost:
             ev = SessionLost(client_id, self.broker, time.time(), earlier)
             self.m.sessions_lost.labels(client_id).inc()
@@ -93,11 +99,10 @@ class BrokerSessions:
                 self.on_lost(ev)
         return lost
 
-
     async def _db(self, call):
         try:
             return await asyncio.wait_for(call, DB_TIMEOUT)
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as e:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as e:
             log.warning("broker sessions: the database did not answer (%s); judging this run's reconnects only",
                         e or type(e).__name__)
             return None
