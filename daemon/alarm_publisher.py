@@ -27,6 +27,7 @@ import aiomqtt
 from plantwatch.connectors.mqtt import BrokerAddress, Publisher
 from plantwatch.connectors.store import AlarmWrite
 
+from .broker_session import ConnectProblems
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def change_message(w: AlarmWrite) -> bytes:
 class AlarmPublisher:
     def __init__(self, broker: BrokerAddress, *, client_id: str, base: str, site: str,
                  active: Callable[[], Awaitable[list[dict[str, Any]]]], metrics: Metrics, limit: int = 100_000,
-                 check_every: float = 1.0):
+                 check_every: float = 1.0, problems: ConnectProblems | None = None):
         self.broker = broker
         self.client_id = client_id
         self.base = base
@@ -50,6 +51,7 @@ class AlarmPublisher:
         self.m = metrics
         self.limit = limit
         self.check_every = check_every  # how often an idle connection is checked (to refresh after a reconnect)
+        self.problems = problems or ConnectProblems(metrics)  # a refused connect is logged once
         #: alarm changes, and other messages of the same connection as (topic, payload) pairs
         self._out: collections.deque[AlarmWrite | tuple[str, bytes]] = collections.deque()
         self._wake = asyncio.Event()
@@ -85,6 +87,7 @@ class AlarmPublisher:
         while True:
             try:
                 async with Publisher(self.broker, client_id=self.client_id) as pub:
+                    self.problems.ok("alarm publisher")
                     await self._drain(pub)
                     await self._publish_active(pub)  # after every (re)connect: changes may have been missed
                     while True:
@@ -105,7 +108,7 @@ class AlarmPublisher:
                         log.warning("alarm publisher: %s at shutdown; %d alarm change(s) not published",
                                     e, len(self._out))
                     return
-                log.warning("alarm publisher: %s; %d change(s) waiting, reconnecting", e, len(self._out))
+                self.problems.failed(e, 1.0, what="alarm publisher", detail=f"; {len(self._out)} change(s) waiting")
                 await asyncio.sleep(1.0)
 
     async def _drain(self, pub: Publisher) -> None:

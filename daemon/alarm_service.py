@@ -86,4 +86,5 @@ class AlarmManagement:
 
         api = Api(pool=self.store.pool, book=self.book, submit=self.submit, tokens=tokens, site=self.cfg.site.id,
                   report=report, metrics=self.m, health=self.pipeline.health, db_timeout=api_cfg.db_timeout)
-        await serve(api, api_cfg.host, api_cfg.port, self.api_started)
+        await serve(api, api_cfg.host, api_cfg.port, self.api_started,
+                    tls=api_cfg.tls.settings() if api_cfg.tls else None)

@@ -31,6 +31,7 @@ import asyncpg
 from aiohttp import web
 
 from plantwatch.connectors import alarm_db, audit
+from plantwatch.connectors.tls import ServerTls
 
 from .api_input import InputError, action_body, query_text
 from .config import ApiConfig
@@ -324,18 +325,19 @@ class Api:
                       "problems": [str(p) for p in v.problems[:20]]})
 
 
-async def serve(api: Api, host: str, port: int, started: asyncio.Event | None = None) -> None:
-    """Serve until cancelled (a supervised task in the daemon's TaskGroup)."""
+async def serve(api: Api, host: str, port: int, started: asyncio.Event | None = None, *,
+                tls: ServerTls | None = None) -> None:
+    """Serve until cancelled (a supervised task in the daemon's TaskGroup); HTTPS with ``tls``."""
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls.context() if tls is not None else None)
         try:
             await site.start()
         except OSError as e:
             why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
             raise StartupError(f"api: cannot listen on {host}:{port}: {why}") from None
-        log.info("operator console and API on http://%s:%d/", host, port)
+        log.info("operator console and API on %s://%s:%d/", "https" if tls else "http", host, port)
         if started is not None:
             started.set()
         await asyncio.Event().wait()

@@ -29,7 +29,7 @@ def _dsn(args: argparse.Namespace) -> str:
         cfg = load_config(args.config)
         if cfg.database is None:
             raise SystemExit("the config names no database (embedded); pass --dsn")
-        return cfg.database.dsn
+        return cfg.database.url
     if os.environ.get("PLANTWATCH_DSN"):
         return os.environ["PLANTWATCH_DSN"]
     raise SystemExit("name the database: --dsn, --config or PLANTWATCH_DSN")

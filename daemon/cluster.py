@@ -347,6 +347,8 @@ class ClusterRunner:
                                       receive_window=mq.receive_window if mq else 1000) as sub:
                     raise_if_cancelling()  # the MQTT client's connect can swallow a cancellation
                     d.m.connected.set(1)
+                    d.connect_problems.ok(f"partition {k}")
+                    await d.broker_sessions.connected(f"{d.client_id}-p{k}", sub.session_present)
                     d.ready.set()
                     p.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff.reset()
@@ -359,6 +361,6 @@ class ClusterRunner:
                 if stopping.is_set():
                     return
                 delay = backoff.next()
-                log.warning("partition %d: MQTT connection lost (%s); reconnecting in %.1fs", k, e, delay)
+                d.connect_problems.failed(e, delay, what=f"partition {k}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)

@@ -16,8 +16,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import start_http_server
-
 from plantwatch.connectors.edge import SOURCES
 from plantwatch.connectors.edge.buffer import Outbox
 from plantwatch.connectors.edge.publisher import PublishStats, publish_outbox
@@ -26,6 +24,7 @@ from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.wire import topic as wire_topic
 
 from .collect_config import CollectConfig
+from .metrics import serve_registry
 
 log = logging.getLogger("plantwatch.collect")
 
@@ -89,10 +88,24 @@ async def supervise(source: Source, name: str, emit: Emit, stop: asyncio.Event, 
 async def run_collector(cfg: CollectConfig, stop: asyncio.Event, metrics: CollectMetrics | None = None) -> CollectSummary:
     m = metrics or CollectMetrics()
     summary = CollectSummary()
-    if cfg.metrics.port is not None:
-        start_http_server(cfg.metrics.port, cfg.metrics.host, registry=m.registry)
+    mc = cfg.metrics
+    server = None
+    if mc.port is not None:
+        server = serve_registry(m.registry, mc.host, mc.port, tls=mc.tls.settings() if mc.tls else None,
+                                username=mc.basic_auth.username if mc.basic_auth else None,
+                                password_sha256=mc.basic_auth.digest() if mc.basic_auth else None)
+    try:
+        return await _collect(cfg, stop, m, summary)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+
+
+async def _collect(cfg: CollectConfig, stop: asyncio.Event, m: CollectMetrics, summary: CollectSummary) -> CollectSummary:
     mq = cfg.mqtt
-    broker = BrokerAddress(mq.host, mq.port, mq.username, mq.password or os.environ.get("PLANTWATCH_MQTT_PASSWORD"))
+    broker = BrokerAddress(mq.host, mq.port, mq.username, mq.password or os.environ.get("PLANTWATCH_MQTT_PASSWORD"),
+                           mq.tls.settings() if mq.tls else None)
     sources = [(s.id, SOURCES[s.type](s, m)) for s in cfg.sources]
     with Outbox(cfg.buffer.path, cfg.buffer.max_batches) as outbox:
         if len(outbox):
@@ -114,8 +127,8 @@ async def run_collector(cfg: CollectConfig, stop: asyncio.Event, metrics: Collec
                                  wake=wake, stop=flushed, flush_grace=cfg.buffer.flush_grace, stats=pstats,
                                  on_ack=lambda n: (m.published.inc(n), m.buffered.set(len(outbox))))
 
-        log.info("collector %s of site %s: %d sources -> mqtt://%s:%s/%s, buffer %s", cfg.collector, cfg.site,
-                 len(sources), mq.host, mq.port, batcher.topic, outbox.path)
+        log.info("collector %s of site %s: %d sources -> %s/%s, buffer %s", cfg.collector, cfg.site,
+                 len(sources), broker, batcher.topic, outbox.path)
         async with asyncio.TaskGroup() as tg:
             for name, src in sources:
                 tg.create_task(supervise(src, name, batcher.add, stop, m), name=f"source-{name}")

@@ -16,6 +16,7 @@ from plantwatch.connectors.edge import SOURCES
 from plantwatch.connectors.wire import RESERVED_COLLECTORS
 
 from .config import ID, ConfigError, _problems
+from .tls_config import BasicAuthConfig, ClientTlsConfig, ServerTlsConfig, exposed_needs
 from .config_loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 
 
@@ -31,8 +32,11 @@ class CollectMqtt(_Model):
     username: str | None = None
     #: default: the PLANTWATCH_MQTT_PASSWORD environment variable
     password: str | None = None
-    #: MQTT client id (default: ``plantwatch-collect-<collector>``)
+    #: MQTT client id (default: ``plantwatch-collect-<collector>``; a broker with
+    #: use_username_as_clientid replaces it by the user name)
     client_id: str | None = None
+    #: TLS to the broker (the site CA, this collector's certificate; docs/tls.md); omitted: plain TCP
+    tls: ClientTlsConfig | None = None
 
 
 class Buffer(_Model):
@@ -54,7 +58,14 @@ class Batching(_Model):
 class CollectMetricsConfig(_Model):
     #: port of the collector's Prometheus /metrics (none: not served)
     port: int | None = Field(None, ge=0, le=65535)
+    #: another address than this machine's own only with tls and basic_auth
     host: str = "127.0.0.1"
+    tls: ServerTlsConfig | None = None
+    basic_auth: BasicAuthConfig | None = None
+
+    @model_validator(mode="after")
+    def _exposed(self):
+        return exposed_needs(self, "/metrics", ("tls", "basic_auth"))
 
 
 SourceUnion = Annotated[Union[tuple(k.Config for k in SOURCES.values())], Field(discriminator="type")]

@@ -22,6 +22,8 @@ from plantwatch.detectors.compose import CompositionConfig
 
 from .config_checks import did_you_mean, entry_label, range_problems, reference_problems, valid_sensors
 from .config_loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
+from .tls_config import (BasicAuthConfig, ClientTlsConfig, DatabaseTlsConfig, ServerTlsConfig, dsn_with_tls,
+                         exposed_needs)
 
 ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 SensorKind = Literal["gas", "pressure", "flow", "level", "temperature", "robot"]
@@ -170,6 +172,8 @@ class MqttConfig(Model):
     keepalive: int = Field(30, ge=5, le=3600)
     #: PUBLISH packets the daemon holds unacknowledged (the broker's own inflight cap also applies)
     receive_window: int = Field(1000, ge=1, le=65535)
+    #: TLS to the broker (docs/tls.md); omitted: plain TCP
+    tls: ClientTlsConfig | None = None
 
 
 class DatabaseConfig(Model):
@@ -177,6 +181,13 @@ class DatabaseConfig(Model):
     dsn: str
     #: connections used for writing readings (2 measured best on a 2-core box)
     writers: int = Field(2, ge=1, le=16)
+    #: TLS to PostgreSQL (sslmode, sslrootcert, ...: added to the DSN, docs/tls.md); omitted: what the DSN says
+    tls: DatabaseTlsConfig | None = None
+
+    @property
+    def url(self) -> str:
+        """The DSN to connect with: ``dsn`` plus the parameters of ``tls``."""
+        return dsn_with_tls(self.dsn, self.tls)
 
 
 class IngestConfig(Model):
@@ -205,10 +216,18 @@ class IngestConfig(Model):
 
 
 class MetricsConfig(Model):
-    #: address of the Prometheus endpoint (0.0.0.0 in a container)
+    #: address of the Prometheus endpoint (another address only with basic_auth and tls)
     host: str = "127.0.0.1"
     #: 0 disables the HTTP endpoint
     port: int = Field(9108, ge=0, le=65535)
+    #: serve /metrics over HTTPS
+    tls: ServerTlsConfig | None = None
+    #: require HTTP basic authentication (Prometheus' basic_auth)
+    basic_auth: BasicAuthConfig | None = None
+
+    @model_validator(mode="after")
+    def _exposed(self):
+        return exposed_needs(self, "/metrics", ("tls", "basic_auth"))
 
 
 class StateConfig(Model):
@@ -300,12 +319,18 @@ class ApiConfig(Model):
     token_file: str | None = None
     #: seconds a request may wait for the database before it is answered 503
     db_timeout: float = Field(10.0, gt=0, le=300)
+    #: serve the API and console over HTTPS (docs/tls.md)
+    tls: ServerTlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _exposed(self):
+        return exposed_needs(self, "the API", ("tls",))
 
     @property
     def url(self) -> str:
         """The console's address from this machine; the dashboards' default ``console_url``."""
         host = "localhost" if self.host in ("127.0.0.1", "::1", "0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 class Webhook(Model):
@@ -605,7 +630,7 @@ def _line_col(located: Located, problem: str) -> tuple[int, int]:
         return 0, 0
 
 
-def parse_config(located: Located) -> Config:
+def parse_config(located: Located, *, check_files: bool = True) -> Config:
     """Every stage runs, whatever the others found: the schema, the detectors' parameters,
     references between ids and alarm levels against measuring ranges; all problems come
     together, in file order."""
@@ -616,7 +641,7 @@ def parse_config(located: Located) -> Config:
     problems += _param_problems(located)
     cfg = None
     try:
-        cfg = Config.model_validate(located.data, context={"cross_checked": True})
+        cfg = Config.model_validate(located.data, context={"cross_checked": True, "check_files": check_files})
     except ValidationError as err:
         problems = _problems(err, located) + problems
     sensors = list(cfg.sensors) if cfg is not None else valid_sensors(located.data)
@@ -627,16 +652,18 @@ def parse_config(located: Located) -> Config:
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, check_files: bool = True) -> Config:
+    """``check_files=False``: certificate and password files named in the config are not looked
+    at (a site's config checked on another machine than the one it runs on)."""
     try:
-        return parse_config(load_yaml_file(path))
+        return parse_config(load_yaml_file(path), check_files=check_files)
     except ConfigSyntaxError as e:
         raise ConfigError(str(path), [str(e)]) from None
 
 
-def load_config_text(text: str, source: str = "<string>") -> Config:
+def load_config_text(text: str, source: str = "<string>", *, check_files: bool = True) -> Config:
     try:
-        return parse_config(load_yaml(text, source))
+        return parse_config(load_yaml(text, source), check_files=check_files)
     except ConfigSyntaxError as e:
         raise ConfigError(source, [str(e)]) from None
 

@@ -22,8 +22,10 @@ from rich.live import Live
 from rich.table import Table
 
 from plantwatch.connectors.mqtt import BrokerAddress
+from plantwatch.connectors.tls import ClientTls
 
 from .config import DatabaseConfig, MetricsConfig, MqttConfig
+from .mqtt_cli import BrokerArgumentError, add_broker_arguments, broker_from
 from .demo_site import demo_config_text, load_demo_config
 from .metrics import Metrics
 from .service import Daemon, Endpoints
@@ -60,7 +62,8 @@ def _progress(m: Metrics, daemon: Daemon, started: float, duration: float, stats
 
 async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str | None = None,
                    data_dir: str = ".plantwatch", out_dir: str | None = None, speed: float = 1.0,
-                   scenario_path: str | None = None, console: Console | None = None, live: bool = True) -> dict:
+                   scenario_path: str | None = None, console: Console | None = None, live: bool = True,
+                   tls: ClientTls | None = None) -> dict:
     """Run the demo; returns {"report": DemoReport, "dsn": ..., "truth": path, "incident_report": path|None}."""
     from plantwatch.connectors.simulator.collector import run_simulator
     from plantwatch.connectors.simulator.scenario import load_scenario
@@ -77,7 +80,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
     async with contextlib.AsyncExitStack() as stack:
         if mqtt:
             host, _, port = mqtt.rpartition(":")
-            broker = BrokerAddress(host or "127.0.0.1", int(port))
+            broker = BrokerAddress(host or "127.0.0.1", int(port), tls=tls)
         else:
             from plantwatch.connectors.embedded import EmbeddedBroker
 
@@ -110,7 +113,8 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
         stop_sim = asyncio.Event()
         started = time.monotonic()
         sim = asyncio.create_task(run_simulator(cfg, broker.host, broker.port, prefix, duration=duration, speed=speed,
-                                                scenario=scenario, truth_path=truth_path, stop_event=stop_sim))
+                                                scenario=scenario, truth_path=truth_path, stop_event=stop_sim,
+                                                tls=broker.tls))
         stats = None
         try:
             with Live(console=console, refresh_per_second=4, transient=False, auto_refresh=live) as lv:
@@ -169,8 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=".plantwatch", help="where the embedded services keep their data")
     p.add_argument("--out", help="folder for the ground truth and reports (default: DATA_DIR/demo/<time>)")
     p.add_argument("--scenario", help="scenario file (default: the shipped demo scenario)")
+    add_broker_arguments(p, broker=False)
     args = p.parse_args(argv)
+    tls = None
+    if args.mqtt:
+        try:
+            tls = broker_from(args, None, host="-", port=1).tls
+        except BrokerArgumentError as e:
+            p.error(str(e))
     console = Console() if Console().is_terminal else Console(width=160)  # logs and CI: do not squeeze the table
     res = asyncio.run(run_demo(duration=args.duration, mqtt=args.mqtt, dsn=args.dsn, data_dir=args.data_dir,
-                               out_dir=args.out, speed=args.speed, scenario_path=args.scenario, console=console))
+                               out_dir=args.out, speed=args.speed, scenario_path=args.scenario, console=console,
+                               tls=tls))
     return 0 if res["report"] is not None else 1

@@ -6,12 +6,14 @@ import contextlib
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from plantwatch.connectors.mqtt import BrokerAddress
 
 from .config import Config
 from .exits import StartupError
 from .metrics import Metrics
+from .tls_config import dsn_sslmode, is_loopback
 from .service import Daemon, Endpoints
 
 log = logging.getLogger("plantwatch")
@@ -36,12 +38,13 @@ class DaemonHandle:
             broker, dsn = await open_endpoints(cfg, stack)
             if cfg.metrics.port:
                 try:
-                    server, _ = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+                    server = self.metrics.serve(cfg.metrics)
                 except OSError as e:
                     raise StartupError(f"metrics: cannot listen on {cfg.metrics.host}:{cfg.metrics.port}:"
                                        f" {e.strerror or e}") from None
                 stack.callback(server.shutdown)
-                log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, cfg.metrics.port)
+                log.info("metrics on %s://%s:%d/metrics%s", "https" if cfg.metrics.tls else "http", cfg.metrics.host,
+                         cfg.metrics.port, " (basic authentication)" if cfg.metrics.basic_auth else "")
             self.daemon = Daemon(cfg, Endpoints(broker, dsn), config_text=self.config_text, metrics=self.metrics)
             if self._stop_requested:
                 self.daemon.stop.set()
@@ -54,7 +57,11 @@ async def open_endpoints(cfg: Config, stack: contextlib.AsyncExitStack) -> tuple
     if cfg.mqtt is not None:
         # a password in the environment keeps it out of the config file
         password = cfg.mqtt.password or os.environ.get("PLANTWATCH_MQTT_PASSWORD")
-        broker = BrokerAddress(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.username, password)
+        tls = cfg.mqtt.tls.settings() if cfg.mqtt.tls else None
+        broker = BrokerAddress(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.username, password, tls)
+        if tls is None and not is_loopback(cfg.mqtt.host):
+            log.warning("MQTT to %s:%d without TLS: the broker's password and every reading travel in clear"
+                        " (set mqtt.tls, docs/tls.md)", cfg.mqtt.host, cfg.mqtt.port)
     else:
         from plantwatch.connectors.embedded import EmbeddedBroker
 
@@ -62,7 +69,12 @@ async def open_endpoints(cfg: Config, stack: contextlib.AsyncExitStack) -> tuple
         broker = BrokerAddress(b.host, b.port)
         log.info("no mqtt configured: embedded broker on %s:%d", b.host, b.port)
     if cfg.database is not None:
-        dsn = cfg.database.dsn
+        dsn = cfg.database.url
+        host = urlsplit(dsn).hostname or ""
+        if dsn_sslmode(dsn) not in ("verify-full", "verify-ca") and host and not host.startswith("/") \
+                and not is_loopback(host):
+            log.warning("database %s without verified TLS (sslmode %s): set database.tls (docs/tls.md)", host,
+                        dsn_sslmode(dsn) or "prefer")
     else:
         from plantwatch.connectors.embedded import EmbeddedPostgres
 

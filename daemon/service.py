@@ -24,6 +24,7 @@ from plantwatch.connectors.store import AlarmWrite, Store
 
 from .alarm_publisher import AlarmPublisher
 from .alarm_service import AlarmManagement
+from .broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
@@ -100,15 +101,20 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.alarm_mgmt: AlarmManagement | None = None
         self._gen = 0
+        self.connect_problems = ConnectProblems(self.m)  # a refused connect is logged once, by any connection
         self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=f"{self.client_id}-pub", base=topics(cfg)[1],
-                                        site=cfg.site.id, active=self._active_alarms, metrics=self.m)
+                                        site=cfg.site.id, active=self._active_alarms, metrics=self.m,
+                                        problems=self.connect_problems)
         self._refits: set[asyncio.Task] = set()
         self.sparkplug: SparkplugIngest | None = None
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
+        self.broker_sessions: BrokerSessions | None = None  # a lost persistent session -> system alarm
 
     async def run(self) -> None:
         cfg = self.cfg
         self.store = store = await Store.open(self.ep.dsn, connections=(cfg.database.writers if cfg.database else 2) + 2)
+        self.broker_sessions = BrokerSessions(store.pool, cfg.site.id, str(self.ep.broker), self.m,
+                                              on_lost=self._session_lost)
         try:
             ids = await store.sync_registry(cfg.site, cfg.sensors)
             await store.sync_limits(limit_rows(cfg), ids)
@@ -211,10 +217,12 @@ class Daemon:
                                       receive_window=mq.receive_window if mq else 1000) as sub:
                     raise_if_cancelling()  # the MQTT client's connect can swallow a cancellation
                     self.m.connected.set(1)
+                    self.connect_problems.ok()
+                    await self.broker_sessions.connected(self.client_id, sub.session_present)
                     self.ready.set()
                     self.pipeline.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff.reset()
-                    log.info("subscribed to %s on %s:%d", ", ".join(in_topics), self.ep.broker.host, self.ep.broker.port)
+                    log.info("subscribed to %s on %s", ", ".join(in_topics), self.ep.broker)
                     await read_until(self._read(sub, gen), self.stop, name="mqtt-read")
                     await self.pipeline.drain()
                     log.info("drained: every message received is committed and acknowledged; disconnecting")
@@ -224,7 +232,7 @@ class Daemon:
                 if self.stop.is_set():
                     return
                 delay = backoff.next()
-                log.warning("MQTT connection lost (%s); reconnecting in %.1fs", e, delay)
+                self.connect_problems.failed(e, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
 
@@ -306,6 +314,10 @@ class Daemon:
         topic = topics(self.cfg)[1].rsplit("/", 1)[0] + "/transfers/receipts"
         for r in receipts:
             self.alarm_pub.offer_message(topic, json.dumps(r).encode())
+
+    def _session_lost(self, ev: SessionLost) -> None:
+        """The broker lost the intake's session: a system alarm on ``{prefix}/{site}/alarms/system``."""
+        self.alarm_pub.offer_message(*system_alarm(ev, topics(self.cfg)[1], self.cfg.site.id))
 
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
         self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks

@@ -20,9 +20,28 @@ import time
 import aiomqtt
 from rich.console import Console
 
+from plantwatch.connectors.mqtt import BrokerAddress, BrokerError, connected
+
 from .backtest import parse_time
 from .config import ConfigError, load_config
+from .mqtt_cli import BrokerArgumentError, add_broker_arguments, broker_from
 from .validate import message_key, transfers_topic
+
+
+def add_arguments(tr: argparse.ArgumentParser) -> None:
+    tr.add_argument("--config", required=True, help="site config (for the broker and the sensor registry)")
+    tr.add_argument("--tank", required=True, help="the tank's level sensor id")
+    tr.add_argument("--quantity", required=True, type=float, help="in the sensor's unit; > 0 leaves the tank, < 0 enters it")
+    tr.add_argument("--start", help="start (ISO 8601 or Unix seconds; default now)")
+    tr.add_argument("--end", help="end (default an hour after now)")
+    tr.add_argument("--by", default=os.environ.get("USER", ""), help="who declares it")
+    tr.add_argument("--reference", default="", help="bill of lading, work order ...")
+    tr.add_argument("--username", default=os.environ.get("PLANTWATCH_MQTT_USERNAME"),
+                    help="MQTT user allowed to declare transfers (default $PLANTWATCH_MQTT_USERNAME, else the"
+                         " config's); its password from $PLANTWATCH_MQTT_PASSWORD")
+    tr.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds to wait for the daemon's receipt (default 30); without it the exit code is 1")
+    add_broker_arguments(tr)
 
 
 def receipts_topic(declared_topic: str) -> str:
@@ -33,11 +52,11 @@ def _refused(codes) -> bool:
     return any(getattr(c, "is_failure", False) or (isinstance(c, int) and c >= 0x80) for c in codes)
 
 
-async def _publish_and_wait(host: str, port: int, username: str | None, password: str | None, topic: str,
-                            payload: bytes, timeout: float) -> dict | str:
+async def _publish_and_wait(broker: BrokerAddress, topic: str, payload: bytes, timeout: float) -> dict | str:
     """The daemon's receipt for ``payload``, or a string saying why there is none."""
     key = message_key(topic, payload, "transfer").split(":", 1)[0]
-    async with aiomqtt.Client(host, port, username=username, password=password, timeout=10) as c:
+    username = broker.username
+    async with connected(broker, timeout=10) as c:
         if _refused(await c.subscribe(receipts_topic(topic), qos=1)):
             return (f"the broker does not let MQTT user {username!r} read {receipts_topic(topic)}: use a user"
                     " allowed to declare transfers (user 'transfers' in deploy/site/mosquitto/acl)")
@@ -80,10 +99,18 @@ def declare(args: argparse.Namespace, console: Console) -> int:
     # the config's password belongs to the config's user (the daemon's); another user brings its own
     password = os.environ.get("PLANTWATCH_MQTT_PASSWORD") or (m.password if username == m.username else None)
     try:
-        got = asyncio.run(_publish_and_wait(m.host, m.port, username, password, transfers_topic(cfg),
-                                            json.dumps(body).encode(), args.timeout))
+        broker = broker_from(args, m, username=username, password=password)
+    except BrokerArgumentError as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        return 2
+    try:
+        got = asyncio.run(_publish_and_wait(broker, transfers_topic(cfg), json.dumps(body).encode(), args.timeout))
+    except BrokerError as e:
+        console.print(f"[red]cannot declare the transfer: {e}[/red]", highlight=False)
+        return 1
     except aiomqtt.MqttError as e:
-        console.print(f"[red]cannot declare the transfer: MQTT broker {m.host}:{m.port}: {e}[/red]", highlight=False)
+        console.print(f"[red]cannot declare the transfer: MQTT broker {broker.host}:{broker.port}: {e}[/red]",
+                      highlight=False)
         return 1
     if isinstance(got, str):
         console.print(f"[red]{got}[/red]", highlight=False)

@@ -23,13 +23,14 @@ import pytest
 
 from plantwatch.connectors.db_setup import provision
 from plantwatch.connectors.services import MosquittoInstance, PostgresInstance, ServiceError
+from plantwatch.connectors.tls_services import SiteCA, TlsPostgres, tls_mosquitto
 
 #: the ordinary role tests (and the daemons they start) connect as: NOSUPERUSER, NOCREATEROLE,
 #: no pg_read_all_settings; it owns each test database (as in deploy/README.md)
 APP_ROLE = "plantwatch_app"
 
 
-S = TypeVar("S", MosquittoInstance, PostgresInstance)
+S = TypeVar("S", MosquittoInstance, PostgresInstance, SiteCA)
 
 
 def _ci() -> bool:
@@ -76,6 +77,45 @@ def postgres() -> Iterator[PostgresInstance]:
 def plain_postgres() -> Iterator[PostgresInstance]:
     """PostgreSQL 15 without TimescaleDB preloaded: plantwatch must also run on plain PostgreSQL."""
     pg = _started(lambda: PostgresInstance(timescaledb=False, fast=True))
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def site_ca(tmp_path_factory: pytest.TempPathFactory) -> SiteCA:
+    """A site CA made with the shipped deploy/tls/make-site-ca.sh (certificates: ``site_ca.client(name)``)."""
+    return _started_ca(tmp_path_factory.mktemp("site-ca"))
+
+
+def _started_ca(path: Path) -> SiteCA:
+    try:
+        return SiteCA(path)
+    except ServiceError as exc:
+        message = f"{type(exc).__name__}: {exc}"
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tls_mosquitto_broker(site_ca: SiteCA) -> Iterator[MosquittoInstance]:
+    """Mosquitto whose only listener is TLS 1.2+ and requires a client certificate of ``site_ca``,
+    whose common name is the MQTT user name (use_identity_as_username). The broker's certificate
+    names 127.0.0.1 only: connecting as ``localhost`` fails hostname verification."""
+    site_ca.server("tls-broker", "127.0.0.1")
+    broker = _started(lambda: tls_mosquitto(site_ca, server="tls-broker", require_certificate=True,
+                                            use_identity_as_username=True))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_postgres(site_ca: SiteCA) -> Iterator[PostgresInstance]:
+    """PostgreSQL 15 (TimescaleDB when installed) with ssl = on and the certificate of ``site_ca``
+    for 127.0.0.1; TCP connections without TLS are rejected (hostnossl reject)."""
+    pg = _started(lambda: TlsPostgres(site_ca, fast=True))
     try:
         yield pg
     finally:

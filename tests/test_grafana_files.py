@@ -239,33 +239,59 @@ def test_names_roles_ports_are_consistent():
     from plantwatch.daemon.config import load_config
 
     cfg_src = next(src for src, dst in _volumes("plantwatch") if dst == "/etc/plantwatch/site.yaml")
-    cfg = load_config(SITE / cfg_src)
+    cfg = load_config(SITE / cfg_src, check_files=False)  # its certificates exist in the stack only
     assert svc["plantwatch"]["command"] == ["plantwatch", "run", "--config", "/etc/plantwatch/site.yaml"]
+    # /metrics: on the stack's network only because Prometheus runs in its own container, and
+    # then over HTTPS with basic authentication, never published on the host
     assert cfg.metrics.port == 9108 and cfg.metrics.host == "0.0.0.0" and "9108" in svc["plantwatch"]["expose"]
+    assert cfg.metrics.tls is not None and cfg.metrics.basic_auth is not None
+    assert "ports" not in svc["plantwatch"] and "ports" not in svc["prometheus"]
     prom = _yaml(SITE / "prometheus" / "prometheus.yml")
-    targets = [t for job in prom["scrape_configs"] if job["job_name"] == "plantwatch"
-               for sc in job["static_configs"] for t in sc["targets"]]
+    (job,) = [job for job in prom["scrape_configs"] if job["job_name"] == "plantwatch"]
+    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
     assert targets == [f"plantwatch:{cfg.metrics.port}"]
+    assert job["scheme"] == "https" and job["basic_auth"]["username"] == cfg.metrics.basic_auth.username
+    # each side finds the same files where the stack mounts the tls volume
+    mounted = {svc_name: {dst: src for src, dst in _volumes(svc_name)} for svc_name in svc}
+    assert mounted["plantwatch"]["/etc/plantwatch/tls"] == "tls" and mounted["prometheus"]["/etc/prometheus/tls"] == "tls"
+    assert Path(cfg.metrics.basic_auth.password_file).name == Path(job["basic_auth"]["password_file"]).name
+    assert Path(job["tls_config"]["ca_file"]).name == Path(cfg.mqtt.tls.ca_file).name == "ca.crt"
     assert cfg.database.dsn.endswith(f"@timescaledb:5432/{genv['PLANTWATCH_DB_NAME']}")
     assert ":" not in cfg.database.dsn.split("@")[0].split("//")[1]  # no password in the config
-    # broker: host, port, authentication, ACL for the daemon's user
-    assert cfg.mqtt.host == "mosquitto" and "1883:1883" in svc["mosquitto"]["ports"]
+    assert cfg.database.tls.mode == "verify-full"
+    assert "ssl=on" in svc["timescaledb"]["command"]
+    # broker: the daemon on the daemon listener (TLS, password from the environment), collectors on
+    # the published edge listener (TLS, client certificates, client id = user name)
+    assert cfg.mqtt.host == "mosquitto" and cfg.mqtt.password is None and cfg.mqtt.tls is not None
+    assert svc["plantwatch"]["environment"]["PLANTWATCH_MQTT_PASSWORD"] == "${MQTT_PLANTWATCH_PASSWORD:?set in .env}"
     conf = (SITE / "mosquitto" / "mosquitto.conf").read_text()
-    assert re.search(r"^listener 1883$", conf, re.M) and re.search(r"^allow_anonymous false$", conf, re.M)
+    listeners = {int(p): body for p, body in re.findall(r"^listener (\d+)\n(.*?)(?=^listener |^# --- both|\Z)", conf,
+                                                        re.M | re.S)}
+    assert set(listeners) == {8883, cfg.mqtt.port} and svc["mosquitto"]["ports"] == ["8883:8883"]
+    assert re.search(r"^per_listener_settings true$", conf, re.M) and not re.search(r"^listener 1883", conf, re.M)
+    for port, body in listeners.items():
+        for key in ("cafile", "certfile", "keyfile", "acl_file"):
+            assert re.search(rf"^{key} /", body, re.M), f"listener {port}: no {key}"
+        assert re.search(r"^allow_anonymous false$", body, re.M), port
+    edge = listeners[8883]
+    for key in ("require_certificate", "use_identity_as_username", "use_username_as_clientid"):
+        assert re.search(rf"^{key} true$", edge, re.M), key
+    assert re.search(r"^password_file ", listeners[cfg.mqtt.port], re.M)
     assert re.search(r"^persistence true$", conf, re.M)
     inflight = int(re.search(r"^max_inflight_messages (\d+)$", conf, re.M).group(1))
     assert inflight >= cfg.mqtt.receive_window
     assert int(re.search(r"^max_queued_messages (\d+)$", conf, re.M).group(1)) > 1000
-    mounted = {dst for _, dst in _volumes("mosquitto")}
-    for key in ("password_file", "acl_file"):
-        path = re.search(rf"^{key} (\S+)$", conf, re.M).group(1)
-        assert any(path.startswith(m) for m in mounted), f"{key} {path} is not mounted"
+    mounted_broker = {dst for _, dst in _volumes("mosquitto")}
+    for key in ("password_file", "acl_file", "cafile", "certfile", "keyfile"):
+        for path in re.findall(rf"^{key} (\S+)$", conf, re.M):
+            assert any(path.startswith(m) for m in mounted_broker), f"{key} {path} is not mounted"
     acl = (SITE / "mosquitto" / "acl").read_text()
     assert f"user {cfg.mqtt.username}\n" in acl
     prefix = cfg.mqtt.topic_prefix
     assert f"topic read {prefix}/+/+/readings" in acl and f"pattern write {prefix}/+/%u/readings" in acl
     passwd_cmd = svc["mosquitto-passwd"]["command"][0]
-    assert f"mosquitto_passwd -b /mosquitto/auth/passwd {cfg.mqtt.username} " in passwd_cmd
+    # the daemon listener's password file: the daemon's user and nobody else
+    assert re.findall(r"mosquitto_passwd -b /mosquitto/auth/passwd (\S+) ", passwd_cmd) == [cfg.mqtt.username]
 
 
 def test_env_example_defines_every_required_variable():
@@ -275,9 +301,7 @@ def test_env_example_defines_every_required_variable():
                if line and not line.startswith("#")}
     assert required <= example, required - example
     cfg = yaml.safe_load((SITE / "plantwatch" / "site.yaml").read_text())
-    env = dict(line.split("=", 1) for line in (SITE / ".env.example").read_text().splitlines()
-               if line and not line.startswith("#"))
-    assert cfg["mqtt"]["password"] == env["MQTT_PLANTWATCH_PASSWORD"]
+    assert "password" not in cfg["mqtt"]  # from the environment (compose: MQTT_PLANTWATCH_PASSWORD)
 
 
 # --- links, colours, units ---------------------------------------------------------------------

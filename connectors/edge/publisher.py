@@ -16,7 +16,7 @@ from typing import Callable
 
 import aiomqtt
 
-from plantwatch.connectors.mqtt import BrokerAddress
+from plantwatch.connectors.mqtt import BrokerAddress, BrokerError, connected
 from plantwatch.connectors.wire import encode_batch
 
 from .buffer import Outbox
@@ -47,6 +47,7 @@ async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, 
     deadline: float | None = None
     backoff = 0.5
     healthy = True
+    last_problem = ""  # logged once, again only when it changes
 
     def out_of_time() -> bool:
         nonlocal deadline
@@ -59,13 +60,11 @@ async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, 
     while not out_of_time():
         try:
             async with asyncio.timeout(None) as guard:
-                async with aiomqtt.Client(broker.host, broker.port, username=broker.username,
-                                          password=broker.password, identifier=client_id, keepalive=15,
-                                          timeout=timeout) as client:
+                async with connected(broker, identifier=client_id, keepalive=15, timeout=timeout) as mq:
                     stats.connects += 1
                     if not healthy:
                         log.info("reconnected to MQTT %s:%s; %d batches buffered", broker.host, broker.port, len(outbox))
-                    healthy, backoff = True, 0.5
+                    healthy, backoff, last_problem = True, 0.5, ""
                     while True:
                         if stop.is_set():
                             out_of_time()
@@ -82,7 +81,7 @@ async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, 
                             continue
                         now = round(time.time(), 3)
                         results = await asyncio.gather(
-                            *(client.publish(b.topic, encode_batch(collector, b.seq, b.readings, sent=now), qos=1,
+                            *(mq.publish(b.topic, encode_batch(collector, b.seq, b.readings, sent=now), qos=1,
                                              timeout=timeout) for b in head), return_exceptions=True)
                         acked = [b for b, r in zip(head, results) if not isinstance(r, BaseException)]
                         outbox.delete([b.seq for b in acked])
@@ -97,10 +96,13 @@ async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, 
             if out_of_time():  # the flush grace ran out (the guard's TimeoutError) or the broker went away
                 break
             stats.errors += 1
-            if healthy:
-                log.warning("MQTT %s:%s unavailable (%s); buffering (%d batches) and retrying", broker.host,
-                            broker.port, e or type(e).__name__, len(outbox))
-            healthy = False
+            problem = str(e) if isinstance(e, BrokerError) else f"MQTT {broker.host}:{broker.port} unavailable ({e or type(e).__name__})"
+            if problem != last_problem:
+                if isinstance(e, BrokerError) and e.config:
+                    log.error("%s; buffering (%d batches) and retrying", problem, len(outbox))
+                else:
+                    log.warning("%s; buffering (%d batches) and retrying", problem, len(outbox))
+            healthy, last_problem = False, problem
             if stop.is_set():  # flushing: retry within what is left of the grace, not in a tight loop
                 await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
             else:

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import aiomqtt
 
+from plantwatch.connectors.mqtt import BrokerAddress, connected
+from plantwatch.connectors.tls import ClientTls
 from plantwatch.connectors.wire import encode_batch, topic as wire_topic
 
 from .plant import Frame, Plant
@@ -115,7 +117,8 @@ async def run_simulator(config: "Config", mqtt_host: str, mqtt_port: int, prefix
                         seed: int | None = None, t0: float | None = None,
                         max_readings: int = DEFAULT_MAX_READINGS, outbox_limit: int = DEFAULT_OUTBOX_LIMIT,
                         username: str | None = None, password: str | None = None,
-                        client_id: str | None = None, flush_grace: float = FLUSH_GRACE) -> SimulatorStats:
+                        client_id: str | None = None, flush_grace: float = FLUSH_GRACE,
+                        tls: ClientTls | None = None) -> SimulatorStats:
     """Simulate the plant and publish its readings until ``duration`` simulated seconds have been
     produced (None: until ``stop_event`` is set), then flush the outbox (for up to ``flush_grace`` s).
 
@@ -125,6 +128,7 @@ async def run_simulator(config: "Config", mqtt_host: str, mqtt_port: int, prefix
     """
     if speed <= 0 or not math.isfinite(speed):
         raise ValueError("speed must be a positive number")
+    broker = BrokerAddress(mqtt_host, mqtt_port, username, password, tls)
     scenario = scenario if scenario is not None else default_scenario()
     stop_event = stop_event if stop_event is not None else asyncio.Event()
     t0 = float(math.floor(time.time())) if t0 is None else float(t0)
@@ -185,8 +189,7 @@ async def run_simulator(config: "Config", mqtt_host: str, mqtt_port: int, prefix
                 if loop.time() >= flush_deadline:
                     return
             try:
-                async with aiomqtt.Client(mqtt_host, mqtt_port, username=username, password=password,
-                                          identifier=client_id, keepalive=15, timeout=PUBLISH_TIMEOUT) as client:
+                async with connected(broker, identifier=client_id, keepalive=15, timeout=PUBLISH_TIMEOUT) as client:
                     stats.connects += 1
                     if not healthy:
                         log.info("simulator: reconnected to MQTT %s:%s", mqtt_host, mqtt_port)
@@ -218,7 +221,7 @@ async def run_simulator(config: "Config", mqtt_host: str, mqtt_port: int, prefix
                             stats.readings += len(m.readings)
             except aiomqtt.MqttError as e:
                 if healthy:
-                    log.warning("simulator: MQTT %s:%s unavailable (%s); buffering and retrying", mqtt_host, mqtt_port, e)
+                    log.warning("simulator: %s; buffering and retrying", e)
                 healthy = False
                 if len(stats.errors) < 100:
                     stats.errors.append(str(e))
@@ -260,6 +263,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--truth", type=Path, default=Path("truth.json"), help="ground truth JSON to write (default truth.json)")
     ap.add_argument("--seed", type=int, help="override the scenario's seed")
     ap.add_argument("--max-readings", type=int, default=DEFAULT_MAX_READINGS, help="readings per MQTT message")
+    from plantwatch.daemon.mqtt_cli import add_broker_arguments
+
+    add_broker_arguments(ap, broker=False)
     return ap
 
 
@@ -276,12 +282,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as e:
         print(f"plantwatch simulate: {e}")
         return 2
+    from plantwatch.daemon.mqtt_cli import BrokerArgumentError, broker_from
+
     mq = config.mqtt
-    host = args.host or (mq.host if mq else "127.0.0.1")
-    port = args.port or (mq.port if mq else 1883)
     prefix = args.prefix or (mq.topic_prefix if mq else "plantwatch")
     username = args.username or (mq.username if mq else None)
-    password = args.password or (mq.password if mq else None)
+    password = args.password or (mq.password if mq and username == mq.username else None)
+    try:
+        broker = broker_from(args, mq, username=username, password=password, host=args.host, port=args.port)
+    except BrokerArgumentError as e:
+        print(f"plantwatch simulate: {e}")
+        return 2
+    host, port = broker.host, broker.port
 
     async def _run() -> SimulatorStats:
         stop = asyncio.Event()
@@ -295,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  port, prefix, config.site.id, args.speed,
                  "until Ctrl-C" if args.duration is None else f"{args.duration:g} s", args.truth)
         return await run_simulator(config, host, port, prefix, args.duration, args.speed, scenario, args.truth, stop,
-                                   seed=args.seed, max_readings=args.max_readings, username=username,
-                                   password=password)
+                                   seed=args.seed, max_readings=args.max_readings, username=broker.username,
+                                   password=broker.password, tls=broker.tls)
 
     try:
         stats = asyncio.run(_run())
