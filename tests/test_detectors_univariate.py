@@ -91,7 +91,7 @@ def test_gas_twa_and_stel_match_exact_integral_with_irregular_sampling():
 def test_gas_h2s_preset_twa_stel_idlh():
     p = EXPOSURE_PRESETS["H2S"]
     assert (p.twa, p.stel, p.idlh) == (1.0, 5.0, 100.0)
-    s = sensors(4, kind="gas", unit="ppm")
+    s = sensors(4, kind="gas", unit="ppm", hi=200.0)  # IDLH (100 ppm) inside the range: at its top it is over range
     det = create("gas_exposure", {"preset": "H2S"}, s)
     T = T0 + np.arange(0, 10 * 3600, 10.0)  # 10 h, every 10 s
     X = np.zeros((len(T), 4))
@@ -118,7 +118,7 @@ def test_gas_h2s_preset_twa_stel_idlh():
 
 def test_gas_exposure_counts_readings_during_an_alarm():
     # observe_many sees flagged readings: the TWA keeps rising during an IDLH alarm
-    det = create("gas_exposure", {"preset": "H2S"}, sensors(1, kind="gas", unit="ppm"))
+    det = create("gas_exposure", {"preset": "H2S"}, sensors(1, kind="gas", unit="ppm", hi=200.0))
     T = T0 + np.arange(0, 3600, 10.0)
     sc, codes = feed(det, np.full(len(T), 120.0), T)
     assert (codes[1:, 0] == det.CONDITIONS.index("idlh")).all()
@@ -129,7 +129,7 @@ def test_gas_exposure_counts_readings_during_an_alarm():
 def test_gas_exposure_units():
     with pytest.raises(ValueError, match="other units"):
         create("gas_exposure", {"preset": "NH3"}, sensors(1, kind="gas", unit="%LEL"))
-    det = create("gas_exposure", {"preset": "Cl2"}, sensors(1, kind="gas", unit="ppb"))
+    det = create("gas_exposure", {"preset": "Cl2"}, sensors(1, kind="gas", unit="ppb", hi=50_000.0))
     _, codes = feed(det, [20_000.0], [T0])  # 20 ppm > IDLH 10 ppm
     assert det.CONDITIONS[codes[0, 0]] == "idlh"
     # explicit limits need no unit and override the preset
@@ -184,8 +184,9 @@ def test_out_of_range_and_saturation():
     x = [0.0, 50, 100.0, 99.0, 97.0, 101.0, -0.5, 0.0, 1.0]
     _, codes = feed(det, x, T0 + np.arange(len(x)))
     got = [det.CONDITIONS[c] for c in codes[:, 0]]
-    # 0.0 right after -0.5 is within the deadband (0.5 % of span) of the range: still below_range
-    assert got == ["normal", "normal", "saturated_high", "saturated_high", "normal", "above_range",
+    # the top of the range is over range (at once); 0.0 right after -0.5 is within the deadband
+    # (0.5 % of span) of the range: still below_range
+    assert got == ["normal", "normal", "above_range", "saturated_high", "normal", "above_range",
                    "below_range", "below_range", "normal"]
 
 
