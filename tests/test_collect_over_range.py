@@ -91,11 +91,14 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
         written = time.time()
         await panel.set("holding", 0, [20800, 22000])
 
+        seen: list[dict] = [{}]
+
         async def over_range():
-            a = await _active(db)
+            seen[0] = a = await _active(db)
             return a if all(a.get(("gas-limit", s), ("",))[0] == "over_range" for s in ("G0", "G1")) else None
 
-        active = await eventually(over_range, "over_range alarms on G0 and G1", timeout=30, on_fail=c.log)
+        active = await eventually(over_range, "over_range alarms on G0 and G1", timeout=30,
+                                  on_fail=lambda: f"active alarms: {seen[0]}")
         assert active[("gas-limit", "G0")] == ("over_range", "critical")
         for sensor, quality in (("G0", 1), ("G1", 2)):  # 20.8 mA uncertain, 22 mA bad: both judged
             t_first, value = await _first_reading(db, sensor, quality, written)
@@ -112,10 +115,11 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
         await panel.set("holding", 2, [2000])
 
         async def signal_failure():
-            a = await _active(db)
+            seen[0] = a = await _active(db)
             return a if a.get(("gas-range", "G2"), ("",))[0] == "signal_failure" else None
 
-        await eventually(signal_failure, "a signal_failure alarm on G2", timeout=30, on_fail=c.log)
+        await eventually(signal_failure, "a signal_failure alarm on G2", timeout=30,
+                         on_fail=lambda: f"active alarms: {seen[0]}")
         t_first, value = await _first_reading(db, "G2", 2, written)
         assert value == 0.0
         events = await _events(db, "gas-range", "G2")
