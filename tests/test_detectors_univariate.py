@@ -268,6 +268,33 @@ def test_neighbour_drift_ignores_stale_neighbours_and_sensors_without_neighbours
         assert o.code[0] == 0
 
 
+def test_neighbour_drift_in_fractions_of_span_across_gases_and_not_on_a_plume():
+    # four gas detectors of different gases and ranges in clean air; one cell drifts 1 % of its span
+    # in 100 s, and later a plume passes: first at one detector, then over the others
+    rng = np.random.default_rng(5)
+    n = 400
+    ranges = [100.0, 500.0, 10.0, 100.0]
+    s = [SensorInfo(f"s{i}", "gas", "ppm", 0.0, ranges[i], "A", neighbours=tuple(f"s{j}" for j in range(4) if j != i))
+         for i in range(4)]
+    X = np.array([0.1, 1.0, 0.0, 0.0]) + rng.normal(0, 0.002, (n, 4)) * np.array(ranges)
+    X[:, 0] += np.clip(np.arange(n) - 50, 0, 150) * 0.01  # s0 drifts 1.5 ppm (1.5 % of 100), then stays
+    plume = np.zeros(n)
+    plume[250:300] = 20.0  # 20 % of full scale at s3 for 50 s ...
+    X[:, 3] += plume
+    X[320:360, 1:] += np.array([0.1, 0.1, 0.1]) * np.array(ranges[1:])  # ... then 10 % over the other three
+    params = {"scale": "span", "abs_limit": 0.01, "threshold": 1000, "event_band": 0.005, "alpha": 0.2,
+              "warmup": 20, "min_neighbours": 3}
+    det = create("neighbour_drift", params, s)
+    _, codes = feed(det, X, T0 + np.arange(n))
+    onset = first(codes[:, 0])
+    assert onset is not None and 120 < onset < 200  # 1 % of span plus the EWMA's lag
+    assert not codes[:, 1:].any()  # neither the plume at s3 nor the one over s1..s3 is a drift
+    # without the event band the plume is taken for a drift
+    det = create("neighbour_drift", {**params, "event_band": None}, s)
+    _, codes = feed(det, X, T0 + np.arange(n))
+    assert codes[250:300, 3].any()
+
+
 # --- rate of change -------------------------------------------------------------------------
 def test_rate_of_change_falling_pressure():
     rng = np.random.default_rng(4)
