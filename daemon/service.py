@@ -28,6 +28,7 @@ from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
 from .pipeline import Pipeline
+from .site_status import SiteAnnouncer
 from .sparkplug import SparkplugIngest, is_sparkplug
 from .sparkplug import topics as sparkplug_topics
 from .validate import Registry
@@ -128,6 +129,8 @@ class Daemon:
                 notifier = tg.create_task(self.alarm_pub.run(), name="alarm-publisher")
                 timer = tg.create_task(self._timer(), name="timer")
                 stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
+                status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=f"{self.client_id}-status",
+                                                      ready=self.ready).run(), name="site-status")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if cfg.cluster is not None:
                     from .cluster import ClusterRunner
@@ -147,6 +150,7 @@ class Daemon:
                     await ingest
                 timer.cancel()
                 stalls.cancel()
+                status.cancel()
                 await self.pipeline.flush()
                 for _ in writers:
                     await self.pipeline.units.put(None)

@@ -88,6 +88,12 @@ class CollectMetrics:
         self.published = Counter(p + "batches_published", "Batches acknowledged by the broker", registry=r)
         self.buffered = Gauge(p + "buffer_batches", "Batches waiting in the store-and-forward buffer", registry=r)
         self.dropped = Gauge(p + "buffer_dropped", "Batches dropped from a full buffer (buffer file's life)", registry=r)
+        self.announced = Gauge(p + "site_announced", "1 once a daemon has announced this collector's site and "
+                                                     "collector (retained status topics)", registry=r)
+        self.held = Gauge(p + "publishing_held", "1 while batches stay in the buffer because no daemon has announced "
+                                                 "this collector's site and collector", registry=r)
+        self.site_problems = Gauge(p + "site_problems", "Channels that disagree with the sensors the daemon announced "
+                                                        "(unknown sensor, range, unit, owner)", registry=r)
 
 
 def reading(source: str, ch: Channel, raw: float, t: float, metrics: CollectMetrics,
