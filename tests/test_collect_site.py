@@ -20,10 +20,7 @@ import asyncpg
 import pytest
 
 from plantwatch.connectors.edge.sources import CollectMetrics
-from plantwatch.daemon.collect_config import load_collect_config_located
-from plantwatch.daemon.collect_watch import SiteWatch
 from plantwatch.daemon.config import load_config_text
-from plantwatch.daemon.site_status import announcements, collector_topic, registry_topic
 
 from .edge_helpers import CollectProcess, ModbusServer, collect_yaml, eventually, free_tcp_port, start_daemon
 
@@ -109,6 +106,8 @@ def test_config_check_compares_a_collect_config_with_its_site_either_way_round(t
 
 
 def test_the_daemon_announces_what_it_serves():
+    from plantwatch.daemon.site_status import announcements
+
     cfg = load_config_text(SITE)
     got = {t: json.loads(p) for t, p in announcements(cfg, now=1.0)}
     reg = got["plant/testsite/status/registry"]
@@ -120,6 +119,10 @@ def test_the_daemon_announces_what_it_serves():
 
 
 def test_the_collector_holds_its_batches_until_its_daemon_is_heard_and_checks_what_it_announces(tmp_path, caplog):
+    from plantwatch.daemon.collect_config import load_collect_config_located
+    from plantwatch.daemon.collect_watch import SiteWatch
+    from plantwatch.daemon.site_status import announcements, collector_topic, registry_topic
+
     _, collect = _files(tmp_path, COLLECT.replace("topic_prefix: plantwatch", "topic_prefix: plant"))
     cfg, located = load_collect_config_located(collect)
     m = CollectMetrics()
@@ -144,18 +147,40 @@ def test_the_collector_holds_its_batches_until_its_daemon_is_heard_and_checks_wh
     assert w.gate.is_set()
 
 
+async def test_no_announcement_within_the_timeout_is_an_error_repeated_while_it_lasts(tmp_path, caplog):
+    import asyncio
+
+    from plantwatch.connectors.edge.buffer import Outbox
+    from plantwatch.daemon.collect_config import load_collect_config_text
+    from plantwatch.daemon.collect_watch import SiteWatch
+
+    cfg = load_collect_config_text(GOOD + "daemon: {timeout: 0.2}\n")
+    w = SiteWatch(cfg, CollectMetrics())
+    stop = asyncio.Event()
+    with Outbox(tmp_path / "b.sqlite3") as box, caplog.at_level(logging.ERROR, logger="plantwatch.collect.site"):
+        box.append("t", [{"sensor": "G0", "time": 1.0, "value": 1.0}])
+        task = asyncio.create_task(w.run(stop, box))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+    assert ("no plantwatch daemon has announced site 'testsite' and collector 'edge-test' on mqtt://127.0.0.1:1883"
+            " under topic prefix 'plant'") in caplog.text
+    assert "1 batches are kept in the buffer and not published" in caplog.text
+
+
 # --- end to end -----------------------------------------------------------------------------------
 SENSORS = [f"id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100]" for i in range(2)]
 
 
-def _sources(port: int) -> str:
+def _sources(port: int, declared: bool = True) -> str:
+    g0 = "{sensor: G0, address: 0, range: [0, 100], unit: ppm}" if declared else "{sensor: G0, address: 0}"
     return f"""\
   - type: modbus
     id: panel
     host: 127.0.0.1
     port: {port}
     interval: 0.2
-    channels: [{{sensor: G0, address: 0, range: [0, 100], unit: ppm}}, {{sensor: G1, address: 1}}]
+    channels: [{g0}, {{sensor: G1, address: 1}}]
 """
 
 
@@ -165,6 +190,13 @@ def _metric(port: int, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in the collector's metrics")
+
+
+def _metric_or_zero(port: int, name: str) -> float:
+    try:
+        return _metric(port, name)
+    except OSError:  # the collector's metrics endpoint is not up yet
+        return 0.0
 
 
 async def _stored(dsn: str) -> list[float]:
@@ -188,33 +220,36 @@ async def test_a_misrouted_collector_keeps_its_batches_until_the_right_daemon_is
     d = start_daemon(tmp_path, SENSORS, mosquitto, db, prefix)
     buffer = tmp_path / "buf.sqlite3"
     port = free_tcp_port()
-    wrong = collect_yaml(_sources(panel.port), mosquitto=mosquitto, prefix=prefix + "-typo", buffer=buffer,
-                         metrics_port=port) + "daemon: {timeout: 2}\n"
+    wrong = collect_yaml(_sources(panel.port, declared=False), mosquitto=mosquitto, prefix=prefix + "-typo",
+                         buffer=buffer, metrics_port=port)
     c = CollectProcess(tmp_path, wrong, name="misrouted")
     try:
         await d.wait_connected()
         c.start()
-        started = time.time()
-        # no daemon reads that prefix: loud, held, counted
-        await eventually(lambda: _async("no plantwatch daemon has announced site 'testsite'" in c.log()),
-                         "the collector's warning", timeout=30, on_fail=c.log)
+        # no daemon reads that prefix: the batches stay in the buffer (the broker would take and drop them)
+        await eventually(lambda: _async(_metric_or_zero(port, "plantwatch_collect_batches_total") >= 5),
+                         "batches made", on_fail=c.log)
+        assert _metric(port, "plantwatch_collect_buffer_batches") >= 5, c.log()
+        assert _metric(port, "plantwatch_collect_batches_published_total") == 0
         assert _metric(port, "plantwatch_collect_publishing_held") == 1
         assert _metric(port, "plantwatch_collect_site_announced") == 0
-        await eventually(lambda: _async(_metric(port, "plantwatch_collect_buffer_batches") >= 5),
-                         "batches kept in the buffer", on_fail=c.log)
         assert await _stored(db) == []
         assert c.terminate() == 0
         assert "(no daemon has announced this site and collector)" in c.log()
-        kept = _metric_from_log(c.log())
-        assert kept >= 5, c.log()
+        assert _kept_from_log(c.log()) >= 5, c.log()
+        made = _readings_from_log(c.log())
         # corrected: the same buffer, the right prefix; the kept batches arrive, nothing vanished
+        restarted = time.time()
         right = CollectProcess(tmp_path, collect_yaml(_sources(panel.port), mosquitto=mosquitto, prefix=prefix,
                                                       buffer=buffer, metrics_port=port), name="corrected")
         right.start()
         try:
-            stored = await eventually(lambda: _first_before(db, started + 2.0), "readings from the misrouted minutes",
-                                      on_fail=right.log)
-            assert stored
+            async def all_kept_stored():
+                n = len([t for t in await _stored(db) if t < restarted])
+                return n if n >= made else None
+
+            assert await eventually(all_kept_stored, f"the {made} readings of the misrouted run",
+                                    on_fail=right.log) == made
             assert "a daemon announces site 'testsite' and collector 'edge-test': publishing" in right.log()
             assert _metric(port, "plantwatch_collect_site_problems") == 0
             assert right.terminate() == 0
@@ -231,13 +266,73 @@ async def _async(value):
     return value
 
 
-async def _first_before(dsn: str, t: float):
-    ts = await _stored(dsn)
-    return ts if ts and ts[0] < t else None
+def _readings_from_log(log: str) -> int:
+    import re
+
+    found = re.findall(r"collect: (\d+) readings in \d+ batches", log)
+    assert found, log
+    return int(found[-1])
 
 
-def _metric_from_log(log: str) -> int:
+def _kept_from_log(log: str) -> int:
     import re
 
     found = re.findall(r"stopping with (\d+) batches still buffered", log)
     return int(found[-1]) if found else 0
+
+
+@pytest.mark.slow
+async def test_with_the_shipped_acl_a_collector_reads_its_own_announcement_only(tmp_path, db):
+    import asyncio
+    from pathlib import Path
+
+    import aiomqtt
+
+    from plantwatch.connectors.services import MosquittoInstance
+
+    from .helpers import DaemonProcess, new_metrics_port
+
+    acl = Path(__file__).resolve().parents[1] / "deploy" / "site" / "mosquitto" / "acl"
+    passwd = tmp_path / "passwd"
+    passwd.touch(mode=0o600)
+    pw = {"plantwatch": "pw-daemon", "edge-a": "pw-edge"}
+    for user, secret in pw.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, secret], check=True, capture_output=True)
+    broker = MosquittoInstance(options={"allow_anonymous": False, "acl_file": str(acl), "password_file": str(passwd)})
+    broker.start()
+    mport = new_metrics_port()
+    try:
+        cfg = tmp_path / "acl.yaml"
+        cfg.write_text("site: {id: aclsite, areas: [{id: a, collector: edge-a}, {id: b, collector: edge-b}]}\n"
+                       f"mqtt: {{host: {broker.host}, port: {broker.port}, topic_prefix: plantwatch, username: plantwatch,"
+                       f" password: {pw['plantwatch']}, client_id: pw-acl-status}}\n"
+                       f'database: {{dsn: "{db}"}}\nmetrics: {{port: {mport}}}\n'
+                       "sensors:\n  - {id: GA, kind: gas, unit: ppm, range: [0, 100], area: a}\n"
+                       "  - {id: GB, kind: gas, unit: ppm, range: [0, 100], area: b}\n")
+        d = DaemonProcess(cfg, mport)
+        d.start()
+        try:
+            await d.wait_connected(60)
+            got: dict[str, bytes] = {}
+            async with aiomqtt.Client(broker.host, broker.port, username="edge-a", password=pw["edge-a"]) as c:
+                for t in ("registry", "collectors/edge-a", "collectors/edge-b"):
+                    await c.subscribe(f"plantwatch/aclsite/status/{t}", qos=1)
+
+                async def collect():
+                    async for m in c.messages:
+                        got[str(m.topic)] = bytes(m.payload)
+
+                reader = asyncio.create_task(collect())
+                for _ in range(100):
+                    if len(got) >= 2:
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(1.0)  # anything the ACL let through has arrived by now
+                reader.cancel()
+            assert set(got) == {"plantwatch/aclsite/status/registry", "plantwatch/aclsite/status/collectors/edge-a"}
+            assert [s["id"] for s in json.loads(got["plantwatch/aclsite/status/collectors/edge-a"])["sensors"]] == ["GA"]
+            assert d.terminate() == 0
+        finally:
+            d.kill()
+    finally:
+        broker.stop()
