@@ -29,6 +29,8 @@ back within the band. During an event the residual moves neither the drift stati
 learned offset. A leak is therefore the limit detectors' business, not a drift; a sensor that steps
 away for good is the ``jump`` detector's.
 
+A sensor without enough fresh neighbours cannot be judged: it keeps its condition until it can.
+
 Only neighbours watched by the same detector entry count (select them together). Neighbour
 medians use an index matrix built once (padded with a column that always holds NaN), so a round
 of readings costs a few array operations regardless of how the neighbours are laid out. This
@@ -167,6 +169,8 @@ class NeighbourDrift(Detector):
             ratio = z / p.threshold
             if p.abs_limit is not None:
                 ratio = np.fmax(ratio, np.where(np.isnan(z), np.nan, dev / p.abs_limit))
+        # without enough fresh neighbours a sensor cannot be judged: it keeps its condition
+        ratio = np.where(np.isnan(ratio) & (self.decider.code[idx] > 0), 1.0, ratio)
         return z, ratio[None, :]
 
     def score_many(self, idx, t, x):
