@@ -12,8 +12,8 @@ or topic prefix no daemon reads loses them altogether. So the two are compared, 
   (:mod:`.site_status`: retained ``{prefix}/{site}/status/...`` topics) and logs the same problems.
 
 A channel's ``range`` (or ``loop.range``) and ``unit`` are compared only when the channel gives
-them. Sensors the site assigns to the collector that no channel reads are a note, not an error
-(another process may publish them... and they go stale if not).
+them. Sensors the site assigns to the collector that no channel reads are a note, not an error:
+they go stale, which the daemon alarms.
 """
 from __future__ import annotations
 

@@ -9,6 +9,10 @@ out-of-range detector rather than after the stale timeout.
 """
 from __future__ import annotations
 
+import asyncio
+import json
+
+import aiomqtt
 import asyncpg
 import pytest
 
@@ -76,6 +80,7 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
     import time
 
     prefix = topic_prefix.rstrip("/")
+    listener = None
     panel = ModbusServer()
     await panel.start()
     await panel.set("holding", 0, [4400, 4400, 4400])  # 4.4 mA = 2.5 ppm on every channel
@@ -84,6 +89,8 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
                                               buffer=tmp_path / "buf.sqlite3"))
     try:
         await d.wait_connected()
+        changes: list[dict] = []  # what operators' tools (and webhooks) are told: alarms/changes
+        listener = asyncio.create_task(_listen(mosquitto, f"{prefix}/testsite/alarms/changes", changes))
         c.start()
         await eventually(lambda: _first_reading(db, "G2", 0, 0.0), "the first readings", on_fail=c.log)
 
@@ -109,6 +116,8 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
             print(f"{sensor}: over_range raised {t_first - written:.2f} s after the register was written"
                   f" (poll {POLL} s + batch 0.5 s)")
         assert ("silent", "G0") not in active and ("silent", "G1") not in active  # not mistaken for a stale sensor
+        await eventually(lambda: _async([m for m in changes if m["condition"] == "over_range"]),
+                         "over_range on alarms/changes")
 
         # a broken loop: 2.0 mA on G2 is a signal failure, alarmed at once
         written = time.time()
@@ -140,6 +149,19 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:
+        if listener is not None:
+            listener.cancel()
         c.kill()
         d.kill()
         await panel.stop()
+
+
+async def _listen(mosquitto, topic: str, out: list[dict]) -> None:
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.subscribe(topic, qos=1)
+        async for m in client.messages:
+            out.append(json.loads(m.payload))
+
+
+async def _async(value):
+    return value

@@ -110,3 +110,9 @@ def test_lel_and_exposure_raise_over_range_at_the_top_of_the_range():
     gx = create("gas_exposure", {"preset": "H2S", "on_delay": 30}, [SensorInfo("g", "gas", "ppm", 0.0, 50.0, "A")])
     o = gx.update(np.array([0]), np.array([T0]), np.array([50.0]))
     assert gx.CONDITIONS[o.code[0]] == "over_range"
+
+
+def test_every_detector_declares_classes_it_can_judge():
+    for name, cls in REGISTRY.items():
+        assert isinstance(cls.JUDGES, frozenset) and "good" in cls.JUDGES and cls.JUDGES <= set(READING_CLASSES), name
+        assert cls.OVER_RANGE is None or (cls.OVER_RANGE in cls.CONDITIONS and "over_range" in cls.JUDGES), name
