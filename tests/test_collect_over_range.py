@@ -10,7 +10,9 @@ out-of-range detector rather than after the stale timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 
 import aiomqtt
 import asyncpg
@@ -75,15 +77,15 @@ async def _active(dsn: str) -> dict[tuple[str, str], tuple[str, str]]:
         await conn.close()
 
 
-async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_a_signal_failure(
-        tmp_path, mosquitto, db, topic_prefix):
-    import time
-
+@contextlib.asynccontextmanager
+async def _gas_panel(tmp_path, mosquitto, db, topic_prefix):
+    """A gas panel (three channels at 4.4 mA = 2.5 ppm), the daemon and ``plantwatch collect`` reading it,
+    the alarms/changes messages gathered; yields (panel, collector, changes) once readings arrive."""
     prefix = topic_prefix.rstrip("/")
     listener = None
     panel = ModbusServer()
     await panel.start()
-    await panel.set("holding", 0, [4400, 4400, 4400])  # 4.4 mA = 2.5 ppm on every channel
+    await panel.set("holding", 0, [4400, 4400, 4400])
     d = start_daemon(tmp_path, SENSORS, mosquitto, db, prefix, detectors=DETECTORS)
     c = CollectProcess(tmp_path, collect_yaml(sources(panel.port), mosquitto=mosquitto, prefix=prefix,
                                               buffer=tmp_path / "buf.sqlite3"))
@@ -93,11 +95,22 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
         listener = asyncio.create_task(_listen(mosquitto, f"{prefix}/testsite/alarms/changes", changes))
         c.start()
         await eventually(lambda: _first_reading(db, "G2", 0, 0.0), "the first readings", on_fail=c.log)
+        yield panel, c, changes
+        assert c.terminate() == 0
+        assert d.terminate() == 0
+    finally:
+        if listener is not None:
+            listener.cancel()
+        c.kill()
+        d.kill()
+        await panel.stop()
 
+
+async def test_gas_above_full_scale_raises_over_range_with_the_first_reading(tmp_path, mosquitto, db, topic_prefix):
+    async with _gas_panel(tmp_path, mosquitto, db, topic_prefix) as (panel, c, changes):
         # gas above full scale: 20.8 mA (NE43 over range) on G0, 22 mA (beyond 21 mA) on G1
         written = time.time()
         await panel.set("holding", 0, [20800, 22000])
-
         seen: list[dict] = [{}]
 
         async def over_range():
@@ -119,9 +132,22 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
         await eventually(lambda: _async([m for m in changes if m["condition"] == "over_range"]),
                          "over_range on alarms/changes")
 
-        # a broken loop: 2.0 mA on G2 is a signal failure, alarmed at once
+        # back inside the range: the gas alarm returns to high_high (after the off-delay), G1 to normal
+        await panel.set("holding", 0, [12000, 4400])  # 50 ppm, 2.5 ppm
+
+        async def recovered():
+            a = await _active(db)
+            return a if a.get(("gas-limit", "G0"), ("",))[0] == "high_high" and ("gas-limit", "G1") not in a else None
+
+        await eventually(recovered, "over range back to high_high, G1 normal", timeout=30, on_fail=c.log)
+
+
+async def test_a_broken_loop_is_a_signal_failure_alarmed_at_once(tmp_path, mosquitto, db, topic_prefix):
+    async with _gas_panel(tmp_path, mosquitto, db, topic_prefix) as (panel, c, changes):
+        # a broken loop: 2.0 mA on G2 is a signal failure, alarmed at once (not after the stale timeout)
         written = time.time()
         await panel.set("holding", 2, [2000])
+        seen: list[dict] = [{}]
 
         async def signal_failure():
             seen[0] = a = await _active(db)
@@ -135,25 +161,16 @@ async def test_gas_above_full_scale_raises_over_range_at_once_and_a_broken_loop_
         assert events[-1] == ("signal_failure", t_first), (events, t_first)
         assert events[-1][1] < t_first + STALE_TIMEOUT
         assert not [e for e in await _events(db, "gas-limit", "G2")]  # no measurement, so no gas alarm either way
+        assert [m for m in changes if m["condition"] == "signal_failure"]
 
-        # back to a measurement: the gas alarm returns to high_high (the off-delay), the signal failure clears
-        await panel.set("holding", 0, [12000, 4400, 4400])  # 50 ppm, 2.5 ppm, 2.5 ppm
+        # a measurement again: the signal failure clears
+        await panel.set("holding", 2, [4400])
 
-        async def recovered():
+        async def cleared():
             a = await _active(db)
-            ok = (a.get(("gas-limit", "G0"), ("",))[0] == "high_high" and ("gas-limit", "G1") not in a
-                  and ("gas-range", "G2") not in a)
-            return a if ok else None
+            return True if ("gas-range", "G2") not in a else None
 
-        await eventually(recovered, "over range back to high_high, the rest normal", timeout=30, on_fail=c.log)
-        assert c.terminate() == 0
-        assert d.terminate() == 0
-    finally:
-        if listener is not None:
-            listener.cancel()
-        c.kill()
-        d.kill()
-        await panel.stop()
+        await eventually(cleared, "the signal failure clears", timeout=30, on_fail=c.log)
 
 
 async def _listen(mosquitto, topic: str, out: list[dict]) -> None:
