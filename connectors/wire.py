@@ -11,8 +11,10 @@ One MQTT message carries one batch::
                   ...]}
 
 ``time`` is Unix seconds (number) or an RFC 3339 string with an offset; ``quality`` is optional
-(``good`` by default). Robot readings add ``"x"``, ``"y"`` (site coordinates, metres) and
-optionally ``"area"``. ``seq`` increases by one per batch and per collector, so the daemon can
+(``good`` by default). ``flag`` (optional, absent on ordinary readings) says why a value is not an
+ordinary measurement: ``over_range`` (the instrument reads at or above its full scale: the true
+value may be higher) or ``signal_failure`` (no measurement: a 4-20 mA loop below 3.6 mA, a wire
+break). Robot readings add ``"x"``, ``"y"`` (site coordinates, metres) and optionally ``"area"``. ``seq`` increases by one per batch and per collector, so the daemon can
 count batches lost between the collector and the broker.
 
 Decoding is two-speed: the whole batch is decoded strictly in one call (the common case); only if
@@ -40,6 +42,9 @@ from .storable import BIGINT_MAX, is_id, time_problem
 WIRE_VERSION = 1
 KINDS = ("readings", "robot")
 QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
+#: the optional ``flag`` of a reading, as codes (0: none)
+FLAG_CODES = {"over_range": 1, "signal_failure": 2}
+Flag = Literal["over_range", "signal_failure"]
 RESERVED_COLLECTORS = frozenset({"alarms", "transfers", "status"})
 
 
@@ -53,6 +58,7 @@ class Reading(msgspec.Struct, forbid_unknown_fields=True):
     time: float | str
     value: float
     quality: Literal["good", "uncertain", "bad"] = _DEFAULT_GOOD
+    flag: Flag | None = None
     x: float | None = None
     y: float | None = None
     area: str | None = None
@@ -201,7 +207,7 @@ def _surely_unique_keys(payload: bytes, b: Batch) -> bool:
     its objects, so the members of a document number its commas + 2 (+ 1 without readings),
     unless a string holds a comma; every duplicate member adds one comma. Without optional
     reading keys that is ``envelope keys + 3 * readings``: one count of the commas settles it.
-    With optional keys (quality, x, y, area) the distinct members are counted from a schemaless
+    With optional keys (quality, flag, x, y, area) the distinct members are counted from a schemaless
     decode; a disagreement (a duplicate, or a comma in text) goes to :func:`_duplicate_keys`."""
     rs = b.readings
     n = len(rs)
@@ -213,7 +219,8 @@ def _surely_unique_keys(payload: bytes, b: Batch) -> bool:
     # optional keys: each present one is a member (an explicit null counts as absent here, and
     # then the schemaless count below decides)
     d = _DEFAULT_GOOD
-    present = sum([(r.quality is not d) + (r.x is not None) + (r.y is not None) + (r.area is not None) for r in rs])
+    present = sum([(r.quality is not d) + (r.x is not None) + (r.y is not None) + (r.area is not None)
+                   + (r.flag is not None) for r in rs])
     if members == envelope + 3 * n + present:
         return True
     doc = _schemaless.decode(payload)

@@ -75,8 +75,8 @@ class _Run:
 
     def feed(self, sid: np.ndarray, t: np.ndarray, v: np.ndarray, q: np.ndarray, count_from: float) -> None:
         col = self.col_of[sid]
-        ok = (col >= 0) & (q == 0)
-        self._record(self.book.apply(self.detectors.process(col[ok], t[ok], v[ok])), count_from)
+        ok = col >= 0  # each detector judges the reading classes it declares, as in the daemon
+        self._record(self.book.apply(self.detectors.process(col[ok], t[ok], v[ok], quality=q[ok])), count_from)
 
     def tick(self, now: float, count_from: float) -> None:
         self._record(self.book.apply(self.detectors.tick(now)), count_from)

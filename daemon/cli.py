@@ -28,9 +28,14 @@ def _setup_logging(verbose: int) -> None:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
+    from .collect_check import check_files as check_collect_files
     from .config import ConfigError, load_config
 
     try:
+        if args.site or args.collect or _is_collect(args.file):
+            for line in check_collect_files(args.file, site=args.site, collect=args.collect or []):
+                console.print(escape(line), highlight=False, soft_wrap=True)
+            return 0
         cfg = load_config(args.file, check_files=not args.skip_files)
     except ConfigError as e:
         console.print(f"[red]{escape(str(e))}[/red]", highlight=False, soft_wrap=True)
@@ -41,6 +46,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                   f"mqtt: {'embedded' if cfg.mqtt is None else f'{cfg.mqtt.host}:{cfg.mqtt.port}'}, "
                   f"database: {'embedded' if cfg.database is None else 'configured'}", highlight=False)
     return 0
+
+
+def _is_collect(path: str) -> bool:
+    from .collect_config import is_collect_config
+
+    return is_collect_config(path)
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -119,7 +130,7 @@ def _leaves(e: BaseException) -> list[BaseException]:
 def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import main as collect_main
 
-    return collect_main(args.config)
+    return collect_main(args.config, args.site)
 
 
 # --- backtest ----------------------------------------------------------------------------------
@@ -213,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("collect", help="edge collector: read Modbus / OPC UA devices, publish readings (store and forward)")
     co.add_argument("--config", required=True, help="collect config (YAML; see docs/edge.md)")
+    co.add_argument("--site", help="the site config: refuse to start when the channels disagree with it")
     co.set_defaults(func=cmd_collect)
 
     b = sub.add_parser("backtest", help="replay stored readings through a candidate config and the active one")
@@ -240,8 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_cmd", required=True)
-    cc = csub.add_parser("check", help="validate a config file")
-    cc.add_argument("file")
+    cc = csub.add_parser("check", help="validate a site or collect config file; with both, check they agree")
+    cc.add_argument("file", help="a site config, or a collect config (recognised by its sources)")
+    cc.add_argument("--site", help="with a collect config: the site config it publishes to")
+    cc.add_argument("--collect", action="append", metavar="FILE",
+                    help="with a site config: a collect config publishing to it (repeatable)")
     cc.add_argument("--skip-files", action="store_true",
                     help="do not check the certificate and password files the config names (checking on another machine)")
     cc.set_defaults(func=cmd_config_check)

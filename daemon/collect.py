@@ -6,6 +6,10 @@ sources' readings every ``batch.interval`` seconds into batches in the store-and
 and the publisher that drains the buffer to the broker. SIGTERM/SIGINT stop the sources, the
 batcher puts what it holds into the buffer, and the publisher keeps flushing for
 ``buffer.flush_grace`` seconds; whatever is still unsent stays on disk for the next start.
+
+Batches are published only once a daemon has announced the collector's site and collector
+(:mod:`.collect_watch`); ``--site FILE`` compares the channels with the site config before anything
+runs (:mod:`.collect_site`).
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from plantwatch.connectors.wire import topic as wire_topic
 
 from .collect_config import CollectConfig
 from .metrics import serve_registry
+from .collect_watch import SiteWatch
+from .config_loader import Located
 
 log = logging.getLogger("plantwatch.collect")
 
@@ -85,8 +91,10 @@ async def supervise(source: Source, name: str, emit: Emit, stop: asyncio.Event, 
             await sleep_or_stop(stop, 5.0)
 
 
-async def run_collector(cfg: CollectConfig, stop: asyncio.Event, metrics: CollectMetrics | None = None) -> CollectSummary:
+async def run_collector(cfg: CollectConfig, stop: asyncio.Event, metrics: CollectMetrics | None = None,
+                        located: Located | None = None) -> CollectSummary:
     m = metrics or CollectMetrics()
+    watch = SiteWatch(cfg, m, located)
     summary = CollectSummary()
     mc = cfg.metrics
     server = None
@@ -125,7 +133,9 @@ async def _collect(cfg: CollectConfig, stop: asyncio.Event, m: CollectMetrics, s
         async def publish() -> None:
             await publish_outbox(outbox, broker, cfg.collector, client_id=mq.client_id or f"plantwatch-collect-{cfg.collector}",
                                  wake=wake, stop=flushed, flush_grace=cfg.buffer.flush_grace, stats=pstats,
-                                 on_ack=lambda n: (m.published.inc(n), m.buffered.set(len(outbox))))
+                                 on_ack=lambda n: (m.published.inc(n), m.buffered.set(len(outbox))),
+                                 gate=watch.gate, subscribe=watch.topics, on_message=watch.on_message,
+                                 topic=batcher.topic)
 
         log.info("collector %s of site %s: %d sources -> %s/%s, buffer %s", cfg.collector, cfg.site,
                  len(sources), broker, batcher.topic, outbox.path)
@@ -134,6 +144,7 @@ async def _collect(cfg: CollectConfig, stop: asyncio.Event, m: CollectMetrics, s
                 tg.create_task(supervise(src, name, batcher.add, stop, m), name=f"source-{name}")
             tg.create_task(batch(), name="batcher")
             tg.create_task(publish(), name="publisher")
+            tg.create_task(watch.run(stop, outbox), name="site-watch")
         batcher.flush()  # readings a source delivered while shutting down wait in the buffer for the next start
         summary.published = pstats.published
         summary.buffered = len(outbox)
@@ -145,17 +156,22 @@ async def _collect(cfg: CollectConfig, stop: asyncio.Event, m: CollectMetrics, s
 _LIBRARY = {"modbus": "pymodbus", "opcua": "asyncua"}
 
 
-def main(config_path: str | Path) -> int:
-    """Run until SIGTERM/SIGINT (a second signal exits at once). Exit code 2: bad config."""
+def main(config_path: str | Path, site_path: str | Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT (a second signal exits at once). Exit code 2: bad config, or a
+    collect config that disagrees with the site config ``site_path``."""
+    from .collect_config import load_collect_config_located
+    from .collect_site import check_against_site
     from .config import ConfigError
-    from .collect_config import load_collect_config
 
     # their per-retry messages and tracebacks; ours say it once per state change
     for noisy, level in (("asyncua", logging.ERROR), ("asyncua.client.ua_session", logging.CRITICAL),
                          ("pymodbus", logging.ERROR)):
         logging.getLogger(noisy).setLevel(level)
     try:
-        cfg = load_collect_config(config_path)
+        cfg, located = load_collect_config_located(config_path)
+        if site_path is not None:
+            for note in check_against_site(cfg, located, str(site_path)):
+                log.warning("%s", note)
         for module in sorted({_LIBRARY[s.type] for s in cfg.sources if s.type in _LIBRARY}):
             __import__(module)
     except ConfigError as e:
@@ -178,7 +194,7 @@ def main(config_path: str | Path) -> int:
 
         for s in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(s, on_signal, s)
-        return await run_collector(cfg, stop)
+        return await run_collector(cfg, stop, located=located)
 
     try:
         s = asyncio.run(go())

@@ -55,6 +55,14 @@ class Batching(_Model):
     max_readings: int = Field(500, ge=1, le=10_000)
 
 
+class DaemonCheck(_Model):
+    #: seconds to wait for a daemon to announce this site and collector before warning loudly
+    timeout: float = Field(30.0, gt=0, le=86400)
+    #: publish only once a daemon has announced this site and collector; until then batches stay
+    #: in the buffer (false: publish regardless, e.g. to a daemon that does not announce)
+    required: bool = True
+
+
 class CollectMetricsConfig(_Model):
     #: port of the collector's Prometheus /metrics (none: not served)
     port: int | None = Field(None, ge=0, le=65535)
@@ -80,6 +88,8 @@ class CollectConfig(_Model):
     buffer: Buffer = Buffer()
     batch: Batching = Batching()
     metrics: CollectMetricsConfig = CollectMetricsConfig()
+    #: the daemon that reads this collector: how long to wait for its announcement
+    daemon: DaemonCheck = DaemonCheck()
     #: devices to read: each has a ``type`` (modbus, opcua), an ``id`` and ``channels``
     sources: list[SourceUnion] = Field(min_length=1)
 
@@ -138,10 +148,25 @@ def parse_collect_config(located: Located) -> CollectConfig:
 
 
 def load_collect_config(path: str | Path) -> CollectConfig:
+    return load_collect_config_located(path)[0]
+
+
+def load_collect_config_located(path: str | Path) -> tuple[CollectConfig, Located]:
+    """The config and the positions of its nodes (for problems found later, against a site)."""
     try:
-        return parse_collect_config(load_yaml_file(path))
+        located = load_yaml_file(path)
     except ConfigSyntaxError as e:
         raise ConfigError(str(path), [str(e)]) from None
+    return parse_collect_config(located), located
+
+
+def is_collect_config(path: str | Path) -> bool:
+    """Whether a YAML file looks like a collect config (it has ``sources`` and ``collector``)."""
+    try:
+        data = load_yaml_file(path).data
+    except (ConfigSyntaxError, OSError):
+        return False
+    return isinstance(data, dict) and "sources" in data and "collector" in data
 
 
 def load_collect_config_text(text: str, source: str = "<string>") -> CollectConfig:

@@ -136,7 +136,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             await dtask
         conn = await asyncpg.connect(dsn)
         try:
-            report = await fetch_report(conn, truth_path)
+            report = await fetch_report(conn, truth_path, config=cfg)
         finally:
             await conn.close()
         incident_report = await _leak_report(report, dsn, out)

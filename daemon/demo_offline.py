@@ -27,6 +27,7 @@ from plantwatch.connectors.store import AlarmWrite
 from .alarms import AlarmBook
 from .config import Config, load_config
 from .detection import DetectorSet
+from .demo_explain import explain
 from .demo_report import AlarmRow, DemoReport, match_alarms, render_report
 from .demo_site import load_demo_config
 
@@ -81,7 +82,7 @@ def run_offline(config: Config | None = None, scenario: Scenario | None = None, 
     scenario = scenario or default_scenario()
     alarms = simulate_alarms(config, scenario, duration=duration, t0=t0, seed=seed)
     truth = build_truth(config, scenario, t0=t0, duration=duration, seed=seed)
-    return match_alarms(truth, alarms, margin=margin, source="alarms (offline)")
+    return explain(match_alarms(truth, alarms, margin=margin, source="alarms (offline)"), config, t0 + duration)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -88,6 +88,7 @@ class IncidentResult:
     detections: list[AlarmRow]  # alarms that detect the incident
     related: list[AlarmRow]  # other alarms the incident explains
     missed: list[str]  # sensors that should have alarmed and did not
+    why: dict[str, str] = field(default_factory=dict)  # missed sensor -> why (daemon/demo_explain.py)
 
     @property
     def sensors_alarmed(self) -> list[str]:
@@ -127,7 +128,7 @@ class DemoReport:
             "total_alarms": self.total_alarms,
             "rows": [{"id": r.incident.id, "kind": r.incident.kind, "detected": r.detected,
                       "first_alarm": r.first_alarm, "delay": r.delay, "sensors": r.sensors_alarmed,
-                      "detectors": r.detectors, "missed": r.missed} for r in self.results],
+                      "detectors": r.detectors, "missed": r.missed, "why": r.why} for r in self.results],
             "false": [{"time": a.time, "sensor": a.sensor, "detector_id": a.detector_id,
                        "condition": a.condition} for a in self.false_alarms],
         }
@@ -191,9 +192,10 @@ def match_alarms(truth: Truth | Mapping[str, Any], alarms: Iterable[AlarmRow | M
 # --- database ---------------------------------------------------------------------------------
 async def fetch_report(conn: Any, truth: Truth | Mapping[str, Any] | str | Path, *, lead: float = DEFAULT_LEAD,
                        margin: float = DEFAULT_MARGIN, until: float | None = None,
-                       source: str = "alarms") -> DemoReport:
+                       source: str = "alarms", config: Any = None) -> DemoReport:
     """Read alarm raises (``source="alarms"``) or detector events (``"events"``) from the database
-    over the run's span and score them. ``until`` defaults to the last incident's window end or now."""
+    over the run's span and score them. ``until`` defaults to the last incident's window end or now.
+    With the site ``config``, a missed incident says why (:mod:`.demo_explain`)."""
     from plantwatch.connectors import demo_queries
 
     if isinstance(truth, (str, Path)):
@@ -211,7 +213,12 @@ async def fetch_report(conn: Any, truth: Truth | Mapping[str, Any] | str | Path,
         rows = await demo_queries.fetch_alarm_raises(conn, since, until)
     else:
         raise ValueError(f"source must be 'alarms' or 'events', not {source!r}")
-    return match_alarms(truth, rows, lead=lead, margin=margin, source=source)
+    report = match_alarms(truth, rows, lead=lead, margin=margin, source=source)
+    if config is not None:
+        from .demo_explain import explain
+
+        explain(report, config)
+    return report
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -243,7 +250,7 @@ def report_tables(report: DemoReport):
     table.add_column("delay", justify="right", no_wrap=True)
     table.add_column("alarmed: conditions")
     table.add_column("detectors")
-    table.add_column("missed")
+    table.add_column("missed, and why")
     for r in report.results:
         inc = r.incident
         by_sensor: dict[str, list[str]] = {}
@@ -260,7 +267,7 @@ def report_tables(report: DemoReport):
             "—" if r.delay is None else f"{r.delay:.1f} s",
             "\n".join(f"{s}: {', '.join(c)}" for s, c in by_sensor.items()) or "—",
             "\n".join(r.detectors) or "—",
-            "\n".join(r.missed) or "—",
+            "\n".join(f"{m}: {r.why[m]}" if m in r.why else m for m in r.missed) or "—",
         )
     tables = [table]
     if report.false_alarms:

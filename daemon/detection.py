@@ -4,6 +4,11 @@ A batch (many sensors, several readings each) is sorted by time and split into r
 each sensor appears once (:func:`plantwatch.detectors.events.rounds`); each detector then scores a
 round in one call. Readings not newer than what a sensor has already been scored on (a redelivery
 after a crash, or a late straggler) are stored but not scored again, so detectors stay causal.
+
+Each reading has a class (:data:`plantwatch.detectors.base.READING_CLASSES`): its quality, unless
+it is over range (flagged so, or at or above the top of its sensor's range) or a signal failure
+(flagged). A detector sees only the classes it declares in ``JUDGES``; over-range readings reach it
+raised to at least the top of the range, signal failures as NaN.
 """
 from __future__ import annotations
 
@@ -16,13 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from plantwatch.connectors.wire import FLAG_CODES
 from plantwatch.detectors import REGISTRY, Detector, Output, create
+from plantwatch.detectors.base import READING_CLASSES
 from plantwatch.detectors.compose import Composer, CompositionConfig
 from plantwatch.detectors.events import EventTracker, Transition, rounds
 
 from .config import Config, DetectorConfig
 
 log = logging.getLogger(__name__)
+
+GOOD, UNCERTAIN, BAD, OVER_RANGE, SIGNAL_FAILURE = range(len(READING_CLASSES))
 
 
 @dataclass(slots=True)
@@ -53,6 +62,8 @@ class Watch:
         self.description = self.detector.describe()
         self.fingerprint = hashlib.sha256(json.dumps(
             [self.description, [config.sensors[c].id for c in cols]], sort_keys=True).encode()).hexdigest()
+        #: per reading class: whether this detector judges it
+        self.judges = np.array([c in self.detector.JUDGES for c in READING_CLASSES], dtype=bool)
         self.seconds = 0.0  # time spent scoring (for metrics)
         self.last: Output | None = None  # the latest output, in global sensor columns (for compositions)
 
@@ -62,9 +73,13 @@ class Watch:
                        where.get(tr.sensor) if where else None)
                 for tr in self.tracker.feed(out)]
 
-    def feed(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None) -> list[Change]:
+    def feed(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None,
+             cls: np.ndarray | None = None) -> list[Change]:
+        """``cls``: each reading's class code (None: all good)."""
         lc = self.local[col]
         mine = lc >= 0
+        if cls is not None:
+            mine &= self.judges[cls]
         if not mine.any():
             return []
         t0 = time.perf_counter()
@@ -168,28 +183,53 @@ class DetectorSet:
                 w.detector.defer_refit = True  # the daemon fits group models in a worker thread
         self.compositions = [CompositionWatch(c, config) for c in config.compositions]
         self.last_t = np.full(len(config.sensors), -np.inf)  # newest reading scored per sensor
+        self.range_top = np.array([s.range[1] for s in config.sensors], dtype=np.float64)
 
-    def process(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None) -> list[Change]:
+    def classify(self, col: np.ndarray, x: np.ndarray, quality: np.ndarray | None = None,
+                 flag: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        """Each reading's class code (None when all are good) and the value detectors see: at
+        least the top of the range when over range, NaN for a signal failure."""
+        over = x >= self.range_top[col]
+        flagged = flag is not None and flag.any()
+        if not over.any() and not flagged and (quality is None or not quality.any()):
+            return None, x
+        cls = np.zeros(len(col), dtype=np.int8) if quality is None else np.clip(quality, GOOD, BAD).astype(np.int8)
+        if flagged:
+            over |= flag == FLAG_CODES["over_range"]
+        cls[over] = OVER_RANGE
+        x = np.where(over, np.fmax(x, self.range_top[col]), x)
+        if flagged:
+            failed = flag == FLAG_CODES["signal_failure"]
+            cls[failed] = SIGNAL_FAILURE
+            x = np.where(failed, np.nan, x)
+        return cls, x
+
+    def process(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None, *,
+                quality: np.ndarray | None = None, flag: np.ndarray | None = None) -> list[Change]:
         """Score a batch (any order, any number of readings per sensor); ``pos`` is the (n, 2)
-        site position of each reading, for robot channels."""
+        site position of each reading, for robot channels; ``quality`` (0 good, 1 uncertain, 2 bad)
+        and ``flag`` (:data:`FLAG_CODES`, 0 none) route each reading to the detectors that judge it."""
         if len(col) == 0:
             return []
         order = np.argsort(t, kind="stable")
         col, t, x = col[order], t[order], x[order]
         pos = pos[order] if pos is not None else None
+        cls, x = self.classify(col, x, None if quality is None else quality[order], None if flag is None else flag[order])
         changes: list[Change] = []
         for r in rounds(col):
             c, tt, xx = col[r], t[r], x[r]
             pp = pos[r] if pos is not None else None
+            cc = cls[r] if cls is not None else None
             fresh = tt > self.last_t[c]
             if not fresh.all():
                 c, tt, xx = c[fresh], tt[fresh], xx[fresh]
                 pp = pp[fresh] if pp is not None else None
+                cc = cc[fresh] if cc is not None else None
                 if len(c) == 0:
                     continue
             self.last_t[c] = tt
             for w in self.watches:
-                changes.extend(w.feed(c, tt, xx, pp))
+                changes.extend(w.feed(c, tt, xx, pp, cc))
                 for comp in self.compositions:
                     changes.extend(comp.feed(w))
         return changes

@@ -35,7 +35,7 @@ from .detection import DetectorSet
 from .metrics import Metrics
 from .pipeline_split import DATA_ERRORS, SplitOnDataError, _collectors_seen
 from .sequences import Sequences, SeqState, SeqStep
-from .validate import Registry, Validated, validate
+from .validate import Registry, Validated, flags_of, validate
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +194,13 @@ class Pipeline(SplitOnDataError):
         for v in transfers:  # declarations first: a draw-off declared with its readings explains them
             x = v.transfer
             self.detectors.declare_transfer(v.transfer_tank, x.start, x.end, x.quantity)
-        # detection runs on good-quality readings only: a "bad" reading is stored, not judged
+        # each detector judges the reading classes it declares (quality, over range, signal failure)
         changes = list(ticks)
-        good = q == 0
-        changes += self.detectors.process(col[good], t[good], val[good]) if not good.all() else \
-            self.detectors.process(col, t, val)
+        changes += self.detectors.process(col, t, val, quality=q, flag=flags_of(fixed))
         if len(rcol):
             pos = np.column_stack([np.concatenate([v.x for v in robots]), np.concatenate([v.y for v in robots])])
-            changes += self.detectors.process(rcol, rt, rval, pos)
+            changes += self.detectors.process(rcol, rt, rval, pos, quality=np.concatenate([v.quality for v in robots]),
+                                              flag=flags_of(robots))
         for cols, at in p.stale:
             changes += self.detectors.mark_stale(cols, at)
         ops = self.alarms.apply(changes) if changes else []

@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .exits import GraceExceeded
 from .pipeline import Pipeline
 from .reconnect import Backoff
+from .site_status import SiteAnnouncer
 from .sparkplug import SparkplugIngest, is_sparkplug
 from .sparkplug import topics as sparkplug_topics
 from .validate import Registry
@@ -145,6 +146,8 @@ class Daemon:
                 notifier = tg.create_task(self.alarm_pub.run(), name="alarm-publisher")
                 timer = tg.create_task(self._timer(), name="timer")
                 stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
+                status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=f"{self.client_id}-status",
+                                                      ready=self.ready).run(), name="site-status")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if cfg.cluster is not None:
                     from .cluster import ClusterRunner
@@ -157,13 +160,13 @@ class Daemon:
                 log.info("stopping: no more intake; flushing and draining (at most %g s)", grace)
                 try:
                     async with asyncio.timeout(grace):
-                        await self._shut_down(writers, notifier, timer, stalls, alarm_mgmt, ingest)
+                        await self._shut_down(writers, notifier, (timer, stalls, status), alarm_mgmt, ingest)
                 except TimeoutError:
                     raise self._give_up(grace) from None
         finally:
             await store.close()
 
-    async def _shut_down(self, writers, notifier, timer, stalls, alarm_mgmt, ingest) -> None:
+    async def _shut_down(self, writers, notifier, background, alarm_mgmt, ingest) -> None:
         """Stop intake, commit and acknowledge what was received, save state, publish the last
         alarm list (bounded by ``ingest.shutdown_grace`` in :meth:`run`)."""
         # without a cluster, intake ends by itself: it stops reading, lets the writers
@@ -174,8 +177,8 @@ class Daemon:
                 await t
         if self.cluster is None:
             await ingest
-        timer.cancel()
-        stalls.cancel()
+        for t in background:  # the clock, the stall watch, the site announcer
+            t.cancel()
         await self.pipeline.flush()
         for _ in writers:
             await self.pipeline.units.put(None)

@@ -26,7 +26,7 @@ from plantwatch.connectors.wire import oversized_detail
 
 from .config import Config
 from .pipeline import Ack, Pipeline
-from .validate import Registry, Validated, first_failed, value_checks
+from .validate import Registry, Validated, first_failed, range_detail, value_checks
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ class SparkplugIngest:
         ok = bad == 0
         out.col, out.t, out.value = col[ok], ts[ok], vals[ok]
         out.quality = np.array([mv.quality for _, mv in take], dtype=np.int16)[ok]
+        if any(mv.flag for _, mv in take):
+            out.flag = np.array([mv.flag for _, mv in take], dtype=np.int8)[ok]
         return h
 
 
@@ -187,7 +189,7 @@ def _detail(reason: str, t: float, v: float, s, now: float, ing) -> str:
         return f"time {t:.3f} is {t - now:.0f} s in the future (max {ing.max_future_skew:g})"
     if reason == "too_old":
         return f"time {t:.3f} is {now - t:.0f} s old (max {ing.max_age:g})"
-    return f"value {v!r} outside the measuring range [{s.range[0]:g}, {s.range[1]:g}] {s.unit}"
+    return f"value {v!r} {range_detail(s)}"
 
 
 def _metric_json(name: str, t: float, v: float) -> bytes:

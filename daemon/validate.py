@@ -13,6 +13,12 @@ Sparkplug B, see ``daemon/sparkplug.py``); and, after validation, ``unstorable``
 database refused) and ``unstorable_alarm_op`` (an alarm operation it refused), see
 ``daemon/pipeline.py``.
 
+A value above the top of its sensor's measuring range by at most :data:`OVER_RANGE_MARGIN` of the
+span is accepted as over range (what a 4-20 mA loop at up to 22 mA gives when it is scaled without
+clamping); the detectors judge it at or above full scale. Further out, or below the range, it is
+``out_of_range``. A reading's optional ``flag`` (``over_range``, ``signal_failure``) is kept in
+:attr:`Validated.flag` for the detectors; the stored row keeps its quality and value.
+
 Every field that reaches a column is checked against what the column can hold (bigint, timestamptz
 range, text without NUL and of bounded length), so that a message the database would refuse is
 dead-lettered here with a clear reason rather than by the write path's split.
@@ -30,6 +36,10 @@ from plantwatch.connectors.store import DeadLetter, Transfer
 
 from .config import Config
 
+#: fraction of the span above the top of a measuring range still accepted, as over range: a loop
+#: current of 22 mA (NAMUR NE43's highest signal) is 12.5 % of the span above 20 mA
+OVER_RANGE_MARGIN = 0.125
+
 
 @dataclass(slots=True)
 class Registry:
@@ -39,6 +49,7 @@ class Registry:
     db_id: np.ndarray  # column -> database id (int32)
     range_min: np.ndarray
     range_max: np.ndarray
+    accept_max: np.ndarray  # highest value accepted (over range above range_max)
     is_robot: np.ndarray  # bool per column
     collector: np.ndarray  # column -> index into collector_ids of the collector that publishes it
     collector_ids: dict[str, int]  # collector id -> index
@@ -69,6 +80,7 @@ class Registry:
             db_id=np.array([ids[x.id] for x in s], dtype=np.int32),
             range_min=np.array([x.range[0] for x in s]),
             range_max=np.array([x.range[1] for x in s]),
+            accept_max=np.array([x.range[1] + OVER_RANGE_MARGIN * (x.range[1] - x.range[0]) for x in s]),
             is_robot=np.array([x.kind == "robot" for x in s], dtype=bool),
             collector=np.array([collector_ids[c] for c in of], dtype=np.int32),
             collector_ids=collector_ids,
@@ -93,6 +105,7 @@ class Validated:
     t: np.ndarray = field(default_factory=lambda: np.empty(0))
     value: np.ndarray = field(default_factory=lambda: np.empty(0))
     quality: np.ndarray = field(default_factory=lambda: np.empty(0, np.int16))
+    flag: np.ndarray | None = None  # wire.FLAG_CODES per reading (int8); None: no reading is flagged
     x: np.ndarray | None = None  # robot readings only
     y: np.ndarray | None = None
     area: list[str | None] | None = None
@@ -193,15 +206,18 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
     else:
         quality = np.array([wire.QUALITY_CODES[q] for q in quals], dtype=np.int16)
 
+    flags = [r.flag for r in rs]
+    flag = None if flags.count(None) == n else np.array([wire.FLAG_CODES.get(f, 0) for f in flags], dtype=np.int8)
+
     known = col >= 0
     c = np.where(known, col, 0)
     foreign = reg.collector[c] != reg.collector_ids.get(collector, -1)
     if not robot:
         # fast path: one combined test; the coded per-reason pass runs only when something is wrong
         wrong = (~known | reg.is_robot[c] | foreign | ~(t <= now + ing.max_future_skew) | (t < now - ing.max_age)
-                 | ~((value >= reg.range_min[c]) & (value <= reg.range_max[c])))
+                 | ~((value >= reg.range_min[c]) & (value <= reg.accept_max[c])))
         if not wrong.any():
-            out.col, out.t, out.value, out.quality = col, t, value, quality
+            out.col, out.t, out.value, out.quality, out.flag = col, t, value, quality, flag
             return out
     checks = [
         ("unknown_sensor", ~known),
@@ -223,9 +239,10 @@ def validate(topic: str, payload: bytes, cfg: Config, reg: Registry, now: float)
         dead.append(DeadLetter(topic, collector, b.seq, reason, _detail(reason, r, cfg, reg, c[i], now, collector),
                                wire.encode_reading(r), _key(topic, payload, f"r{i}")))
     if ok.all():
-        out.col, out.t, out.value, out.quality = col, t, value, quality
+        out.col, out.t, out.value, out.quality, out.flag = col, t, value, quality, flag
     else:
         out.col, out.t, out.value, out.quality = col[ok], t[ok], value[ok], quality[ok]
+        out.flag = None if flag is None else flag[ok]
     if robot:
         keep = np.flatnonzero(ok)
         out.x, out.y = xs[ok], ys[ok]
@@ -243,8 +260,15 @@ def value_checks(reg: Registry, ing, now: float, c: np.ndarray, known: np.ndarra
         ("bad_time", ~np.isfinite(t)),
         ("future_time", t > now + ing.max_future_skew),
         ("too_old", t < now - ing.max_age),
-        ("out_of_range", known & ((value < reg.range_min[c]) | (value > reg.range_max[c]))),
+        ("out_of_range", known & ((value < reg.range_min[c]) | (value > reg.accept_max[c]))),
     ]
+
+
+def flags_of(items: list[Validated]) -> np.ndarray | None:
+    """The flags of the readings of ``items`` concatenated (None when none is flagged)."""
+    if all(v.flag is None for v in items):
+        return None
+    return np.concatenate([np.zeros(len(v.col), np.int8) if v.flag is None else v.flag for v in items])
 
 
 def first_failed(checks: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:
@@ -253,6 +277,13 @@ def first_failed(checks: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:
     for code, (_, mask) in enumerate(checks, start=1):
         np.copyto(bad, np.int8(code), where=mask & (bad == 0))
     return bad
+
+
+def range_detail(s) -> str:
+    """Why a value of sensor ``s`` is out of range (for dead letters)."""
+    top = s.range[1] + OVER_RANGE_MARGIN * (s.range[1] - s.range[0])
+    return (f"outside the measuring range [{s.range[0]:g}, {s.range[1]:g}] {s.unit} (over range is accepted up to"
+            f" {top:g})")
 
 
 def _detail(reason: str, r: wire.Reading, cfg: Config, reg: Registry, col: int, now: float, topic_collector: str) -> str:
@@ -276,6 +307,5 @@ def _detail(reason: str, r: wire.Reading, cfg: Config, reg: Registry, col: int, 
     if reason == "too_old":
         return f"time {r.time!r} is {now - wire.parse_time(r.time):.0f} s old (max {cfg.ingest.max_age:g})"
     if reason == "out_of_range":
-        s = cfg.sensors[col]
-        return f"value {r.value!r} outside the measuring range [{s.range[0]:g}, {s.range[1]:g}] {s.unit} of {r.sensor!r}"
+        return f"value {r.value!r} {range_detail(cfg.sensors[col])} of {r.sensor!r}"
     return reason

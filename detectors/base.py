@@ -30,6 +30,14 @@ Calling convention: within one call ``idx`` holds *distinct* sensor columns (the
 batch into rounds so that a sensor appears at most once per round) and every reading of a sensor
 is newer than the ones it has seen before. Readings that are not newer are ignored by the
 daemon before they get here (redelivered MQTT messages after a crash).
+
+Which readings a detector judges is declared, not decided by the daemon: every reading has a
+class (:data:`READING_CLASSES`, from its quality and the wire format's ``flag``) and a detector
+gets only the classes in its ``JUDGES``. Good readings by default; limit-type detectors also
+judge uncertain and over-range readings, the out-of-range detector signal failures too. An
+over-range reading arrives as at least the top of the sensor's measuring range (the true value is
+at or above full scale), a signal failure as NaN (there is no measurement). ``OVER_RANGE`` names
+the condition a reading at or above full scale raises at once, without the on-delay.
 """
 from __future__ import annotations
 
@@ -41,6 +49,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .decide import Decider
+
+
+#: Reading classes, by code: the daemon routes each reading to the detectors that judge its class.
+#: ``good``, ``uncertain``, ``bad``: the reading's quality; ``over_range``: the instrument reads at
+#: or above its full scale (the wire format's ``flag``, a loop current above 20.5 mA, or a value at
+#: or above the top of the sensor's range), whatever its quality; ``signal_failure``: no
+#: measurement at all (a loop current below 3.6 mA: wire break, dead transmitter).
+READING_CLASSES: tuple[str, ...] = ("good", "uncertain", "bad", "over_range", "signal_failure")
+#: what instruments say: judged by limit-type detectors
+MEASUREMENTS: frozenset[str] = frozenset({"good", "uncertain", "over_range"})
 
 
 class DetectorParams(BaseModel):
@@ -99,6 +117,15 @@ class Detector(ABC):
     #: fault codes, out of range, drift against neighbours): their alarms never make a process
     #: alarm a consequence in incident grouping (daemon/lifecycle.py).
     SENSOR_HEALTH: ClassVar[bool] = False
+    #: The reading classes (:data:`READING_CLASSES`) this detector judges; the daemon passes it no
+    #: others. Good readings only by default: a statistical model must not learn from calibration
+    #: gas or a clamped full-scale value. Limit-type detectors judge every measurement
+    #: (:data:`MEASUREMENTS`), since an uncertain or over-range gas reading is still gas.
+    JUDGES: ClassVar[frozenset[str]] = frozenset({"good"})
+    #: The condition a reading at or above the top of its sensor's measuring range raises at once
+    #: (no on-delay: the instrument is over range, the true value may be far higher); None: the
+    #: reading is decided like any other. See :meth:`over_range`.
+    OVER_RANGE: ClassVar[str | None] = None
 
     @classmethod
     def absolute_levels(cls, params: DetectorParams) -> list[tuple[str, float, bool]]:
@@ -114,6 +141,8 @@ class Detector(ABC):
         self.n = len(self.sensors)
         self.decider: Decider = self.make_decider()
         self.seen = np.zeros(self.n, dtype=np.int64)  # readings learned per sensor
+        #: top of each sensor's measuring range: a reading at or above it is over range
+        self.range_top = np.array([s.range_max for s in self.sensors], dtype=np.float64)
 
     # --- to implement -------------------------------------------------------------------------
     @abstractmethod
@@ -169,11 +198,43 @@ class Detector(ABC):
         """Which of the sensors ``idx`` have seen enough readings for their score to count."""
         return self.seen[idx] >= self.warmup
 
+    def over_range(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Which readings count as over range: at or above the top of the sensor's measuring range
+        (subclasses narrow it, e.g. to sensors with an upper limit)."""
+        with np.errstate(invalid="ignore"):
+            return np.asarray(x, dtype=np.float64) >= self.range_top[idx]
+
+    def forced(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray | None:
+        """Conditions raised at once by a reading, whatever the decider's delays say (0: none);
+        by default ``OVER_RANGE`` for over-range readings. None when there are none."""
+        if self.OVER_RANGE is None:
+            return None
+        over = self.over_range(idx, x)
+        if not over.any():
+            return None
+        return np.where(over, np.int8(self.CONDITIONS.index(self.OVER_RANGE)), np.int8(0))
+
+    def _force(self, idx: np.ndarray, t: np.ndarray, code: np.ndarray, forced: np.ndarray) -> np.ndarray:
+        """Put the decider into the forced conditions now (pending since ``t``), so leaving them
+        takes the decider's off-delay like any other return."""
+        hit = forced != 0
+        if not hit.any():
+            return code
+        i, f = idx[hit], forced[hit]
+        d = self.decider
+        d.code[i] = f
+        d.pending[i] = f
+        d.since[i] = t[hit]
+        return np.where(hit, forced, code).astype(np.int8)
+
     def update(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> Output:
         """Score, decide, let the detector observe every reading, then learn from what was not flagged."""
         score, signal = self.evaluate_many(idx, t, x)
         score = np.where(self.warm(idx) & np.isfinite(score), score, 0.0)
         code = self.decider.step(idx, t, score, signal)
+        forced = self.forced(idx, x)
+        if forced is not None:
+            code = self._force(idx, t, code, forced)
         calm = code == 0
         self.observe_many(idx, t, x, calm)
         if calm.all():

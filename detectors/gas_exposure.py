@@ -29,7 +29,9 @@ Score and conditions
     reading / IDLH (1.0 = at a limit). Conditions are ordered ``twa_exceeded`` < ``stel_exceeded``
     < ``idlh`` (:class:`~.decide.LevelsDecider`): a condition starts when its ratio reaches 1 and
     clears below ``clear_ratio``. The integrals see every reading, flagged or not: exposure during
-    an alarm is still exposure.
+    an alarm is still exposure. Uncertain and over-range readings are judged too; an over-range
+    reading counts as the top of the sensor's range (a lower bound of the exposure) and raises
+    ``over_range`` at once, beyond IDLH.
 
 Units: preset limits are in ppm. Sensors watched with a preset must read in ppm or ppb (ppb is
 converted); any other unit is refused when the detector is built, since a preset applied to a
@@ -45,7 +47,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams, SensorInfo
+from .base import MEASUREMENTS, Detector, DetectorParams, SensorInfo
 from .decide import Decider, LevelsDecider
 from .presets_gas import EXPOSURE_PRESETS, PPM_FACTORS, exposure_preset
 from .registry import register
@@ -152,8 +154,10 @@ def _commit(sums, total, top, rows, t_prev, x_prev, t_new, hold, w, B):
 class GasExposure(Detector):
     name = "gas_exposure"
     Params = GasExposureParams
-    CONDITIONS = ("normal", "twa_exceeded", "stel_exceeded", "idlh")
-    SEVERITY = {"twa_exceeded": "medium", "stel_exceeded": "high", "idlh": "critical"}
+    CONDITIONS = ("normal", "twa_exceeded", "stel_exceeded", "idlh", "over_range")
+    SEVERITY = {"twa_exceeded": "medium", "stel_exceeded": "high", "idlh": "critical", "over_range": "critical"}
+    JUDGES = MEASUREMENTS
+    OVER_RANGE = "over_range"
 
     def __init__(self, params: GasExposureParams, sensors):
         super().__init__(params, sensors)

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams, SensorInfo
+from .base import MEASUREMENTS, Detector, DetectorParams, SensorInfo
 from .decide import Decider, LevelsDecider
 from .presets_gas import LEL_PRESETS, is_lel_unit
 from .registry import register
@@ -55,8 +55,10 @@ class LelParams(DetectorParams):
 class LelDetector(Detector):
     name = "lel"
     Params = LelParams
-    CONDITIONS = ("normal", "lel_alarm1", "lel_alarm2")
-    SEVERITY = {"lel_alarm1": "high", "lel_alarm2": "critical"}
+    CONDITIONS = ("normal", "lel_alarm1", "lel_alarm2", "over_range")
+    SEVERITY = {"lel_alarm1": "high", "lel_alarm2": "critical", "over_range": "critical"}
+    JUDGES = MEASUREMENTS
+    OVER_RANGE = "over_range"
 
     def __init__(self, params: LelParams, sensors):
         super().__init__(params, sensors)

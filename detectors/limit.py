@@ -3,6 +3,13 @@
 The score is the measured value itself; the decision is :class:`~.decide.LimitDecider`.
 Limits may be given per detector (``high: 10``) and are overridden per sensor by the sensor's
 own ``limits`` in the registry, so one detector entry can watch many sensors of one kind.
+
+Every measurement is judged, uncertain and over-range ones included: a gas reading flagged
+uncertain is still gas. A reading at or above the top of the sensor's measuring range (a 4-20 mA
+loop above 20.5 mA, a value flagged ``over_range``, a saturated instrument) is the most dangerous
+reading there is: the true value may be far higher. On a sensor with an upper limit it raises
+``over_range`` at once (no on-delay): beyond high and high-high, critical by default. It returns
+to ``high_high`` (or lower) with the off-delay once the readings are back within the range.
 """
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import math
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams
+from .base import MEASUREMENTS, Detector, DetectorParams
 from .decide import Decider, LimitDecider
 from .registry import register
 
@@ -42,8 +49,10 @@ class LimitParams(DetectorParams):
 class LimitDetector(Detector):
     name = "limit"
     Params = LimitParams
-    CONDITIONS = LimitDecider.CONDITIONS
-    SEVERITY = {"low": "high", "low_low": "critical", "high": "high", "high_high": "critical"}
+    CONDITIONS = LimitDecider.CONDITIONS + ("over_range",)
+    SEVERITY = {"low": "high", "low_low": "critical", "high": "high", "high_high": "critical", "over_range": "critical"}
+    JUDGES = MEASUREMENTS
+    OVER_RANGE = "over_range"
 
     @classmethod
     def example_params(cls):
@@ -61,6 +70,12 @@ class LimitDetector(Detector):
         return LimitDecider(self.n, high=nan(p.high), high_high=nan(p.high_high), low=nan(p.low),
                             low_low=nan(p.low_low), deadband=p.deadband, on_delay=p.on_delay,
                             off_delay=p.off_delay)
+
+    def over_range(self, idx, x):
+        # only where the detector watches the upper side: a low-pressure limit has nothing to say
+        d: LimitDecider = self.decider
+        upper = ~(np.isnan(d.high[idx]) & np.isnan(d.high_high[idx]))
+        return super().over_range(idx, x) & upper
 
     def score_many(self, idx, t, x):
         return np.asarray(x, dtype=np.float64)

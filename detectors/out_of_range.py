@@ -1,4 +1,4 @@
-"""Out of range: a reading outside the instrument's measuring range, or pegged at one end.
+"""Out of range: a reading outside the instrument's measuring range, pegged at one end, or no signal.
 
 The measuring range comes from each sensor's registry entry (``range: [min, max]``), so one
 detector entry covers every sensor of a kind. A reading beyond the range is not a measurement:
@@ -8,9 +8,16 @@ the transmitter is over-ranged, the loop is faulty or the scaling is wrong (``be
 pressure -- may be far higher (``saturated_high``). The bottom end likewise (``saturated_low``),
 off by default since many sensors rest at their zero (gas detectors in clean air).
 
-``tolerance`` (fraction of span) allows for the usual slight over-range of transmitters (a
-4-20 mA loop reads down to 3.8 and up to 20.5 mA: -1.25 % and +3.1 % of span) before a reading
-counts as out of range. A reading exactly at ``min`` or ``max`` is in range.
+A reading at or above the top of the range -- the instrument's full scale, or flagged
+``over_range`` on the wire -- is ``above_range`` at once (no on-delay). ``tolerance`` (fraction of
+span) allows for the usual slight under-range of transmitters (a 4-20 mA loop reads down to 3.8
+mA: -1.25 % of span) before a reading counts as below the range. A reading exactly at ``min`` is
+in range.
+
+A reading flagged ``signal_failure`` (a 4-20 mA loop below 3.6 mA: wire break, dead transmitter)
+carries no measurement; it reaches the detector as NaN and raises ``signal_failure`` at once,
+without waiting for a stale timeout: a gas detector without a signal protects nobody. The
+condition clears with the first reading that is a measurement again (after ``off_delay``).
 
 Score: distance from mid-range in half-spans (0 at mid-range, 1 at either end, above 1 outside).
 Decision: ISA limits on the position within the range (:class:`~.decide.LimitDecider` with
@@ -27,7 +34,7 @@ from .registry import register
 
 
 class OutOfRangeParams(DetectorParams):
-    tolerance: float = Field(0.0, ge=0, le=0.5, description="fraction of span beyond the range that still counts as in range")
+    tolerance: float = Field(0.0, ge=0, le=0.5, description="fraction of span below the range that still counts as in range")
     saturation_low: float = Field(0.0, ge=0, lt=0.5, description="fraction of span at the bottom that counts as saturated (0 = off)")
     saturation_high: float = Field(0.0, ge=0, lt=0.5, description="fraction of span at the top that counts as saturated (0 = off)")
     deadband: float = Field(0.005, ge=0, le=0.1, description="fraction of span a reading must come back by to clear")
@@ -45,10 +52,13 @@ class OutOfRangeParams(DetectorParams):
 class OutOfRangeDetector(Detector):
     name = "out_of_range"
     Params = OutOfRangeParams
-    # codes follow LimitDecider: 1 low, 2 low_low, 3 high, 4 high_high
-    CONDITIONS = ("normal", "saturated_low", "below_range", "saturated_high", "above_range")
-    SEVERITY = {"saturated_low": "medium", "below_range": "high", "saturated_high": "high", "above_range": "high"}
+    # codes follow LimitDecider: 1 low, 2 low_low, 3 high, 4 high_high; 5 comes from the flag
+    CONDITIONS = ("normal", "saturated_low", "below_range", "saturated_high", "above_range", "signal_failure")
+    SEVERITY = {"saturated_low": "medium", "below_range": "high", "saturated_high": "high", "above_range": "high",
+                "signal_failure": "high"}
     SENSOR_HEALTH = True
+    JUDGES = frozenset({"good", "uncertain", "over_range", "signal_failure"})
+    OVER_RANGE = "above_range"
 
     def __init__(self, params: OutOfRangeParams, sensors):
         super().__init__(params, sensors)
@@ -81,3 +91,11 @@ class OutOfRangeDetector(Detector):
 
     def score_many(self, idx, t, x):
         return self.evaluate_many(idx, t, x)[0]
+
+    def forced(self, idx, x):
+        over = super().forced(idx, x)
+        failed = np.isnan(np.asarray(x, dtype=np.float64))
+        if not failed.any():
+            return over
+        code = np.int8(self.CONDITIONS.index("signal_failure"))
+        return np.where(failed, code, np.int8(0) if over is None else over).astype(np.int8)

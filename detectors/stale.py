@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from .base import Detector, DetectorParams, Output
+from .base import MEASUREMENTS, Detector, DetectorParams, Output
 from .decide import Decider, ThresholdDecider
 from .registry import register
 
@@ -37,6 +37,7 @@ class StaleDetector(Detector):
     CONDITIONS = ("normal", "stale")
     SEVERITY = {"stale": "medium"}
     SENSOR_HEALTH = True
+    JUDGES = MEASUREMENTS  # any measurement, uncertain or over range, shows the sensor is alive
 
     def __init__(self, params, sensors):
         super().__init__(params, sensors)

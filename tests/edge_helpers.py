@@ -33,11 +33,13 @@ def edge_site_yaml(sensors: list[str], *, mqtt: tuple[str, int], prefix: str, ds
     return "\n".join(lines) + "\n" + detectors
 
 
-def start_daemon(tmp_path: Path, sensors: list[str], mosquitto, db: str, prefix: str) -> DaemonProcess:
+def start_daemon(tmp_path: Path, sensors: list[str], mosquitto, db: str, prefix: str,
+                 detectors: str = "") -> DaemonProcess:
+    """``detectors``: more entries of the ``detectors:`` list (YAML lines, two-space indented)."""
     port = new_metrics_port()
     cfg = tmp_path / "site.yaml"
     cfg.write_text(edge_site_yaml(sensors, mqtt=(mosquitto.host, mosquitto.port), prefix=prefix, dsn=db,
-                                  metrics_port=port))
+                                  metrics_port=port, detectors=detectors))
     d = DaemonProcess(cfg, port)
     d.start()
     return d

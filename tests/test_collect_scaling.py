@@ -16,22 +16,26 @@ GAS = Loop(range=(0, 50), bands=[SignalBand(low=1.5, high=2.5, state="fault"),
                                  SignalBand(low=3.3, high=3.7, state="calibration", quality="uncertain")])
 
 
-@pytest.mark.parametrize("ma, value, quality, state", [
-    (4.0, 0.0, "good", "measuring"),
-    (12.0, 50.0, "good", "measuring"),
-    (20.0, 100.0, "good", "measuring"),
-    (3.9, 0.0, "good", "measuring"),  # slightly under 4 mA is still measurement (NE43), clamped to the range
-    (20.4, 100.0, "good", "measuring"),
-    (3.7, 0.0, "uncertain", "under_range"),
-    (20.7, 100.0, "uncertain", "over_range"),
-    (3.5, 0.0, "bad", "failure"),
-    (0.0, 0.0, "bad", "failure"),
-    (21.5, 100.0, "bad", "failure"),
-    (math.nan, 0.0, "bad", "failure"),
+@pytest.mark.parametrize("ma, value, quality, state, flag", [
+    (4.0, 0.0, "good", "measuring", None),
+    (12.0, 50.0, "good", "measuring", None),
+    (20.0, 100.0, "good", "measuring", None),
+    (3.9, 0.0, "good", "measuring", None),  # slightly under 4 mA is still measurement (NE43), clamped to the range
+    (20.4, 100.0, "good", "measuring", None),
+    (3.7, 0.0, "uncertain", "under_range", None),
+    # gas above full scale is the most dangerous reading: flagged, so the daemon judges it at full scale
+    (20.7, 100.0, "uncertain", "over_range", "over_range"),
+    (21.5, 100.0, "bad", "failure", "over_range"),
+    (22.0, 100.0, "bad", "failure", "over_range"),
+    # no measurement at all: a signal failure, alarmed at once by the daemon
+    (3.5, 0.0, "bad", "failure", "signal_failure"),
+    (2.0, 0.0, "bad", "failure", "signal_failure"),
+    (0.0, 0.0, "bad", "failure", "signal_failure"),
+    (math.nan, 0.0, "bad", "failure", "signal_failure"),
 ])
-def test_ne43_bands(ma, value, quality, state):
+def test_ne43_bands(ma, value, quality, state, flag):
     c = convert_loop(ma, LOOP)
-    assert (round(c.value, 9), c.quality, c.state) == (value, quality, state)
+    assert (round(c.value, 9), c.quality, c.state, c.flag) == (value, quality, state, flag)
 
 
 @pytest.mark.parametrize("ma, quality, state", [
@@ -43,6 +47,29 @@ def test_gas_detector_signalling_bands(ma, quality, state):
     c = convert_loop(ma, GAS)
     assert (c.quality, c.state) == (quality, state)
     assert c.value == (12.5 if state == "measuring" else 0.0)
+
+
+def test_vendor_fault_band_can_be_a_signal_failure():
+    gas = Loop(range=(0, 50), bands=[SignalBand(low=1.5, high=2.5, state="fault", signal_failure=True),
+                                     SignalBand(low=2.8, high=3.2, state="inhibit")])
+    assert convert_loop(2.0, gas).flag == "signal_failure"
+    assert convert_loop(3.0, gas).flag is None  # inhibit: out of service on purpose, goes stale if it lasts
+
+
+def test_channel_range_without_a_loop_clamps_and_flags():
+    conv = Conversion(scale=0.1, range=(0, 100))
+    c = conv.convert(1200)
+    assert (c.value, c.quality, c.flag) == (100.0, "uncertain", "over_range")
+    c = conv.convert(-20)
+    assert (c.value, c.quality, c.flag) == (0.0, "uncertain", None)
+    assert conv.convert(500).flag is None and conv.convert(500).value == 50.0
+    assert conv.convert(math.nan).flag == "signal_failure" and conv.convert(math.nan).value == 0.0
+    # what the device says: the worse quality wins, a signal failure wins over over range
+    assert conv.convert(500, "uncertain", "over_range").flag == "over_range"
+    assert Conversion(loop=Loop(range=(0, 100))).convert(21.0, "bad", "signal_failure").flag == "signal_failure"
+    assert Conversion(loop=Loop(range=(0, 100))).measuring_range == (0, 100)
+    with pytest.raises(ValidationError, match="differs from loop.range"):
+        Conversion(range=(0, 50), loop=Loop(range=(0, 100)))
 
 
 def test_scale_offset_then_loop():
@@ -89,3 +116,27 @@ def test_reads_are_grouped_into_contiguous_spans():
     spans = [(s.table, s.address, s.count, [c.sensor for c in s.channels]) for s in plan(chs)]
     assert spans == [("holding", 0, 3, ["A", "B"]), ("holding", 10, 2, ["C", "F"]), ("holding", 124, 2, ["E"]),
                      ("input", 0, 1, ["D"])]
+
+
+def test_opcua_status_codes_map_to_the_wire_flag():
+    from asyncua import ua
+
+    from plantwatch.connectors.edge.opcua import OpcuaChannel, _flag
+
+    S = ua.StatusCodes
+    ch = OpcuaChannel(sensor="G", node="ns=2;s=G", range=(0, 100))
+    plain = OpcuaChannel(sensor="G", node="ns=2;s=G")
+
+    def flag(code, raw, c=ch):
+        return _flag(ua.StatusCode(code), c, raw)
+
+    assert flag(S.Good, 50.0) is None
+    assert flag(S.UncertainEngineeringUnitsExceeded, 100.0) == "over_range"
+    assert flag(S.UncertainEngineeringUnitsExceeded | 0x100, 0.0) is None  # exceeded at the low end
+    assert flag(S.Good | 0x200, 100.0) == "over_range"  # limit bits: High
+    assert flag(S.BadSensorFailure, None) == "signal_failure"
+    assert flag(S.BadNotConnected, 3.0) == "signal_failure"
+    assert flag(S.BadOutOfService, 3.0) is None
+    assert flag(S.Bad, 100.0) == "over_range"  # Bad with a value at the top of the range
+    assert flag(S.Bad, 100.0, plain) is None  # ... only when the channel knows its range
+    assert flag(S.Bad, 50.0) is None

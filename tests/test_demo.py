@@ -11,15 +11,19 @@ from plantwatch.daemon.demo import run_demo
 
 pytestmark = pytest.mark.slow
 
-MUST = ("leak", "pressure_drop", "silent")  # the incidents the demo promises to alarm
+#: the incidents the demo promises to alarm, how fast (s), and which detector catches each
+MUST = {"leak": (20.0, "gas-h2s-limit"), "pressure_drop": (20.0, "RX-PT-202-limit"), "silent": (20.0, "stale-gas"),
+        "drift": (33.0, "gas-drift"), "stuck": (28.0, "stuck-lel")}
 
 
 def _check(res) -> None:
     rep = res["report"]
     by_kind = {r.incident.kind: r for r in rep.results}
-    for kind in MUST:
-        assert by_kind[kind].detected, f"{kind} not alarmed"
-        assert by_kind[kind].delay is not None and by_kind[kind].delay < 20.0
+    for kind, (within, detector) in MUST.items():
+        r = by_kind[kind]
+        assert r.detected, f"{kind} not alarmed: {r.why}"
+        assert r.delay is not None and r.delay < within and detector in r.detectors, (kind, r.delay, r.detectors)
+    assert rep.detected == len(rep.results) == 5
     assert rep.false_alarms == []
     assert res["stats"].readings > 2000
 

@@ -91,7 +91,7 @@ def test_gas_twa_and_stel_match_exact_integral_with_irregular_sampling():
 def test_gas_h2s_preset_twa_stel_idlh():
     p = EXPOSURE_PRESETS["H2S"]
     assert (p.twa, p.stel, p.idlh) == (1.0, 5.0, 100.0)
-    s = sensors(4, kind="gas", unit="ppm")
+    s = sensors(4, kind="gas", unit="ppm", hi=200.0)  # IDLH (100 ppm) inside the range: at its top it is over range
     det = create("gas_exposure", {"preset": "H2S"}, s)
     T = T0 + np.arange(0, 10 * 3600, 10.0)  # 10 h, every 10 s
     X = np.zeros((len(T), 4))
@@ -118,7 +118,7 @@ def test_gas_h2s_preset_twa_stel_idlh():
 
 def test_gas_exposure_counts_readings_during_an_alarm():
     # observe_many sees flagged readings: the TWA keeps rising during an IDLH alarm
-    det = create("gas_exposure", {"preset": "H2S"}, sensors(1, kind="gas", unit="ppm"))
+    det = create("gas_exposure", {"preset": "H2S"}, sensors(1, kind="gas", unit="ppm", hi=200.0))
     T = T0 + np.arange(0, 3600, 10.0)
     sc, codes = feed(det, np.full(len(T), 120.0), T)
     assert (codes[1:, 0] == det.CONDITIONS.index("idlh")).all()
@@ -129,7 +129,7 @@ def test_gas_exposure_counts_readings_during_an_alarm():
 def test_gas_exposure_units():
     with pytest.raises(ValueError, match="other units"):
         create("gas_exposure", {"preset": "NH3"}, sensors(1, kind="gas", unit="%LEL"))
-    det = create("gas_exposure", {"preset": "Cl2"}, sensors(1, kind="gas", unit="ppb"))
+    det = create("gas_exposure", {"preset": "Cl2"}, sensors(1, kind="gas", unit="ppb", hi=50_000.0))
     _, codes = feed(det, [20_000.0], [T0])  # 20 ppm > IDLH 10 ppm
     assert det.CONDITIONS[codes[0, 0]] == "idlh"
     # explicit limits need no unit and override the preset
@@ -184,8 +184,9 @@ def test_out_of_range_and_saturation():
     x = [0.0, 50, 100.0, 99.0, 97.0, 101.0, -0.5, 0.0, 1.0]
     _, codes = feed(det, x, T0 + np.arange(len(x)))
     got = [det.CONDITIONS[c] for c in codes[:, 0]]
-    # 0.0 right after -0.5 is within the deadband (0.5 % of span) of the range: still below_range
-    assert got == ["normal", "normal", "saturated_high", "saturated_high", "normal", "above_range",
+    # the top of the range is over range (at once); 0.0 right after -0.5 is within the deadband
+    # (0.5 % of span) of the range: still below_range
+    assert got == ["normal", "normal", "above_range", "saturated_high", "normal", "above_range",
                    "below_range", "below_range", "normal"]
 
 
@@ -265,6 +266,33 @@ def test_neighbour_drift_ignores_stale_neighbours_and_sensors_without_neighbours
     for k in range(20):
         o = det.update(np.array([0]), np.array([T[-1] + 100 + 10 * k]), np.array([50.0]))
         assert o.code[0] == 0
+
+
+def test_neighbour_drift_in_fractions_of_span_across_gases_and_not_on_a_plume():
+    # four gas detectors of different gases and ranges in clean air; one cell drifts 1 % of its span
+    # in 100 s, and later a plume passes: first at one detector, then over the others
+    rng = np.random.default_rng(5)
+    n = 400
+    ranges = [100.0, 500.0, 10.0, 100.0]
+    s = [SensorInfo(f"s{i}", "gas", "ppm", 0.0, ranges[i], "A", neighbours=tuple(f"s{j}" for j in range(4) if j != i))
+         for i in range(4)]
+    X = np.array([0.1, 1.0, 0.0, 0.0]) + rng.normal(0, 0.002, (n, 4)) * np.array(ranges)
+    X[:, 0] += np.clip(np.arange(n) - 50, 0, 150) * 0.01  # s0 drifts 1.5 ppm (1.5 % of 100), then stays
+    plume = np.zeros(n)
+    plume[250:300] = 20.0  # 20 % of full scale at s3 for 50 s ...
+    X[:, 3] += plume
+    X[320:360, 1:] += np.array([0.1, 0.1, 0.1]) * np.array(ranges[1:])  # ... then 10 % over the other three
+    params = {"scale": "span", "abs_limit": 0.01, "threshold": 1000, "event_band": 0.005, "alpha": 0.2,
+              "warmup": 20, "min_neighbours": 3}
+    det = create("neighbour_drift", params, s)
+    _, codes = feed(det, X, T0 + np.arange(n))
+    onset = first(codes[:, 0])
+    assert onset is not None and 120 < onset < 200  # 1 % of span plus the EWMA's lag
+    assert not codes[:, 1:].any()  # neither the plume at s3 nor the one over s1..s3 is a drift
+    # without the event band the plume is taken for a drift
+    det = create("neighbour_drift", {**params, "event_band": None}, s)
+    _, codes = feed(det, X, T0 + np.arange(n))
+    assert codes[250:300, 3].any()
 
 
 # --- rate of change -------------------------------------------------------------------------

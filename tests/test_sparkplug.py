@@ -96,6 +96,25 @@ def test_tahu_style_sign_extended_small_ints_and_quality_property():
         "t8": (-3.0, 0), "good": (1.0, 0), "uncertain": (1.0, 1), "bad": (1.0, 2)}
 
 
+def test_quality_property_carries_over_range_and_signal_failure():
+    """OPC DA quality words: high-limited or 'engineering units exceeded' is over range (the daemon
+    judges it at full scale); Bad sensor / device failure or not connected is a signal failure."""
+    p = ps_pb.Payload(timestamp=_ms(), seq=0)
+    p.metrics.add(name="bdSeq", datatype=DT.INT64, long_value=0)
+    words = {"plain": 192, "good_high_limited": 194, "eu_exceeded": 84, "eu_exceeded_high": 86,
+             "eu_exceeded_low": 85, "bad_high_limited": 2, "sensor_failure": 16, "device_failure": 12,
+             "not_connected": 8, "out_of_service": 28, "comm_failure": 24}
+    for name, q in words.items():
+        m = p.metrics.add(name=name, datatype=DT.DOUBLE, double_value=1.0)
+        m.properties.keys.append("Quality")
+        m.properties.values.add(type=DT.INT32, int_value=q)
+    o = Sessions().handle(parse("spBv1.0/g/NBIRTH/n"), p.SerializeToString(), time.time())
+    assert {m.name: (m.quality, m.flag) for m in o.metrics} == {
+        "plain": (0, 0), "good_high_limited": (0, 1), "eu_exceeded": (1, 1), "eu_exceeded_high": (1, 1),
+        "eu_exceeded_low": (1, 0), "bad_high_limited": (2, 1), "sensor_failure": (2, 2), "device_failure": (2, 2),
+        "not_connected": (2, 2), "out_of_service": (2, 0), "comm_failure": (2, 0)}
+
+
 def test_sequence_wraps_at_256_and_a_gap_asks_for_rebirth():
     s, t0 = Sessions(), _ms()
     s.handle(parse("spBv1.0/g/NBIRTH/n"), ps.NBirth(t0, 0, _birth_metrics(t0)).encode(), t0 / 1000)
@@ -159,6 +178,24 @@ def test_mapping_rejects_mapped_string_and_out_of_range_and_ignores_unmapped():
         ("out_of_range", "u16 -> G1"), ("sp_unsupported_type", "s")]
     # the birth's other numeric metrics are counted, not dead-lettered
     assert registry.get_sample_value("plantwatch_sparkplug_unmapped_metrics_total") == 9
+    assert v.flag is None
+
+
+def test_mapped_metric_flags_reach_the_detectors():
+    cfg = load_config_text(site_config(n_gas=2, detectors=SP_DETECTORS) + (
+        "sparkplug:\n  groups: [g]\n  metrics:\n"
+        "    - {source: g/n, metric: a, sensor: G0}\n"
+        "    - {source: g/n, metric: b, sensor: G1}\n"))
+    reg = Registry.build(cfg, {s.id: i + 1 for i, s in enumerate(cfg.sensors)})
+    ing = SparkplugIngest(cfg, reg, CollectorRegistry())
+    p = ps_pb.Payload(timestamp=_ms(), seq=0)
+    p.metrics.add(name="bdSeq", datatype=DT.INT64, long_value=0)
+    for name, value, q in (("a", 100.0, 86), ("b", 0.0, 16)):
+        m = p.metrics.add(name=name, datatype=DT.DOUBLE, double_value=value)
+        m.properties.keys.append("Quality")
+        m.properties.values.add(type=DT.INT32, int_value=q)
+    v = ing.handle("spBv1.0/g/NBIRTH/n", p.SerializeToString(), time.time()).validated
+    assert v.rejected == [] and v.quality.tolist() == [1, 2] and v.flag.tolist() == [1, 2]
 
 
 # --- config ----------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ def test_good_batch():
 
 @pytest.mark.parametrize("reading,reason", [
     ({"sensor": "nope", "time": NOW, "value": 1}, "unknown_sensor"),
-    ({"sensor": "G0", "time": NOW, "value": 101}, "out_of_range"),
+    ({"sensor": "G0", "time": NOW, "value": 113}, "out_of_range"),  # over range is accepted up to 112.5
+    ({"sensor": "G0", "time": NOW, "value": 1, "flag": "gone"}, "wrong_type"),
     ({"sensor": "G0", "time": NOW, "value": -0.5}, "out_of_range"),
     ({"sensor": "G0", "time": NOW + 3600, "value": 1}, "future_time"),
     ({"sensor": "G0", "time": NOW - 30 * 86400, "value": 1}, "too_old"),
@@ -53,6 +54,21 @@ def test_bad_reading_is_rejected_alone(reading, reason):
     assert v.col.tolist() == [2, 2] and v.t.tolist() == [NOW, NOW + 1]
     d = v.rejected[0]
     assert d.detail and d.collector == "edge1" and d.seq == 1 and d.payload
+
+
+def test_over_range_and_signal_failure_flags_are_kept_for_the_detectors():
+    v = run(encode_batch("edge1", 1, [
+        {"sensor": "G0", "time": NOW, "value": 100.0, "quality": "uncertain", "flag": "over_range"},
+        {"sensor": "G1", "time": NOW, "value": 0.0, "quality": "bad", "flag": "signal_failure"},
+        {"sensor": "G2", "time": NOW, "value": 112.5},  # a 22 mA loop scaled without clamping: over range
+        {"sensor": "G2", "time": NOW + 1, "value": 3.0}]))
+    assert v.rejected == [] and v.flag.tolist() == [1, 2, 0, 0] and v.value.tolist() == [100.0, 0.0, 112.5, 3.0]
+    v = run(encode_batch("edge1", 1, [{"sensor": "G0", "time": NOW, "value": 1.0}]))
+    assert v.flag is None  # unflagged messages cost nothing
+    v = run(encode_batch("edge1", 1, [{"sensor": "G0", "time": NOW, "value": 200.0, "flag": "over_range"},
+                                      {"sensor": "G1", "time": NOW, "value": 5.0, "flag": "over_range"}]))
+    assert [d.reason for d in v.rejected] == ["out_of_range"] and "up to 112.5" in v.rejected[0].detail
+    assert v.flag.tolist() == [1]
 
 
 def test_non_finite_values_are_rejected():

@@ -7,6 +7,11 @@ quality: Good → good, Uncertain → uncertain, Bad → bad. A Bad value usuall
 value; the reading then repeats the channel's last value, marked bad, so the fault is stored; a
 channel with no value yet skips it (counted).
 
+The status code also sets the wire format's flag: limit bits High, ``Uncertain_EngineeringUnits
+Exceeded`` (unless limited Low), or Bad with a value at or above the top of the channel's range
+(``range`` or ``loop.range``) is ``over_range``; ``Bad_SensorFailure``, ``Bad_DeviceFailure`` and
+``Bad_NotConnected`` are ``signal_failure``.
+
 OPC UA reports by exception: a value that does not change sends nothing, which the daemon could
 not tell from a lost server. So while the connection is healthy, a channel silent for
 ``repeat_after`` seconds is published again with its last value and quality, stamped now.
@@ -29,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .scaling import Quality
+from .scaling import Flag, Quality, linear
 from .sources import Channel, CollectMetrics, Emit, SourceConfig, now, reading, register, sleep_or_stop
 
 log = logging.getLogger("plantwatch.collect.opcua")
@@ -145,6 +150,28 @@ def _quality(status: Any) -> Literal["good", "uncertain", "bad"]:
     return "uncertain" if status.is_uncertain() else "bad"
 
 
+#: status codes (without the info bits) that mean there is no measurement at all
+_NO_SIGNAL = (0x808C0000, 0x808B0000, 0x808A0000)  # Bad_SensorFailure, Bad_DeviceFailure, Bad_NotConnected
+_EU_EXCEEDED = 0x40940000  # Uncertain_EngineeringUnitsExceeded
+_LIMIT_LOW, _LIMIT_HIGH = 1, 2  # LimitBits (bits 8-9 of the status code)
+
+
+def _flag(status: Any, ch: OpcuaChannel, raw: float | None) -> Flag | None:
+    """The wire flag an OPC UA status code (and the value) implies, from the OPC UA spec (Part 4,
+    StatusCode: the code's upper 16 bits, LimitBits in bits 8-9)."""
+    code = int(status.value)
+    base, limit = code & 0xFFFF0000, (code >> 8) & 0x3
+    if base in _NO_SIGNAL:
+        return "signal_failure"
+    if limit == _LIMIT_HIGH or (base == _EU_EXCEEDED and limit != _LIMIT_LOW):
+        return "over_range"
+    rng = ch.measuring_range
+    if status.is_bad() and rng is not None and raw is not None and ch.loop is None \
+            and linear(raw, ch.scale, ch.offset) >= rng[1]:
+        return "over_range"
+    return None
+
+
 @register
 class OpcuaSource:
     Config = OpcuaServer
@@ -152,8 +179,8 @@ class OpcuaSource:
     def __init__(self, config: OpcuaServer, metrics: CollectMetrics):
         self.cfg = config
         self.m = metrics
-        #: sensor -> (last raw value, its device quality, loop.time() it was last published)
-        self.last: dict[str, tuple[float, Quality, float]] = {}
+        #: sensor -> (last raw value, its device quality, loop.time() it was last published, device flag)
+        self.last: dict[str, tuple[float, Quality, float, Flag | None]] = {}
 
     def _handler(self, emit: Emit, by_node: dict[str, OpcuaChannel]):
         source = self
@@ -165,14 +192,16 @@ class OpcuaSource:
                     return
                 dv = data.monitored_item.Value
                 quality = _quality(dv.StatusCode)
-                if not isinstance(val, (int, float)):  # bool is an int: a digital signal as 0 / 1
+                fresh = isinstance(val, (int, float))  # bool is an int: a digital signal as 0 / 1
+                if not fresh:
                     if quality == "good" or ch.sensor not in source.last:
                         source.m.skipped.labels(source.cfg.id, "no_number").inc()
                         return
                     raw = source.last[ch.sensor][0]
                 else:
                     raw = float(val)
-                source.publish(emit, ch, raw, _timestamp(dv), quality)
+                flag = _flag(dv.StatusCode, ch, raw if fresh else None)
+                source.publish(emit, ch, raw, _timestamp(dv), quality, flag)
 
             def status_change_notification(self, status: Any) -> None:
                 log.warning("opcua %s: subscription status %s", source.cfg.id,
@@ -180,9 +209,10 @@ class OpcuaSource:
 
         return Handler()
 
-    def publish(self, emit: Emit, ch: OpcuaChannel, raw: float, t: float, quality: Quality) -> None:
-        self.last[ch.sensor] = (raw, quality, asyncio.get_running_loop().time())
-        r = reading(self.cfg.id, ch, raw, t, self.m, quality)
+    def publish(self, emit: Emit, ch: OpcuaChannel, raw: float, t: float, quality: Quality,
+                flag: Flag | None = None) -> None:
+        self.last[ch.sensor] = (raw, quality, asyncio.get_running_loop().time(), flag)
+        r = reading(self.cfg.id, ch, raw, t, self.m, quality, flag)
         if r is not None:
             emit([r])
 
@@ -194,7 +224,7 @@ class OpcuaSource:
         for ch in self.cfg.channels:
             last = self.last.get(ch.sensor)
             if last is not None and last[2] <= due:
-                self.publish(emit, ch, last[0], t, last[1])
+                self.publish(emit, ch, last[0], t, last[1], last[3])
 
     async def run(self, emit: Emit, stop: asyncio.Event) -> None:
         from asyncua import Client, ua

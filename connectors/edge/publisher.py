@@ -5,6 +5,13 @@ aiomqtt does not reconnect by itself, so the loop does: connect, send what the b
 up to ``max_backoff``) and connect again. A batch whose PUBACK did not arrive stays in the buffer
 and is sent again (at-least-once; the daemon's idempotent write stores a reading once).
 ``sent`` is stamped at each sending.
+
+``topic`` (when given) is where every batch goes, whatever topic it was buffered under: batches
+kept while the collector was misrouted (another site or prefix) go where its corrected config says.
+
+With a ``gate``, batches are published only while it is set (the daemon of the site has announced
+itself, see ``daemon/collect_watch.py``); until then they stay in the buffer, also at shutdown. The
+same connection subscribes to ``subscribe`` (QoS 1) and hands each message to ``on_message``.
 """
 from __future__ import annotations
 
@@ -36,7 +43,10 @@ async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, 
                          wake: asyncio.Event, stop: asyncio.Event, flush_grace: float = 5.0, inflight: int = 10,
                          timeout: float = 5.0, max_backoff: float = 5.0,
                          stats: PublishStats | None = None,
-                         on_ack: Callable[[int], object] | None = None) -> PublishStats:
+                         on_ack: Callable[[int], object] | None = None, gate: asyncio.Event | None = None,
+                         subscribe: tuple[str, ...] = (),
+                         on_message: Callable[[str, bytes], object] | None = None,
+                         topic: str | None = None) -> PublishStats:
     """Publish until ``stop`` is set, then keep flushing for up to ``flush_grace`` seconds.
 
     ``wake`` is set by whoever appends to the buffer. What is still unsent at the end stays in
@@ -60,38 +70,19 @@ async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, 
     while not out_of_time():
         try:
             async with asyncio.timeout(None) as guard:
-                async with connected(broker, identifier=client_id, keepalive=15, timeout=timeout) as mq:
+                async with connected(broker, identifier=client_id, keepalive=15, timeout=timeout) as client:
                     stats.connects += 1
                     if not healthy:
                         log.info("reconnected to MQTT %s:%s; %d batches buffered", broker.host, broker.port, len(outbox))
                     healthy, backoff, last_problem = True, 0.5, ""
-                    while True:
-                        if stop.is_set():
-                            out_of_time()
-                            guard.reschedule(deadline)
-                        head = outbox.oldest(inflight)
-                        if not head:
-                            if stop.is_set():
-                                return stats
-                            wake.clear()
-                            waiter = asyncio.ensure_future(wake.wait())
-                            stopper = asyncio.ensure_future(stop.wait())
-                            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                            waiter.cancel(), stopper.cancel()
-                            continue
-                        now = round(time.time(), 3)
-                        results = await asyncio.gather(
-                            *(mq.publish(b.topic, encode_batch(collector, b.seq, b.readings, sent=now), qos=1,
-                                             timeout=timeout) for b in head), return_exceptions=True)
-                        acked = [b for b, r in zip(head, results) if not isinstance(r, BaseException)]
-                        outbox.delete([b.seq for b in acked])
-                        stats.published += len(acked)
-                        stats.readings += sum(len(b.readings) for b in acked)
-                        if on_ack is not None and acked:
-                            on_ack(len(acked))
-                        failed = next((r for r in results if isinstance(r, BaseException)), None)
-                        if failed is not None:
-                            raise failed
+                    reader = await _start_reader(client, subscribe, on_message)
+                    try:
+                        await _drain(client, outbox, collector, stop, wake, gate, inflight, timeout, stats, on_ack,
+                                     out_of_time, lambda: guard.reschedule(deadline), topic)
+                    finally:
+                        if reader is not None:
+                            reader.cancel()
+            break  # stopped, and flushed what it could
         except (aiomqtt.MqttError, TimeoutError) as e:
             if out_of_time():  # the flush grace ran out (the guard's TimeoutError) or the broker went away
                 break
@@ -112,5 +103,69 @@ async def publish_outbox(outbox: Outbox, broker: BrokerAddress, collector: str, 
                     pass
             backoff = min(backoff * 2, max_backoff)
     if len(outbox):
-        log.warning("stopping with %d batches still buffered in %s; they go out on the next start", len(outbox), outbox.path)
+        log.warning("stopping with %d batches still buffered in %s; they go out on the next start%s", len(outbox),
+                    outbox.path, "" if gate is None or gate.is_set() else " (no daemon has announced this site and collector)")
     return stats
+
+
+async def _start_reader(client: aiomqtt.Client, subscribe: tuple[str, ...],
+                        on_message: Callable[[str, bytes], object] | None) -> asyncio.Task | None:
+    if not subscribe or on_message is None:
+        return None
+    for t in subscribe:
+        await client.subscribe(t, qos=1)
+
+    async def read() -> None:
+        try:
+            async for m in client.messages:
+                payload = m.payload if isinstance(m.payload, (bytes, bytearray)) else str(m.payload or "").encode()
+                on_message(str(m.topic), bytes(payload))
+        except aiomqtt.MqttError:  # the connection is gone: the publishing side notices and reconnects
+            return
+
+    return asyncio.create_task(read(), name="collect-status-reader")
+
+
+async def _wait_any(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def _drain(client: aiomqtt.Client, outbox: Outbox, collector: str, stop: asyncio.Event, wake: asyncio.Event,
+                 gate: asyncio.Event | None, inflight: int, timeout: float, stats: PublishStats,
+                 on_ack: Callable[[int], object] | None, out_of_time: Callable[[], bool],
+                 reschedule: Callable[[], None], topic: str | None) -> None:
+    """Publish what the buffer holds until ``stop`` (and the buffer is empty or the grace is over)."""
+    while True:
+        if stop.is_set():
+            out_of_time()
+            reschedule()
+        if gate is not None and not gate.is_set():
+            if stop.is_set():
+                return  # no daemon heard from: everything stays in the buffer for the next start
+            await _wait_any(gate, stop)
+            continue
+        head = outbox.oldest(inflight)
+        if not head:
+            if stop.is_set():
+                return
+            wake.clear()
+            await _wait_any(wake, stop)
+            continue
+        now = round(time.time(), 3)
+        results = await asyncio.gather(
+            *(client.publish(topic or b.topic, encode_batch(collector, b.seq, b.readings, sent=now), qos=1,
+                             timeout=timeout) for b in head), return_exceptions=True)
+        acked = [b for b, r in zip(head, results) if not isinstance(r, BaseException)]
+        outbox.delete([b.seq for b in acked])
+        stats.published += len(acked)
+        stats.readings += sum(len(b.readings) for b in acked)
+        if on_ack is not None and acked:
+            on_ack(len(acked))
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed

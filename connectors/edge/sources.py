@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, ClassVar, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .scaling import Conversion, Quality
+from .scaling import Conversion, Flag, Quality
 
 SensorId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 SourceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
@@ -31,6 +31,8 @@ class Channel(Conversion):
 
     #: sensor id (tag) as the daemon's site config names it
     sensor: SensorId
+    #: engineering unit of the readings (optional; checked against the site config's)
+    unit: str | None = Field(None, min_length=1, max_length=32)
 
 
 class SourceConfig(BaseModel):
@@ -86,12 +88,18 @@ class CollectMetrics:
         self.published = Counter(p + "batches_published", "Batches acknowledged by the broker", registry=r)
         self.buffered = Gauge(p + "buffer_batches", "Batches waiting in the store-and-forward buffer", registry=r)
         self.dropped = Gauge(p + "buffer_dropped", "Batches dropped from a full buffer (buffer file's life)", registry=r)
+        self.announced = Gauge(p + "site_announced", "1 once a daemon has announced this collector's site and "
+                                                     "collector (retained status topics)", registry=r)
+        self.held = Gauge(p + "publishing_held", "1 while batches stay in the buffer because no daemon has announced "
+                                                 "this collector's site and collector", registry=r)
+        self.site_problems = Gauge(p + "site_problems", "Channels that disagree with the sensors the daemon announced "
+                                                        "(unknown sensor, range, unit, owner)", registry=r)
 
 
 def reading(source: str, ch: Channel, raw: float, t: float, metrics: CollectMetrics,
-            quality: Quality = "good") -> Reading | None:
+            quality: Quality = "good", flag: Flag | None = None) -> Reading | None:
     """Convert one raw value into a wire reading; None (counted) when it cannot be one."""
-    c = ch.convert(raw, quality)
+    c = ch.convert(raw, quality, flag)
     if not math.isfinite(c.value):
         metrics.skipped.labels(source, "non_finite").inc()
         return None
@@ -101,6 +109,8 @@ def reading(source: str, ch: Channel, raw: float, t: float, metrics: CollectMetr
     r: Reading = {"sensor": ch.sensor, "time": round(t, 6), "value": c.value}
     if c.quality != "good":
         r["quality"] = c.quality
+    if c.flag is not None:
+        r["flag"] = c.flag
     return r
 
 

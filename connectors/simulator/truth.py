@@ -12,8 +12,9 @@ Written as JSON next to the run (``truth.json``) and read by the demo scoring
 * leak: ``sensors`` are the detectors (fixed and robot) whose noise-free concentration stays at or
   above their ``high`` limit for longer than the limit's on-delay + 1 s; ``affected`` adds those
   that see at least a fifth of it, and acoustic channels that hear the leak 3 dB over the rest.
-* pressure_drop, drift, stuck: the sensors acted on.
-* silent: the sensors, with ``conditions: ["stale"]``.
+* pressure_drop: the sensors acted on.
+* drift, stuck, silent: the sensors acted on, with ``conditions`` ``["drift"]``, ``["flatline"]``
+  and ``["stale"]``: an instrument fault is caught when it is diagnosed as one.
 
 ``start``/``end`` are Unix seconds (``end`` is the end of the run for an incident that lasts until
 the run stops, and null while that end is not known); ``settle`` is how long after ``end`` the
@@ -37,6 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from plantwatch.daemon.config import Config
 
 TRUTH_VERSION = 1
+#: the alarm conditions that count as catching an instrument fault (a drifting sensor alarmed by
+#: its gas limit was caught as a gas release, which is the wrong diagnosis)
+CONDITIONS: dict[str, tuple[str, ...]] = {"silent": ("stale",), "drift": ("drift",), "stuck": ("flatline",)}
 #: how long a leak is followed when neither its end nor the run's end is known (s)
 OPEN_HORIZON = 900.0
 
@@ -158,8 +162,8 @@ def build_truth(config: "Config", scenario: Scenario, *, t0: float, duration: fl
                 entry["settle"] = 0.0
         elif inc.kind == "pressure_drop":
             entry["settle"] = round(3 * inc.recovery, 1)
-        elif inc.kind == "silent":
-            entry["conditions"] = ["stale"]
+        elif inc.kind in CONDITIONS:
+            entry["conditions"] = list(CONDITIONS[inc.kind])
         if entry["area"] is None:
             areas = {s.area for s in config.sensors if s.id in entry["sensors"]}
             entry["area"] = areas.pop() if len(areas) == 1 else None

@@ -94,21 +94,41 @@ def numeric_value(m: Metric, datatype: int) -> float:
     return float(v)
 
 
+#: OPC DA quality word: limit bits (0-1) and the sub-status (bits 2-7, with the quality bits)
+_LIMIT_HIGH = 0x02
+_LIMIT_LOW = 0x01
+_EGU_EXCEEDED = 0x54  # Uncertain, engineering units exceeded
+_NO_SIGNAL = (0x08, 0x0C, 0x10)  # Bad: not connected, device failure, sensor failure
+
+
 def quality_code(m: Metric) -> int:
     """plantwatch quality (0 good, 1 uncertain, 2 bad) from an OPC-style ``Quality`` property
     (the Ignition convention: 192 good); good when the metric has none."""
+    return quality_and_flag(m)[0]
+
+
+def quality_and_flag(m: Metric) -> tuple[int, int]:
+    """Quality (0 good, 1 uncertain, 2 bad) and flag (0 none, 1 over range, 2 signal failure) from
+    an OPC DA ``Quality`` property: high-limited or "engineering units exceeded" (not low-limited)
+    is over range; Bad "not connected", "device failure" or "sensor failure" is a signal failure."""
     props = m.properties
     for k, val in zip(props.keys, props.values):
         if k != QUALITY_PROPERTY:
             continue
         which = val.WhichOneof("value")
         if which not in ("int_value", "long_value"):
-            return 2
+            return 2, 0
         q = getattr(val, which)
-        if 192 <= q <= 255:
-            return 0
-        return 1 if 64 <= q <= 127 else 2
-    return 0
+        quality = 0 if 192 <= q <= 255 else 1 if 64 <= q <= 127 else 2
+        if not 0 <= q <= 255:
+            return quality, 0
+        limit, sub = q & 0x03, q & 0xFC
+        if limit == _LIMIT_HIGH or (sub == _EGU_EXCEEDED and limit != _LIMIT_LOW):
+            return quality, 1
+        if quality == 2 and sub in _NO_SIGNAL:
+            return quality, 2
+        return quality, 0
+    return 0, 0
 
 
 def bd_seq(p: Payload) -> int | None:

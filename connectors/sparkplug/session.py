@@ -44,6 +44,7 @@ class MetricValue:
     value: float | None  # None: is_null, or refused (see error)
     quality: int = 0
     error: sp.MetricError | None = None
+    flag: int = 0  # 0 none, 1 over range, 2 signal failure (wire.FLAG_CODES)
     raw: bytes = b""
 
 
@@ -159,7 +160,8 @@ class Sessions:
             except sp.MetricError as e:
                 out.metrics.append(MetricValue(name, t, None, error=e, raw=m.SerializeToString()))
                 continue
-            out.metrics.append(MetricValue(name, t, value, sp.quality_code(m)))
+            quality, flag = sp.quality_and_flag(m)
+            out.metrics.append(MetricValue(name, t, value, quality, flag=flag))
 
     @staticmethod
     def _check_seq(s: NodeSession, p: sp.Payload, out: Outcome) -> None:
