@@ -103,14 +103,15 @@ async def run_collector(cfg: CollectConfig, stop: asyncio.Event, metrics: Collec
                                 username=mc.basic_auth.username if mc.basic_auth else None,
                                 password_sha256=mc.basic_auth.digest() if mc.basic_auth else None)
     try:
-        return await _collect(cfg, stop, m, summary)
+        return await _collect(cfg, stop, m, summary, watch)
     finally:
         if server is not None:
             await asyncio.to_thread(server.shutdown)
             server.server_close()
 
 
-async def _collect(cfg: CollectConfig, stop: asyncio.Event, m: CollectMetrics, summary: CollectSummary) -> CollectSummary:
+async def _collect(cfg: CollectConfig, stop: asyncio.Event, m: CollectMetrics, summary: CollectSummary,
+                   watch: SiteWatch) -> CollectSummary:
     mq = cfg.mqtt
     broker = BrokerAddress(mq.host, mq.port, mq.username, mq.password or os.environ.get("PLANTWATCH_MQTT_PASSWORD"),
                            mq.tls.settings() if mq.tls else None)
