@@ -96,11 +96,13 @@ def base_value(i: int) -> float:
 class Services:
     """One Mosquitto and one PostgreSQL (TimescaleDB when installed) for the whole run."""
 
-    def __init__(self, *, fast_db: bool = False, timescaledb: bool | None = None):
+    def __init__(self, *, fast_db: bool = False, timescaledb: bool | None = None,
+                 broker: MosquittoInstance | None = None, pg: PostgresInstance | None = None):
+        """``broker`` / ``pg``: services already running (a test's) instead of new ones."""
         self.fast_db = fast_db
-        self.broker = MosquittoInstance()
+        self.broker = broker or MosquittoInstance()
         # honest durability (fsync on) unless asked; sized like a small production server
-        self.pg = PostgresInstance(fast=fast_db, timescaledb=timescaledb, settings={
+        self.pg = pg or PostgresInstance(fast=fast_db, timescaledb=timescaledb, settings={
             "shared_buffers": "2GB", "max_wal_size": "8GB", "checkpoint_timeout": "15min",
             "work_mem": "64MB", "maintenance_work_mem": "512MB", "effective_cache_size": "8GB",
             "wal_buffers": "64MB", "max_parallel_workers_per_gather": 2})
