@@ -57,8 +57,8 @@ def _tag(i: int) -> str:
 SENSORS_PER_COLLECTOR = 1000
 
 
-def collector_of(i: int) -> str:
-    return f"edge{i // SENSORS_PER_COLLECTOR:03d}"
+def collector_of(i: int, per_collector: int = SENSORS_PER_COLLECTOR) -> str:
+    return f"edge{i // per_collector:03d}"
 
 
 def area_of(i: int) -> str:
@@ -66,7 +66,8 @@ def area_of(i: int) -> str:
 
 
 def site_yaml(n: int, *, host: str, port: int, prefix: str, dsn: str, client_id: str, metrics_port: int,
-              ingest: str = "", cluster: str = "", detectors: str | None = None, database: str = "") -> str:
+              ingest: str = "", cluster: str = "", detectors: str | None = None, database: str = "",
+              per_collector: int = SENSORS_PER_COLLECTOR, state: str = "") -> str:
     areas = ", ".join(f"A{a}" for a in range(N_AREAS))
     lines = [f"site: {{id: {SITE}, areas: [{', '.join('{id: A%d}' % a for a in range(N_AREAS))}]}}",
              f"mqtt: {{host: {host}, port: {port}, topic_prefix: {prefix}, client_id: {client_id}}}",
@@ -76,15 +77,18 @@ def site_yaml(n: int, *, host: str, port: int, prefix: str, dsn: str, client_id:
         lines.append(f"ingest: {ingest}")
     if cluster:
         lines.append(f"cluster: {cluster}")
+    if state:
+        lines.append(f"state: {state}")
     lines.append("sensors:")
     for i in range(n):
         k = i % 5
+        own = collector_of(i, per_collector)
         if k < 3:
-            lines.append(f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: {area_of(i)}, collector: {collector_of(i)}}}")
+            lines.append(f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: {area_of(i)}, collector: {own}}}")
         elif k == 3:
-            lines.append(f"  - {{id: P{i}, kind: pressure, unit: bar, range: [0, 40], area: {area_of(i)}, collector: {collector_of(i)}}}")
+            lines.append(f"  - {{id: P{i}, kind: pressure, unit: bar, range: [0, 40], area: {area_of(i)}, collector: {own}}}")
         else:
-            lines.append(f"  - {{id: T{i}, kind: temperature, unit: degC, range: [-50, 400], area: {area_of(i)}, collector: {collector_of(i)}}}")
+            lines.append(f"  - {{id: T{i}, kind: temperature, unit: degC, range: [-50, 400], area: {area_of(i)}, collector: {own}}}")
     return "\n".join(lines) + "\n" + (detectors if detectors is not None else DETECTORS % {"areas": areas})
 
 
