@@ -51,6 +51,8 @@ def build_parser(prog: str = "plantwatch faults") -> argparse.ArgumentParser:
                    help="recovered: the newest stored reading of every collector is at most this old (s)")
     p.add_argument("--no-limits", action="store_true", help="skip measuring the broker's and the database's raw rates")
     p.add_argument("--cluster", action="store_true", help="the failover faults of three instances (plantwatch failover)")
+    p.add_argument("--cross-every", type=float, default=1.0,
+                   help="failover: seconds between injected crossings (on the collectors in turn)")
     p.add_argument("--fast-db", action="store_true", help="fsync off (not honest for a storage figure; reported)")
     p.add_argument("--json", metavar="FILE", help="write everything (rows, events, crossings) as JSON")
     return p
