@@ -29,6 +29,7 @@ from plantwatch.daemon.bench.env import Daemon, Services
 
 from . import checker
 from .rig import LIMIT_DETECTOR, Rig, Settings, signal_tree, wait_exit
+from .watch import DB_ERRORS
 
 NAMES = ("pw-a", "pw-b", "pw-c")
 
@@ -83,7 +84,7 @@ class Cluster:
                 rows = await asyncio.wait_for(conn.fetch(
                     "SELECT partition, holder, epoch, extract(epoch FROM expires_at)::float8 AS x FROM partition_leases"), 2)
                 self.leases = {r["partition"]: (r["holder"], r["epoch"], r["x"]) for r in rows}
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DB_ERRORS:
                 if conn is not None:
                     conn.terminate()
                     conn = None

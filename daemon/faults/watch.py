@@ -12,6 +12,10 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
+#: what a query of a database that is stopped, frozen or restarting raises (asyncpg reports a
+#: connection closed under a running query as an InternalClientError)
+DB_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
 
 class AlarmWatch:
     """Every message on ``{prefix}/{site}/alarms/changes`` with the wall time it arrived.
@@ -72,7 +76,7 @@ class Freshness:
                 t = await asyncio.wait_for(conn.fetchval(self.QUERY, self.probe_ids), self.timeout)
                 if t is not None:
                     self.newest = t
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DB_ERRORS:
                 self.errors += 1
                 if conn is not None:
                     conn.terminate()
