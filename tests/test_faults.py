@@ -13,7 +13,7 @@ from plantwatch.connectors.tcp_proxy import PgCopyWatch, TcpProxy
 from plantwatch.daemon.faults import main
 from plantwatch.daemon.faults.checker import check_readings
 from plantwatch.daemon.faults.ledger import Ledger
-from plantwatch.daemon.faults.report import COLUMNS
+from plantwatch.daemon.faults.report import CLUSTER_COLUMNS, COLUMNS
 
 
 async def test_proxy_cuts_a_connection_in_the_middle_of_a_copy(postgres):
@@ -106,3 +106,24 @@ def test_quick_fault_run_end_to_end(tmp_path, capsys):
     sc = res["self_check"]
     assert sc["deleted"] == 5 and sc["missing_after"] - sc["missing_before"] == 5 and sc["ok"]
     assert "checker self-test: 5 stored readings deleted" in text
+
+
+@pytest.mark.slow
+def test_quick_failover_run_kill9_of_one_instance(tmp_path, capsys):
+    out = tmp_path / "failover.json"
+    rc = main(["--cluster", "--quick", "--only", "kill9-dead", "--no-limits", "--fast-db", "--settle", "1",
+               "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for col in CLUSTER_COLUMNS:
+        assert col in text
+    res = json.loads(out.read_text())
+    assert res["mode"] == "cluster"
+    steady, kill = res["rows"]
+    assert kill["label"] == "kill -9, stays dead"
+    assert kill["readings"]["sent"] > 0 and kill["readings"]["lost"] == 0, kill
+    assert kill["alarms"]["injected"] >= 10 and kill["alarms"]["lost"] == 0, kill
+    # the dead instance's partitions were taken over (under a new epoch) within lease + renew + slack
+    assert kill["takeover"] is not None and kill["takeover"] < 10.0 + 2.0 + 5.0, kill
+    assert any("instance hit: pw-" in n for n in kill["notes"])
+    assert res["self_check"]["ok"]
