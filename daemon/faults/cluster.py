@@ -62,6 +62,7 @@ class Cluster:
         self.down: set[str] = set()  # stopped on purpose
         self.leases: dict[int, tuple[str, int, float]] = {}  # partition -> holder, epoch, expires (epoch s)
         self.exits: list[tuple[float, str, int]] = []
+        self.history: list[tuple[float, int, str, int]] = []  # (seen at, partition, holder, epoch) changes
         self._seen_exit: set[int] = set()
 
     def partition_of(self, c: int) -> int:
@@ -83,7 +84,11 @@ class Cluster:
                     conn = await asyncio.wait_for(asyncpg.connect(self.rig.admin_dsn), 2)
                 rows = await asyncio.wait_for(conn.fetch(
                     "SELECT partition, holder, epoch, extract(epoch FROM expires_at)::float8 AS x FROM partition_leases"), 2)
-                self.leases = {r["partition"]: (r["holder"], r["epoch"], r["x"]) for r in rows}
+                leases = {r["partition"]: (r["holder"], r["epoch"], r["x"]) for r in rows}
+                for k, (h, e, _) in leases.items():
+                    if self.leases.get(k, (None, None))[:2] != (h, e):
+                        self.history.append((time.time(), k, h, e))
+                self.leases = leases
             except DB_ERRORS:
                 if conn is not None:
                     conn.terminate()
@@ -109,12 +114,7 @@ class Cluster:
             self.d[n].start()
         await asyncio.gather(*(self.d[n].wait_connected() for n in NAMES))
 
-    async def restore(self, timeout: float = 120.0) -> bool:
-        """Every instance running and every partition held by a live instance."""
-        for n in NAMES:
-            if not self.live(n):
-                self.down.discard(n)
-                self.d[n].start()
+    async def held_by_live(self, timeout: float) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             h = self.held()
@@ -122,6 +122,34 @@ class Cluster:
                 return True
             await asyncio.sleep(0.25)
         return False
+
+    async def restore(self, timeout: float = 60.0) -> str | None:
+        """Every instance running (an exited one is started again, as a service manager does),
+        every partition held by a live instance and every collector's readings stored again. When
+        the cluster does not get there by itself, every instance is restarted (SIGTERM, start), as
+        an operator would, so that the next fault starts from a working cluster; says so."""
+        for n in NAMES:
+            if not self.live(n):
+                self.down.discard(n)
+                self.d[n].start()
+        st = self.rig.st
+        if await self.held_by_live(timeout) and \
+                await self.rig.fresh.until_fresh(st.recovered_lag, timeout, after=time.time()) is not None:
+            return None
+        stops = await asyncio.gather(*(self.stop(n, "term") for n in NAMES))
+        # a lease outlives a stopped holder; the same id started within it may take it back without
+        # running its intake: start once every lease has expired
+        end = time.monotonic() + 60
+        while self.held() and time.monotonic() < end:
+            await asyncio.sleep(0.5)
+        for n in NAMES:
+            self.down.discard(n)
+            self.d[n].start()
+        ok = await self.held_by_live(2 * timeout) and \
+            await self.rig.fresh.until_fresh(st.recovered_lag, 2 * timeout, after=time.time()) is not None
+        return (f"the cluster did not resume storing every collector by itself within {timeout:.0f} s: every "
+                f"instance stopped by hand ({'; '.join(stops)}) and started once every lease had expired"
+                + ("" if ok else "; still not resumed after that"))
 
     def victim(self) -> str:
         holder = self.held().get(self.partition_of(0), (NAMES[0], 0))[0]
@@ -182,7 +210,7 @@ async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, st
              f"{st.rate:,.0f} readings/s, a crossing every {args.cross_every:g} s")
         await cl.start_all()
         tasks.append(asyncio.create_task(cl.watch_leases()))
-        if not await cl.restore():
+        if not await cl.held_by_live(120.0):
             step("[yellow]the partitions were not all held by live instances after 120 s[/yellow]")
         await rig.start_load()
         tasks.append(asyncio.create_task(cl.cross(args.cross_every)))
@@ -254,8 +282,10 @@ async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, st
             take.cancel()
             await asyncio.gather(take, return_exceptions=True)
             ph.exited = [f"{n} (exit code {rc})" for t, n, rc in cl.exits[n_exits:]]
-            if not await cl.restore():
-                ph.notes.append("not every partition was held by a live instance 120 s after the phase")
+            note = await cl.restore()
+            if note:
+                ph.notes.append(note)
+                step(f"  [yellow]{note}[/yellow]")
             ph.t_end = time.time()
             await asyncio.sleep(st.settle)
         step("stopping the collectors; waiting for the store to drain")
@@ -266,7 +296,7 @@ async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, st
         await asyncio.sleep(2.0)  # the last alarm changes
         finals = await asyncio.gather(*(cl.stop(n, "term") for n in NAMES))
         step("instances stopped: " + "; ".join(finals))
-        return await verify_cluster(rig, ledger, summary, phases) | {"final_stops": finals}
+        return await verify_cluster(rig, ledger, summary, phases) | {"final_stops": finals, "lease_history": cl.history}
     finally:
         for t in tasks:
             t.cancel()
