@@ -55,6 +55,15 @@ async def test_proxy_stall_holds_traffic_until_resumed(postgres):
             await conn.close()
 
 
+def test_an_unknown_fault_is_one_clear_line_before_anything_starts(capsys):
+    assert main(["--only", "kill9,nope"]) == 2
+    assert main(["--cluster", "--only", "db-freeze"]) == 2  # a single-instance fault, not a failover one
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("unknown fault(s) nope; known: kill9, broker-restart")
+    assert out[1].startswith("unknown fault(s) db-freeze; known: kill9-dead")
+    assert len(out) == 2
+
+
 def test_pg_copy_watch_follows_the_frontend_protocol():
     w = PgCopyWatch()
     ssl = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")

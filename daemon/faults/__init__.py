@@ -79,6 +79,13 @@ async def _main(args: argparse.Namespace) -> int:
     from .report import render
 
     console = Console(width=None if sys.stdout.isatty() else 170)
+    from .cluster import FAULTS
+
+    try:
+        select(args.only, FAULTS if args.cluster else [f.name for f in catalogue(quick=True, outage=None, kills=None)])
+    except ValueError as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="plantwatch-faults-"))
     svc = Services(fast_db=args.fast_db)
     console.print(f"[bold]plantwatch {'failover' if args.cluster else 'faults'}[/bold]: Mosquitto and PostgreSQL "
@@ -100,9 +107,6 @@ async def _main(args: argparse.Namespace) -> int:
         else:
             res |= await run_single(args, svc, workdir, step)
         res["machine"]["loadavg_end"] = os.getloadavg()
-    except ValueError as e:  # a bad --only
-        console.print(f"[red]{e}[/red]")
-        return 2
     finally:
         await asyncio.to_thread(svc.stop)
     res["finished"] = time.time()

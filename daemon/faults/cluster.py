@@ -32,6 +32,8 @@ from .rig import LIMIT_DETECTOR, Rig, Settings, signal_tree, wait_exit
 from .watch import DB_ERRORS
 
 NAMES = ("pw-a", "pw-b", "pw-c")
+#: the failover faults in the order they run (``--only`` names)
+FAULTS = ["kill9-dead", "kill9-restart", "sigterm", "sigstop", "db-stop", "broker-restart", "simultaneous-start"]
 
 
 @dataclass
@@ -194,12 +196,11 @@ async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, st
         return min(d, args.outage) if args.outage else d
 
     observe = 20.0 if q else 40.0  # seconds a phase is watched after its fault (past lease + renew)
-    names = ["kill9-dead", "kill9-restart", "sigterm", "sigstop", "db-stop", "broker-restart", "simultaneous-start"]
     labels = {"kill9-dead": "kill -9, stays dead", "kill9-restart": "kill -9, restarted at once (same id)",
               "sigterm": "SIGTERM", "sigstop": f"SIGSTOP {dur(60):g} s, then SIGCONT",
               "db-stop": f"database stopped {dur(30):g} s", "broker-restart": "broker restart",
               "simultaneous-start": "all three started at once"}
-    chosen = select(args.only, names)
+    chosen = select(args.only, FAULTS)
     rig = Rig(svc, workdir, st)
     cl = None
     tasks: list[asyncio.Task] = []
