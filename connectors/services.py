@@ -738,6 +738,16 @@ class PostgresInstance(_SyncAsyncContext):
         self._stop_server("immediate" if hard else "fast")
         self._start_server()
 
+    def halt(self, *, hard: bool = False) -> None:
+        """Stop the server but keep its data: :meth:`start` brings it back on the same port (an
+        outage of any length, for fault tests). ``hard=True`` stops it with ``-m immediate``."""
+        self._stop_server("immediate" if hard else "fast")
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs."""
+        return self._server_pid()
+
     def stop(self) -> None:
         """Stop the server we started (fast shutdown) and delete the temporary directory.
 

@@ -236,10 +236,14 @@ class Store:
                     dead: Sequence[DeadLetter] = (), collectors: Sequence[CollectorSeen] = (),
                     alarm_ops: Sequence[AlarmOp] = (), before_alarms=None,
                     transfers: Sequence[Transfer] = ()) -> WriteResult:
-        """Write one unit in one transaction. ``before_alarms`` is awaited (inside the
-        transaction) before alarm operations run, so alarm writes keep their order across
-        concurrent writers."""
+        """Write one unit in one transaction. ``before_alarms`` is awaited before a unit with alarm
+        operations begins, so alarm writes keep their order across concurrent writers. It is
+        awaited before the transaction takes any lock: a unit waiting here for the previous
+        alarm-writing unit's commit while holding a row that unit needs (its collector's row in
+        ``collectors``, a redelivered reading's key) would deadlock, unseen by the database."""
         res = WriteResult()
+        if alarm_ops and before_alarms is not None:
+            await before_alarms()
         async with self.pool.acquire() as conn, conn.transaction():
             if readings is not None and len(readings):
                 res.inserted = await self._copy_readings(conn, readings)
@@ -270,8 +274,6 @@ class Store:
                     " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (msg_key) DO NOTHING",
                     [(x.sensor_id, _ts(x.start), _ts(x.end), x.quantity, x.by, x.reference, x.key) for x in transfers])
             if alarm_ops:
-                if before_alarms is not None:
-                    await before_alarms()
                 res.alarm_ids = await apply_alarm_ops(conn, alarm_ops)
         if readings is not None and len(readings):
             self._mark_dirty(readings.t)

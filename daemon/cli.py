@@ -192,6 +192,8 @@ PASSTHROUGH = {
     "demo": ("plantwatch.daemon.demo", "simulated site through the daemon, embedded services, a result table"),
     "simulate": ("plantwatch.connectors.simulator.collector", "run the plant simulator as an edge collector"),
     "bench": ("plantwatch.daemon.bench", "end-to-end benchmark against the machine's own limits (bench --quick)"),
+    "faults": ("plantwatch.daemon.faults", "the daemon under load while its process, broker and database fail (faults --quick)"),
+    "failover": ("plantwatch.daemon.faults.failover", "three instances under load while instances, broker and database fail"),
     "bench-detectors": ("plantwatch.daemon.bench_detectors", "readings/s per core of each detector at 1k and 10k sensors"),
     "bench-backtest": ("plantwatch.daemon.bench_backtest", "how fast a backtest replays stored readings"),
     "eval": ("plantwatch.daemon.evaluate.__main__", "evaluate the detectors on NAB, SKAB or TEP (eval nab --data DIR)"),

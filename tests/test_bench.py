@@ -20,7 +20,10 @@ def test_bench_tiny_run_writes_json_and_accounts_for_every_reading(tmp_path, cap
     assert [c["connections"] for c in res["copy_limit"]] == [1, 2]
     (e,) = res["e2e"]
     assert e["accounted"] and e["rows"] == e["published"] >= 20000
-    assert res["latency"]["store"]["n"] > 0 and res["latency"]["alarm"]["n"] > 0
+    assert [r["load"] for r in res["latency"]] == [0.5, 0.8]
+    for r in res["latency"]:
+        assert r["store"]["n"] > 0 and r["alarm"]["n"] > 0, r["why_empty"]
+        assert r["why_empty"] == {} and r["errors"] == {}
     assert res["naive"]["rows"] > 0
     assert res["queries"]["rows"] > 0 and res["queries"]["site_7d"]["rows_returned"] > 0
     assert "plantwatch bench" in capsys.readouterr().out

@@ -59,6 +59,8 @@ def decode(raw: bytes) -> Payload:
         p.ParseFromString(raw)
     except DecodeError as e:
         raise PayloadError(f"not a Sparkplug B payload: {e}") from None
+    if any(isinstance(m.name, bytes) for m in p.metrics):  # proto2 keeps a string that is not UTF-8 as bytes
+        raise PayloadError("not a Sparkplug B payload: a metric name is not UTF-8")
     return p
 
 

@@ -1,4 +1,4 @@
-"""plantwatch end to end: max sustained rate, latency at half load, memory."""
+"""plantwatch end to end: max sustained rate, memory, and the naive baseline (latency: ``latency.py``)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import aiomqtt
 import asyncpg
-import numpy as np
 
 from .env import SITE, CpuMeter, Daemon, Services, new_port, site_yaml
 from .load import LoadSpec, Publisher
@@ -107,84 +106,6 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
                 spy.wait(30)
             except Exception:  # noqa: BLE001
                 spy.kill()
-        d.terminate()
-        await svc.drop_db(dsn)
-
-
-def _pcts(xs: list[float]) -> dict:
-    if not xs:
-        return {"n": 0, "p50": None, "p99": None, "max": None}
-    a = np.asarray(xs)
-    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
-
-
-async def latency(svc: Services, workdir: Path, n: int, rate: float, seconds: float, *,
-                  inject_per_s: float = 5.0, warmup: float = 5.0) -> dict:
-    """Paced load at ``rate`` readings/s; publish → stored (probe sensors polled every 20 ms) and
-    publish → alarm raised (limit exceedances injected, changes read on MQTT)."""
-    d, dsn, prefix = await start_daemon(svc, workdir, n, name=f"daemon-lat-{n}")
-    alarm_lat: list[float] = []
-    store_lat: list[float] = []
-    try:
-        conn = await asyncpg.connect(dsn)
-        probes_tags = [f"G{i}" for i in range(n // 2, n, max(1, n // 40)) if i % 5 < 3][:20]
-        rows = await conn.fetch("SELECT id, tag FROM sensors WHERE tag = ANY($1::text[])", probes_tags)
-        probe_ids = [r["id"] for r in rows]
-        pub = Publisher(LoadSpec(svc.broker.host, svc.broker.port, prefix, SITE, n, duration=seconds + warmup,
-                                 rate=rate, inject_per_s=inject_per_s, client_id=f"pub-{uuid.uuid4().hex[:6]}"))
-        t_begin = time.time()
-        stop = asyncio.Event()
-
-        async def alarms() -> None:
-            async with aiomqtt.Client(svc.broker.host, svc.broker.port, identifier=f"lat-{uuid.uuid4().hex[:6]}") as c:
-                await c.subscribe(f"{prefix}/{SITE}/alarms/changes", qos=1)
-                pub.start()
-                async for m in c.messages:
-                    now = time.time()
-                    ch = json.loads(m.payload)
-                    if ch.get("to") == "unack" and ch.get("time", 0) >= t_begin + warmup:
-                        alarm_lat.append(now - ch["time"])
-                    if stop.is_set():
-                        return
-
-        async def stored() -> None:
-            last = {i: t_begin + warmup for i in probe_ids}
-            since = t_begin + warmup
-            from datetime import datetime, timezone
-            while not stop.is_set():
-                rs = await conn.fetch("SELECT sensor_id, extract(epoch FROM time)::float8 AS t FROM readings"
-                                      " WHERE sensor_id = ANY($1::int[]) AND time > $2",
-                                      probe_ids, datetime.fromtimestamp(since, timezone.utc))
-                now = time.time()
-                for r in rs:
-                    if r["t"] > last[r["sensor_id"]]:
-                        store_lat.append(now - r["t"])
-                        last[r["sensor_id"]] = r["t"]
-                if last:
-                    since = min(last.values())
-                d.sample_rss()
-                await asyncio.sleep(0.02)
-
-        ta = asyncio.create_task(alarms())
-        ts = asyncio.create_task(stored())
-        await asyncio.sleep(0.5)
-        res = await asyncio.to_thread(pub.result, seconds + warmup + 120)
-        await asyncio.sleep(2.0)  # the last alarms and rows
-        stop.set()
-        ts.cancel()
-        ta.cancel()
-        for t in (ts, ta):
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-        await conn.close()
-        m = d.metrics()
-        return {"sensors": n, "rate_target": rate, "rate_sent": res["sent"] / (res["t_end"] - res["t_start"]),
-                "injected": res["injected"], "store": _pcts(store_lat), "alarm": _pcts(alarm_lat),
-                "store_poll_resolution_s": 0.02, "peak_rss": max(d.peak_rss, d.hwm()),
-                "alarm_changes": sum(v for k, v in m.items() if k.startswith("plantwatch_alarm_changes_total"))}
-    finally:
         d.terminate()
         await svc.drop_db(dsn)
 

@@ -57,8 +57,8 @@ def _tag(i: int) -> str:
 SENSORS_PER_COLLECTOR = 1000
 
 
-def collector_of(i: int) -> str:
-    return f"edge{i // SENSORS_PER_COLLECTOR:03d}"
+def collector_of(i: int, per_collector: int = SENSORS_PER_COLLECTOR) -> str:
+    return f"edge{i // per_collector:03d}"
 
 
 def area_of(i: int) -> str:
@@ -66,7 +66,8 @@ def area_of(i: int) -> str:
 
 
 def site_yaml(n: int, *, host: str, port: int, prefix: str, dsn: str, client_id: str, metrics_port: int,
-              ingest: str = "", cluster: str = "", detectors: str | None = None, database: str = "") -> str:
+              ingest: str = "", cluster: str = "", detectors: str | None = None, database: str = "",
+              per_collector: int = SENSORS_PER_COLLECTOR, state: str = "") -> str:
     areas = ", ".join(f"A{a}" for a in range(N_AREAS))
     lines = [f"site: {{id: {SITE}, areas: [{', '.join('{id: A%d}' % a for a in range(N_AREAS))}]}}",
              f"mqtt: {{host: {host}, port: {port}, topic_prefix: {prefix}, client_id: {client_id}}}",
@@ -76,15 +77,18 @@ def site_yaml(n: int, *, host: str, port: int, prefix: str, dsn: str, client_id:
         lines.append(f"ingest: {ingest}")
     if cluster:
         lines.append(f"cluster: {cluster}")
+    if state:
+        lines.append(f"state: {state}")
     lines.append("sensors:")
     for i in range(n):
         k = i % 5
+        own = collector_of(i, per_collector)
         if k < 3:
-            lines.append(f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: {area_of(i)}, collector: {collector_of(i)}}}")
+            lines.append(f"  - {{id: G{i}, kind: gas, quantity: H2S, unit: ppm, range: [0, 100], area: {area_of(i)}, collector: {own}}}")
         elif k == 3:
-            lines.append(f"  - {{id: P{i}, kind: pressure, unit: bar, range: [0, 40], area: {area_of(i)}, collector: {collector_of(i)}}}")
+            lines.append(f"  - {{id: P{i}, kind: pressure, unit: bar, range: [0, 40], area: {area_of(i)}, collector: {own}}}")
         else:
-            lines.append(f"  - {{id: T{i}, kind: temperature, unit: degC, range: [-50, 400], area: {area_of(i)}, collector: {collector_of(i)}}}")
+            lines.append(f"  - {{id: T{i}, kind: temperature, unit: degC, range: [-50, 400], area: {area_of(i)}, collector: {own}}}")
     return "\n".join(lines) + "\n" + (detectors if detectors is not None else DETECTORS % {"areas": areas})
 
 
@@ -96,11 +100,13 @@ def base_value(i: int) -> float:
 class Services:
     """One Mosquitto and one PostgreSQL (TimescaleDB when installed) for the whole run."""
 
-    def __init__(self, *, fast_db: bool = False, timescaledb: bool | None = None):
+    def __init__(self, *, fast_db: bool = False, timescaledb: bool | None = None,
+                 broker: MosquittoInstance | None = None, pg: PostgresInstance | None = None):
+        """``broker`` / ``pg``: services already running (a test's) instead of new ones."""
         self.fast_db = fast_db
-        self.broker = MosquittoInstance()
+        self.broker = broker or MosquittoInstance()
         # honest durability (fsync on) unless asked; sized like a small production server
-        self.pg = PostgresInstance(fast=fast_db, timescaledb=timescaledb, settings={
+        self.pg = pg or PostgresInstance(fast=fast_db, timescaledb=timescaledb, settings={
             "shared_buffers": "2GB", "max_wal_size": "8GB", "checkpoint_timeout": "15min",
             "work_mem": "64MB", "maintenance_work_mem": "512MB", "effective_cache_size": "8GB",
             "wal_buffers": "64MB", "max_parallel_workers_per_gather": 2})
