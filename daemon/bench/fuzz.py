@@ -41,7 +41,8 @@ NOW = 1_790_000_000.0
 #: reason codes the daemon documents for dead letters (README, docs/sparkplug.md)
 WIRE_REASONS = {"oversized", "invalid_utf8", "malformed_json", "bad_envelope", "bad_version", "bad_topic",
                 "collector_mismatch", "wrong_type", "non_finite", "unknown_sensor", "wrong_kind", "wrong_collector",
-                "missing_position", "bad_area", "bad_time", "future_time", "too_old", "out_of_range", "bad_transfer"}
+                "missing_position", "bad_area", "duplicate_key", "bad_time", "future_time", "too_old", "out_of_range",
+                "bad_transfer"}
 
 SITE = """site:
   id: fz
