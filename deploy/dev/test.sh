@@ -51,4 +51,6 @@ fi
 
 log "setup took $(( $(date +%s) - started )) s; running pytest"
 # pytest's exit code is ours: 5 (no tests collected) fails the run on purpose.
-exec .venv/bin/python -m pytest -q -ra "$@"
+# Three worker processes (pytest-xdist), one test file per worker at a time: each worker starts
+# its own Mosquitto and PostgreSQL. PYTEST_WORKERS=0 runs in one process.
+exec .venv/bin/python -m pytest -q -ra -n "${PYTEST_WORKERS:-3}" --dist loadfile "$@"
