@@ -162,6 +162,34 @@ class IncidentJoin:
 
 
 @dataclass(slots=True)
+class IncidentCause:
+    """The incident's cause becomes the alarm of (detector, sensor): the first alarm of the
+    highest priority in the incident (the previous cause stays in it as a consequence)."""
+
+    key: str
+    t: float
+    title: str
+    detector_id: str
+    sensor_id: int
+    condition: str
+    severity: str
+
+    async def apply(self, conn: asyncpg.Connection) -> None:
+        alarm_id = await conn.fetchval(_ALARM_ID, self.detector_id, self.sensor_id)
+        iid = await conn.fetchval("UPDATE incidents SET cause_alarm_id = $2, title = $3 WHERE key = $1 RETURNING id",
+                                  self.key, alarm_id, self.title)
+        if iid is None:
+            return
+        await conn.execute("UPDATE incident_alarms SET role = 'consequence' WHERE incident_id = $1 AND role = 'cause'"
+                           " AND alarm_id <> $2", iid, alarm_id)
+        await conn.execute("UPDATE incident_alarms SET role = 'cause' WHERE incident_id = $1 AND alarm_id = $2",
+                           iid, alarm_id)
+        await audit.append(conn, "incident", f"incident:{iid}", {
+            "event": "cause", "id": iid, "key": self.key, "time": self.t, "cause_alarm_id": alarm_id,
+            "title": self.title, "condition": self.condition, "severity": self.severity})
+
+
+@dataclass(slots=True)
 class IncidentClose:
     key: str
     t: float
@@ -188,7 +216,10 @@ async def load_open_incidents(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         "SELECT i.key, extract(epoch FROM i.started_at)::float8 AS started_at,"
         " extract(epoch FROM i.last_alarm_at)::float8 AS last_alarm_at, i.areas, i.sensors, i.flood,"
         " array_agg(a.detector_id) AS detectors, array_agg(a.sensor_id) AS sensor_ids,"
-        " (SELECT c.detector_id FROM alarms c WHERE c.id = i.cause_alarm_id) AS cause_detector"
+        " (SELECT c.detector_id FROM alarms c WHERE c.id = i.cause_alarm_id) AS cause_detector,"
+        " (SELECT c.sensor_id FROM alarms c WHERE c.id = i.cause_alarm_id) AS cause_sensor_id,"
+        " (SELECT x.severity FROM incident_alarms x WHERE x.incident_id = i.id AND x.role = 'cause'"
+        "   ORDER BY x.raised_at LIMIT 1) AS cause_severity"
         " FROM incidents i JOIN incident_alarms ia ON ia.incident_id = i.id JOIN alarms a ON a.id = ia.alarm_id"
         " WHERE i.ended_at IS NULL GROUP BY i.id")
     return [dict(r) for r in rows]

@@ -44,6 +44,10 @@ class Area(Model):
     #: the edge collector that publishes this area's sensors (unless a sensor names its own);
     #: readings of a sensor from any other collector are rejected as wrong_collector
     collector: ID | None = None
+    #: the process unit (reactor, compressor, tank ...) this area's sensors belong to, unless a
+    #: sensor names its own; alarms are grouped into one incident only within one area and process
+    #: unit, or between declared neighbours (docs/alarms.md, "Incidents")
+    process_unit: ID | None = None
 
     @field_validator("bounds")
     @classmethod
@@ -83,6 +87,8 @@ class Sensor(Model):
     location: tuple[float, float] | None = None
     #: physically close sensors (plume spread, drift against neighbours, composition)
     neighbours: list[ID] = Field(default_factory=list)
+    #: the process unit the sensor belongs to; default: its area's (incident grouping)
+    process_unit: ID | None = None
     description: str = ""
 
     @field_validator("range")
@@ -492,6 +498,12 @@ class Config(Model):
                            area=s.area, x=s.location[0] if s.location else math.nan,
                            y=s.location[1] if s.location else math.nan, neighbours=tuple(s.neighbours))
                 for s in self.sensors]
+
+    def process_unit_of(self, s: Sensor) -> str | None:
+        """The process unit of sensor ``s`` (its own, else its area's; None: not declared)."""
+        if s.process_unit is not None:
+            return s.process_unit
+        return next((a.process_unit for a in self.site.areas if a.id == s.area), None)
 
     def collector_of(self, s: Sensor) -> str:
         """The collector that publishes sensor ``s`` (its own, else its area's)."""

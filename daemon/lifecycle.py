@@ -41,7 +41,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from plantwatch.connectors.alarm_db import AlarmFields, IncidentClose, IncidentJoin, IncidentOpen, OperatorAction
+from plantwatch.connectors.alarm_db import (AlarmFields, IncidentCause, IncidentClose, IncidentJoin, IncidentOpen,
+                                             OperatorAction)
 from plantwatch.connectors.store import AlarmOp, AlarmWrite
 from plantwatch.detectors import REGISTRY
 
@@ -82,6 +83,11 @@ class Incident:
     last_clear: float = 0.0
     #: its cause is a sensor-health alarm (stale, flatline ...): process alarms never join it
     health: bool = False
+    #: (area, process unit) of every involved alarm: related alarms share one (docs/alarms.md)
+    places: set[tuple[str, str | None]] = field(default_factory=set)
+    #: the alarm (detector, sensor id) that is the cause: the first of the highest priority
+    cause: tuple[str, int] | None = None
+    cause_severity: str = "low"
 
 
 @dataclass
@@ -118,6 +124,13 @@ class ManagedAlarmBook(AlarmBook):
         self.clock = clock
         self.tag_of: dict[int, str] = {int(db_ids[i]): s.id for i, s in enumerate(cfg.sensors)}
         self.area_of: dict[int, str] = {int(db_ids[i]): s.area for i, s in enumerate(cfg.sensors)}
+        self.sid_of: dict[str, int] = {t: sid for sid, t in self.tag_of.items()}
+        self.unit_of: dict[int, str | None] = {int(db_ids[i]): cfg.process_unit_of(s) for i, s in enumerate(cfg.sensors)}
+        self.area_unit: dict[str, str | None] = {a.id: a.process_unit for a in cfg.site.areas}
+        # the per-sensor alarm hierarchy: a limit crossing supersedes the sensor's statistical alarms
+        types = {d.id: REGISTRY[d.type] for d in cfg.detectors}
+        self.limit_detectors = {d for d, c in types.items() if c.OVER_RANGE is not None and not c.SENSOR_HEALTH}
+        self.statistical_detectors = {d for d, c in types.items() if c.OVER_RANGE is None and not c.SENSOR_HEALTH}
         self.area_bounds = [(a.id, *a.bounds) for a in cfg.site.areas if a.bounds]
         self.health_detectors = {d.id for d in cfg.detectors if REGISTRY[d.type].SENSOR_HEALTH}
         self.detector_cfg = {d.id: d for d in cfg.detectors}
@@ -138,9 +151,13 @@ class ManagedAlarmBook(AlarmBook):
     def load_incidents(self, rows: Iterable[dict[str, Any]]) -> None:
         for r in rows:
             members = set(zip(r["detectors"], (int(x) for x in r["sensor_ids"])))
+            cause = (r["cause_detector"], int(r["cause_sensor_id"])) if r.get("cause_sensor_id") is not None else None
+            places = {(self.area_of.get(sid, ""), self.unit_of.get(sid)) for _, sid in members}
             self.incidents[r["key"]] = Incident(r["key"], r["started_at"], r["last_alarm_at"], set(r["areas"]),
                                                 set(r["sensors"]), members, r["flood"],
-                                                health=r.get("cause_detector") in self.health_detectors)
+                                                health=r.get("cause_detector") in self.health_detectors,
+                                                places=places, cause=cause,
+                                                cause_severity=r.get("cause_severity") or "low")
 
     # --- detector-driven changes ----------------------------------------------------------------
     def apply(self, changes: Iterable[Change]) -> list[AlarmOp]:
@@ -162,7 +179,13 @@ class ManagedAlarmBook(AlarmBook):
                     a.state, a.suppressed_by = "suppressed", up
                     op.to_state = "suppressed"
                     op.cause["suppressed_by"] = up
-                    ops.append(AlarmFields(*key, {"suppressed_by": up, "state_reason": "suppressed by design"}))
+                    reason = "suppressed by design"
+                    if up == self._superseding(key):
+                        op.cause["superseded_by"] = up
+                        reason = "superseded by a limit alarm on the same sensor"
+                    ops.append(AlarmFields(*key, {"suppressed_by": up, "state_reason": reason}))
+            if key[0] in self.limit_detectors and (op.raised or op.cleared):
+                ops.extend(self._supersede(key, op.t))
             if op.raised and a.state not in ("shelved", "out_of_service"):
                 ops.extend(self._incident_for(key, a, op))
             if op.cleared and a.incident in self.incidents:
@@ -191,7 +214,43 @@ class ManagedAlarmBook(AlarmBook):
         for rule, up in zip(self.cfg.alarms.suppress_when, self._upstream_active()):
             if up is not None and rule.alarms.matches(det, tag) and up != f"{det}/{tag}":
                 return up
+        return self._superseding(key)
+
+    # --- the per-sensor alarm hierarchy -----------------------------------------------------------
+    def _superseding(self, key: tuple[str, int]) -> str | None:
+        """For a statistical alarm: the label of an active limit alarm on the same sensor, which
+        supersedes it (one physical event, one alarm per sensor); else None."""
+        det, sid = key
+        if det not in self.statistical_detectors:
+            return None
+        for lim in sorted(self.limit_detectors):
+            a = self.alarms.get((lim, sid))
+            if a is not None and a.active:
+                return f"{lim}/{self.tag_of.get(sid, sid)}"
         return None
+
+    def _supersede(self, limit_key: tuple[str, int], t: float) -> list[AlarmOp]:
+        """After a limit alarm was raised or cleared: the same sensor's statistical alarms are
+        superseded (moved to suppressed, recorded) or, when no limit alarm is active any more,
+        released."""
+        ops: list[AlarmOp] = []
+        sid = limit_key[1]
+        for det in sorted(self.statistical_detectors):
+            key = (det, sid)
+            a = self.alarms.get(key)
+            if a is None:
+                continue
+            up = self._superseding(key)
+            if up is not None and a.state in VISIBLE and a.active:
+                cause = {"by": "hierarchy", "reason": "limit crossing on the same sensor", "superseded_by": up,
+                         "suppressed_by": up}
+                ops += self._set(key, a, "suppressed", t, cause,
+                                 {"suppressed_by": up, "state_reason": "superseded by a limit alarm on the same sensor"})
+                a.suppressed_by = up
+            elif up is None and a.state == "suppressed" and a.suppressed_by is not None \
+                    and a.suppressed_by.split("/", 1)[0] in self.limit_detectors and self._suppressor(key) is None:
+                ops += self._release(key, a, t, {"by": "hierarchy", "reason": "no limit alarm on the sensor"})
+        return ops
 
     def _resuppress(self, before: list[str | None], after: list[str | None], t: float) -> list[AlarmOp]:
         ops: list[AlarmOp] = []
@@ -321,8 +380,10 @@ class ManagedAlarmBook(AlarmBook):
                 return a
         return None
 
-    def _related(self, inc: Incident, area: str, tag: str) -> bool:
-        if area in inc.areas:
+    def _related(self, inc: Incident, place: tuple[str, str | None], tag: str) -> bool:
+        """Same area and same process unit as an involved alarm, or a declared neighbour of an
+        involved sensor (docs/alarms.md, "Incidents")."""
+        if place in inc.places:
             return True
         nb = self.neighbours.get(tag, set())
         return bool(nb & inc.sensors)
@@ -331,6 +392,9 @@ class ManagedAlarmBook(AlarmBook):
         det, sid = key
         t = op.t
         tag, area = self.tag_of.get(sid, str(sid)), op.cause.get("area") or self.area_of.get(sid, "")
+        # a robot alarm belongs to the process unit of the area where it was raised
+        unit = self.area_unit.get(area) if "area" in op.cause else self.unit_of.get(sid)
+        place = (area, unit)
         health = det in self.health_detectors
         position = self.position_of_area.get(area, "site")
         fl = self.floods.setdefault(position, FloodState(*self._flood_cfg))
@@ -347,20 +411,30 @@ class ManagedAlarmBook(AlarmBook):
         # a process alarm (gas, pressure, anomaly ...) is never filed as a consequence of a dead or
         # failing instrument: it joins only incidents that a process alarm started
         cands = [i for i in self.incidents.values()
-                 if t - i.last_alarm_at <= self.cfg.alarms.incidents.window and self._related(i, area, tag)
+                 if t - i.last_alarm_at <= self.cfg.alarms.incidents.window and self._related(i, place, tag)
                  and (health or not i.health)]
         if cands:
             inc = max(cands, key=lambda i: i.last_alarm_at)
             inc.last_alarm_at = max(inc.last_alarm_at, t)
             inc.areas.add(area)
+            inc.places.add(place)
             inc.sensors.add(tag)
             inc.members.add(key)
             inc.flood = inc.flood or flood
             a.incident = inc.key
-            op.cause.update({"incident": inc.key, "incident_role": "consequence", "flood": flood})
-            return [IncidentJoin(inc.key, t, area, tag, det, sid, op.condition, op.severity, flood)]
+            # the cause is the first alarm of the highest priority in the incident
+            becomes_cause = SEVERITY_RANK.get(op.severity, 0) > SEVERITY_RANK.get(inc.cause_severity, 0)
+            op.cause.update({"incident": inc.key, "incident_role": "cause" if becomes_cause else "consequence",
+                             "flood": flood})
+            out: list[AlarmOp] = [IncidentJoin(inc.key, t, area, tag, det, sid, op.condition, op.severity, flood)]
+            if becomes_cause:
+                inc.cause, inc.cause_severity = key, op.severity
+                out.append(IncidentCause(inc.key, t, f"{op.condition} {tag} ({det}) in {area}", det, sid,
+                                         op.condition, op.severity))
+            return out
         k = uuid.uuid4().hex
-        inc = Incident(k, t, t, {area}, {tag}, {key}, flood, health=health)
+        inc = Incident(k, t, t, {area}, {tag}, {key}, flood, health=health, places={place}, cause=key,
+                       cause_severity=op.severity)
         self.incidents[k] = inc
         a.incident = k
         op.cause.update({"incident": k, "incident_role": "cause", "flood": flood})
