@@ -37,11 +37,18 @@ _FIELDS = {"acked_at": "timestamptz", "acked_by": "text", "shelved_at": "timesta
 
 
 async def audit_alarm_write(conn: asyncpg.Connection, alarm_id: int, change_id: int, op: Any) -> None:
-    """The audit entry of one alarm change (called by store.apply_alarm_ops)."""
-    await audit.append(conn, "alarm_change", f"alarm_change:{change_id}", {
+    """The audit entry of one alarm change (called by store.apply_alarm_ops), and the change's
+    place in the alarm record: its audit sequence number (the one order every timeline follows)
+    and the area where the alarm was raised."""
+    seq, _ = await audit.append(conn, "alarm_change", f"alarm_change:{change_id}", {
         "alarm_id": alarm_id, "change_id": change_id, "detector": op.detector_id, "sensor_id": op.sensor_id,
         "from": op.from_state, "to": op.to_state, "active": op.active, "condition": op.condition,
         "severity": op.severity, "time": op.t, "cause": op.cause})
+    await conn.execute("UPDATE alarm_changes SET seq = $2, area_id = $3 WHERE id = $1", change_id, seq, op.area)
+    if op.area is not None:
+        await conn.execute("UPDATE alarms SET area_id = $2 WHERE id = $1 AND area_id IS DISTINCT FROM $2",
+                           alarm_id, op.area)
+    op.alarm_id, op.seq = alarm_id, seq
 
 
 @dataclass(slots=True)
@@ -87,10 +94,11 @@ class OperatorAction:
             ts(self.t), alarm_id, self.action, self.actor, self.role, self.reason, json.dumps(params),
             self.from_state, self.to_state)
         self.result["id"] = aid
-        await audit.append(conn, "operator_action", f"operator_action:{aid}", {
+        seq, _ = await audit.append(conn, "operator_action", f"operator_action:{aid}", {
             "id": aid, "alarm_id": alarm_id, "detector": self.detector_id, "sensor_id": self.sensor_id,
             "time": self.t, "action": self.action, "actor": self.actor, "role": self.role, "reason": self.reason,
             "params": params, "from": self.from_state, "to": self.to_state})
+        await conn.execute("UPDATE operator_actions SET seq = $2 WHERE id = $1", aid, seq)
 
 
 @dataclass(slots=True)
@@ -206,8 +214,8 @@ class IncidentClose:
 async def load_alarm_rows(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT a.detector_id, a.sensor_id, a.state, a.active, a.condition, a.severity,"
-        " extract(epoch FROM a.shelved_until)::float8 AS shelved_until, a.suppressed_by, i.key AS incident"
-        " FROM alarms a LEFT JOIN incidents i ON i.id = a.incident_id AND i.ended_at IS NULL")
+        " extract(epoch FROM a.shelved_until)::float8 AS shelved_until, a.suppressed_by, i.key AS incident,"
+        " a.area_id FROM alarms a LEFT JOIN incidents i ON i.id = a.incident_id AND i.ended_at IS NULL")
     return [dict(r) for r in rows]
 
 
@@ -233,10 +241,12 @@ async def sync_positions(conn: asyncpg.Connection, mapping: dict[str, str]) -> N
 
 
 # --- queries (API, CLI, reports) --------------------------------------------------------------------
-#: SQL for the area of alarm ``a`` of sensor ``s``: where its latest detector change placed it (a
-#: robot channel's alarm is in the area where the reading was taken), else the sensor's own area
-ALARM_AREA = ("coalesce((SELECT c.cause->>'area' FROM alarm_changes c WHERE c.alarm_id = a.id AND c.cause ? 'area'"
-              " ORDER BY c.time DESC, c.id DESC LIMIT 1), s.area_id)")
+#: SQL for the area of alarm ``a`` of sensor ``s``: where it was raised (a robot channel's alarm
+#: stays in the area where the reading that raised it was taken), else the sensor's own area
+ALARM_AREA = "coalesce(a.area_id, s.area_id)"
+#: the columns of a change or operator action that place it in the record: its audit sequence
+#: number (the order of every timeline), reading time ``time`` and processing time ``recorded_at``
+_ORDER_COLS = "{x}.seq, extract(epoch FROM {x}.recorded_at)::float8 AS recorded_at"
 
 _ALARM_COLS = (
     f"a.id, a.detector_id, s.tag AS sensor, {ALARM_AREA} AS area, s.unit, a.state, a.active, a.condition, a.severity,"
@@ -260,13 +270,15 @@ async def get_alarm(conn: asyncpg.Connection, alarm_id: int) -> dict[str, Any] |
         return None
     out = dict(r)
     out["changes"] = [dict(c) for c in await conn.fetch(
-        "SELECT id, extract(epoch FROM time)::float8 AS time, from_state, to_state, condition, severity,"
-        " cause::text AS cause FROM alarm_changes WHERE alarm_id = $1 ORDER BY id", alarm_id)]
+        "SELECT c.id, extract(epoch FROM c.time)::float8 AS time, c.from_state, c.to_state, c.condition, c.severity,"
+        f" c.cause::text AS cause, c.area_id AS area, {_ORDER_COLS.format(x='c')} FROM alarm_changes c"
+        " WHERE c.alarm_id = $1 ORDER BY c.seq NULLS FIRST, c.id", alarm_id)]
     for c in out["changes"]:
         c["cause"] = json.loads(c["cause"])
     out["actions"] = [dict(c) for c in await conn.fetch(
-        "SELECT id, extract(epoch FROM time)::float8 AS time, action, actor, role, reason, params::text AS params,"
-        " from_state, to_state FROM operator_actions WHERE alarm_id = $1 ORDER BY id", alarm_id)]
+        "SELECT o.id, extract(epoch FROM o.time)::float8 AS time, o.action, o.actor, o.role, o.reason,"
+        f" o.params::text AS params, o.from_state, o.to_state, {_ORDER_COLS.format(x='o')} FROM operator_actions o"
+        " WHERE o.alarm_id = $1 ORDER BY o.seq NULLS FIRST, o.id", alarm_id)]
     for c in out["actions"]:
         c["params"] = json.loads(c["params"])
     return out
@@ -313,18 +325,30 @@ async def get_incident(conn: asyncpg.Connection, incident_id: int) -> dict[str, 
     t1 = (out["ended_at"] or out["last_alarm_at"]) + 3600
     out["changes"] = [dict(x) for x in await conn.fetch(
         "SELECT c.id, c.alarm_id, extract(epoch FROM c.time)::float8 AS time, c.from_state, c.to_state, c.condition,"
-        " c.severity, c.cause::text AS cause, s.tag AS sensor, a.detector_id FROM alarm_changes c JOIN alarms a ON a.id = c.alarm_id"
+        " c.severity, c.cause::text AS cause, s.tag AS sensor, a.detector_id, c.area_id AS area,"
+        f" {_ORDER_COLS.format(x='c')} FROM alarm_changes c JOIN alarms a ON a.id = c.alarm_id"
         " JOIN sensors s ON s.id = a.sensor_id WHERE c.alarm_id = ANY($1::bigint[])"
-        " AND c.time BETWEEN $2 AND $3 ORDER BY c.time, c.id", ids, ts(t0), ts(t1))]
+        " AND (c.time BETWEEN $2 AND $3 OR c.recorded_at BETWEEN $2 AND $3)"
+        " ORDER BY c.seq NULLS FIRST, c.id", ids, ts(t0), ts(t1))]
     for c in out["changes"]:
         c["cause"] = json.loads(c["cause"])
     out["actions"] = [dict(x) for x in await conn.fetch(
         "SELECT o.id, o.alarm_id, extract(epoch FROM o.time)::float8 AS time, o.action, o.actor, o.role, o.reason,"
-        " o.params::text AS params, o.from_state, o.to_state FROM operator_actions o"
-        " WHERE o.alarm_id = ANY($1::bigint[]) AND o.time >= $2 ORDER BY o.time, o.id", ids, ts(t0))]
+        f" o.params::text AS params, o.from_state, o.to_state, {_ORDER_COLS.format(x='o')} FROM operator_actions o"
+        " WHERE o.alarm_id = ANY($1::bigint[]) AND o.time >= $2 ORDER BY o.seq NULLS FIRST, o.id", ids, ts(t0))]
     for c in out["actions"]:
         c["params"] = json.loads(c["params"])
+    out["timeline"] = timeline(out["changes"], out["actions"])
     return out
+
+
+def timeline(changes: list[dict[str, Any]], actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alarm changes and operator actions in the order of the alarm record (audit sequence), each
+    with ``kind`` ("change" | "action"); both times stay: ``time`` (reading or action time) and
+    ``recorded_at`` (when the daemon processed it)."""
+    rows = [{"kind": "change", **c} for c in changes] + [{"kind": "action", **o} for o in actions]
+    big = float("inf")
+    return sorted(rows, key=lambda r: (r["seq"] if r.get("seq") is not None else -big, r["kind"], r["id"]))
 
 
 async def latest_incident_id(conn: asyncpg.Connection, sensor_tags: Sequence[str] | None = None) -> int | None:

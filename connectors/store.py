@@ -116,6 +116,12 @@ class AlarmWrite:
     cause: dict[str, Any]
     raised: bool = False  # this change (re-)raised the alarm: set raised_at, link the open event
     cleared: bool = False  # the condition returned to normal: set cleared_at
+    # --- the alarm record's order and message content (connectors/alarm_db.py, daemon/alarm_message.py)
+    area: str | None = None  # where the alarm was raised (kept through its life)
+    #: what an alarm message says besides the state: tag, unit, value, limit (daemon/alarm_message.py)
+    info: dict[str, Any] = field(default_factory=dict)
+    alarm_id: int | None = None  # set when written
+    seq: int | None = None  # the change's audit sequence number: its place in the alarm record, set when written
 
 
 AlarmOp = EventStart | EventEnd | AlarmWrite

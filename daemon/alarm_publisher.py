@@ -27,6 +27,7 @@ import aiomqtt
 from plantwatch.connectors.mqtt import BrokerAddress, Publisher
 from plantwatch.connectors.store import AlarmWrite
 
+from .alarm_message import change_payload
 from .broker_session import ConnectProblems
 from .metrics import Metrics
 
@@ -34,9 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def change_message(w: AlarmWrite) -> bytes:
-    return json.dumps({"detector": w.detector_id, "sensor_id": w.sensor_id, "from": w.from_state, "to": w.to_state,
-                       "active": w.active, "condition": w.condition, "severity": w.severity, "time": w.t,
-                       "cause": w.cause}).encode()
+    return json.dumps(change_payload(w)).encode()  # content: daemon/alarm_message.py
 
 
 class AlarmPublisher:

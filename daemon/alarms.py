@@ -49,6 +49,8 @@ class AlarmState:
     shelved_until: float | None = None
     suppressed_by: str | None = None
     incident: str | None = None
+    #: where the alarm was raised (a robot alarm keeps it through its life); None: the sensor's area
+    area: str | None = None
 
 
 class AlarmBook:
@@ -60,7 +62,7 @@ class AlarmBook:
         for r in rows:
             self.alarms[(r["detector_id"], r["sensor_id"])] = AlarmState(
                 r["state"], r["active"], r["condition"], r["severity"], r.get("shelved_until"),
-                r.get("suppressed_by"), r.get("incident"))
+                r.get("suppressed_by"), r.get("incident"), r.get("area_id"))
 
     def apply(self, changes: Iterable[Change]) -> list[AlarmOp]:
         ops: list[AlarmOp] = []
@@ -99,8 +101,9 @@ class AlarmBook:
                 cause["reason"] = "worsened" if a.state == "ack" else "raised"
                 a.state = "unack"
             a.active, a.condition, a.severity = True, ch.new, severity
+        info = {"value": ch.value} if ch.value is not None and np.isfinite(ch.value) else {}
         return AlarmWrite(det_id, sid, before, a.state, a.active, a.condition, a.severity, ch.t, cause,
-                          raised=raised, cleared=cleared)
+                          raised=raised, cleared=cleared, info=info)
 
     def counts_by_severity(self) -> dict[str, int]:
         out = {k: 0 for k in SEVERITY_RANK}

@@ -164,16 +164,18 @@ def cmd_incident_show(args: argparse.Namespace) -> int:
         t.add_row(a["role"], _fmt(a["raised_at"]), a["sensor"], a["detector_id"], a["condition"], a["severity"],
                   a["state"])
     out.print(t)
-    t = Table(title="timeline")
-    for c in ("time", "what", "alarm", "detail", "by"):
+    t = Table(title="timeline (in the order of the alarm record)")
+    for c in ("#", "time", "processed", "what", "alarm", "detail", "by"):
         t.add_column(c)
-    ev = [(c["time"], "change", f"{c['sensor']}/{c['detector_id']}", f"{c['from_state']} → {c['to_state']}",
-           c["cause"].get("actor") or c["cause"].get("by", "")) for c in inc["changes"]]
     sensor_of = {a["alarm_id"]: a["sensor"] for a in inc["alarms"]}
-    ev += [(o["time"], o["action"], sensor_of.get(o["alarm_id"], ""), o["reason"], f"{o['actor']} ({o['role']})")
-           for o in inc["actions"]]
-    for e in sorted(ev, key=lambda x: x[0]):
-        t.add_row(_fmt(e[0]), *[str(x) for x in e[1:]])
+    for c in inc["timeline"]:  # sorted by audit sequence: reading and processing times both shown
+        if c["kind"] == "change":
+            row = ("change", f"{c['sensor']}/{c['detector_id']}", f"{c['from_state']} → {c['to_state']}",
+                   c["cause"].get("actor") or c["cause"].get("by", ""))
+        else:
+            row = (c["action"], sensor_of.get(c["alarm_id"], ""), c["reason"], f"{c['actor']} ({c['role']})")
+        t.add_row(str(c.get("seq") or ""), _fmt(c["time"]), _fmt(c["recorded_at"]) if c.get("recorded_at") else "",
+                  *[str(x) for x in row])
     out.print(t)
     return 0
 

@@ -354,6 +354,9 @@ class Webhook(Model):
 
 class NotifyConfig(Model):
     webhooks: list[Webhook] = Field(default_factory=list)
+    #: the operator console's public base URL (as operators reach it, e.g.
+    #: ``https://plantwatch.site.example:8110``): webhook messages link to the alarm's page there
+    console_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
     #: notifications waiting per webhook; beyond it the oldest are dropped (and counted)
     queue: int = Field(1000, ge=1, le=1_000_000)
     #: first retry delay (s); doubles per attempt up to max_backoff

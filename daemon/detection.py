@@ -46,6 +46,7 @@ class Change:
     score: float
     peak: float
     pos: tuple[float, float] | None = None  # site x, y of the reading, for robot channels
+    value: float | None = None  # the reading that made the change, as the detector saw it (None: time-driven)
 
 
 class Watch:
@@ -67,11 +68,16 @@ class Watch:
         self.seconds = 0.0  # time spent scoring (for metrics)
         self.last: Output | None = None  # the latest output, in global sensor columns (for compositions)
 
-    def _changes(self, out: Output, where: dict[int, tuple[float, float]] | None = None) -> list[Change]:
+    def _changes(self, out: Output, where: dict[int, tuple[float, float]] | None = None,
+                 values: tuple[np.ndarray, np.ndarray] | None = None) -> list[Change]:
         cond = self.detector.CONDITIONS
+        trs = self.tracker.feed(out)
+        if not trs:
+            return []
+        val = dict(zip(values[0].tolist(), values[1].tolist())) if values is not None else {}
         return [Change(self, int(self.cols[tr.sensor]), tr.t, cond[tr.old], cond[tr.new], tr.score, tr.peak,
-                       where.get(tr.sensor) if where else None)
-                for tr in self.tracker.feed(out)]
+                       where.get(tr.sensor) if where else None, val.get(tr.sensor))
+                for tr in trs]
 
     def feed(self, col: np.ndarray, t: np.ndarray, x: np.ndarray, pos: np.ndarray | None = None,
              cls: np.ndarray | None = None) -> list[Change]:
@@ -92,7 +98,7 @@ class Watch:
         if pos is not None:  # a round has one reading per sensor: where each sensor's reading was taken
             where = {int(i): (float(xy[0]), float(xy[1])) for i, xy in zip(lc[mine], pos[mine])
                      if np.isfinite(xy).all()}
-        ch = self._changes(out, where)
+        ch = self._changes(out, where, (lc[mine], x[mine]))
         self.seconds += time.perf_counter() - t0
         return ch
 

@@ -146,6 +146,11 @@ class ManagedAlarmBook(AlarmBook):
         self.floods: dict[str, FloodState] = {}
         self._flood_cfg = (fl.window, fl.start, fl.end)
         self.incidents: dict[str, Incident] = {}
+        self.unit_sym: dict[int, str] = {int(db_ids[i]): s.unit for i, s in enumerate(cfg.sensors)}
+        self.range_top: dict[int, float] = {int(db_ids[i]): s.range[1] for i, s in enumerate(cfg.sensors)}
+        self.levels: dict[str, dict[str, float]] = {
+            d.id: {k: float(v) for k, v in d.validated_params().model_dump().items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)} for d in cfg.detectors}
 
     # --- restart ------------------------------------------------------------------------------
     def load_incidents(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -171,8 +176,15 @@ class ManagedAlarmBook(AlarmBook):
                 continue
             key = (op.detector_id, op.sensor_id)
             a = self.alarms[key]
-            if "position" in op.cause:  # a robot reading: the alarm belongs where it was taken
-                op.cause["area"] = self._area_at(*op.cause["position"]) or self.area_of.get(op.sensor_id, "")
+            if "position" in op.cause:  # a robot reading: the alarm belongs where the raising one was taken
+                here = self._area_at(*op.cause["position"]) or self.area_of.get(op.sensor_id, "")
+                if op.raised or a.area is None:
+                    a.area = here
+                op.cause["area"] = a.area
+                op.cause["reading_area"] = here
+            elif op.raised or a.area is None:
+                a.area = self.area_of.get(op.sensor_id)
+            self._stamp(op, a)
             if op.raised and op.to_state == "unack":
                 up = self._suppressor(key)
                 if up is not None:  # raised while its upstream cause is active: suppressed by design
@@ -361,11 +373,21 @@ class ManagedAlarmBook(AlarmBook):
              fields: dict[str, Any] | None = None, *, raised: bool = False) -> list[AlarmOp]:
         before = a.state
         a.state = new
-        ops: list[AlarmOp] = [AlarmWrite(key[0], key[1], before, new, a.active, a.condition, a.severity, t, cause,
-                                         raised=raised)]
+        w = AlarmWrite(key[0], key[1], before, new, a.active, a.condition, a.severity, t, cause, raised=raised)
+        self._stamp(w, a)
+        ops: list[AlarmOp] = [w]
         if fields:
             ops.append(AlarmFields(key[0], key[1], fields))
         return ops
+
+    def _stamp(self, w: AlarmWrite, a: AlarmState) -> None:
+        """What a message about the change says besides the state (daemon/alarm_message.py): the
+        area where the alarm was raised, the tag, engineering unit and the limit of the condition."""
+        sid = w.sensor_id
+        w.area = a.area or self.area_of.get(sid)
+        limit = self.range_top.get(sid) if a.condition in ("over_range", "above_range") \
+            else self.levels.get(w.detector_id, {}).get(a.condition)
+        w.info.update({"tag": self.tag_of.get(sid, str(sid)), "unit": self.unit_sym.get(sid), "limit": limit})
 
     def _severity_of(self, detector_id: str, condition: str, default: str) -> str:
         if detector_id in self.detector_cfg:

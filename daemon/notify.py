@@ -6,7 +6,12 @@ in ``flood.window`` at one operator position): then lower-priority alarms (prior
 medium, low) that join an existing incident as consequences are not sent one by one — the
 incident's cause was notified once, and a "flood" message says that consequences are being
 grouped. Grouped changes are counted. Priority 1 and 2 alarms (critical, high) are always sent
-individually, flood or not.
+individually, flood or not. A later change of an alarm whose raise was grouped (its clear, its
+acknowledgement) is grouped too: a clear is never sent alone for a raise that was not sent.
+
+A message carries the alarm change's content (daemon/alarm_message.py: alarm id, tag, area,
+value, limit, unit ...) plus ``type``, ``site``, ``sensor`` (the tag), ``console`` (a link to the
+alarm's page, when ``notify.console_url`` is set) and ``sent_at``.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Any
 from plantwatch.connectors.store import AlarmWrite
 from plantwatch.connectors.webhook import WebhookSender, redact_url
 
+from .alarm_message import change_payload, console_link
 from .alarms import SEVERITY_RANK
 from .config import Config
 from .metrics import Metrics
@@ -38,6 +44,8 @@ class Notifications:
         self.cfg = cfg
         self.m = metrics
         self.tags = tags
+        #: alarms (detector, sensor id) whose raise was grouped under a flood: their later changes too
+        self.grouped: set[tuple[str, int]] = set()
         n = cfg.notify
         self.senders: list[tuple[int, WebhookSender]] = []
         for wh in n.webhooks:
@@ -59,14 +67,23 @@ class Notifications:
                 self._send({"type": "flood", "site": self.cfg.site.id, "position": cause["flood_started"], "time": w.t,
                             "text": "alarm flood: lower-priority consequential alarms are grouped under incidents"},
                            "critical")
+            key = (w.detector_id, w.sensor_id)
             grouped = cause.get("flood") and cause.get("incident_role") == "consequence"
             if grouped and not always_individual(w.severity):
+                self.grouped.add(key)
                 self.m.notify_grouped.inc()
                 continue
-            msg: dict[str, Any] = {
-                "type": "alarm", "site": self.cfg.site.id, "detector": w.detector_id,
-                "sensor": self.tags.get(w.sensor_id, str(w.sensor_id)), "from": w.from_state, "to": w.to_state,
-                "active": w.active, "condition": w.condition, "severity": w.severity, "time": w.t, "cause": cause}
+            if key in self.grouped:
+                if w.to_state == "unack" and w.from_state != "unack":  # raised again, and sent: its own story
+                    self.grouped.discard(key)
+                else:  # the clear (or ack) of an alarm whose raise was grouped: not sent alone
+                    if w.to_state == "normal":
+                        self.grouped.discard(key)
+                    self.m.notify_grouped.inc()
+                    continue
+            msg: dict[str, Any] = {"type": "alarm", "site": self.cfg.site.id, **change_payload(w),
+                                   "sensor": self.tags.get(w.sensor_id, str(w.sensor_id)),
+                                   "console": console_link(self.cfg.notify.console_url, w.alarm_id)}
             if cause.get("incident_role") == "cause":
                 msg["incident"] = {"key": cause.get("incident"), "opened": True}
             self._send(msg, w.severity)

@@ -300,15 +300,17 @@ def render(d: dict[str, Any]) -> str:
         f"<tr><td>{_e(a['role'])}</td><td>{_fmt(a['raised_at'])}</td><td>{_e(a['sensor'])}</td><td>{_e(a['area'])}</td>"
         f"<td>{_e(a['detector_id'])}</td><td>{_e(a['condition'])}</td><td>{_e(a['severity'])}</td>"
         f"<td>{_e(a['priority'])}</td><td>{_e(a['state'])}</td></tr>" for a in inc["alarms"])
-    events = [(c["time"], "alarm change", f"{c['sensor']} · {c['detector_id']}",
-               f"{c['from_state']} → {c['to_state']} ({c['condition']})",
-               f"{c['cause'].get('by', '')} {c['cause'].get('actor') or ''}".strip()) for c in inc["changes"]]
+    # in the order of the alarm record (audit sequence), with both times: reading and processing
     sensor_of = {a["alarm_id"]: a["sensor"] for a in inc["alarms"]}
-    events += [(o["time"], f"operator: {o['action']}", sensor_of.get(o["alarm_id"], ""),
-                o["reason"], f"{o['actor']} ({o['role']})") for o in inc["actions"]]
-    events.sort(key=lambda e: e[0])
-    rows_events = "".join(f"<tr><td>{_fmt(t)}</td><td>{_e(k)}</td><td>{_e(s)}</td><td>{_e(w)}</td><td>{_e(b)}</td></tr>"
-                          for t, k, s, w, b in events)
+    events = [(c.get("seq"), c["time"], c.get("recorded_at"), "alarm change", f"{c['sensor']} · {c['detector_id']}",
+               f"{c['from_state']} → {c['to_state']} ({c['condition']})",
+               f"{c['cause'].get('by', '')} {c['cause'].get('actor') or ''}".strip()) if c["kind"] == "change" else
+              (c.get("seq"), c["time"], c.get("recorded_at"), f"operator: {c['action']}",
+               sensor_of.get(c["alarm_id"], ""), c["reason"], f"{c['actor']} ({c['role']})")
+              for c in inc["timeline"]]
+    rows_events = "".join(f"<tr><td>{_e(q if q is not None else '')}</td><td>{_fmt(t)}</td><td>{_fmt(r) if r else ''}</td>"
+                          f"<td>{_e(k)}</td><td>{_e(s)}</td><td>{_e(w)}</td><td>{_e(b)}</td></tr>"
+                          for q, t, r, k, s, w, b in events)
     robot_rows = "".join(f"<tr><td>{_fmt(r['t'])}</td><td>{_e(r['tag'])}</td><td>{r['value']:.3g} {_e(r['unit'])}</td>"
                          f"<td>{r['x']:.1f}, {r['y']:.1f}</td><td>{_e(r['area_id'])}</td></tr>" for r in d["robot"][:200])
     dets: dict[str, Any] = {}
@@ -341,7 +343,7 @@ def render(d: dict[str, Any]) -> str:
 <th>severity</th><th>priority</th><th>state now</th></tr>{rows_alarms}</table>
 <h2>Timeline of alarms and operator actions</h2>
 <div class="plot" id="plot-timeline">{_timeline_plot(d)}</div>
-<table id="timeline"><tr><th>time</th><th>what</th><th>alarm</th><th>change / reason</th><th>by</th></tr>{rows_events}</table>
+<table id="timeline"><tr><th>#</th><th>time</th><th>processed</th><th>what</th><th>alarm</th><th>change / reason</th><th>by</th></tr>{rows_events}</table>
 <h2>Robot inspection readings near the incident</h2>
 <div class="plot" id="plot-map">{_robot_maps(d)}</div>
 <p class="muted">{len(d['robot'])} robot reading(s) within {d['radius']:g} m of an alarmed sensor or in an involved area,
