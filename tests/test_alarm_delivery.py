@@ -139,7 +139,9 @@ async def test_critical_alarms_are_notified_individually_during_a_flood(tmp_path
             crit = await until(lambda: (lambda r: r if len(r) == 4 else None)(
                 [m for m in mq.messages if m["severity"] == "critical" and m["to"] == "unack"]),
                 what="four critical alarm changes on MQTT")
-            assert all(m["cause"].get("incident_role") == "consequence" and m["cause"]["flood"] for m in crit)
+            # the first critical alarm becomes the incident's cause (highest priority), the others consequences
+            assert sorted(m["cause"].get("incident_role") for m in crit) == ["cause"] + ["consequence"] * 3, crit
+            assert all(m["cause"]["flood"] for m in crit)
             await until(lambda: d.metrics().get("plantwatch_notifications_grouped_total", 0) >= 1,
                          what="low-priority consequences grouped")
             sent = await until(lambda: (lambda r: r if len(r) >= 4 else None)(
