@@ -12,7 +12,8 @@ One function builds the content; the publishers decide when and how it goes out.
   is at least the top of the range; null for a time-driven change or an operator action) and
   ``limit`` (the configured level of the condition, the top of the range for over range; null when
   the condition has none);
-* ``time`` (reading time of the change, or the action's time) and ``cause`` (why, as recorded).
+* ``time`` (reading time of the change, or the action's time) and ``cause`` (why, as recorded);
+* ``collector``, on a ``comm_lost`` alarm only: the collector it is about.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from plantwatch.connectors.store import AlarmWrite
 def change_payload(w: AlarmWrite) -> dict[str, Any]:
     """The content of an alarm change message (both MQTT and webhooks)."""
     info = w.info
-    return {"alarm_id": w.alarm_id, "seq": w.seq, "detector": w.detector_id, "sensor_id": w.sensor_id,
+    extra = {"collector": info["collector"]} if "collector" in info else {}  # a comm_lost alarm's collector
+    return {**extra, "alarm_id": w.alarm_id, "seq": w.seq, "detector": w.detector_id, "sensor_id": w.sensor_id,
             "tag": info.get("tag"), "area": w.area, "unit": info.get("unit"), "from": w.from_state,
             "to": w.to_state, "active": w.active, "condition": w.condition, "severity": w.severity,
             "value": info.get("value"), "limit": info.get("limit"), "time": w.t, "cause": w.cause}

@@ -499,7 +499,8 @@ class Config(Model):
     def sensor_infos(self) -> list[SensorInfo]:
         return [SensorInfo(id=s.id, kind=s.kind, unit=s.unit, range_min=s.range[0], range_max=s.range[1],
                            area=s.area, x=s.location[0] if s.location else math.nan,
-                           y=s.location[1] if s.location else math.nan, neighbours=tuple(s.neighbours))
+                           y=s.location[1] if s.location else math.nan, neighbours=tuple(s.neighbours),
+                           collector=self.collector_of(s) or "")
                 for s in self.sensors]
 
     def process_unit_of(self, s: Sensor) -> str | None:

@@ -131,6 +131,10 @@ class ManagedAlarmBook(AlarmBook):
         types = {d.id: REGISTRY[d.type] for d in cfg.detectors}
         self.limit_detectors = {d for d, c in types.items() if c.OVER_RANGE is not None and not c.SENSOR_HEALTH}
         self.statistical_detectors = {d for d, c in types.items() if c.OVER_RANGE is None and not c.SENSOR_HEALTH}
+        # communication loss: a collector's comm_lost alarm suppresses its sensors' stale alarms
+        self.comm_lost_detectors = {d.id for d in cfg.detectors if d.type == "comm_lost"}
+        self.stale_detectors = {d.id for d in cfg.detectors if d.type == "stale"}
+        self.collector_of: dict[int, str] = {int(db_ids[i]): cfg.collector_of(s) or "" for i, s in enumerate(cfg.sensors)}
         self.area_bounds = [(a.id, *a.bounds) for a in cfg.site.areas if a.bounds]
         self.health_detectors = {d.id for d in cfg.detectors if REGISTRY[d.type].SENSOR_HEALTH}
         self.detector_cfg = {d.id: d for d in cfg.detectors}
@@ -166,8 +170,11 @@ class ManagedAlarmBook(AlarmBook):
 
     # --- detector-driven changes ----------------------------------------------------------------
     def apply(self, changes: Iterable[Change]) -> list[AlarmOp]:
-        changes = list(changes)
+        # a collector's communication loss first: its sensors' stale alarms of the same moment are
+        # then raised suppressed, never annunciated and withdrawn
+        changes = sorted(changes, key=lambda c: c.det.cfg.id not in self.comm_lost_detectors)
         before = self._upstream_active()
+        lost_before = self._lost_collectors()
         base_ops = super().apply(changes)
         ops: list[AlarmOp] = []
         for op in base_ops:
@@ -185,6 +192,8 @@ class ManagedAlarmBook(AlarmBook):
             elif op.raised or a.area is None:
                 a.area = self.area_of.get(op.sensor_id)
             self._stamp(op, a)
+            if key[0] in self.comm_lost_detectors:  # one alarm per collector, held on one of its sensors
+                op.cause["collector"] = self.collector_of.get(op.sensor_id, "")
             if op.raised and op.to_state == "unack":
                 up = self._suppressor(key)
                 if up is not None:  # raised while its upstream cause is active: suppressed by design
@@ -204,7 +213,44 @@ class ManagedAlarmBook(AlarmBook):
                 inc = self.incidents[a.incident]
                 inc.last_clear = max(inc.last_clear, op.t)
         after = self._upstream_active()
-        ops.extend(self._resuppress(before, after, changes[-1].t if changes else self.clock()))
+        t_last = max((c.t for c in changes), default=self.clock())
+        ops.extend(self._resuppress(before, after, t_last))
+        ops.extend(self._comm_lost_resuppress(lost_before, self._lost_collectors(), t_last))
+        return ops
+
+    # --- communication loss: one alarm per collector --------------------------------------------
+    def _lost_collectors(self) -> dict[str, str]:
+        """Collector → label of its active comm_lost alarm."""
+        out: dict[str, str] = {}
+        for det in self.comm_lost_detectors:
+            for (d, sid), a in self.alarms.items():
+                if d == det and a.active:
+                    out.setdefault(self.collector_of.get(sid, ""), f"{det}/{self.collector_of.get(sid, '')}")
+        return out
+
+    def _comm_lost_of(self, key: tuple[str, int]) -> str | None:
+        det, sid = key
+        if det not in self.stale_detectors:
+            return None
+        return self._lost_collectors().get(self.collector_of.get(sid, "")) if self.comm_lost_detectors else None
+
+    def _comm_lost_resuppress(self, before: dict[str, str], after: dict[str, str], t: float) -> list[AlarmOp]:
+        ops: list[AlarmOp] = []
+        changed = {c for c in set(before) | set(after) if (c in before) != (c in after)}
+        if not changed:
+            return ops
+        for key, a in self.alarms.items():
+            if key[0] not in self.stale_detectors or self.collector_of.get(key[1], "") not in changed:
+                continue
+            up = after.get(self.collector_of.get(key[1], ""))
+            if up is not None and a.state in VISIBLE:
+                ops += self._set(key, a, "suppressed", t, {"by": "design", "reason": "collector communication lost",
+                                                           "suppressed_by": up},
+                                 {"suppressed_by": up, "state_reason": "suppressed by design"})
+                a.suppressed_by = up
+            elif up is None and a.state == "suppressed" and a.suppressed_by == before.get(
+                    self.collector_of.get(key[1], "")) and self._suppressor(key) is None:
+                ops += self._release(key, a, t, {"by": "design", "reason": "collector communication back"})
         return ops
 
     # --- suppression by design -----------------------------------------------------------------
@@ -226,7 +272,7 @@ class ManagedAlarmBook(AlarmBook):
         for rule, up in zip(self.cfg.alarms.suppress_when, self._upstream_active()):
             if up is not None and rule.alarms.matches(det, tag) and up != f"{det}/{tag}":
                 return up
-        return self._superseding(key)
+        return self._comm_lost_of(key) or self._superseding(key)
 
     # --- the per-sensor alarm hierarchy -----------------------------------------------------------
     def _superseding(self, key: tuple[str, int]) -> str | None:
@@ -388,6 +434,8 @@ class ManagedAlarmBook(AlarmBook):
         limit = self.range_top.get(sid) if a.condition in ("over_range", "above_range") \
             else self.levels.get(w.detector_id, {}).get(a.condition)
         w.info.update({"tag": self.tag_of.get(sid, str(sid)), "unit": self.unit_sym.get(sid), "limit": limit})
+        if w.detector_id in self.comm_lost_detectors:
+            w.info["collector"] = self.collector_of.get(sid, "")
 
     def _severity_of(self, detector_id: str, condition: str, default: str) -> str:
         if detector_id in self.detector_cfg:
@@ -420,7 +468,8 @@ class ManagedAlarmBook(AlarmBook):
         health = det in self.health_detectors
         position = self.position_of_area.get(area, "site")
         fl = self.floods.setdefault(position, FloodState(*self._flood_cfg))
-        fl.add(t)
+        if a.state != "suppressed":  # a flood counts annunciated alarms
+            fl.add(t)
         started = fl.update(t)
         if started:
             op.cause["flood_started"] = position
@@ -461,6 +510,8 @@ class ManagedAlarmBook(AlarmBook):
         a.incident = k
         op.cause.update({"incident": k, "incident_role": "cause", "flood": flood})
         title = f"{op.condition} {tag} ({det}) in {area}"
+        if det in self.comm_lost_detectors:
+            title = f"communication lost with collector {self.collector_of.get(sid, '')} ({det}) in {area}"
         return [IncidentOpen(k, self.cfg.site.id, t, title, area, tag, det, sid, op.condition, op.severity,
                              self.config_hash, flood)]
 

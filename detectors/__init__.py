@@ -8,6 +8,7 @@ from .registry import REGISTRY, create, get, register
 # Built-in detectors register themselves on import.
 from . import limit as _limit  # noqa: F401,E402
 from . import stale as _stale  # noqa: F401,E402
+from . import comm_lost as _comm_lost  # noqa: F401,E402
 from . import robust_zscore as _robust_zscore  # noqa: F401,E402
 from . import range_novelty as _range_novelty  # noqa: F401,E402
 from . import pca_monitor as _pca_monitor  # noqa: F401,E402

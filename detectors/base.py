@@ -81,6 +81,8 @@ class SensorInfo:
     x: float = float("nan")
     y: float = float("nan")
     neighbours: tuple[str, ...] = ()
+    #: the edge collector that publishes the sensor ("" unknown): stale and comm_lost group by it
+    collector: str = ""
 
 
 @dataclass(slots=True)

@@ -11,6 +11,14 @@ receive, so a sensor that has not reported since is stale only once it stays sil
 ``grace`` seconds (default: ``timeout``) after that. A sensor already stale keeps its condition.
 Without a connection event (replays, the offline demo) a sensor that never reported counts from
 the first tick.
+
+A sensor's collector (from the site config) matters at those times: while its collector has not
+been heard from since the start or reconnect (none of the collector's sensors watched here has
+reported), its silence is the collector's, which the ``comm_lost`` detector alarms once for the
+whole collector; the sensor is stale only after ``startup_grace`` seconds. Once the collector
+reports, a sensor of it that stays silent gets ``grace`` seconds from that first report. So
+collectors started a minute after the daemon raise no stale alarm, and one sensor silent in a
+live collector raises exactly one.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import MEASUREMENTS, Detector, DetectorParams, Output
+from .comm_lost import collector_groups
 from .decide import Decider, ThresholdDecider
 from .registry import register
 
@@ -28,6 +37,11 @@ class StaleParams(DetectorParams):
                                 description="after the daemon starts or its MQTT connection is (re)established, "
                                             "seconds a sensor that has not reported since may stay silent before it "
                                             "is stale (default: timeout)")
+    startup_grace: float = Field(600.0, gt=0, le=7 * 86400,
+                                 description="after the daemon starts or its MQTT connection is (re)established, "
+                                             "the longest a sensor whose collector has not been heard from since "
+                                             "may stay silent before it is stale (the collector's comm_lost alarm "
+                                             "covers it)")
 
 
 @register
@@ -44,6 +58,10 @@ class StaleDetector(Detector):
         self.last = np.full(self.n, np.nan)
         # the stale clock counts from max(last reading, clock_from); not saved: set per connection
         self.clock_from = np.full(self.n, -np.inf)
+        self.group, collectors = collector_groups(self.sensors)
+        #: per collector: first reading since the last restart_clock (NaN: not heard since)
+        self.heard = np.full(len(collectors), np.nan)
+        self.restarted = -np.inf  # time of the last restart_clock
 
     @classmethod
     def example_params(cls):
@@ -62,6 +80,13 @@ class StaleDetector(Detector):
     def learn_many(self, idx, t, x):
         super().learn_many(idx, t, x)
         self.last[idx] = np.fmax(self.last[idx], t)
+        g = self.group[idx]
+        ok = g >= 0
+        if ok.any() and np.isnan(self.heard).any():
+            first = np.full(len(self.heard), np.inf)
+            np.minimum.at(first, g[ok], np.asarray(t, dtype=np.float64)[ok])
+            new = np.isnan(self.heard) & np.isfinite(first)
+            self.heard[new] = np.fmax(first[new], self.restarted)
 
     def mark_stale(self, idx: np.ndarray, now: float) -> Output:
         """The source itself said these sensors are gone (a Sparkplug DEATH): stale now, not
@@ -81,6 +106,8 @@ class StaleDetector(Detector):
         start = now + (p.grace if p.grace is not None else p.timeout) - p.timeout
         fine = self.decider.code == 0
         self.clock_from[fine] = start
+        self.restarted = now
+        self.heard[:] = np.nan
 
     def tick(self, now: float) -> Output | None:
         if self.n == 0:
@@ -88,7 +115,17 @@ class StaleDetector(Detector):
         never = np.isnan(self.last) & ~np.isfinite(self.clock_from)
         self.last[never] = now  # silent since start and no connection event: start counting now
         idx = np.arange(self.n)
-        age = now - np.fmax(self.last, self.clock_from)
+        since = np.fmax(self.last, self.clock_from)
+        # not stale at the restart, collector known, not reported since
+        waiting = np.isfinite(self.clock_from) & (self.group >= 0) & ~(self.last >= self.restarted)
+        if waiting.any():
+            p = self.params
+            h = self.heard[self.group[waiting]]
+            grace = p.grace if p.grace is not None else p.timeout
+            # collector not heard since the restart: its comm_lost covers it, up to startup_grace
+            wait_from = np.where(np.isnan(h), self.restarted + p.startup_grace, h + grace) - p.timeout
+            since[waiting] = np.fmax(since[waiting], wait_from)
+        age = now - since
         score = age / self.params.timeout
         t = np.full(self.n, float(now))
         code = self.decider.step(idx, t, score, age)
