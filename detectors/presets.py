@@ -17,7 +17,9 @@ NAB_DEFAULT: dict[str, Any] = {
 }
 
 #: TEP: PCA T²/SPE on XMEAS(1-22) + XMV(1-11) (0-based columns 0-21 and 41-51, as in Yin et al.
-#: 2012), fitted on d00.dat only. Rows are EWMA-smoothed (factor 0.7, ~3 samples of memory), which
+#: 2012), fitted on d00.dat only, beside the ``increment_variance`` detector on the same columns
+#: (learned on d00.dat's 499 increments): the sticking and stuck valve faults (19, 21) and the
+#: random-variation faults (16, 20) change how much a signal moves long before its mean. Rows are EWMA-smoothed (factor 0.7, ~3 samples of memory), which
 #: makes the textbook limits invalid, so both limits are calibrated on d00.dat itself (its 99.9 %
 #: quantile of max(T²/lim, SPE/lim) sits on the limit). Compared with the textbook monitor
 #: (17 PCs, 99 % limits: Yin's 6.4 % false alarms) this keeps false alarms on d00_te.dat under 1 %
@@ -29,6 +31,7 @@ TEP_DEFAULT: dict[str, Any] = {
     "alpha": 0.99,
     "smooth": 0.7,
     "calibrate": 0.999,
+    "variability": {"learn": 499, "lam": 0.07, "limit_scale": 2.0},
 }
 
 #: The literature configuration (Yin et al. 2012, 17 PCs, textbook 99 % limits, no smoothing), for

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from plantwatch.daemon.evaluate.nab import eval_nab
@@ -26,6 +27,22 @@ def test_tep_default_false_alarm_rate(datasets: Path) -> None:
     res = eval_tep(need(datasets / "tep" / "data"), quiet=True)
     assert res["far_d00_te_all"] <= 5.0 and res["far_d00_te_161_960"] <= 5.0
     assert res["faults"][1]["fdr_train"] > 95 and res["faults"][6]["fdr_train"] > 95
+
+
+def test_tep_default_reaches_issue_targets(datasets: Path) -> None:
+    """Mean FDR over the 18 faults (all but 3, 9, 15) >= 92 % at <= 1 % false alarms on d00_te.dat;
+    the slow and random-variation faults 16, 19, 20, 21 are no longer the weak spot."""
+    res = eval_tep(need(datasets / "tep" / "data"), quiet=True)
+    f = res["faults"]
+    kind = "fdr_test" if all("fdr_test" in f[k] for k in f) else "fdr_train"
+    all18 = np.mean([f[k][kind] for k in range(1, 22) if k not in (3, 9, 15)])
+    easy12 = np.mean([f[k][kind] for k in (1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14)])
+    print(kind, f"mean18 {all18:.1f} easy12 {easy12:.1f}", {k: round(f[k][kind], 1) for k in (10, 16, 19, 20, 21)},
+          f"FAR {res['far_d00_te_all']:.2f} / {res['far_d00_te_161_960']:.2f}")
+    assert res["far_d00_te_all"] <= 1.0 and res["far_d00_te_161_960"] <= 1.0
+    assert all18 >= 95.0 and easy12 >= 97.0
+    assert res["summary"][kind]["all18"] == pytest.approx(all18)
+    assert min(res["faults"][k][kind] for k in (16, 19, 20, 21)) >= 84.0
 
 
 def test_skab_default(datasets: Path) -> None:
