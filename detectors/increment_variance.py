@@ -37,8 +37,8 @@ from .registry import register
 class IncrementVarianceParams(DetectorParams):
     learn: int = Field(500, ge=10, le=100_000, description="increments that fix the baseline and the limit")
     lam: float = Field(0.07, gt=0, le=1, description="weight of the newest squared increment in the chart (EWMA)")
-    limit_scale: float = Field(2.0, gt=0, le=100, description="limit = this x the largest |log ratio| while learning")
-    min_limit: float = Field(0.5, gt=0, le=20, description="smallest limit, in |log ratio|")
+    limit_scale: float = Field(2.0, gt=0, le=100, description="limit = this x the largest abs(log ratio) while learning")
+    min_limit: float = Field(0.5, gt=0, le=20, description="smallest limit, in abs(log ratio)")
     floor: float = Field(1e-3, gt=0, lt=1, description="smallest ratio the chart takes a log of (a stuck signal)")
     min_step: float = Field(1e-9, gt=0, description="increments below this (sensor units) count as no movement")
     clear_ratio: float = Field(0.8, gt=0, le=1, description="a condition clears below this fraction of the limit")
