@@ -123,6 +123,9 @@ def show(result: Mapping[str, Any]) -> None:
     detail = [[k, v["threshold"], v["raw"], v["tp_windows"], v["fp_rows"]] for k, v in p.items()]
     c.print(table("corpus threshold per profile", ["profile", "threshold", "raw score", "windows hit", "FP rows"],
                   [[r[0], f"{r[1]:.6g}", f"{r[2]:.3f}", r[3], r[4]] for r in detail]))
+    if cfg["detector"] == "range_novelty":
+        c.print("detector: range_novelty (a value region the series never visited, faded by its recent novelty "
+                "rate, then a rest period: one excursion, one detection); the threshold is NAB's corpus-wide sweep")
     s = result["seconds"]
     c.print(f"time: load {s['load']:.1f} s, detect {s['detect']:.1f} s, score {s['score']:.1f} s")
 
