@@ -10,6 +10,7 @@ from . import limit as _limit  # noqa: F401,E402
 from . import stale as _stale  # noqa: F401,E402
 from . import robust_zscore as _robust_zscore  # noqa: F401,E402
 from . import range_novelty as _range_novelty  # noqa: F401,E402
+from . import shape_novelty as _shape_novelty  # noqa: F401,E402
 from . import pca_monitor as _pca_monitor  # noqa: F401,E402
 from . import pyod_group as _pyod_group  # noqa: F401,E402
 from . import robot_baseline as _robot_baseline  # noqa: F401,E402

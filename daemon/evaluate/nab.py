@@ -68,12 +68,34 @@ def load(data_dir: Path, labels: Path | None = None) -> list[NabFile]:
     return files
 
 
+def warmup_groups(files: Sequence[NabFile], config: Mapping[str, Any]) -> dict[int | None, list[NabFile]]:
+    """Files by the warm-up they get: ``{None: files}`` unless the config says
+    ``"warmup": "nab_probation"``, which sets the detector's ``learn`` to each file's NAB
+    probationary period (15 % of its rows, at most 750: the length NAB gives every detector; the
+    values are never looked ahead)."""
+    mode = config.get("warmup")
+    if mode is None:
+        return {None: list(files)}
+    if mode != "nab_probation":
+        raise ValueError(f"NAB config: warmup must be 'nab_probation' or absent, got {mode!r}")
+    groups: dict[int | None, list[NabFile]] = {}
+    for f in files:
+        groups.setdefault(nabscore.probation_length(len(f.values)), []).append(f)
+    return groups
+
+
 def detect(files: Sequence[NabFile], config: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Anomaly scores of every file: the detector's ``Output.score`` of each reading."""
-    times = [(f.timestamps - np.datetime64(0, "s")).astype(np.float64) for f in files]
-    scores, _codes = stream_columns(config["detector"], config.get("params", {}), [f.values for f in files],
-                                    times, [f.name for f in files])
-    return {f.name: s for f, s in zip(files, scores)}
+    out: dict[str, np.ndarray] = {}
+    for learn, group in warmup_groups(files, config).items():
+        params = dict(config.get("params", {}))
+        if learn is not None:
+            params["learn"] = learn
+        times = [(f.timestamps - np.datetime64(0, "s")).astype(np.float64) for f in group]
+        scores, _codes = stream_columns(config["detector"], params, [f.values for f in group],
+                                        times, [f.name for f in group])
+        out.update({f.name: s for f, s in zip(group, scores)})
+    return out
 
 
 def eval_nab(data_dir: str | Path, out: str | Path | None = None, config: Mapping[str, Any] | None = None,
@@ -123,7 +145,12 @@ def show(result: Mapping[str, Any]) -> None:
     detail = [[k, v["threshold"], v["raw"], v["tp_windows"], v["fp_rows"]] for k, v in p.items()]
     c.print(table("corpus threshold per profile", ["profile", "threshold", "raw score", "windows hit", "FP rows"],
                   [[r[0], f"{r[1]:.6g}", f"{r[2]:.3f}", r[3], r[4]] for r in detail]))
-    if cfg["detector"] == "range_novelty":
+    if cfg["detector"] == "shape_novelty":
+        c.print("detector: shape_novelty (adaptive resonance over windows of the scaled signal: a shape that "
+                "resonates with no learned category is scored by how far below the learned vigilance it "
+                "matched; one detection per excursion); warm-up = each file's NAB probationary period; the "
+                "threshold is NAB's corpus-wide sweep")
+    elif cfg["detector"] == "range_novelty":
         c.print("detector: range_novelty (a value region the series never visited, faded by its recent novelty "
                 "rate, then a rest period: one excursion, one detection); the threshold is NAB's corpus-wide sweep")
     s = result["seconds"]
