@@ -9,12 +9,12 @@ from typing import Any
 
 #: NAB: shape novelty (adaptive resonance over windows of the scaled signal, see
 #: ``detectors/shape_novelty.py``), its warm-up set to each file's NAB probationary period (the
-#: length NAB hands every detector; values are never looked ahead). ``margin`` (0.3) and the
+#: length NAB hands every detector; values are never looked ahead). ``margin`` (0.3), ``rho0`` (0.85) and the
 #: engine's constants were chosen on the NAB corpus as a whole; docs/evaluation.md lists the sweep.
 NAB_DEFAULT: dict[str, Any] = {
     "detector": "shape_novelty",
     "warmup": "nab_probation",
-    "params": {"margin": 0.3},
+    "params": {"margin": 0.3, "rho0": 0.85},
 }
 
 #: NAB, the previous default: range novelty (first 250 readings fix a 16-bin grid; a reading in a never-visited bin is

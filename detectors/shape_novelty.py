@@ -41,7 +41,7 @@ class ShapeNoveltyParams(DetectorParams):
     rho_cap: float = Field(0.97, gt=0, le=1, description="upper bound of the upper vigilance")
     mask: int = Field(12, ge=0, le=100_000, description="shapes after a detection in which new clusters are muted")
     grow: bool = Field(True, description="widen the value scale (and map what is stored) when a level falls outside it")
-    threshold: float = Field(0.5, gt=0, le=1, description="score at which the anomaly condition starts")
+    threshold: float = Field(0.4, gt=0, le=1, description="score at which the anomaly condition starts")
     on_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay high before alarming")
     off_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay low before clearing")
 
@@ -101,4 +101,4 @@ class ShapeNovelty(Detector):
 
     @classmethod
     def example_params(cls):
-        return {"learn": 64, "stride": 2, "threshold": 0.5}
+        return {"learn": 64, "stride": 2, "threshold": 0.4}
