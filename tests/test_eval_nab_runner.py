@@ -115,3 +115,14 @@ def test_shape_novelty_widened_scale_keeps_learned_shapes() -> None:
     s = np.array([m.push(float(v)) for v in x])
     assert s[1000:1030].max() > 0 and m.span > 40  # the spike was novel and widened the scale
     assert s[1100:].max() == 0  # the learned cycle is recognised on the widened scale
+
+
+def test_bad_warmup_mode_is_one_line(tmp_path: Path, capsys) -> None:
+    from plantwatch.daemon.evaluate.nab import main
+
+    write_nab(tmp_path)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"detector": "shape_novelty", "warmup": "whole_file"}))
+    assert main(["--data", str(tmp_path), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "warmup must be 'nab_probation'" in err and "\n" not in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -165,7 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", help="JSON file {detector, params} instead of the default preset")
     a = ap.parse_args(argv)
     cfg = json.loads(Path(a.config).read_text()) if a.config else None
-    eval_nab(a.data, a.out, cfg, labels=a.labels)
+    try:
+        eval_nab(a.data, a.out, cfg, labels=a.labels)
+    except ValueError as e:  # bad detector params or warm-up mode in the config: one line, no traceback
+        print(f"plantwatch eval nab: {a.config or 'default preset'}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     return 0
 
 
