@@ -11,6 +11,7 @@ from . import stale as _stale  # noqa: F401,E402
 from . import comm_lost as _comm_lost  # noqa: F401,E402
 from . import robust_zscore as _robust_zscore  # noqa: F401,E402
 from . import range_novelty as _range_novelty  # noqa: F401,E402
+from . import shape_novelty as _shape_novelty  # noqa: F401,E402
 from . import pca_monitor as _pca_monitor  # noqa: F401,E402
 from . import pyod_group as _pyod_group  # noqa: F401,E402
 from . import robot_baseline as _robot_baseline  # noqa: F401,E402
@@ -26,5 +27,6 @@ from . import rate_of_change as _rate_of_change  # noqa: F401,E402
 from . import ewma as _ewma  # noqa: F401,E402
 from . import cusum as _cusum  # noqa: F401,E402
 from . import seasonal_zscore as _seasonal_zscore  # noqa: F401,E402
+from . import increment_variance as _increment_variance  # noqa: F401,E402
 
 __all__ = ["Detector", "DetectorParams", "Output", "SensorInfo", "REGISTRY", "create", "get", "register"]

@@ -12,7 +12,8 @@ from plantwatch.detectors import REGISTRY
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "detectors.md").read_text()
 LIBRARY = ["gas_exposure", "lel", "flatline", "out_of_range", "fault_code", "jump", "neighbour_drift",
-           "rate_of_change", "ewma", "cusum", "seasonal_zscore"]
+           "rate_of_change", "ewma", "cusum", "seasonal_zscore", "increment_variance",
+           "shape_novelty"]
 
 
 def section(name: str) -> str:

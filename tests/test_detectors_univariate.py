@@ -473,3 +473,31 @@ def test_stale_clock_restarts_with_a_grace_and_keeps_stale_sensors_stale():
     assert codes(51.0) == ["stale", "stale"]
     det.update(np.array([0]), np.array([52.0]), np.array([1.0]))
     assert codes(53.0) == ["normal", "stale"]
+
+
+def test_increment_variance_stuck_noisy_and_steady():
+    """Four sensors learn the same noise; then one sticks, one gets 4x noisier, one carries on,
+    one never moved while learning and stays constant (never 'stopped moving')."""
+    rng = np.random.default_rng(11)
+    learn, after = 300, 300
+    X = 50 + rng.normal(0, 1, (learn + 1 + after, 4))
+    X[:, 3] = 50.0
+    X[learn + 1:, 0] = X[learn, 0]  # stuck
+    X[learn + 1:, 1] = 50 + rng.normal(0, 4, after)  # noisier, same mean
+    det = create("increment_variance", {"learn": learn, "lam": 0.07, "limit_scale": 2.0}, sensors(4))
+    scores, codes = feed(det, X, np.arange(len(X), dtype=float))
+    assert not codes[: learn + 1].any() and not scores[: learn + 1].any()
+    tail = codes[learn + 1 + 60:]
+    assert cond(det, tail[:, 0]) == {"variability_down"}
+    assert cond(det, tail[:, 1]) == {"variability_up"}
+    assert cond(det, codes[:, 2]) == {"normal"} and cond(det, codes[:, 3]) == {"normal"}
+    assert np.isfinite(det.limit).all() and (det.limit >= 0.5).all()
+
+
+def test_increment_variance_restart_forgets_the_previous_reading():
+    det = create("increment_variance", {"learn": 20}, sensors(1))
+    feed(det, np.r_[np.arange(21.0)], np.arange(21.0))
+    det.restart(np.array([0]))
+    # a far-away first reading of a new run is not an increment of the old run
+    s, c = feed(det, np.array([1e6]), np.array([100.0]))
+    assert s[0, 0] == 0.0 and c[0, 0] == 0

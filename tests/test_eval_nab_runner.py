@@ -10,7 +10,7 @@ import pytest
 from plantwatch.daemon.evaluate.common import sensors, stream_columns
 from plantwatch.daemon.evaluate.nab import eval_nab
 from plantwatch.detectors import create
-from plantwatch.detectors.presets import NAB_DEFAULT
+from plantwatch.detectors.presets import NAB_DEFAULT, NAB_RANGE
 
 
 def series(n: int, seed: int, jump_at: int | None = None) -> np.ndarray:
@@ -44,7 +44,10 @@ def test_eval_nab_on_synthetic_corpus(tmp_path: Path) -> None:
     assert lines[0] == "timestamp,score,alarm" and len(lines) == 1501
 
 
-@pytest.mark.parametrize("name,params", [("range_novelty", NAB_DEFAULT["params"]),
+SHAPE = {**NAB_DEFAULT["params"], "learn": 150}
+
+
+@pytest.mark.parametrize("name,params", [("range_novelty", NAB_RANGE["params"]), ("shape_novelty", SHAPE),
                                          ("robust_zscore", {"window": 50})])
 def test_no_look_ahead(name: str, params: dict) -> None:
     """Changing the future never changes past scores."""
@@ -57,7 +60,7 @@ def test_no_look_ahead(name: str, params: dict) -> None:
     assert np.array_equal(sx[:600], sy[:600])
 
 
-@pytest.mark.parametrize("name,params", [("range_novelty", NAB_DEFAULT["params"]),
+@pytest.mark.parametrize("name,params", [("range_novelty", NAB_RANGE["params"]), ("shape_novelty", SHAPE),
                                          ("robust_zscore", {"window": 50})])
 def test_columns_are_independent_and_state_round_trips(name: str, params: dict) -> None:
     xs = [series(700, 1, 450), series(500, 2), series(650, 3, 400)]
@@ -80,8 +83,46 @@ def test_columns_are_independent_and_state_round_trips(name: str, params: dict) 
 
 def test_range_novelty_one_alarm_per_excursion() -> None:
     x = series(1200, 4, 800)
-    (s,), (code,) = stream_columns("range_novelty", NAB_DEFAULT["params"], [x], [np.arange(1200.0)], ["s"])
-    fired = np.flatnonzero(s >= NAB_DEFAULT["params"]["threshold"])
+    (s,), (code,) = stream_columns("range_novelty", NAB_RANGE["params"], [x], [np.arange(1200.0)], ["s"])
+    fired = np.flatnonzero(s >= NAB_RANGE["params"]["threshold"])
     during = fired[(fired >= 800) & (fired < 830)]
     assert len(during) == 1 and during[0] <= 802  # found at once, then muted for the excursion
     assert code[during[0]] == 1 and s[:250].max() == 0  # nothing while the grid is learned
+
+
+def test_shape_novelty_one_detection_per_excursion() -> None:
+    """A jump far outside the warm-up range is found within a few levels and only once; the
+    value scale widens to take it, so its return to normal is not a second alarm."""
+    x = series(1500, 4, 900)
+    (s,), (code,) = stream_columns("shape_novelty", SHAPE, [x], [np.arange(1500.0)], ["s"])
+    assert s[:150].max() == 0  # nothing during the warm-up
+    th = 0.4
+    fired = np.flatnonzero(s >= th)
+    during = fired[(fired >= 900) & (fired < 1000)]
+    assert len(during) == 1 and during[0] <= 900 + 3 * 8  # stride 1 here (150 // (8 * 13))
+    assert len(fired) - len(during) <= 1, fired
+
+
+def test_shape_novelty_widened_scale_keeps_learned_shapes() -> None:
+    """Widening the scale maps stored categories exactly: a shape learned before a widening still
+    resonates afterwards (a periodic signal keeps scoring 0 after one excursion)."""
+    from plantwatch.detectors.resonance_core import ShapeMemory
+
+    m = ShapeMemory(learn=200, stride=1, window=8, levels=80, margin=0.3, chomp=0.075, rho0=0.8, rho_cap=0.97,
+                    mask=12, grow=True)
+    x = np.sin(np.arange(2000) / 5.0)
+    x[1000:1003] = 40.0
+    s = np.array([m.push(float(v)) for v in x])
+    assert s[1000:1030].max() > 0 and m.span > 40  # the spike was novel and widened the scale
+    assert s[1100:].max() == 0  # the learned cycle is recognised on the widened scale
+
+
+def test_bad_warmup_mode_is_one_line(tmp_path: Path, capsys) -> None:
+    from plantwatch.daemon.evaluate.nab import main
+
+    write_nab(tmp_path)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"detector": "shape_novelty", "warmup": "whole_file"}))
+    assert main(["--data", str(tmp_path), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "warmup must be 'nab_probation'" in err and "\n" not in err

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plantwatch.daemon.evaluate.skab import eval_skab
+from plantwatch.daemon.evaluate.skab import decide, eval_skab
+from plantwatch.detectors.presets import SKAB_PLAIN
 from plantwatch.detectors.scoring import skab
 
 
@@ -74,9 +75,34 @@ def test_runner_on_upstream_layout(tmp_path: Path) -> None:
         write_skab_file(tmp_path / folder / f"{k}.csv", rng)
     (tmp_path / "anomaly-free").mkdir()
     (tmp_path / "anomaly-free" / "anomaly-free.csv").write_text("datetime;Current\n2020-01-01 00:00:00;1.0\n")
-    res = eval_skab(tmp_path, out=tmp_path / "out", quiet=True)
+    res = eval_skab(tmp_path, out=tmp_path / "out", config=SKAB_PLAIN, quiet=True)
     assert res["files"] == 3 and set(res["per_folder"]) == {"valve1", "valve2", "other"}
     assert res["outlier"]["f1"] > 0.9 and res["outlier"]["far"] < 5
     assert res["changepoint_counts"]["total"] == 6
     csv = (tmp_path / "out" / "skab" / "valve2" / "0.csv").read_text().splitlines()
     assert csv[0] == "datetime,score,alarm" and len(csv) == 1 + 700 - 400
+
+
+def test_default_runner_drift_and_hysteresis(tmp_path: Path) -> None:
+    """The default configuration on the same layout: the episode is found, the alarm holds through
+    it, and a channel drifting through the whole run raises no flood of false alarms."""
+    rng = np.random.default_rng(4)
+    write_skab_file(tmp_path / "valve1" / "0.csv", rng, n=1100, start=700, end=900)
+    f = tmp_path / "valve1" / "0.csv"
+    lines = f.read_text().splitlines()
+    drifted = [lines[0]]
+    for i, line in enumerate(lines[1:]):
+        cells = line.split(";")
+        cells[5] = f"{float(cells[5]) - 0.02 * i:.5f}"  # Temperature falls through the run
+        drifted.append(";".join(cells))
+    f.write_text("\n".join(drifted) + "\n")
+    res = eval_skab(tmp_path, quiet=True)
+    assert res["outlier"]["mar"] < 5 and res["outlier"]["far"] < 5
+
+
+def test_decide_hysteresis() -> None:
+    s = np.array([0.5, 3.6, 2.5, 2.1, 1.9, 3.0, 3.6])
+    assert decide(s, 3.5, 2.0).tolist() == [False, True, True, True, False, False, True]
+    assert decide(s, 3.5, 0.0).tolist() == [False, True, False, False, False, False, True]
+    with pytest.raises(ValueError, match="alarm_off"):
+        decide(s, 2.0, 3.0)

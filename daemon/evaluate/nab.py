@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -68,12 +69,34 @@ def load(data_dir: Path, labels: Path | None = None) -> list[NabFile]:
     return files
 
 
+def warmup_groups(files: Sequence[NabFile], config: Mapping[str, Any]) -> dict[int | None, list[NabFile]]:
+    """Files by the warm-up they get: ``{None: files}`` unless the config says
+    ``"warmup": "nab_probation"``, which sets the detector's ``learn`` to each file's NAB
+    probationary period (15 % of its rows, at most 750: the length NAB gives every detector; the
+    values are never looked ahead)."""
+    mode = config.get("warmup")
+    if mode is None:
+        return {None: list(files)}
+    if mode != "nab_probation":
+        raise ValueError(f"NAB config: warmup must be 'nab_probation' or absent, got {mode!r}")
+    groups: dict[int | None, list[NabFile]] = {}
+    for f in files:
+        groups.setdefault(nabscore.probation_length(len(f.values)), []).append(f)
+    return groups
+
+
 def detect(files: Sequence[NabFile], config: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Anomaly scores of every file: the detector's ``Output.score`` of each reading."""
-    times = [(f.timestamps - np.datetime64(0, "s")).astype(np.float64) for f in files]
-    scores, _codes = stream_columns(config["detector"], config.get("params", {}), [f.values for f in files],
-                                    times, [f.name for f in files])
-    return {f.name: s for f, s in zip(files, scores)}
+    out: dict[str, np.ndarray] = {}
+    for learn, group in warmup_groups(files, config).items():
+        params = dict(config.get("params", {}))
+        if learn is not None:
+            params["learn"] = learn
+        times = [(f.timestamps - np.datetime64(0, "s")).astype(np.float64) for f in group]
+        scores, _codes = stream_columns(config["detector"], params, [f.values for f in group],
+                                        times, [f.name for f in group])
+        out.update({f.name: s for f, s in zip(group, scores)})
+    return out
 
 
 def eval_nab(data_dir: str | Path, out: str | Path | None = None, config: Mapping[str, Any] | None = None,
@@ -123,6 +146,14 @@ def show(result: Mapping[str, Any]) -> None:
     detail = [[k, v["threshold"], v["raw"], v["tp_windows"], v["fp_rows"]] for k, v in p.items()]
     c.print(table("corpus threshold per profile", ["profile", "threshold", "raw score", "windows hit", "FP rows"],
                   [[r[0], f"{r[1]:.6g}", f"{r[2]:.3f}", r[3], r[4]] for r in detail]))
+    if cfg["detector"] == "shape_novelty":
+        c.print("detector: shape_novelty (adaptive resonance over windows of the scaled signal: a shape that "
+                "resonates with no learned category is scored by how far below the learned vigilance it "
+                "matched; one detection per excursion); warm-up = each file's NAB probationary period; the "
+                "threshold is NAB's corpus-wide sweep")
+    elif cfg["detector"] == "range_novelty":
+        c.print("detector: range_novelty (a value region the series never visited, faded by its recent novelty "
+                "rate, then a rest period: one excursion, one detection); the threshold is NAB's corpus-wide sweep")
     s = result["seconds"]
     c.print(f"time: load {s['load']:.1f} s, detect {s['detect']:.1f} s, score {s['score']:.1f} s")
 
@@ -135,7 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", help="JSON file {detector, params} instead of the default preset")
     a = ap.parse_args(argv)
     cfg = json.loads(Path(a.config).read_text()) if a.config else None
-    eval_nab(a.data, a.out, cfg, labels=a.labels)
+    try:
+        eval_nab(a.data, a.out, cfg, labels=a.labels)
+    except ValueError as e:  # bad detector params or warm-up mode in the config: one line, no traceback
+        print(f"plantwatch eval nab: {a.config or 'default preset'}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     return 0
 
 

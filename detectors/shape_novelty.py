@@ -1,0 +1,104 @@
+"""Shape novelty: a stretch of signal whose shape the sensor has never shown (adaptive resonance).
+
+The engine is :class:`~.resonance_core.ShapeMemory` (read its docstring for the steps): the
+first ``learn`` readings fix the value scale and are replayed to learn the vigilance; then every
+``stride`` readings one level is formed, the last ``window`` levels are one shape, and a shape
+that resonates with no stored category starts a new cluster, which is scored by how far below
+the vigilances it matched (0 = known shape). New clusters within ``mask`` shapes of the last
+detection are muted unless clearly worse: one excursion, one detection.
+
+It complements :mod:`.range_novelty` (a value region never visited): shape novelty also sees a
+changed pattern inside the known range (a lost daily cycle, a new oscillation, a step that stays
+inside the range), and it is blind where the warm-up range was too narrow to resolve (``margin``
+widens it). Every reading is remembered, flagged or not, like range novelty: the shapes a
+signal *has* shown are a fact, so :meth:`update` is overridden to record all readings.
+Cost: one pass over the sensor's categories every ``stride`` readings (a Python loop per sensor;
+meant for tens to hundreds of sensors, not thousands).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from pydantic import Field
+
+from .base import Detector, DetectorParams, Output
+from .decide import Decider, ThresholdDecider
+from .registry import register
+from .resonance_core import ShapeMemory
+
+
+class ShapeNoveltyParams(DetectorParams):
+    learn: int = Field(600, ge=16, le=100_000, description="warm-up readings: value scale and vigilance")
+    stride: int = Field(0, ge=0, le=10_000,
+                        description="readings per level (block extreme); 0: learn // (window * warmup_shapes)")
+    warmup_shapes: int = Field(13, ge=2, le=10_000, description="shape windows in the warm-up when stride is 0")
+    window: int = Field(8, ge=2, le=64, description="levels per shape (power of two)")
+    levels: int = Field(80, ge=2, le=10_000, description="quantisation steps of the value scale")
+    margin: float = Field(0.3, ge=0, le=100, description="widening of the warm-up range on each side, in ranges")
+    chomp: float = Field(0.075, ge=0, le=1, description="levels this close to the running median become the median")
+    rho0: float = Field(0.8, gt=0, lt=1, description="trial vigilance used to learn the vigilance at warm-up")
+    rho_cap: float = Field(0.97, gt=0, le=1, description="upper bound of the upper vigilance")
+    mask: int = Field(12, ge=0, le=100_000, description="shapes after a detection in which new clusters are muted")
+    grow: bool = Field(True, description="widen the value scale (and map what is stored) when a level falls outside it")
+    threshold: float = Field(0.4, gt=0, le=1, description="score at which the anomaly condition starts")
+    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay high before alarming")
+    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay low before clearing")
+
+    def model_post_init(self, _ctx) -> None:
+        if self.window & (self.window - 1):
+            raise ValueError(f"window must be a power of two, got {self.window}")
+
+
+@register
+class ShapeNovelty(Detector):
+    name = "shape_novelty"
+    Params = ShapeNoveltyParams
+    CONDITIONS = ("normal", "novel_shape")
+    SEVERITY = {"novel_shape": "medium"}
+
+    def __init__(self, params: ShapeNoveltyParams, sensors):
+        super().__init__(params, sensors)
+        self.warmup = params.learn
+        self.memory = [self._new() for _ in range(self.n)]
+
+    def _new(self) -> ShapeMemory:
+        p: ShapeNoveltyParams = self.params
+        stride = p.stride or max(1, p.learn // (p.window * p.warmup_shapes))
+        return ShapeMemory(learn=p.learn, stride=stride, window=p.window, levels=p.levels, margin=p.margin,
+                           chomp=p.chomp, rho0=p.rho0, rho_cap=p.rho_cap, mask=p.mask, grow=p.grow)
+
+    def make_decider(self) -> Decider:
+        p: ShapeNoveltyParams = self.params
+        return ThresholdDecider(self.n, [p.threshold], on_delay=p.on_delay, off_delay=p.off_delay)
+
+    def get_state(self):
+        state = super().get_state()
+        for j, m in enumerate(self.memory):
+            state.update({f"memory.{j}.{k}": v for k, v in m.to_arrays().items()})
+        return state
+
+    def set_state(self, state):
+        super().set_state({k: v for k, v in state.items() if not k.startswith("memory.")})
+        for j, m in enumerate(self.memory):
+            pre = f"memory.{j}."
+            m.from_arrays({k[len(pre):]: v for k, v in state.items() if k.startswith(pre)})
+
+    def score_many(self, idx, t, x):
+        return np.array([copy.deepcopy(self.memory[j]).push(float(v)) for j, v in zip(idx, x)], dtype=np.float64)
+
+    def update(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> Output:
+        """Score, decide and record every reading (see the module docstring)."""
+        score = np.array([self.memory[j].push(float(v)) for j, v in zip(idx, x)], dtype=np.float64)
+        self.seen[idx] += 1
+        code = self.decider.step(idx, t, score, x)
+        return Output(idx, t, score, code)
+
+    def learn_many(self, idx, t, x):
+        self.seen[idx] += 1
+        for j, v in zip(idx, x):
+            self.memory[j].push(float(v))
+
+    @classmethod
+    def example_params(cls):
+        return {"learn": 64, "stride": 2, "threshold": 0.4}
