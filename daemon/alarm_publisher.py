@@ -1,11 +1,13 @@
 """Alarm changes and the retained list of active alarms on MQTT, on the daemon's own connection.
 
-``{prefix}/{site}/alarms/changes`` carries every committed alarm change (QoS 1);
+``{prefix}/{site}/alarms/changes`` carries every alarm change as soon as it is decided, before the
+database commits it (QoS 1; daemon/pipeline.py, docs/outages.md);
 ``{prefix}/{site}/alarms/active`` is the retained list of alarms not in state normal.
 
 A change leaves the outbox only once the broker has acknowledged it. While the broker is away
 (restart, network) changes wait, and after the reconnect they are published in commit order,
-followed by a fresh ``active`` list. The outbox is bounded: beyond ``limit`` the oldest waiting
+followed by a fresh ``active`` list (read from the database; while it does not answer, the list
+is published once it does). The outbox is bounded: beyond ``limit`` the oldest waiting
 change is dropped and counted (``plantwatch_notifications_dropped_total``). Delivery is at least
 once: a change whose acknowledgement was lost with the connection is published again.
 
@@ -32,6 +34,9 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+#: seconds between attempts to read the active alarm list while the database does not answer
+ACTIVE_RETRY = 5.0
+
 
 def change_message(w: AlarmWrite) -> bytes:
     return json.dumps({"detector": w.detector_id, "sensor_id": w.sensor_id, "from": w.from_state, "to": w.to_state,
@@ -41,7 +46,7 @@ def change_message(w: AlarmWrite) -> bytes:
 
 class AlarmPublisher:
     def __init__(self, broker: BrokerAddress, *, client_id: str, base: str, site: str,
-                 active: Callable[[], Awaitable[list[dict[str, Any]]]], metrics: Metrics, limit: int = 100_000,
+                 active: Callable[[], Awaitable[list[dict[str, Any]] | None]], metrics: Metrics, limit: int = 100_000,
                  check_every: float = 1.0, problems: ConnectProblems | None = None):
         self.broker = broker
         self.client_id = client_id
@@ -56,13 +61,15 @@ class AlarmPublisher:
         self._out: collections.deque[AlarmWrite | tuple[str, bytes]] = collections.deque()
         self._wake = asyncio.Event()
         self._closing = False
+        self._active_due = False  # the active list could not be read: publish it when it can
+        self._active_tried = 0.0
 
     @property
     def pending(self) -> int:
         return len(self._out)
 
     def offer(self, writes: list[AlarmWrite]) -> None:
-        """Queue committed changes for publishing, in commit order; never blocks."""
+        """Queue decided changes for publishing, in decision order; never blocks."""
         for w in writes:
             if len(self._out) >= self.limit:
                 self._out.popleft()
@@ -71,7 +78,7 @@ class AlarmPublisher:
         self._wake.set()
 
     def offer_message(self, topic: str, payload: bytes) -> None:
-        """Queue another message (a transfer receipt) behind the changes committed before it."""
+        """Queue another message (a transfer receipt) behind the changes decided before it."""
         if len(self._out) >= self.limit:
             self._out.popleft()
             self.m.notify_dropped.inc()
@@ -102,6 +109,8 @@ class AlarmPublisher:
                             await asyncio.wait_for(self._wake.wait(), self.check_every)
                         if not pub.connected:
                             raise aiomqtt.MqttError("connection to the broker lost")
+                        if self._active_due:
+                            await self._publish_active(pub)
             except aiomqtt.MqttError as e:
                 if self._closing:
                     if self._out:
@@ -122,6 +131,15 @@ class AlarmPublisher:
                 self._out.popleft()
 
     async def _publish_active(self, pub: Publisher) -> None:
+        """The retained list of active alarms, as the database has them. While the database does
+        not answer (``active`` returns None) the list is tried again every ``ACTIVE_RETRY`` s."""
+        if self._active_due and time.monotonic() - self._active_tried < ACTIVE_RETRY:
+            return
+        self._active_tried = time.monotonic()
         active = await self.active()
+        if active is None:
+            self._active_due = True
+            return
+        self._active_due = False
         await pub.publish(f"{self.base}/active", json.dumps(
             {"site": self.site, "time": time.time(), "alarms": active}).encode(), retain=True)

@@ -88,7 +88,7 @@ def _daemon(tmp_path, mosquitto, dsn: str, prefix: str) -> DaemonProcess:
     cfg = tmp_path / f"site-{uuid.uuid4().hex[:6]}.yaml"
     cfg.write_text(site_config(mqtt=(mosquitto.host, mosquitto.port), prefix=prefix, dsn=dsn,
                                client_id=f"pw-{uuid.uuid4().hex[:8]}", metrics_port=mport, n_gas=4,
-                               ingest="{stall_after: 5}"))
+                               ingest="{stall_after: 5}", state=f"{{data_dir: '{tmp_path}'}}"))
     return DaemonProcess(cfg, mport)
 
 
