@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable
 
 import aiomqtt
 
-from plantwatch.connectors.mqtt import BrokerAddress, Publisher
+from plantwatch.connectors.mqtt import BrokerAddress, BrokerError, Publisher
 from plantwatch.connectors.store import AlarmWrite
 
 from .broker_session import ConnectProblems
@@ -38,6 +38,42 @@ log = logging.getLogger(__name__)
 ACTIVE_RETRY = 5.0
 
 
+class BrokerOutage:
+    """The alarm publisher's broker outages, logged as episodes: one warning when it starts, one
+    every ``remind`` seconds while it lasts, one when it ends with what it cost."""
+
+    def __init__(self, remind: float = 60.0):
+        self.remind = remind
+        self.since: float | None = None  # monotonic start of the current outage
+        self.attempts = 0
+        self.config_error = False
+        self._told = 0.0
+        self._dropped0 = 0
+
+    def failed(self, e: Exception, waiting: int, dropped: int, *, config: bool) -> None:
+        now = time.monotonic()
+        self.attempts += 1
+        self.config_error = self.config_error or config
+        if self.since is None:
+            self.since, self._told, self._dropped0 = now, now, dropped
+            if not config:  # (a configuration problem is logged, once, by ConnectProblems)
+                log.warning("alarm publisher: broker unreachable (%s); alarm changes wait in the outbox and are"
+                            " published when it is back (%d waiting)", e or type(e).__name__, waiting)
+        elif now - self._told >= self.remind:
+            self._told = now
+            log.warning("alarm publisher: broker still unreachable after %.0f s (%d attempts; last: %s); %d alarm"
+                        " message(s) waiting, %d dropped (outbox full)", now - self.since, self.attempts,
+                        e or type(e).__name__, waiting, dropped - self._dropped0)
+
+    def ended(self, published: int, dropped: int) -> None:
+        if self.since is None:
+            return
+        log.warning("alarm publisher: broker reachable again after %.1f s (%d failed attempts); %d alarm message(s)"
+                    " published from the outbox, %d dropped (outbox full)", time.monotonic() - self.since,
+                    self.attempts, published, dropped - self._dropped0)
+        self.since, self.attempts, self.config_error = None, 0, False
+
+
 def change_message(w: AlarmWrite) -> bytes:
     return json.dumps({"detector": w.detector_id, "sensor_id": w.sensor_id, "from": w.from_state, "to": w.to_state,
                        "active": w.active, "condition": w.condition, "severity": w.severity, "time": w.t,
@@ -47,7 +83,7 @@ def change_message(w: AlarmWrite) -> bytes:
 class AlarmPublisher:
     def __init__(self, broker: BrokerAddress, *, client_id: str, base: str, site: str,
                  active: Callable[[], Awaitable[list[dict[str, Any]] | None]], metrics: Metrics, limit: int = 100_000,
-                 check_every: float = 1.0, problems: ConnectProblems | None = None):
+                 check_every: float = 1.0, problems: ConnectProblems | None = None, outage_remind: float = 60.0):
         self.broker = broker
         self.client_id = client_id
         self.base = base
@@ -63,6 +99,8 @@ class AlarmPublisher:
         self._closing = False
         self._active_due = False  # the active list could not be read: publish it when it can
         self._active_tried = 0.0
+        self._dropped = 0  # messages the full outbox dropped (in this run)
+        self._outage = BrokerOutage(outage_remind)  # a broker outage is logged as one episode
 
     @property
     def pending(self) -> int:
@@ -73,6 +111,7 @@ class AlarmPublisher:
         for w in writes:
             if len(self._out) >= self.limit:
                 self._out.popleft()
+                self._dropped += 1
                 self.m.notify_dropped.inc()
             self._out.append(w)
         self._wake.set()
@@ -81,6 +120,7 @@ class AlarmPublisher:
         """Queue another message (a transfer receipt) behind the changes decided before it."""
         if len(self._out) >= self.limit:
             self._out.popleft()
+            self._dropped += 1
             self.m.notify_dropped.inc()
         self._out.append((topic, payload))
         self._wake.set()
@@ -94,8 +134,10 @@ class AlarmPublisher:
         while True:
             try:
                 async with Publisher(self.broker, client_id=self.client_id) as pub:
-                    self.problems.ok("alarm publisher")
-                    await self._drain(pub)
+                    if self._outage.config_error:
+                        self.problems.ok("alarm publisher")
+                    published = await self._drain(pub)
+                    self._outage.ended(published, self._dropped)
                     await self._publish_active(pub)  # after every (re)connect: changes may have been missed
                     while True:
                         self._wake.clear()
@@ -117,18 +159,25 @@ class AlarmPublisher:
                         log.warning("alarm publisher: %s at shutdown; %d alarm change(s) not published",
                                     e, len(self._out))
                     return
-                self.problems.failed(e, 1.0, what="alarm publisher", detail=f"; {len(self._out)} change(s) waiting")
+                if isinstance(e, BrokerError) and e.config:  # TLS, credentials: logged once, as for the intake
+                    self.problems.failed(e, 1.0, what="alarm publisher", detail=f"; {len(self._out)} change(s) waiting")
+                else:
+                    self.problems.count(e)
+                self._outage.failed(e, len(self._out), self._dropped, config=isinstance(e, BrokerError) and e.config)
                 await asyncio.sleep(1.0)
 
-    async def _drain(self, pub: Publisher) -> None:
+    async def _drain(self, pub: Publisher) -> int:
+        n = 0
         while self._out:
             w = self._out[0]
             if isinstance(w, tuple):
                 await pub.publish(*w)
             else:
                 await pub.publish(f"{self.base}/changes", change_message(w))
+            n += 1
             if self._out and self._out[0] is w:  # (unless the full outbox dropped it meanwhile)
                 self._out.popleft()
+        return n
 
     async def _publish_active(self, pub: Publisher) -> None:
         """The retained list of active alarms, as the database has them. While the database does
