@@ -2,12 +2,14 @@
 
 ``{prefix}/{site}/alarms/changes`` carries every alarm change as soon as it is decided, before the
 database commits it (QoS 1; daemon/pipeline.py, docs/outages.md);
-``{prefix}/{site}/alarms/active`` is the retained list of alarms not in state normal.
+``{prefix}/{site}/alarms/active`` is the retained list of alarms not in state normal, as the
+database has committed them: published again after each commit of alarm changes
+(:meth:`AlarmPublisher.active_changed`) and after every reconnect; while the database does not
+answer it is tried again every ``ACTIVE_RETRY`` seconds (the changes do not wait for it).
 
 A change leaves the outbox only once the broker has acknowledged it. While the broker is away
-(restart, network) changes wait, and after the reconnect they are published in commit order,
-followed by a fresh ``active`` list (read from the database; while it does not answer, the list
-is published once it does). The outbox is bounded: beyond ``limit`` the oldest waiting
+(restart, network) changes wait, and after the reconnect they are published in decision order.
+A broker outage is logged as one episode (:class:`BrokerOutage`). The outbox is bounded: beyond ``limit`` the oldest waiting
 change is dropped and counted (``plantwatch_notifications_dropped_total``). Delivery is at least
 once: a change whose acknowledgement was lost with the connection is published again.
 
@@ -97,8 +99,8 @@ class AlarmPublisher:
         self._out: collections.deque[AlarmWrite | tuple[str, bytes]] = collections.deque()
         self._wake = asyncio.Event()
         self._closing = False
-        self._active_due = False  # the active list could not be read: publish it when it can
-        self._active_tried = 0.0
+        self._active_due = False  # the retained active list is to be published (again)
+        self._active_failed = 0.0  # monotonic time of the last attempt the database did not answer
         self._dropped = 0  # messages the full outbox dropped (in this run)
         self._outage = BrokerOutage(outage_remind)  # a broker outage is logged as one episode
 
@@ -128,6 +130,13 @@ class AlarmPublisher:
     def finish(self) -> None:
         """Publish what is queued and the final active list, then let :meth:`run` return."""
         self._closing = True
+        self.active_changed()
+
+    def active_changed(self) -> None:
+        """The database committed alarm changes: publish the retained active list again (at once,
+        even while an earlier attempt waits to be retried)."""
+        self._active_due = True
+        self._active_failed = 0.0
         self._wake.set()
 
     async def run(self) -> None:
@@ -138,21 +147,22 @@ class AlarmPublisher:
                         self.problems.ok("alarm publisher")
                     published = await self._drain(pub)
                     self._outage.ended(published, self._dropped)
-                    await self._publish_active(pub)  # after every (re)connect: changes may have been missed
+                    self.active_changed()  # after every (re)connect: the list may have been missed
                     while True:
                         self._wake.clear()
                         if self._out:
                             await self._drain(pub)
-                            await self._publish_active(pub)
                             continue
+                        if self._active_due:
+                            await self._publish_active(pub)
+                            if self._out:
+                                continue
                         if self._closing:
                             return
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), self.check_every)
                         if not pub.connected:
                             raise aiomqtt.MqttError("connection to the broker lost")
-                        if self._active_due:
-                            await self._publish_active(pub)
             except aiomqtt.MqttError as e:
                 if self._closing:
                     if self._out:
@@ -182,13 +192,14 @@ class AlarmPublisher:
     async def _publish_active(self, pub: Publisher) -> None:
         """The retained list of active alarms, as the database has them. While the database does
         not answer (``active`` returns None) the list is tried again every ``ACTIVE_RETRY`` s."""
-        if self._active_due and time.monotonic() - self._active_tried < ACTIVE_RETRY:
+        if self._active_failed and time.monotonic() - self._active_failed < ACTIVE_RETRY:
             return
-        self._active_tried = time.monotonic()
+        self._active_due = False  # (a commit meanwhile sets it again)
         active = await self.active()
         if active is None:
             self._active_due = True
+            self._active_failed = time.monotonic()
             return
-        self._active_due = False
+        self._active_failed = 0.0
         await pub.publish(f"{self.base}/active", json.dumps(
             {"site": self.site, "time": time.time(), "alarms": active}).encode(), retain=True)

@@ -147,7 +147,7 @@ class Daemon:
             self.alarm_mgmt.bind(self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
-            self.pipeline.on_commit = self._transfer_receipts
+            self.pipeline.on_commit = self._committed
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
@@ -316,6 +316,13 @@ class Daemon:
             await self.store.save_detector_states(self.pipeline.detectors.states())
         except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion
             log.error("saving detector state failed: %s", e)
+
+    def _committed(self, unit) -> None:
+        """After a commit: transfer receipts, and a fresh retained active list when the unit
+        committed alarm changes (their messages went out when they were decided)."""
+        self._transfer_receipts(unit)
+        if any(isinstance(op, AlarmWrite) for op in unit.ops):
+            self.alarm_pub.active_changed()
 
     def _transfer_receipts(self, unit) -> None:
         """After a commit: a receipt for each transfer declaration of the unit, stored or refused,
