@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +21,7 @@ from typing import Any, Coroutine
 import aiomqtt
 import asyncpg
 
-from plantwatch.connectors.alarm_journal import AlarmJournal
+from plantwatch.connectors.alarm_journal import AlarmJournal, JournalInUse
 from plantwatch.connectors.mqtt import BrokerAddress, Subscriber
 from plantwatch.connectors.store import AlarmWrite, Store
 
@@ -31,7 +32,7 @@ from .broker_session import BrokerSessions, ConnectProblems, SessionLost, system
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
-from .exits import GraceExceeded
+from .exits import GraceExceeded, StartupError
 from .pipeline import Pipeline
 from .reconnect import Backoff
 from .site_status import SiteAnnouncer
@@ -58,6 +59,17 @@ def limit_rows(cfg: Config) -> list[tuple[str, str, float | None, float | None, 
         for i in cfg.watched(d):
             rows.append((cfg.sensors[i].id, d.id, p.get("low_low"), p.get("low"), p.get("high"), p.get("high_high")))
     return rows
+
+
+def open_journal(cfg: Config, dsn: str) -> AlarmJournal:
+    """The alarm journal (daemon/alarm_journal.py); one it cannot open stops the start in one line."""
+    path = journal_path(cfg, dsn)
+    try:
+        return AlarmJournal(path, limit=cfg.alarms.journal_limit)
+    except JournalInUse as e:
+        raise StartupError(f"alarms.journal_dir: {e}") from None
+    except (OSError, sqlite3.Error) as e:
+        raise StartupError(f"alarms.journal_dir: cannot open the alarm journal {path}: {e}") from None
 
 
 def topics(cfg: Config) -> tuple[list[str], str]:
@@ -121,7 +133,7 @@ class Daemon:
         self.broker_sessions = BrokerSessions(store.pool, cfg.site.id, str(self.ep.broker), self.m,
                                               on_lost=self._session_lost)
         try:
-            self.journal = AlarmJournal(journal_path(cfg, self.ep.dsn), limit=cfg.alarms.journal_limit)
+            self.journal = open_journal(cfg, self.ep.dsn)
             ids = await store.sync_registry(cfg.site, cfg.sensors)
             await store.sync_limits(limit_rows(cfg), ids)
             digest = None

@@ -227,3 +227,21 @@ async def test_a_daemon_killed_during_the_outage_replays_its_journal(tmp_path, m
             assert "replayed 1 alarm journal entr" in d.log(), d.log()
         finally:
             d.kill()
+
+
+async def test_two_daemons_on_one_journal_the_second_stops_in_one_line(tmp_path, mosquitto, own_db, topic_prefix):
+    prefix = topic_prefix.rstrip("/")
+    first = _daemon(tmp_path, mosquitto, own_db, prefix)
+    second = _daemon(tmp_path, mosquitto, own_db, prefix)  # same site, database and state folder
+    try:
+        first.start()
+        await first.wait_connected()
+        second.start()
+        rc = await asyncio.to_thread(second.proc.wait, 60)
+        assert rc == 2, second.log()
+        lines = [x for x in second.log().splitlines() if "alarms.journal_dir" in x]
+        assert len(lines) == 1 and "in use by another process" in lines[0], second.log()
+        assert "Traceback" not in second.log()
+    finally:
+        first.kill()
+        second.kill()
