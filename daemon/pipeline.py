@@ -10,7 +10,10 @@ transaction (the alarm changes keep their decision order and original times; the
 is forgotten with the commit); only then are the unit's MQTT messages acknowledged, strictly
 in arrival order. A unit whose write fails because the database is unavailable (connection,
 timeout) is retried with backoff until it succeeds: nothing is acknowledged, so nothing can be
-lost, and the bounded queue pushes back on the broker. A unit the database refuses because of its
+lost, and the withheld acknowledgements push back on the broker: it sends at most
+``mqtt.receive_window`` messages not yet acknowledged. Intake never waits for the writers, so
+detection (and alarm notification) goes on over everything received while the database is down
+or stalled, up to that window (docs/outages.md). A unit the database refuses because of its
 data (a value validation could not foresee, a constraint) is never retried as it is: it is
 bisected by message and by alarm operation until each refused part stands alone; a refused
 message is dead-lettered whole as ``unstorable`` with the database's error, a refused alarm
@@ -82,10 +85,11 @@ class _Pending:
 class Pipeline(SplitOnDataError):
     def __init__(self, cfg: Config, store: Store, registry: Registry, detectors: DetectorSet, alarms: AlarmBook,
                  metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], None] | None = None,
-                 queue_units: int = 4, journal: Journaling | None = None,
+                 queue_units: int = 0, journal: Journaling | None = None,
                  may_publish: Callable[[], bool] | None = None):
         """``on_alarms``: publishes alarm changes the moment they are decided (must not block);
-        ``journal``: keeps decided alarm operations on local disk until the database commits
+        ``queue_units``: units waiting for a writer (0: no bound of its own; the receive window
+        bounds them); ``journal``: keeps decided alarm operations on local disk until the database commits
         them; ``may_publish``: whether this instance may publish alarm changes now (a cluster
         instance that holds its partitions' leases; default: always)."""
         self.cfg = cfg

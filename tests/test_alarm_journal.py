@@ -245,3 +245,36 @@ async def test_two_daemons_on_one_journal_the_second_stops_in_one_line(tmp_path,
     finally:
         first.kill()
         second.kill()
+
+
+async def test_detection_goes_on_under_load_while_the_database_is_stopped(tmp_path, mosquitto, own_pg, own_db,
+                                                                          topic_prefix):
+    """Units pile up while nothing commits: intake must not wait for the writers, so a crossing
+    that arrives behind many units (but within the MQTT receive window) is still decided and
+    published at once."""
+    prefix = topic_prefix.rstrip("/")
+    d = _daemon(tmp_path, mosquitto, own_db, prefix)
+    async with Changes(mosquitto.host, mosquitto.port, f"{prefix}/testsite/alarms/changes") as ch:
+        try:
+            await _start_normal(d, mosquitto, prefix, own_db)
+            own_pg.halt()
+            try:
+                seq = 1
+                async with aiomqtt.Client(mosquitto.host, mosquitto.port, max_queued_outgoing_messages=0) as c:
+                    for _ in range(100):  # 10 s at 10 messages/s: ~50 units (flush every 0.2 s)
+                        t = time.time()
+                        await c.publish(f"{prefix}/testsite/edge1/readings", encode_batch(
+                            "edge1", seq, [{"sensor": s, "time": t, "value": 1.0} for s in ("G0", "G2", "G3")]), qos=1)
+                        seq += 1
+                        await asyncio.sleep(0.1)
+                t = await _cross(mosquitto, prefix, seq)
+                await _within(ch, t, 2.0)
+            finally:
+                own_pg.start()
+            rows = await until(lambda: _raised_in_db(own_db, t), 60, "the alarm change in the database")
+            assert len(rows) == 1, rows
+            await until(lambda: d.stored() >= 4 + 300 + 1, 60, "every reading stored after the outage")
+            verdict = await _audit_ok(own_db)
+            assert verdict.ok, verdict.problems
+        finally:
+            d.kill()
