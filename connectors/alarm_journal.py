@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import importlib
 import json
 import math
 import sqlite3
@@ -31,13 +32,11 @@ from typing import Any, Iterable, Sequence
 
 import asyncpg
 
-from . import alarm_db
-from .store import AlarmWrite, EventEnd, EventStart
+from . import alarm_db, store
 
-#: operation types the journal can hold, by name (every alarm op is a dataclass)
-OP_TYPES: dict[str, type] = {c.__name__: c for c in (
-    AlarmWrite, EventStart, EventEnd, alarm_db.AlarmFields, alarm_db.OperatorAction, alarm_db.IncidentOpen,
-    alarm_db.IncidentJoin, alarm_db.IncidentClose)}
+#: modules whose dataclasses the journal holds as alarm operations (a new op type there is
+#: journaled without a change here); a name read back is resolved only inside these
+OP_MODULES = (store.__name__, alarm_db.__name__)
 
 
 class JournalFull(RuntimeError):
@@ -45,7 +44,7 @@ class JournalFull(RuntimeError):
 
 
 class UnknownOp(TypeError):
-    """An alarm operation of a type the journal cannot store (not in :data:`OP_TYPES`)."""
+    """An alarm operation the journal cannot store (not a dataclass of :data:`OP_MODULES`)."""
 
 
 @dataclass(slots=True)
@@ -80,18 +79,26 @@ def _plain(x: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(x).__name__}")
 
 
+def _op_type(module: str, name: str) -> type:
+    cls = getattr(importlib.import_module(module), name, None) if module in OP_MODULES else None
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise UnknownOp(f"the alarm journal cannot hold a {module}.{name}")
+    return cls
+
+
 def encode_ops(ops: Iterable[Any]) -> str:
     out = []
     for op in ops:
-        name = type(op).__name__
-        if OP_TYPES.get(name) is not type(op):
-            raise UnknownOp(f"the alarm journal cannot hold a {name}")
-        out.append({"type": name, "fields": {f.name: getattr(op, f.name) for f in dataclasses.fields(op)}})
+        cls = type(op)
+        if _op_type(cls.__module__, cls.__qualname__) is not cls:
+            raise UnknownOp(f"the alarm journal cannot hold a {cls.__qualname__}")
+        out.append({"module": cls.__module__, "type": cls.__qualname__,
+                    "fields": {f.name: getattr(op, f.name) for f in dataclasses.fields(op)}})
     return json.dumps(out, default=_plain, allow_nan=True)
 
 
 def decode_ops(text: str) -> list[Any]:
-    return [OP_TYPES[d["type"]](**d["fields"]) for d in json.loads(text)]
+    return [_op_type(d["module"], d["type"])(**d["fields"]) for d in json.loads(text)]
 
 
 class JournalInUse(RuntimeError):

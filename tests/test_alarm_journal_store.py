@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from plantwatch.connectors import alarm_db, audit
-from plantwatch.connectors.alarm_journal import AlarmJournal, JournalApplied, JournalInUse, decode_ops, encode_ops
+from plantwatch.connectors.alarm_journal import (AlarmJournal, JournalApplied, JournalInUse, UnknownOp, decode_ops,
+                                                encode_ops)
 from plantwatch.connectors.store import AlarmWrite, EventEnd, EventStart, Store
 from plantwatch.daemon.alarm_journal import Journaling, journal_path, replay
 from plantwatch.daemon.config import load_config_text
@@ -136,3 +137,16 @@ async def test_a_journaled_operation_the_database_refuses_is_quarantined_not_ret
             assert await conn.fetchval("SELECT count(*) FROM dead_letters WHERE reason = 'unstorable_alarm_op'") == 1
     finally:
         await store.close()
+
+
+def test_only_operations_of_the_alarm_modules_are_journaled_or_read_back():
+    @dataclasses.dataclass
+    class Foreign:
+        x: int
+
+    with pytest.raises(UnknownOp):
+        encode_ops([Foreign(1)])
+    with pytest.raises(UnknownOp):
+        decode_ops('[{"module": "os", "type": "system", "fields": {}}]')
+    with pytest.raises(UnknownOp):
+        decode_ops('[{"module": "plantwatch.connectors.store", "type": "Store", "fields": {}}]')
