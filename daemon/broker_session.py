@@ -121,9 +121,13 @@ class ConnectProblems:
             log.info("%s: connected to the broker again", what)
         self._last = ""
 
-    def failed(self, e: Exception, retry_in: float, *, what: str = "intake", detail: str = "") -> None:
+    def count(self, e: Exception) -> None:
+        """Count a failed connect without logging it (the caller logs its own episodes)."""
         if isinstance(e, BrokerError):  # a connect that failed (not a connection lost later)
             self.m.connect_errors.labels(e.reason).inc()
+
+    def failed(self, e: Exception, retry_in: float, *, what: str = "intake", detail: str = "") -> None:
+        self.count(e)
         text = str(e) or type(e).__name__
         if text == self._last:
             log.debug("%s: %s; retrying in %.1fs%s", what, text, retry_in, detail)

@@ -306,6 +306,12 @@ class AlarmsConfig(Model):
     positions: list[Position] = Field(default_factory=list)
     flood: FloodConfig = FloodConfig()
     incidents: IncidentConfig = IncidentConfig()
+    #: the alarm journal: alarm changes published but not yet committed to the database, kept on
+    #: local disk until it has them (docs/outages.md); default ``{state.data_dir}/alarm-journal``
+    journal_dir: str | None = None
+    #: at most this many journal entries (one per unit of alarm changes) wait for the database;
+    #: beyond it changes are still published, and a system alarm says they are not journaled
+    journal_limit: int = Field(100_000, ge=1)
 
 
 class ApiToken(Model):

@@ -67,6 +67,16 @@ class Metrics:
                                       " not_tls, refused, unavailable)", ["reason"], registry=r)
         self.sessions_lost = Counter(p + "mqtt_sessions_lost", "Persistent broker sessions found gone on (re)connect:"
                                      " what the broker had queued for them is lost", ["client_id"], registry=r)
+        self.alarm_journal_entries = Gauge(p + "alarm_journal_entries", "Alarm journal entries (units of alarm"
+                                           " changes) published but not yet committed to the database", registry=r)
+        self.alarm_journal_full = Gauge(p + "alarm_journal_full", "1 while the alarm journal is full (or cannot be"
+                                        " written): alarm changes are published but not journaled", registry=r)
+        self.alarm_journal_unjournaled = Counter(p + "alarm_journal_unjournaled", "Alarm operations published and"
+                                                 " queued for the database without a journal entry (journal full"
+                                                 " or unwritable)", registry=r)
+        self.alarm_journal_replayed = Counter(p + "alarm_journal_replayed", "Alarm journal entries written to the"
+                                              " database at start (left by a run that stopped before its commit)",
+                                              registry=r)
 
     def serve(self, cfg: Any) -> WSGIServer:
         """Start /metrics as ``cfg`` (a MetricsConfig) says; returns the server (``shutdown()``)."""

@@ -2,12 +2,18 @@
 
 ``Pipeline.submit`` validates a message and keeps its rows pending. ``flush`` turns everything
 pending into a :class:`Unit`: it runs the detectors on the unit's readings (in memory, right
-away, so alarm latency does not wait for the database), derives event and alarm operations, and
-queues the unit for the writers. Writers commit a unit's readings, dead letters, events and
-alarm changes in one transaction; only then are the unit's MQTT messages acknowledged, strictly
+away, so alarm latency does not wait for the database), derives event and alarm operations,
+journals them on local disk (daemon/alarm_journal.py) and publishes the alarm changes at once
+(MQTT, webhooks, console: an alarm never waits for the historian), and queues the unit for the
+writers. Writers commit a unit's readings, dead letters, events and alarm changes in one
+transaction (the alarm changes keep their decision order and original times; the journal entry
+is forgotten with the commit); only then are the unit's MQTT messages acknowledged, strictly
 in arrival order. A unit whose write fails because the database is unavailable (connection,
 timeout) is retried with backoff until it succeeds: nothing is acknowledged, so nothing can be
-lost, and the bounded queue pushes back on the broker. A unit the database refuses because of its
+lost, and the withheld acknowledgements push back on the broker: it sends at most
+``mqtt.receive_window`` messages not yet acknowledged. Intake never waits for the writers, so
+detection (and alarm notification) goes on over everything received while the database is down
+or stalled, up to that window (docs/outages.md). A unit the database refuses because of its
 data (a value validation could not foresee, a constraint) is never retried as it is: it is
 bisected by message and by alarm operation until each refused part stands alone; a refused
 message is dead-lettered whole as ``unstorable`` with the database's error, a refused alarm
@@ -22,13 +28,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Callable
 
 import numpy as np
 
 from plantwatch.connectors.store import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store,
                                          WriteResult)
 
+from .alarm_journal import Journaling
 from .alarms import AlarmBook
 from .config import Config
 from .detection import DetectorSet
@@ -77,8 +84,14 @@ class _Pending:
 
 class Pipeline(SplitOnDataError):
     def __init__(self, cfg: Config, store: Store, registry: Registry, detectors: DetectorSet, alarms: AlarmBook,
-                 metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], Awaitable[None] | None] | None = None,
-                 queue_units: int = 4):
+                 metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], None] | None = None,
+                 queue_units: int = 0, journal: Journaling | None = None,
+                 may_publish: Callable[[], bool] | None = None):
+        """``on_alarms``: publishes alarm changes the moment they are decided (must not block);
+        ``queue_units``: units waiting for a writer (0: no bound of its own; the receive window
+        bounds them); ``journal``: keeps decided alarm operations on local disk until the database commits
+        them; ``may_publish``: whether this instance may publish alarm changes now (a cluster
+        instance that holds its partitions' leases; default: always)."""
         self.cfg = cfg
         self.store = store
         self.reg = registry
@@ -86,6 +99,8 @@ class Pipeline(SplitOnDataError):
         self.alarms = alarms
         self.m = metrics
         self.on_alarms = on_alarms
+        self.journal = journal
+        self.may_publish = may_publish or (lambda: True)
         self.units: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=queue_units)
         self._pending = _Pending()
         self._unit_seq = 0
@@ -203,7 +218,7 @@ class Pipeline(SplitOnDataError):
                                               flag=flags_of(robots))
         for cols, at in p.stale:
             changes += self.detectors.mark_stale(cols, at)
-        ops = self.alarms.apply(changes) if changes else []
+        ops = self._decided(self.alarms.apply(changes)) if changes else []
         for w in self.detectors.watches:
             if w.seconds:
                 self.m.detector_seconds.labels(w.cfg.id).inc(w.seconds)
@@ -229,6 +244,7 @@ class Pipeline(SplitOnDataError):
         incident closing) on the same ordered alarm write path. Call it right after mutating the
         AlarmBook, with no ``await`` in between: the order is fixed before this first suspends.
         The returned future resolves when the ops are committed."""
+        ops = self._decided(ops)
         self._unit_seq += 1
         unit = Unit(self._unit_seq, acks=[], readings=None, robot=None, dead=[], collectors=[], ops=list(ops),
                     transfers=[], sent=[], newest=0.0, n_messages=0, received=time.time())
@@ -237,6 +253,27 @@ class Pipeline(SplitOnDataError):
         self._last_alarm_done = unit.alarm_done
         await self._enqueue(unit)
         return unit.alarm_done
+
+    def _decided(self, ops: list[AlarmOp]) -> list[AlarmOp]:
+        """Alarm operations just decided (the AlarmBook already holds their result): journal them,
+        publish their alarm changes now, and return what the unit writes (with the journal's
+        marker). Never waits for the database, nor for the broker."""
+        if not ops:
+            return ops
+        if self.journal is not None:
+            ops = self.journal.drop_replayed(ops)
+            if not ops:
+                return ops
+            ops = self.journal.record(ops)
+        writes = [op for op in ops if isinstance(op, AlarmWrite)]
+        if writes:
+            for w in writes:
+                self.m.alarm_changes.labels(w.to_state).inc()
+            for sev, n in self.alarms.counts_by_severity().items():
+                self.m.active_alarms.labels(sev).set(n)
+            if self.on_alarms is not None and self.may_publish():
+                self.on_alarms(writes)
+        return ops
 
     async def _enqueue(self, unit: Unit) -> None:
         """Hand a unit to the writers. Once it is in flight it must reach the queue even if the
@@ -348,19 +385,10 @@ class Pipeline(SplitOnDataError):
             unit.alarm_done.set_result(unit.quarantined)  # the ops the database refused (normally none)
         unit.done = True
         self._release_acks()
+        if self.journal is not None and unit.ops:
+            self.journal.committed(unit.ops)
         if self.on_commit is not None:
             self.on_commit(unit)
-        refused = {id(op) for op in unit.quarantined}
-        writes = [op for op in unit.ops if isinstance(op, AlarmWrite) and id(op) not in refused]
-        if writes:
-            for w in writes:
-                self.m.alarm_changes.labels(w.to_state).inc()
-            for sev, n in self.alarms.counts_by_severity().items():
-                self.m.active_alarms.labels(sev).set(n)
-            if self.on_alarms is not None:
-                r = self.on_alarms(writes)
-                if asyncio.iscoroutine(r):
-                    await r
         self.committed.set()
         self.committed.clear()
 

@@ -12,23 +12,27 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Coroutine
 
 import aiomqtt
+import asyncpg
 
+from plantwatch.connectors.alarm_journal import AlarmJournal, JournalInUse
 from plantwatch.connectors.mqtt import BrokerAddress, Subscriber
 from plantwatch.connectors.store import AlarmWrite, Store
 
+from .alarm_journal import Journaling, journal_path, replay
 from .alarm_publisher import AlarmPublisher
 from .alarm_service import AlarmManagement
 from .broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
-from .exits import GraceExceeded
+from .exits import GraceExceeded, StartupError
 from .pipeline import Pipeline
 from .reconnect import Backoff
 from .site_status import SiteAnnouncer
@@ -55,6 +59,17 @@ def limit_rows(cfg: Config) -> list[tuple[str, str, float | None, float | None, 
         for i in cfg.watched(d):
             rows.append((cfg.sensors[i].id, d.id, p.get("low_low"), p.get("low"), p.get("high"), p.get("high_high")))
     return rows
+
+
+def open_journal(cfg: Config, dsn: str) -> AlarmJournal:
+    """The alarm journal (daemon/alarm_journal.py); one it cannot open stops the start in one line."""
+    path = journal_path(cfg, dsn)
+    try:
+        return AlarmJournal(path, limit=cfg.alarms.journal_limit)
+    except JournalInUse as e:
+        raise StartupError(f"alarms.journal_dir: {e}") from None
+    except (OSError, sqlite3.Error) as e:
+        raise StartupError(f"alarms.journal_dir: cannot open the alarm journal {path}: {e}") from None
 
 
 def topics(cfg: Config) -> tuple[list[str], str]:
@@ -110,6 +125,7 @@ class Daemon:
         self.sparkplug: SparkplugIngest | None = None
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
         self.broker_sessions: BrokerSessions | None = None  # a lost persistent session -> system alarm
+        self.journal: AlarmJournal | None = None  # alarm operations decided, not yet committed
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -117,6 +133,7 @@ class Daemon:
         self.broker_sessions = BrokerSessions(store.pool, cfg.site.id, str(self.ep.broker), self.m,
                                               on_lost=self._session_lost)
         try:
+            self.journal = open_journal(cfg, self.ep.dsn)
             ids = await store.sync_registry(cfg.site, cfg.sensors)
             await store.sync_limits(limit_rows(cfg), ids)
             digest = None
@@ -130,16 +147,19 @@ class Daemon:
             if restored:
                 log.info("restored learned state of %d detector(s): %s", len(restored), ", ".join(restored))
             detectors.restart_clocks(time.time())  # nothing was received while the daemon was down
+            journaling = Journaling(self.journal, self.m, on_condition=self._journal_condition)
+            await replay(journaling, store, self.m)  # what a run stopped during an outage decided
             self.alarm_mgmt = AlarmManagement(cfg, store, self.m, config_hash=digest)
             book = await self.alarm_mgmt.make_book(reg.db_id)  # lifecycle-aware AlarmBook, state as committed
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
-            self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification)
+            self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification,
+                                     journal=journaling)
             self.pipeline.restore_sequences(await store.last_sequences())
             self.alarm_mgmt.bind(self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
-            self.pipeline.on_commit = self._transfer_receipts
+            self.pipeline.on_commit = self._committed
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
@@ -165,6 +185,8 @@ class Daemon:
                     raise self._give_up(grace) from None
         finally:
             await store.close()
+            if self.journal is not None:
+                self.journal.close()
 
     async def _shut_down(self, writers, notifier, background, alarm_mgmt, ingest) -> None:
         """Stop intake, commit and acknowledge what was received, save state, publish the last
@@ -307,6 +329,13 @@ class Daemon:
         except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion
             log.error("saving detector state failed: %s", e)
 
+    def _committed(self, unit) -> None:
+        """After a commit: transfer receipts, and a fresh retained active list when the unit
+        committed alarm changes (their messages went out when they were decided)."""
+        self._transfer_receipts(unit)
+        if any(isinstance(op, AlarmWrite) for op in unit.ops):
+            self.alarm_pub.active_changed()
+
     def _transfer_receipts(self, unit) -> None:
         """After a commit: a receipt for each transfer declaration of the unit, stored or refused,
         on ``{prefix}/{site}/transfers/receipts`` (``plantwatch transfer`` waits for it)."""
@@ -322,9 +351,21 @@ class Daemon:
         """The broker lost the intake's session: a system alarm on ``{prefix}/{site}/alarms/system``."""
         self.alarm_pub.offer_message(*system_alarm(ev, topics(self.cfg)[1], self.cfg.site.id))
 
+    def _journal_condition(self, active: bool, text: str) -> None:
+        """The alarm journal is full or unwritable (or writable again): a system alarm."""
+        self.alarm_pub.offer_message(f"{topics(self.cfg)[1]}/system", json.dumps({
+            "site": self.cfg.site.id, "alarm": "alarm_journal_full", "severity": "high", "active": active,
+            "time": time.time(), "text": text}).encode())
+
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
         self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks
         self.alarm_pub.offer(writes)  # MQTT: bounded outbox, kept across broker outages
 
-    async def _active_alarms(self) -> list[dict]:
-        return await self.store.active_alarms()
+    async def _active_alarms(self) -> list[dict] | None:
+        """The alarms not in state normal, as committed; None while the database does not answer
+        within a second (the publisher tries again later; alarm changes do not wait for it)."""
+        try:
+            return await asyncio.wait_for(self.store.active_alarms(), 1.0)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as e:
+            log.debug("active alarm list: the database did not answer (%s)", e or type(e).__name__)
+            return None
