@@ -107,7 +107,10 @@ class TransferDeclaration(msgspec.Struct, forbid_unknown_fields=True):
     tank: str  # sensor id of the tank's level/inventory sensor
     start: float | str
     end: float | str
-    quantity: float  # in the sensor's unit; > 0 leaves the tank, < 0 enters it
+    quantity: float  # in ``unit``; > 0 leaves the tank, < 0 enters it
+    #: ``%`` (of the tank's capacity) or the tank's capacity unit (t, kg, m3 ...); required: a
+    #: declaration without its unit is refused (``bad_transfer``)
+    unit: str
     by: str = ""
     reference: str = ""
 

@@ -311,7 +311,8 @@ class Daemon:
         """After a commit: a receipt for each transfer declaration of the unit, stored or refused,
         on ``{prefix}/{site}/transfers/receipts`` (``plantwatch transfer`` waits for it)."""
         declared = topics(self.cfg)[0][2]
-        receipts = [{"key": x.key, "status": "stored", "reference": x.reference} for x in unit.transfers]
+        receipts = [{"key": x.key, "status": "stored", "reference": x.reference, "quantity": x.quantity,
+                     "unit": x.unit} for x in unit.transfers]
         receipts += [{"key": d.key, "status": "rejected", "reason": d.reason, "detail": d.detail}
                      for d in unit.dead if d.topic == declared]
         topic = topics(self.cfg)[1].rsplit("/", 1)[0] + "/transfers/receipts"
