@@ -102,7 +102,8 @@ _NUMERIC_FIELDS = ("time", "value", "x", "y")
 
 
 class TransferDeclaration(msgspec.Struct, forbid_unknown_fields=True):
-    """A declared material transfer, on ``{prefix}/{site}/transfers/declared`` (QoS 1)."""
+    """A declared material transfer, on ``{prefix}/{site}/transfers/declared`` (QoS 1); spec:
+    ``schema/transfer-v1.json``."""
 
     tank: str  # sensor id of the tank's level/inventory sensor
     start: float | str

@@ -233,3 +233,26 @@ inventory:
     assert "inventory.tanks[1].unit: sensor 'TK-K' reports in 'kg', the tank's unit is 't'" in text, text
     assert "inventory.tanks[2].capacity: 60 disagrees with the loss detector's capacity 50" in text, text
     assert "inventory.tanks[3].unit: the capacity's unit is a quantity" in text, text
+
+
+def test_transfer_schema_and_decoder_agree():
+    """connectors/schema/transfer-v1.json and wire.decode_transfer accept and refuse the same documents."""
+    from importlib import resources
+
+    import jsonschema
+
+    from plantwatch.connectors.wire import decode_transfer
+
+    schema = json.loads(resources.files("plantwatch.connectors").joinpath("schema/transfer-v1.json").read_text())
+    good = {"tank": "TK-1", "start": 1.7e9, "end": "2026-01-01T00:00:00+00:00", "quantity": 20.0, "unit": "%"}
+    docs = [(good, True), ({**good, "by": "ann", "reference": "BOL-1"}, True),
+            ({k: v for k, v in good.items() if k != "unit"}, False), ({**good, "extra": 1}, False),
+            ({**good, "quantity": "20"}, False), ({**good, "unit": 5}, False)]
+    for doc, ok in docs:
+        assert jsonschema.Draft202012Validator(schema).is_valid(doc) is ok, doc
+        try:
+            decode_transfer(json.dumps(doc).encode())
+            decoded = True
+        except ValueError:
+            decoded = False
+        assert decoded is ok, doc
