@@ -87,3 +87,34 @@ def test_cross_check_and_silent_instrument():
     assert det.CONDITIONS[max(codes)] == "disagrees"
     o = det.tick(10.0 * 400 + 121)  # no reading for two minutes
     assert [det.CONDITIONS[c] for c in o.code] == ["disagrees", "silent"]  # disagreeing outranks silent
+
+
+def test_inventory_command_reports_minimum_detectable_loss(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text("""
+site:
+  id: s
+  areas: [{id: store, collector: edge1}]
+sensors:
+  - {id: TK-U1, kind: level, unit: '%', range: [0, 100], area: store}
+  - {id: TT-U1, kind: temperature, unit: degC, range: [-40, 80], area: store}
+  - {id: TK-K, kind: level, unit: kg, range: [0, 20000], area: store}
+inventory:
+  tanks:
+    - {sensor: TK-U1, capacity: 50, unit: t}
+detectors:
+  - id: balance
+    type: inventory_balance
+    select: {sensors: [TK-U1, TT-U1, TK-K]}
+    params: {accuracy: {TK-U1: 0.025}, temperature: {TK-U1: TT-U1}, expansion: {TK-U1: 0.001}}
+""")
+    p = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "inventory", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines()[1:]}
+    expected = minimum_detectable_rate(0.025, 300.0, 0.5, 10.0, 6 * 3600.0)
+    assert rows["TK-U1"][2:5] == ["50", "t", "yes"] and float(rows["TK-U1"][6]) == pytest.approx(expected, rel=1e-3)
+    assert "unknown" in rows["TK-K"] and "(set accuracy)" in " ".join(rows["TK-K"])
