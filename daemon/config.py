@@ -305,7 +305,7 @@ class AlarmsConfig(Model):
 
 class ApiToken(Model):
     name: ID
-    role: Literal["operator", "engineer", "inspector"]
+    role: Literal["operator", "engineer", "inspector", "security"]
     #: hex SHA-256 of the token (``plantwatch token new`` prints both)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 

@@ -43,6 +43,20 @@ class Tank(_Model):
     max_rate: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
+class SecurityRoutingConfig(_Model):
+    """Which alarms are security alarms, and where they go (docs/security.md)."""
+
+    #: detector ids whose alarms are security alarms; omitted: every enabled unexplained_loss,
+    #: inventory_balance and inventory_integrity detector
+    detectors: list[ID] | None = None
+    #: sensors of toxic tanks: their instrument alarms (stale, flatline, out of range ...) are security alarms too
+    toxic: list[ID] = Field(default_factory=list)
+    #: the position security alarms are shown to (the console's security view)
+    position: ID = "security"
+    #: security alarm changes are also published on {prefix}/{site}/{topic}
+    topic: str = Field("alarms/security", pattern=r"^[^#+\s]+$")
+
+
 class InventoryConfig(_Model):
     """Tanks whose inventory is reconciled against declared transfers."""
 
@@ -50,6 +64,8 @@ class InventoryConfig(_Model):
     tanks: list[Tank] = Field(default_factory=list)
     #: the fastest plausible transfer of a tank without max_rate, in capacities per hour
     max_rate_fraction: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
+    #: security alarms: which they are and where they go
+    security: SecurityRoutingConfig = SecurityRoutingConfig()
 
 
 def is_percent(unit: str) -> bool:
@@ -176,6 +192,14 @@ def inventory_problems(cfg: "Config") -> list[str]:
         if cap is not None and not math.isclose(cap, t.capacity, rel_tol=1e-9):
             out.append(f"{where}.capacity: {t.capacity:g} disagrees with the loss detector's capacity {cap:g}"
                        f" for {t.sensor!r}: give it in one place")
+    sec = cfg.inventory.security
+    dets = {d.id for d in cfg.detectors}
+    for i, d in enumerate(sec.detectors or []):
+        if d not in dets:
+            out.append(f"inventory.security.detectors[{i}]: unknown detector {d!r}")
+    for i, s in enumerate(sec.toxic):
+        if s not in sensors:
+            out.append(f"inventory.security.toxic[{i}]: unknown sensor {s!r}")
     return out
 
 

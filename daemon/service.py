@@ -326,6 +326,9 @@ class Daemon:
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
         self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks
         self.alarm_pub.offer(writes)  # MQTT: bounded outbox, kept across broker outages
+        if self.alarm_mgmt.book is not None:  # security alarms also on their own topic (daemon/security.py)
+            for topic, payload in self.alarm_mgmt.book.security.messages(writes):
+                self.alarm_pub.offer_message(topic, payload)
 
     async def _active_alarms(self) -> list[dict]:
         return await self.store.active_alarms()
