@@ -17,7 +17,9 @@ them:
 * ``disagrees``: a second instrument on the same tank (a load cell, a second radar: ``cross``,
   scaled into the tank's units by ``cross_scale``) has moved away from it by more than
   ``cross_tolerance`` compared with their learned offset.
-* ``silent``: no reading for ``silent_after`` seconds (on ``tick``).
+* ``silent``: no reading for ``silent_after`` seconds while the detector's other instruments report
+  (on ``tick``, in reading time; a whole site going quiet is the ``stale`` detector's, whose alarms
+  on a toxic tank are security alarms too).
 
 Priority when several hold: replaying, frozen, disagrees, silent. Routed like the mass balance: a
 security alarm (docs/security.md).
@@ -106,7 +108,8 @@ class InventoryIntegrity(Detector):
 
     def _kind(self, idx, t):
         p: InventoryIntegrityParams = self.params
-        frozen = (self.changes[idx] >= p.min_changes) & (t - self.run_start[idx] >= p.frozen_after)
+        # frozen in reading time (a tick does not make a silent instrument frozen)
+        frozen = (self.changes[idx] >= p.min_changes) & (self.last_t[idx] - self.run_start[idx] >= p.frozen_after)
         dis = self.gap[idx] > p.cross_tolerance
         silent = t - self.last_t[idx] > p.silent_after
         kind = np.where(self.replay[idx], 1, np.where(frozen, 2, np.where(dis, 3, np.where(silent, 4, 0))))
@@ -132,7 +135,9 @@ class InventoryIntegrity(Detector):
         seen = np.flatnonzero(np.isfinite(self.last_t))
         if not len(seen):
             return None
-        t = np.full(len(seen), float(now))
+        # silent in reading time: behind the freshest reading of the detector's instruments (a
+        # replay of past data is not silent; a whole site going quiet is the stale detector's)
+        t = np.full(len(seen), min(float(now), float(np.max(self.last_t[seen]))))
         kind = self._kind(seen, t)
         return Output(seen, t, (kind != 0).astype(np.float64), self.decider.step(seen, t, (kind != 0).astype(np.float64), kind))
 

@@ -68,3 +68,14 @@ async def test_backtest_raises_the_alarms_the_live_daemon_raised(mosquitto, db, 
     replayed = {(a.detector, a.sensor) for a in res.runs[0].activations}
     assert replayed == live, (replayed, live)
     assert res.readings == 1400  # fixed and robot readings
+
+
+async def test_security_eval_through_broker_database_and_daemon(mosquitto, db):
+    """The scenario suite's daemon pass: an undeclared 20 % draw-off within 2 min, declarations in t
+    stored, no false alarm before it (28 simulated hours with declared loadings and refills)."""
+    from plantwatch.daemon.security_eval_daemon import run_case
+
+    r = await run_case("drawoff", 28.0, 21.0, mosquitto.host, mosquitto.port, db)
+    assert r["readings"] == 2 * 28 * 360 and r["declarations"] == 4, r
+    assert r["first"] == "unexplained-loss:unexplained_loss" and r["delay_s"] <= 120, r
+    assert r["false"] == 0, r

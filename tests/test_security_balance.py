@@ -85,8 +85,15 @@ def test_cross_check_and_silent_instrument():
         codes.append(int(out.code[0]))
     assert codes[:200] == [0] * 200
     assert det.CONDITIONS[max(codes)] == "disagrees"
-    o = det.tick(10.0 * 400 + 121)  # no reading for two minutes
-    assert [det.CONDITIONS[c] for c in o.code] == ["disagrees", "silent"]  # disagreeing outranks silent
+    # silent: TK-A stops reporting while TK-B goes on (in reading time: a replay of the past is not silent)
+    det = cls(cls.Params.model_validate({"silent_after": 120.0}), [SensorInfo("TK-A", "level", "%", 0, 100, "A"),
+                                                                    SensorInfo("TK-B", "level", "%", 0, 100, "A")])
+    for k in range(100):
+        both = k < 50
+        idx = np.array([0, 1]) if both else np.array([1])
+        det.update(idx, np.full(len(idx), 10.0 * k), 50 + rng.normal(0, 0.1, len(idx)))
+    o = det.tick(10.0 * 99 + 5000)  # the wall clock far ahead: reading time counts
+    assert [det.CONDITIONS[c] for c in o.code] == ["silent", "normal"]
 
 
 def test_inventory_command_reports_minimum_detectable_loss(tmp_path):
