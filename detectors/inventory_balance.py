@@ -326,6 +326,8 @@ class InventoryBalance(Detector):
             self.dvar[c[k]] += (p.transfer_tolerance * qty) ** 2
             restart[k] |= bool(np.isfinite(self.prev_t0[c[k]]) and self.prev_t0[c[k]] >= e0)  # declared late
             self._compare(int(c[k]), s0, qty, float(m[k]), float(t1[k]))
+        if len(self.tr):
+            self.tr = self.tr[self.tr[:, 4] == 0]  # booked: part of the book now, no longer needed
         self.prev_t0[c] = t0
         live = ~first & ~in_tr
         self.r_prev[c[in_tr]] = np.nan
