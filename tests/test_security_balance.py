@@ -125,3 +125,18 @@ detectors:
     expected = minimum_detectable_rate(0.025, 300.0, 0.5, 10.0, 6 * 3600.0)
     assert rows["TK-U1"][2:5] == ["50", "t", "yes"] and float(rows["TK-U1"][6]) == pytest.approx(expected, rel=1e-3)
     assert "unknown" in rows["TK-K"] and "(set accuracy)" in " ".join(rows["TK-K"])
+
+
+@pytest.mark.parametrize("name", ["inventory_balance", "inventory_integrity"])
+def test_security_doc_lists_every_parameter_with_its_default(name):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    text = re.search(rf"^### `{name}`.*?(?=^### |^## |\Z)", doc, re.S | re.M).group(0)
+    cls = REGISTRY[name]
+    for k, f in cls.Params.model_fields.items():
+        default = f.default_factory() if f.default_factory else f.default
+        assert re.search(rf"^\| `{k}` \| `{re.escape(str(default))}` \|", text, re.M), f"{name}.{k}"
+    for cond in cls.CONDITIONS[1:]:
+        assert f"`{cond}` ({cls.SEVERITY[cond]})" in text
