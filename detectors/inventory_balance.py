@@ -28,6 +28,10 @@ How it works, per tank
   left, or more arrived: a cover story) when they differ by more than ``mismatch_k`` σ of that
   comparison and ``min_mismatch``; held for ``hold`` seconds, then the balance speaks.
 * A declaration made after the fact books at the next bucket and restarts both CUSUMs.
+* Connected tanks (``groups``: material moves between them through fixed lines): the sum of their
+  residuals has its own CUSUM, stepped when the group's first tank closes a bucket and no member
+  is being pumped; ``group_loss`` is raised on the first tank. A loss spread over the group, each
+  part below its tank's threshold, adds up here.
 * Every ``reconcile`` seconds of calm the residual becomes the new reference (the officer's
   periodic reconciliation): a loss slower than the CUSUM can see within that time is absorbed.
 
@@ -89,6 +93,8 @@ class InventoryBalanceParams(DetectorParams):
     temperature: dict[str, str] = Field(default_factory=dict, description="tank sensor id -> its temperature sensor id")
     expansion: dict[str, float] = Field(default_factory=dict, description="tank sensor id -> volumetric expansion, 1/K")
     reference_temperature: float = Field(15.0, ge=-100, le=500, description="temperature the inventory is reckoned at")
+    groups: dict[str, list[str]] = Field(default_factory=dict,
+                                         description="group id -> its connected tanks; the group's loss is raised on the first")
     on_delay: float = Field(0.0, ge=0, le=86400, description="seconds a condition must persist before alarming")
     off_delay: float = Field(0.0, ge=0, le=86400, description="seconds it must be gone before clearing")
 
@@ -105,6 +111,14 @@ class InventoryBalanceParams(DetectorParams):
         if isinstance(v, float) and not (math.isfinite(v) and v >= 0):
             raise ValueError("accuracy must be a non-negative number")
         return _per_map(v, "accuracy", strict=False)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v):
+        for key, members in v.items():
+            if len(members) < 2 or len(set(members)) != len(members):
+                raise ValueError(f"groups[{key!r}] must name at least two different tanks")
+        return v
 
     @field_validator("expansion")
     @classmethod
@@ -133,9 +147,10 @@ class BalanceDecider(Decider):
 class InventoryBalance(Detector):
     name = "inventory_balance"
     Params = InventoryBalanceParams
-    CONDITIONS = ("normal", "inventory_loss", "more_than_declared", "less_than_declared", "inventory_gain")
+    CONDITIONS = ("normal", "inventory_loss", "more_than_declared", "less_than_declared", "inventory_gain",
+                  "group_loss")
     SEVERITY = {"inventory_loss": "high", "more_than_declared": "high", "less_than_declared": "high",
-                "inventory_gain": "medium"}
+                "inventory_gain": "medium", "group_loss": "high"}
     univariate: ClassVar[bool] = False  # a tank's temperature sensor compensates its level
 
     def __init__(self, params: InventoryBalanceParams, sensors):
@@ -179,6 +194,12 @@ class InventoryBalance(Detector):
         self.mismatch = np.full(n, np.nan)  # last moved - declared
         self.kind = np.zeros(n, dtype=np.int8)  # condition of the balance
         self.tr = np.zeros((0, 5))  # col, start, end, quantity, booked
+        # connected tanks: their summed residual has its own CUSUM, raised on the group's first tank
+        self.g_cols = [np.array([ids[m] for m in ms if m in ids], dtype=np.int64) for ms in p.groups.values()]
+        self.g_cols = [g for g in self.g_cols if len(g) >= 2]
+        self.g_dev = np.full(n, np.nan)  # each tank's latest deviation of its residual (nan: being pumped)
+        self.g_s = np.zeros(len(self.g_cols))
+        self.g_on = np.zeros(len(self.g_cols), dtype=bool)
 
     @classmethod
     def example_params(cls) -> dict[str, Any]:
@@ -196,7 +217,7 @@ class InventoryBalance(Detector):
         return {k: getattr(self, k) for k in (
             "temp", "b_t0", "b_t1", "b_sum", "b_n", "hist_t0", "hist_t1", "hist_m", "hist_pos", "book", "r_ref",
             "ref_t", "r_prev", "sigma", "dvar", "s_loss", "s_gain", "nb", "prev_t0", "held", "held_until",
-            "mismatch", "kind", "tr")}
+            "mismatch", "kind", "tr", "g_dev", "g_s", "g_on")}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         super().set_state(state)
@@ -331,6 +352,7 @@ class InventoryBalance(Detector):
         self.prev_t0[c] = t0
         live = ~first & ~in_tr
         self.r_prev[c[in_tr]] = np.nan
+        self.g_dev[c[in_tr]] = np.nan
         self.s_loss[c[restart]] = 0.0
         self.s_gain[c[restart]] = 0.0
         if not live.any():
@@ -352,6 +374,8 @@ class InventoryBalance(Detector):
         with np.errstate(all="ignore"):
             z = np.clip((r - self.r_ref[cl] - p.evaporation * hours) / sig, -S_CAP, S_CAP)
         warm = self.nb[cl] >= p.warmup_buckets
+        with np.errstate(all="ignore"):
+            self.g_dev[cl] = np.where(warm, r - self.r_ref[cl] - p.evaporation * hours, np.nan)
         self.s_loss[cl] = np.where(warm, np.clip(self.s_loss[cl] + z - p.k, 0.0, S_CAP), 0.0)
         self.s_gain[cl] = np.where(warm, np.clip(self.s_gain[cl] - z - p.k, 0.0, S_CAP), 0.0)
         # the periodic reconciliation: calm for `reconcile` seconds -> the residual is the new reference
@@ -361,6 +385,11 @@ class InventoryBalance(Detector):
         self.r_ref[d] = r[due]
         self.ref_t[d] = tl[due]
         self.dvar[d] = 0.0
+        for g, members in enumerate(self.g_cols):  # a group steps when its first tank closes a bucket
+            if members[0] in cl and np.isfinite(self.g_dev[members]).all():
+                sg = float(np.sqrt(np.sum(self.sigma_of(members) ** 2)))
+                zg = min(max(float(np.sum(self.g_dev[members])) / sg, -S_CAP), S_CAP)
+                self.g_s[g] = min(max(self.g_s[g] + zg - p.k, 0.0), S_CAP)
         self._decide(c)
 
     def _compare(self, col: int, s0: float, qty: float, after: float, t: float) -> None:
@@ -385,6 +414,13 @@ class InventoryBalance(Detector):
         lim_loss = np.where(cur == 1, p.clear_ratio * p.h, p.h)
         lim_gain = np.where(cur == 4, p.clear_ratio * p.h, p.h)
         self.kind[c] = np.where(self.s_loss[c] >= lim_loss, 1, np.where(self.s_gain[c] >= lim_gain, 4, 0)).astype(np.int8)
+        for g, members in enumerate(self.g_cols):
+            lead = members[0]
+            if lead not in c:
+                continue
+            self.g_on[g] = self.g_s[g] >= (p.clear_ratio * p.h if self.g_on[g] else p.h)
+            if self.g_on[g] and self.kind[lead] == 0:
+                self.kind[lead] = 5
 
     def explain(self, col: int | str) -> dict[str, Any]:
         """The balance of one tank: book, measured, residual, its sigma, CUSUMs, minimum detectable rate."""

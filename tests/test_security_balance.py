@@ -140,3 +140,21 @@ def test_security_doc_lists_every_parameter_with_its_default(name):
         assert re.search(rf"^\| `{k}` \| `{re.escape(str(default))}` \|", text, re.M), f"{name}.{k}"
     for cond in cls.CONDITIONS[1:]:
         assert f"`{cond}` ({cls.SEVERITY[cond]})" in text
+
+
+def test_group_balance_finds_a_loss_spread_over_connected_tanks():
+    """Each tank loses 80 % of what its own balance can find within 6 h; together they lose 1.6 times
+    it, which the group's balance (uncertainty √2 of one tank's) finds: group_loss on the first tank."""
+    cls = REGISTRY["inventory_balance"]
+    sensors = [SensorInfo(f"TK{i}", "level", "t", 0, 100, "A") for i in range(2)]
+    params = {"accuracy": 0.1, "bucket": 300.0, "groups": {"farm": ["TK0", "TK1"]}}
+    det = cls(cls.Params.model_validate(params), sensors)
+    rate = 0.8 * minimum_detectable_rate(0.1, 300.0, 0.5, 10.0, 6 * 3600.0)  # per hour
+    rng = np.random.default_rng(4)
+    seen = set()
+    for k in range(int(7 * 3600 / 10)):
+        t = 10.0 * k
+        lost = rate * max(t - 3600.0, 0.0) / 3600.0
+        out = det.update(np.array([0, 1]), np.full(2, t), 50.0 - lost + rng.normal(0, 0.01, 2))
+        seen |= {(int(i), det.CONDITIONS[c]) for i, c in zip(out.idx, out.code) if c}
+    assert seen == {(0, "group_loss")}, seen
