@@ -256,3 +256,23 @@ def test_transfer_schema_and_decoder_agree():
         except ValueError:
             decoded = False
         assert decoded is ok, doc
+
+
+def test_plausibility_bounds_a_tank_without_inventory_config_by_its_range():
+    """Issue 14: 1e308 m3 for a 0-1000 m3 tank was stored with a 'stored' receipt."""
+    from plantwatch.daemon.validate import Registry, validate_transfer
+
+    cfg = load_config_text("""
+site: {id: s, areas: [{id: a, collector: e}]}
+sensors:
+  - {id: TK, kind: level, unit: m3, range: [0, 1000], area: a}
+""")
+    reg = Registry.build(cfg, {"TK": 1})
+    got = {}
+    for q, dur in ((1e308, 3600), (1000.0, 3600), (900.0, 60), (10.0, 0)):
+        body = {"tank": "TK", "start": 1.79e9, "end": 1.79e9 + dur, "quantity": q, "unit": "m3"}
+        v = validate_transfer("plantwatch/s/transfers/declared", json.dumps(body).encode(), cfg, reg)
+        got[q] = v.transfer.quantity if v.transfer else v.rejected[0].detail
+    assert "is more than tank 'TK' holds (1000 m3)" in got[1e308]
+    assert got[1000.0] == 1000.0 and got[10.0] == 10.0  # a whole tank in an hour; 10 m3 "at once" is one minute
+    assert "rate 54000 m3/h" in got[900.0] and "plausible maximum of tank 'TK', 10000 m3/h" in got[900.0]
