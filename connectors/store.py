@@ -80,6 +80,9 @@ class Transfer:
     by: str
     reference: str
     key: str
+    unit: str = ""  # the unit of ``quantity`` (the tank's inventory unit)
+    declared_quantity: float | None = None  # as declared, in ``declared_unit``
+    declared_unit: str = ""
 
 
 @dataclass(slots=True)
@@ -276,9 +279,11 @@ class Store:
                      for c in collectors])
             if transfers:
                 await conn.executemany(
-                    "INSERT INTO transfers (sensor_id, start_at, end_at, quantity, declared_by, reference, msg_key)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (msg_key) DO NOTHING",
-                    [(x.sensor_id, _ts(x.start), _ts(x.end), x.quantity, x.by, x.reference, x.key) for x in transfers])
+                    "INSERT INTO transfers (sensor_id, start_at, end_at, quantity, declared_by, reference, msg_key,"
+                    " unit, declared_quantity, declared_unit)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (msg_key) DO NOTHING",
+                    [(x.sensor_id, _ts(x.start), _ts(x.end), x.quantity, x.by, x.reference, x.key,
+                      x.unit, x.declared_quantity, x.declared_unit) for x in transfers])
             if alarm_ops:
                 res.alarm_ids = await apply_alarm_ops(conn, alarm_ops)
         if readings is not None and len(readings):

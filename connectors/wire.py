@@ -102,12 +102,16 @@ _NUMERIC_FIELDS = ("time", "value", "x", "y")
 
 
 class TransferDeclaration(msgspec.Struct, forbid_unknown_fields=True):
-    """A declared material transfer, on ``{prefix}/{site}/transfers/declared`` (QoS 1)."""
+    """A declared material transfer, on ``{prefix}/{site}/transfers/declared`` (QoS 1); spec:
+    ``schema/transfer-v1.json``."""
 
     tank: str  # sensor id of the tank's level/inventory sensor
     start: float | str
     end: float | str
-    quantity: float  # in the sensor's unit; > 0 leaves the tank, < 0 enters it
+    quantity: float  # in ``unit``; > 0 leaves the tank, < 0 enters it
+    #: ``%`` (of the tank's capacity) or the tank's capacity unit (t, kg, m3 ...); required: a
+    #: declaration without its unit is refused (``bad_transfer``)
+    unit: str
     by: str = ""
     reference: str = ""
 

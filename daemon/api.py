@@ -40,7 +40,7 @@ from .lifecycle import ACTIONS, ActionError, ManagedAlarmBook
 
 log = logging.getLogger(__name__)
 
-ROLES = ("inspector", "operator", "engineer")
+ROLES = ("inspector", "operator", "engineer", "security")
 STATIC = Path(__file__).parent / "static"
 
 
@@ -245,8 +245,11 @@ class Api:
     # --- alarms -----------------------------------------------------------------------------------
     async def list_alarms(self, request: web.Request) -> web.Response:
         include_normal = request.query.get("all") in ("1", "true", "yes")
+        route = request.query.get("route")  # the security view: ?route=security (daemon/security.py)
+        if route not in (None, "security", "operator"):
+            return _err(400, "route must be security or operator")
         async with self.pool.acquire() as conn:
-            rows = await alarm_db.list_alarms(conn, include_normal=include_normal)
+            rows = self.book.security.annotate(await alarm_db.list_alarms(conn, include_normal=include_normal), route)
         return _json({"site": self.site, "time": time.time(), "flood": self.book.in_flood(), "alarms": rows})
 
     async def get_alarm(self, request: web.Request) -> web.Response:

@@ -4,6 +4,12 @@ Stored readings of ``[start, end)`` are read back with binary COPY in time chunk
 through the same detector and alarm code the daemon runs (``DetectorSet``, ``AlarmBook``), with
 time-driven detectors (stale data) ticked in reading time. Nothing is written. A warm-up period
 before ``start`` lets statistical detectors learn without their alarms being counted.
+
+Everything the live daemon sees is replayed: fixed readings, robot readings with their positions
+and declared transfers (connectors/replay.py). A declaration is handed to the detectors when the
+replay reaches the earlier of its declaration time and its start: a transfer declared in advance
+explains its readings as it did live; one declared after it started (a late declaration) counts
+from when it was declared, so the alarm the late declaration cleared live is raised here too.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from plantwatch.connectors.replay import DeclaredTransfer, RobotChunk, read_robot, read_transfers
 from plantwatch.connectors.store import AlarmWrite, Store
 
 from .alarm_stats import Activation, AlarmFigures, figures
@@ -78,6 +85,17 @@ class _Run:
         ok = col >= 0  # each detector judges the reading classes it declares, as in the daemon
         self._record(self.book.apply(self.detectors.process(col[ok], t[ok], v[ok], quality=q[ok])), count_from)
 
+    def feed_robot(self, rb: RobotChunk, count_from: float) -> None:
+        col = self.col_of[rb.sensor_id]
+        ok = col >= 0
+        self._record(self.book.apply(self.detectors.process(col[ok], rb.t[ok], rb.value[ok], rb.pos[ok],
+                                                            quality=rb.quality[ok])), count_from)
+
+    def declare(self, tr: DeclaredTransfer) -> None:
+        tag = self.tag_of.get(tr.sensor_id)
+        if tag is not None and tag in self.area_of:
+            self.detectors.declare_transfer(tag, tr.start, tr.end, tr.quantity)
+
     def tick(self, now: float, count_from: float) -> None:
         self._record(self.book.apply(self.detectors.tick(now)), count_from)
 
@@ -118,32 +136,51 @@ async def backtest(store: Store, configs: dict[str, Config], start: float, end: 
         chunks.append((a, min(a + chunk, end)))
         a += chunk
     state = {"next_tick": start - warmup + tick_every}
+    transfers = sorted(await read_transfers(store.pool, start - warmup, end),
+                       key=lambda x: (min(x.declared_at, x.start), x.declared_at))
 
-    def replay(sid, t, v, q, b) -> None:
+    def declare_until(t_end: float) -> None:
+        while transfers and min(transfers[0].declared_at, transfers[0].start) < t_end:
+            tr = transfers.pop(0)
+            for r in runs:
+                r.declare(tr)
+
+    def segment(sid, t, v, q, rb: RobotChunk, lo, hi, rlo, rhi, t_end) -> None:
+        declare_until(t_end)  # declarations first: live, a declaration explains the readings behind it
+        for r in runs:
+            if hi > lo:
+                r.feed(sid[lo:hi], t[lo:hi], v[lo:hi], q[lo:hi], start)
+            if rhi > rlo:
+                r.feed_robot(RobotChunk(rb.sensor_id[rlo:rhi], rb.t[rlo:rhi], rb.value[rlo:rhi], rb.quality[rlo:rhi],
+                                        rb.pos[rlo:rhi]), start)
+
+    def replay(sid, t, v, q, rb: RobotChunk, b) -> None:
         # split at tick boundaries so that stale-data detectors see the silence as it happened
         edges = np.arange(state["next_tick"], b + 1e-9, tick_every)
         cuts = np.searchsorted(t, edges, side="left")
-        lo = 0
-        for edge, hi in zip(edges, cuts):
+        rcuts = np.searchsorted(rb.t, edges, side="left")
+        lo = rlo = 0
+        for edge, hi, rhi in zip(edges, cuts, rcuts):
+            segment(sid, t, v, q, rb, lo, hi, rlo, rhi, float(edge))
             for r in runs:
-                if hi > lo:
-                    r.feed(sid[lo:hi], t[lo:hi], v[lo:hi], q[lo:hi], start)
                 r.tick(float(edge), start)
-            lo = hi
-        if lo < len(t):
-            for r in runs:
-                r.feed(sid[lo:], t[lo:], v[lo:], q[lo:], start)
+            lo, rlo = hi, rhi
+        if lo < len(t) or rlo < len(rb):
+            segment(sid, t, v, q, rb, lo, len(t), rlo, len(rb), b)
         if len(edges):
             state["next_tick"] = float(edges[-1] + tick_every)
 
+    async def read(a: float, b: float):
+        return await store.read_readings(a, b), await read_robot(store.pool, a, b)
+
     # read chunk k+1 from the database while chunk k is replayed in a worker thread (numpy
     # releases the GIL in its kernels, asyncpg reads on the event loop)
-    pending = asyncio.ensure_future(store.read_readings(*chunks[0])) if chunks else None
+    pending = asyncio.ensure_future(read(*chunks[0])) if chunks else None
     for k, (a, b) in enumerate(chunks):
-        sid, t, v, q = await pending
-        pending = asyncio.ensure_future(store.read_readings(*chunks[k + 1])) if k + 1 < len(chunks) else None
-        n += len(t)
-        await asyncio.to_thread(replay, sid, t, v, q, b)
+        (sid, t, v, q), rb = await pending
+        pending = asyncio.ensure_future(read(*chunks[k + 1])) if k + 1 < len(chunks) else None
+        n += len(t) + len(rb)
+        await asyncio.to_thread(replay, sid, t, v, q, rb, b)
     seconds = time.perf_counter() - t_begin
     replays = [Replay(r.name, figures(r.acts, start, end, operator_positions=operator_positions),
                       match_labels(r.acts, labels or []), r.acts) for r in runs]

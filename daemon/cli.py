@@ -197,6 +197,8 @@ PASSTHROUGH = {
     "bench-detectors": ("plantwatch.daemon.bench_detectors", "readings/s per core of each detector at 1k and 10k sensors"),
     "bench-backtest": ("plantwatch.daemon.bench_backtest", "how fast a backtest replays stored readings"),
     "eval": ("plantwatch.daemon.evaluate.__main__", "evaluate the detectors on NAB, SKAB or TEP (eval nab --data DIR)"),
+    "inventory": ("plantwatch.daemon.inventory_cli", "each tank's balance and the smallest loss rate it can find"),
+    "security-eval": ("plantwatch.daemon.security_eval", "chemical-security scenarios, old and new detectors side by side (--quick)"),
 }
 
 

@@ -21,6 +21,7 @@ from plantwatch.detectors import REGISTRY, SensorInfo
 from plantwatch.detectors.compose import CompositionConfig
 
 from .config_checks import did_you_mean, entry_label, range_problems, reference_problems, valid_sensors
+from .config_inventory import InventoryConfig, inventory_problems
 from .config_loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 from .tls_config import (BasicAuthConfig, ClientTlsConfig, DatabaseTlsConfig, ServerTlsConfig, dsn_with_tls,
                          exposed_needs)
@@ -316,7 +317,7 @@ class AlarmsConfig(Model):
 
 class ApiToken(Model):
     name: ID
-    role: Literal["operator", "engineer", "inspector"]
+    role: Literal["operator", "engineer", "inspector", "security"]
     #: hex SHA-256 of the token (``plantwatch token new`` prints both)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
@@ -488,6 +489,8 @@ class Config(Model):
     notify: NotifyConfig = NotifyConfig()
     #: Sparkplug B ingest from edge nodes; omitted: none
     sparkplug: SparkplugConfig | None = None
+    #: tanks whose inventory is reconciled against declared transfers (docs/security.md)
+    inventory: InventoryConfig = InventoryConfig()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo):
@@ -497,6 +500,7 @@ class Config(Model):
             problems += [f"{_fmt_path(p)}: {m}"
                          for p, m in reference_problems(data, sensors) + range_problems(data, sensors)]
         problems += _sparkplug_problems(self, {s.id: s for s in self.sensors})  # on the validated model only
+        problems += inventory_problems(self)
         if problems:
             raise ValueError("\n".join(problems))
         return self

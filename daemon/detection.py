@@ -28,6 +28,7 @@ from plantwatch.detectors.compose import Composer, CompositionConfig
 from plantwatch.detectors.events import EventTracker, Transition, rounds
 
 from .config import Config, DetectorConfig
+from .config_inventory import inventory_params
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ class Watch:
         self.cols = np.asarray(cols, dtype=np.int64)
         self.local = np.full(len(config.sensors), -1, dtype=np.int64)
         self.local[self.cols] = np.arange(len(cols))
-        self.detector: Detector = create(cfg.type, cfg.validated_params(), [infos[c] for c in cols])
+        # security: inventory detectors take a % tank's capacity from inventory.tanks (config_inventory)
+        params = REGISTRY[cfg.type].Params.model_validate(
+            inventory_params(cfg.type, cfg.params, [config.sensors[c] for c in cols], config))
+        self.detector: Detector = create(cfg.type, params, [infos[c] for c in cols])
         self.tracker = EventTracker(len(cols))
         self.description = self.detector.describe()
         self.fingerprint = hashlib.sha256(json.dumps(

@@ -50,14 +50,16 @@ from .alarm_suppression import VISIBLE, Suppression
 from .alarms import SEVERITY_RANK, AlarmBook, AlarmState
 from .config import Config
 from .detection import Change
+from .security import SecurityRouting
 
 
 #: action → roles allowed (engineer can do everything an operator can)
+#: (``security`` acts on security alarms only, and only it on them: daemon/security.py)
 ACTIONS: dict[str, frozenset[str]] = {
-    "ack": frozenset({"operator", "engineer"}),
-    "shelve": frozenset({"operator", "engineer"}),
-    "unshelve": frozenset({"operator", "engineer"}),
-    "comment": frozenset({"operator", "engineer"}),
+    "ack": frozenset({"operator", "engineer", "security"}),
+    "shelve": frozenset({"operator", "engineer", "security"}),
+    "unshelve": frozenset({"operator", "engineer", "security"}),
+    "comment": frozenset({"operator", "engineer", "security"}),
     "out_of_service": frozenset({"engineer"}),
     "return_to_service": frozenset({"engineer"}),
 }
@@ -128,6 +130,7 @@ class ManagedAlarmBook(Suppression, AlarmBook):
         self.unit_of: dict[int, str | None] = {int(db_ids[i]): cfg.process_unit_of(s) for i, s in enumerate(cfg.sensors)}
         self.area_unit: dict[str, str | None] = {a.id: a.process_unit for a in cfg.site.areas}
         self._init_suppression(db_ids, cfg)
+        self.security = SecurityRouting(cfg, self.tag_of)  # security alarms: daemon/security.py
         self.area_bounds = [(a.id, *a.bounds) for a in cfg.site.areas if a.bounds]
         self.health_detectors = {d.id for d in cfg.detectors if REGISTRY[d.type].SENSOR_HEALTH}
         self.detector_cfg = {d.id: d for d in cfg.detectors}
@@ -176,6 +179,7 @@ class ManagedAlarmBook(Suppression, AlarmBook):
                 continue
             key = (op.detector_id, op.sensor_id)
             a = self.alarms[key]
+            self.security.mark(op)  # security alarms: routed to the security position
             if "position" in op.cause:  # a robot reading: the alarm belongs where the raising one was taken
                 here = self._area_at(*op.cause["position"]) or self.area_of.get(op.sensor_id, "")
                 if op.raised or a.area is None:
@@ -220,6 +224,8 @@ class ManagedAlarmBook(Suppression, AlarmBook):
             raise ActionError(404, f"unknown action {action!r}")
         if role not in ACTIONS[action]:
             raise ActionError(403, f"role {role!r} may not {action}")
+        if (why := self.security.refusal(key, role, action)) is not None:  # daemon/security.py
+            raise ActionError(403, why)
         a = self.alarms.get(key)
         if a is None:
             raise ActionError(404, "no such alarm")
@@ -268,6 +274,9 @@ class ManagedAlarmBook(Suppression, AlarmBook):
                 raise ActionError(409, f"alarm is not out of service (state {a.state!r})")
             ops += self._release(key, a, now, cause)
         ops.append(OperatorAction(key[0], key[1], now, action, actor, role, reason, params, before, a.state))
+        for op in ops:  # security alarms: routed to the security position (daemon/security.py)
+            if isinstance(op, AlarmWrite):
+                self.security.mark(op)
         return ops
 
     def expire_shelves(self, now: float | None = None) -> list[AlarmOp]:

@@ -340,7 +340,8 @@ class Daemon:
         """After a commit: a receipt for each transfer declaration of the unit, stored or refused,
         on ``{prefix}/{site}/transfers/receipts`` (``plantwatch transfer`` waits for it)."""
         declared = topics(self.cfg)[0][2]
-        receipts = [{"key": x.key, "status": "stored", "reference": x.reference} for x in unit.transfers]
+        receipts = [{"key": x.key, "status": "stored", "reference": x.reference, "quantity": x.quantity,
+                     "unit": x.unit} for x in unit.transfers]
         receipts += [{"key": d.key, "status": "rejected", "reason": d.reason, "detail": d.detail}
                      for d in unit.dead if d.topic == declared]
         topic = topics(self.cfg)[1].rsplit("/", 1)[0] + "/transfers/receipts"
@@ -360,6 +361,9 @@ class Daemon:
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
         self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks
         self.alarm_pub.offer(writes)  # MQTT: bounded outbox, kept across broker outages
+        if self.alarm_mgmt.book is not None:  # security alarms also on their own topic (daemon/security.py)
+            for topic, payload in self.alarm_mgmt.book.security.messages(writes):
+                self.alarm_pub.offer_message(topic, payload)
 
     async def _active_alarms(self) -> list[dict] | None:
         """The alarms not in state normal, as committed; None while the database does not answer

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 
@@ -24,6 +25,7 @@ from plantwatch.connectors.mqtt import BrokerAddress, BrokerError, connected
 
 from .backtest import parse_time
 from .config import ConfigError, load_config
+from .config_inventory import same_unit, tank_scale, to_quantity
 from .mqtt_cli import BrokerArgumentError, add_broker_arguments, broker_from
 from .validate import message_key, transfers_topic
 
@@ -31,7 +33,10 @@ from .validate import message_key, transfers_topic
 def add_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--config", required=True, help="site config (for the broker and the sensor registry)")
     tr.add_argument("--tank", required=True, help="the tank's level sensor id")
-    tr.add_argument("--quantity", required=True, type=float, help="in the sensor's unit; > 0 leaves the tank, < 0 enters it")
+    tr.add_argument("--quantity", required=True,
+                    help="with its unit: '20%%' (of the tank's capacity) or '12.5 t' (the tank's capacity unit), or a"
+                         " number with --unit; > 0 leaves the tank, < 0 enters it")
+    tr.add_argument("--unit", help="the quantity's unit: %% or the tank's capacity unit (t, kg, m3 ...)")
     tr.add_argument("--start", help="start (ISO 8601 or Unix seconds; default now)")
     tr.add_argument("--end", help="end (default an hour after now)")
     tr.add_argument("--by", default=os.environ.get("USER", ""), help="who declares it")
@@ -42,6 +47,24 @@ def add_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--timeout", type=float, default=30.0,
                     help="seconds to wait for the daemon's receipt (default 30); without it the exit code is 1")
     add_broker_arguments(tr)
+
+
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*?)?\s*$")
+
+
+def parse_quantity(text: str, unit: str | None) -> tuple[float, str]:
+    """``'20%'``, ``'12.5 t'``, or ``'20'`` with ``unit``: (quantity, unit); ValueError without a unit."""
+    m = _QUANTITY.match(text)
+    if m is None:
+        raise ValueError(f"--quantity {text!r} is not a number with its unit (e.g. 20%, 12.5 t)")
+    q, u = float(m.group(1)), m.group(2)
+    if u and unit and not same_unit(u, unit):
+        raise ValueError(f"--quantity {text!r} says {u!r}, --unit says {unit!r}")
+    u = u or unit
+    if not u or not u.strip():
+        raise ValueError("a declaration needs its unit: --quantity 20% (of the tank's capacity) or"
+                         " --quantity '12.5 t' (the tank's capacity unit), or --unit")
+    return q, u.strip()
 
 
 def receipts_topic(declared_topic: str) -> str:
@@ -91,8 +114,16 @@ def declare(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]{args.tank!r} is not a level sensor of site {cfg.site.id!r}[/red]")
         return 2
     now = time.time()
-    body = {"tank": args.tank, "start": parse_time(args.start) if args.start else now,
-            "end": parse_time(args.end) if args.end else now + 3600, "quantity": args.quantity,
+    try:
+        quantity, unit = parse_quantity(args.quantity, args.unit)
+        start = parse_time(args.start) if args.start else now
+        end = parse_time(args.end) if args.end else now + 3600
+        # the daemon checks the same; checked here first, so a wrong unit is one line, not a timeout
+        to_quantity(tank_scale(cfg, tank), quantity, unit, start, end, top=tank.range[1])
+    except ValueError as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        return 2
+    body = {"tank": args.tank, "start": start, "end": end, "quantity": quantity, "unit": unit,
             "by": args.by, "reference": args.reference}
     m = cfg.mqtt
     username = args.username or m.username
@@ -119,6 +150,9 @@ def declare(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]the daemon refused the declaration: {got.get('reason')}: {got.get('detail')}[/red]",
                       highlight=False)
         return 1
-    print(f"declared and stored: {body['quantity']:g} {tank.unit} {'out of' if body['quantity'] > 0 else 'into'}"
+    credited = ""
+    if isinstance(got.get("quantity"), (int, float)) and not same_unit(str(got.get("unit", "")), unit):
+        credited = f" ({abs(got['quantity']):g} {got.get('unit')})"
+    print(f"declared and stored: {abs(quantity):g} {unit}{credited} {'out of' if quantity > 0 else 'into'}"
           f" {args.tank}, {body['start']:.0f}..{body['end']:.0f}", file=sys.stdout)
     return 0

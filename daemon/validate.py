@@ -35,6 +35,7 @@ from plantwatch.connectors import storable, wire
 from plantwatch.connectors.store import DeadLetter, Transfer
 
 from .config import Config
+from .config_inventory import tank_scale, to_quantity
 
 #: fraction of the span above the top of a measuring range still accepted, as over range: a loop
 #: current of 22 mA (NAMUR NE43's highest signal) is 12.5 % of the span above 20 mA
@@ -149,13 +150,17 @@ def validate_transfer(topic: str, payload: bytes, cfg: Config, reg: Registry) ->
         for name, t in (("start", start), ("end", end)):
             if (why := storable.time_problem(t)) is not None:
                 raise ValueError(f"{name} {t!r} {why}")
-        for name, text in (("by", d.by), ("reference", d.reference)):
+        for name, text in (("by", d.by), ("reference", d.reference), ("unit", d.unit)):
             if (why := storable.text_problem(text, TRANSFER_TEXT_MAX)) is not None:
                 raise ValueError(f"{name} {why}")
+        sensor = cfg.sensors[col]
+        scale = tank_scale(cfg, sensor)  # the declared unit, converted to the tank's inventory unit
+        quantity = to_quantity(scale, float(d.quantity), d.unit, start, end, top=sensor.range[1])
     except ValueError as e:
         out.rejected.append(DeadLetter(topic, None, None, "bad_transfer", str(e), payload[:cfg.ingest.max_payload_bytes], key))
         return out
-    out.transfer = Transfer(int(reg.db_id[col]), start, end, float(d.quantity), d.by, d.reference, key)
+    out.transfer = Transfer(int(reg.db_id[col]), start, end, quantity, d.by, d.reference, key,
+                            scale.quantity_unit, float(d.quantity), d.unit)
     out.transfer_tank = d.tank
     return out
 

@@ -16,6 +16,8 @@ from . import pca_monitor as _pca_monitor  # noqa: F401,E402
 from . import pyod_group as _pyod_group  # noqa: F401,E402
 from . import robot_baseline as _robot_baseline  # noqa: F401,E402
 from . import unexplained_loss as _unexplained_loss  # noqa: F401,E402
+from . import inventory_balance as _inventory_balance  # noqa: F401,E402
+from . import inventory_integrity as _inventory_integrity  # noqa: F401,E402
 from . import gas_exposure as _gas_exposure  # noqa: F401,E402
 from . import lel as _lel  # noqa: F401,E402
 from . import flatline as _flatline  # noqa: F401,E402

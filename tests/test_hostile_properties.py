@@ -86,7 +86,8 @@ batch = st.fixed_dictionaries(
     optional={"sent": good_time | numbers | st.none()})
 transfer = st.fixed_dictionaries(
     {"tank": st.sampled_from(["TK1"]) | hostile_text, "start": numbers | hostile_text, "end": numbers | hostile_text,
-     "quantity": numbers}, optional={"by": hostile_text, "reference": hostile_text})
+     "quantity": numbers, "unit": st.sampled_from(["m3", "%"]) | hostile_text},
+    optional={"by": hostile_text, "reference": hostile_text})
 
 
 sp_names = (hostile_text.filter(lambda s: 0 < len(s.encode("utf-8", "surrogatepass")) < 100 and s != "bdSeq")

@@ -58,7 +58,7 @@ async def test_values_that_cannot_be_stored_are_dead_lettered_and_ingest_goes_on
         await d.wait_connected()
         await publish_batches(mosquitto.host, mosquitto.port, topic, good[:3] + bad + good[3:])
         await publish_batches(mosquitto.host, mosquitto.port, f"{prefix}/testsite/transfers/declared", [
-            msgspec.json.encode({"tank": "TK1", "start": 1e300, "end": 1e300, "quantity": 5.0})])
+            msgspec.json.encode({"tank": "TK1", "start": 1e300, "end": 1e300, "quantity": 5.0, "unit": "m3"})])
         got = await _wait_rows(db, "readings", 60, timeout=30)
         n_dead = await _wait_rows(db, "dead_letters", 4, timeout=10)
         m = d.metrics()

@@ -310,7 +310,7 @@ def _password_file(path: Path, users: dict[str, str]) -> Path:
 def _transfer(cfg: Path, *extra: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     now = time.time()
     return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg),
-                           "--tank", "TK-1", "--quantity", "10", "--start", str(now - 60), "--end", str(now + 60),
+                           "--tank", "TK-1", "--quantity", "10 m3", "--start", str(now - 60), "--end", str(now + 60),
                            "--by", "shift lead", "--reference", "BOL-9", *extra],
                           capture_output=True, text=True, timeout=90, env={**os.environ, **env})
 

@@ -214,7 +214,7 @@ async def test_plantwatch_transfer_says_what_is_wrong_in_one_line(tls_mosquitto_
     cfg.write_text(_site("plantwatch", _mqtt(broker, "plantwatch", f"{{ca_file: {site_ca.ca_file}}}"),
                          '{dsn: "postgresql://nobody@127.0.0.1:1/x"}'))
     base = [sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg), "--tank", "TK",
-            "--quantity", "1", "--timeout", "2"]
+            "--quantity", "1", "--unit", "m3", "--timeout", "2"]
     cfg.write_text(cfg.read_text() + "  - {id: TK, kind: level, unit: m3, range: [0, 100], area: a1}\n")
     # no client certificate: the broker requires one
     p = await asyncio.to_thread(subprocess.run, base, capture_output=True, text=True, timeout=60)

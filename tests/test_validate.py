@@ -160,7 +160,7 @@ def _transfer_setup():
 ])
 def test_transfer_values_that_cannot_be_stored_are_rejected(change):
     cfg, reg = _transfer_setup()
-    body = {"tank": "TK1", "start": NOW - 100, "end": NOW, "quantity": 5.0, "by": "op", "reference": "ref"} | change
+    body = {"tank": "TK1", "start": NOW - 100, "end": NOW, "quantity": 5.0, "unit": "m3", "by": "op", "reference": "ref"} | change
     v = validate("plantwatch/testsite/transfers/declared", msgspec.json.encode(body), cfg, reg, NOW)
     assert v.transfer is None and [d.reason for d in v.rejected] == ["bad_transfer"]
     ok = validate("plantwatch/testsite/transfers/declared", msgspec.json.encode(body | {

@@ -156,7 +156,7 @@ def seeds(target: str) -> list[bytes]:
                              {"sensor": "P0", "time": "2026-09-21T10:00:00+00:00", "value": 3.0, "quality": "uncertain"}]}
         robot = {"v": 1, "collector": "robot1", "seq": 0, "readings": [
             {"sensor": "R0", "time": NOW - 1, "value": 0.2, "x": 10.5, "y": 20.0, "area": "a1"}]}
-        transfer = {"tank": "TK1", "start": NOW - 60, "end": NOW, "quantity": 12.5, "by": "ann", "reference": "wo-1"}
+        transfer = {"tank": "TK1", "start": NOW - 60, "end": NOW, "quantity": 12.5, "unit": "m3", "by": "ann", "reference": "wo-1"}
         return [b"\x00" + msgspec.json.encode(good), b"\x01" + msgspec.json.encode(robot),
                 b"\x02" + msgspec.json.encode(transfer),
                 b"\x00" + json.dumps(good | {"readings": good["readings"] + [{"sensor": "G1", "time": NOW, "value": float("nan")}]}).encode(),
