@@ -376,10 +376,14 @@ class ClusterConfig(Model):
     #: Collectors not listed are taken by partition 0 (whose session also subscribes to the
     #: wildcard and leaves other partitions' collectors to them).
     collectors: list[ID] = Field(default_factory=list)
-    #: a lease not renewed for this long is taken over by another instance (seconds)
-    lease_seconds: float = Field(10.0, ge=2, le=600)
-    #: how often leases are renewed and free ones looked for (seconds)
-    renew_interval: float = Field(2.0, gt=0, le=60)
+    #: a lease not renewed for this long is taken over by another instance (seconds). Detection
+    #: of a crashed or frozen instance takes this long, so alarms of its partitions resume on
+    #: another within about `lease_seconds + renew_interval` (docs/scaling.md). An instance whose
+    #: event loop or database stalls longer than this loses its partitions (they move, no data lost)
+    lease_seconds: float = Field(2.0, ge=1, le=600)
+    #: how often leases are renewed and free ones looked for (seconds): two small transactions
+    #: per instance per renewal
+    renew_interval: float = Field(0.5, gt=0, le=60)
 
     @model_validator(mode="after")
     def _renew(self):

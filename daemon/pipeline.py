@@ -22,10 +22,11 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
+from plantwatch.connectors.leases import Fence, FencedOut
 from plantwatch.connectors.store import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store,
                                          WriteResult)
 
@@ -63,6 +64,7 @@ class Unit:
     gaps: list[SeqStep] = field(default_factory=list)  # what each item did to its collector's sequence
     received: float = 0.0  # wall time its first message arrived (or its ops were made)
     quarantined: list = field(default_factory=list)  # alarm ops the database refused (dead-lettered)
+    fence: Any = None  # several instances: the partition epochs the unit was made under (connectors/leases.py)
 
 
 @dataclass(slots=True)
@@ -109,6 +111,11 @@ class Pipeline(SplitOnDataError):
         self.part_of: Callable[[str], int] | None = None
         self.col_part: np.ndarray | None = None
         self.active: np.ndarray | None = None
+        #: several instances: the fence each unit made from messages carries, and what to do when
+        #: the database refuses a unit for a stale epoch (its partitions were taken over)
+        self.fence_of: Callable[[Unit], Fence] | None = None
+        self.on_fenced: Callable[[Fence, FencedOut], None] | None = None
+        self.fenced_units = 0
 
     # --- intake -------------------------------------------------------------------------------
     def submit(self, topic: str, payload: bytes, ack: Ack, now: float | None = None) -> None:
@@ -218,6 +225,8 @@ class Pipeline(SplitOnDataError):
                     float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks),
                     items=p.items, sources=p.sources, gaps=gaps,
                     received=p.since if p.acks else time.time())
+        if self.fence_of is not None:
+            unit.fence = self.fence_of(unit)
         if ops:
             unit.alarm_turn = self._last_alarm_done
             unit.alarm_done = asyncio.get_running_loop().create_future()
@@ -327,11 +336,16 @@ class Pipeline(SplitOnDataError):
     async def _write(self, unit: Unit) -> None:
         t0 = time.perf_counter()
         try:
-            res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops, unit.transfers)
-        except DATA_ERRORS as e:
-            log.error("write of unit %d refused (%s: %s); splitting its %d message(s) and %d alarm operation(s)",
-                      unit.seq, type(e).__name__, e, len(unit.items), len(unit.ops))
-            res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
+            try:
+                res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops,
+                                        unit.transfers)
+            except DATA_ERRORS as e:
+                log.error("write of unit %d refused (%s: %s); splitting its %d message(s) and %d alarm operation(s)",
+                          unit.seq, type(e).__name__, e, len(unit.items), len(unit.ops))
+                res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
+        except FencedOut as e:
+            self._fenced(unit, e)
+            return
         now = time.time()
         self.last_write_error = None
         self.m.write_seconds.observe(time.perf_counter() - t0)
@@ -377,7 +391,9 @@ class Pipeline(SplitOnDataError):
                 turn = unit.alarm_turn if ops else None
                 return await self.store.write(readings, robot, dead, collectors, ops,
                                               before_alarms=(lambda: asyncio.shield(turn)) if turn else None,
-                                              transfers=transfers)
+                                              transfers=transfers, fence=unit.fence)
+            except FencedOut:
+                raise
             except DATA_ERRORS:
                 self.m.write_errors.inc()
                 raise
@@ -390,6 +406,23 @@ class Pipeline(SplitOnDataError):
                 log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _fenced(self, unit: Unit, e: FencedOut) -> None:
+        """The database refused the unit: its epoch is stale (another instance holds a partition
+        of it now). Nothing of it is acknowledged (the new holder's session delivers the messages
+        again) and none of its alarm changes is published."""
+        log.warning("write of unit %d refused: %s; its %d message(s) are left to the new holder",
+                    unit.seq, e, len(unit.acks))
+        self.fenced_units += 1
+        unit.acks = []
+        if unit.alarm_done is not None:
+            unit.alarm_done.set_result(list(unit.ops))
+        unit.done = True
+        self._release_acks()
+        if self.on_fenced is not None:
+            self.on_fenced(unit.fence, e)
+        self.committed.set()
+        self.committed.clear()
 
     def unacknowledged(self) -> tuple[int, str]:
         """Messages received and not acknowledged (in units not yet committed, or pending), and a

@@ -15,10 +15,10 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Coroutine
 
 import aiomqtt
 
+from plantwatch.connectors.leases import DB_UNAVAILABLE
 from plantwatch.connectors.mqtt import BrokerAddress, Subscriber
 from plantwatch.connectors.store import AlarmWrite, Store
 
@@ -28,6 +28,8 @@ from .broker_session import BrokerSessions, ConnectProblems, SessionLost, system
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
+from .mqtt_read import raise_if_cancelling, read_until
+from .partitions import instance_client_id
 from .exits import GraceExceeded
 from .pipeline import Pipeline
 from .reconnect import Backoff
@@ -63,31 +65,6 @@ def topics(cfg: Config) -> tuple[list[str], str]:
     return [f"{base}/+/readings", f"{base}/+/robot", f"{base}/transfers/declared"], f"{base}/alarms"
 
 
-def raise_if_cancelling() -> None:
-    """Raise CancelledError when this task was asked to stop but a library swallowed the request
-    (``asyncio.wait_for`` in Python 3.11 can, when what it waits for completes in the same step):
-    otherwise a task group aborting on a failed sibling would wait for this task for ever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-async def read_until(read: Coroutine[Any, Any, None], stop: asyncio.Event, *, name: str) -> None:
-    """Run the MQTT reading loop ``read`` until ``stop`` is set (or it ends), then cancel it.
-    An error of the reader (the connection lost) is raised here, for the caller's reconnect;
-    once this returns nothing more is read, so the caller can drain and acknowledge."""
-    reader = asyncio.create_task(read, name=name)
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not reader.done():
-            reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-
-
 class Daemon:
     def __init__(self, cfg: Config, endpoints: Endpoints, *, config_text: str = "", metrics: Metrics | None = None,
                  client_id: str | None = None):
@@ -103,13 +80,14 @@ class Daemon:
         self.alarm_mgmt: AlarmManagement | None = None
         self._gen = 0
         self.connect_problems = ConnectProblems(self.m)  # a refused connect is logged once, by any connection
-        self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=f"{self.client_id}-pub", base=topics(cfg)[1],
-                                        site=cfg.site.id, active=self._active_alarms, metrics=self.m,
+        self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=instance_client_id(self.client_id, cfg.cluster, "pub"),
+                                        base=topics(cfg)[1], site=cfg.site.id, active=self._active_alarms, metrics=self.m,
                                         problems=self.connect_problems)
         self._refits: set[asyncio.Task] = set()
         self.sparkplug: SparkplugIngest | None = None
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
         self.broker_sessions: BrokerSessions | None = None  # a lost persistent session -> system alarm
+        self._last_active: list[dict] = []
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -146,8 +124,9 @@ class Daemon:
                 notifier = tg.create_task(self.alarm_pub.run(), name="alarm-publisher")
                 timer = tg.create_task(self._timer(), name="timer")
                 stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
-                status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=f"{self.client_id}-status",
-                                                      ready=self.ready).run(), name="site-status")
+                status_id = instance_client_id(self.client_id, cfg.cluster, "status")
+                status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=status_id, ready=self.ready).run(),
+                                        name="site-status")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if cfg.cluster is not None:
                     from .cluster import ClusterRunner
@@ -327,4 +306,11 @@ class Daemon:
         self.alarm_pub.offer(writes)  # MQTT: bounded outbox, kept across broker outages
 
     async def _active_alarms(self) -> list[dict]:
-        return await self.store.active_alarms()
+        """The active list for the retained ``alarms/active`` message. A database that is not
+        there is a pause, not a crash: the last list read is published again (the next change
+        after the database returns refreshes it)."""
+        try:
+            self._last_active = await self.store.active_alarms()
+        except DB_UNAVAILABLE as e:
+            log.warning("active alarm list not read (%s: %s); publishing the last one read", type(e).__name__, e)
+        return self._last_active
