@@ -367,3 +367,28 @@ async def test_sync_positions_from_instances_starting_together(db):
     finally:
         await c1.close()
         await c2.close()
+
+
+async def test_alarm_publication_fails_over_at_once_when_the_broker_connection_drops(mosquitto):
+    """Alarms raised just before a broker restart arrived 10-12 s late while data was stored in
+    3.5 s: a QoS 1 publish waiting for its acknowledgement when the connection dropped waited for
+    the client's 10 s timeout before the publisher reconnected. It must fail at once instead."""
+    import aiomqtt
+
+    from plantwatch.connectors.mqtt import BrokerAddress, Publisher
+    from plantwatch.connectors.tcp_proxy import TcpProxy
+
+    async with TcpProxy(mosquitto.host, mosquitto.port) as proxy:
+        async with Publisher(BrokerAddress("127.0.0.1", proxy.port), client_id=f"pwpub-{uuid.uuid4().hex[:8]}") as pub:
+            await pub.publish("plantwatch-tests/lag/ok", b"1")  # acknowledged while the connection is fine
+            proxy.stall()  # the PUBACK of the next one never comes back ...
+            sending = asyncio.create_task(pub.publish("plantwatch-tests/lag/alarm", b"2"))
+            await asyncio.sleep(0.5)
+            assert not sending.done()
+            t = time.monotonic()
+            proxy.cut_all()  # ... and the connection drops (the broker restarts)
+            proxy.resume()
+            with pytest.raises(aiomqtt.MqttError):
+                await asyncio.wait_for(sending, 15)
+            waited = time.monotonic() - t
+            assert waited < 2.0, f"the publish noticed the lost connection only after {waited:.1f} s"
