@@ -392,3 +392,84 @@ async def test_alarm_publication_fails_over_at_once_when_the_broker_connection_d
                 await asyncio.wait_for(sending, 15)
             waited = time.monotonic() - t
             assert waited < 2.0, f"the publish noticed the lost connection only after {waited:.1f} s"
+
+
+def test_may_publish_only_while_the_lease_is_valid_by_the_own_clock():
+    """Before its commit, an alarm of a partition may be published only while this process's
+    lease is valid by its own clock (last renewal sent + lease - margin); a fence names a
+    partition not held with an epoch the database never accepts."""
+    from plantwatch.daemon.partition_ownership import NOT_HELD, PartitionOwnership
+
+    now = [100.0]
+    own = PartitionOwnership("s", lease_seconds=2.0, margin=0.2, clock=lambda: now[0])
+    assert not own.may_publish(3)
+    own.gained(3, 7, sent_at=100.0)
+    assert own.may_publish(3)
+    now[0] = 101.79
+    assert own.may_publish(3)
+    now[0] = 101.81
+    assert not own.may_publish(3)  # not renewed in time: perhaps already another's
+    own.renewed({3: 7}, sent_at=101.5)
+    assert own.may_publish(3)
+    own.renewed({3: 6}, sent_at=103.0)  # a renewal under another epoch is not this holding's
+    now[0] = 103.5
+    assert not own.may_publish(3)
+    assert own.fence([3, 5], idle_timeout=1.0).epochs == {3: 7, 5: NOT_HELD}
+    own.lost(3)
+    assert not own.may_publish(3) and own.fence([3], idle_timeout=1.0).epochs == {3: NOT_HELD}
+
+
+async def test_fence_is_checked_in_the_write_transaction(db):
+    """connectors/leases.py against the database: a takeover bumps the epoch, waits for a write
+    that already holds the fence, and from then on the database refuses every write of the old
+    epoch in its own transaction; a process restarted with the same instance id (a new
+    incarnation) does not renew its predecessor's lease but takes it over."""
+    from plantwatch.connectors.leases import Fence, FencedOut, Leases
+    from plantwatch.connectors.store import CollectorSeen, Store
+
+    store = await Store.open(db, connections=4)
+    conn = await asyncpg.connect(db)
+    try:
+        a = Leases(store.pool, "s", "a", partitions=2, lease_seconds=1.0)
+        b = Leases(store.pool, "s", "b", partitions=2, lease_seconds=1.0)
+        e1 = await a.try_take(0)
+        assert e1 is not None and await b.try_take(0) is None  # held and unexpired
+
+        def seen(c):
+            return [CollectorSeen(c, 1, time.time(), 0)]
+
+        await store.write(None, collectors=seen("ok"), fence=Fence("s", {0: e1}))
+        assert await conn.fetchval("SELECT count(*) FROM collectors WHERE id = 'ok'") == 1
+        # a write of a's holding in progress (holding the fence) delays b's takeover until it commits
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT partition_fence_check('s', ARRAY[0], ARRAY[$1::bigint], '5s')", e1)
+        await asyncio.sleep(1.1)  # a's lease expires
+        take = asyncio.create_task(b.try_take(0))
+        await asyncio.sleep(0.3)
+        assert not take.done()
+        await tx.commit()
+        e2 = await asyncio.wait_for(take, 5)
+        assert e2 == e1 + 1
+        with pytest.raises(FencedOut) as refused:
+            await store.write(None, collectors=seen("stale"), fence=Fence("s", {0: e1}))
+        assert refused.value.partitions == [0]
+        assert await conn.fetchval("SELECT count(*) FROM collectors WHERE id = 'stale'") == 0  # rolled back
+        assert (await a.heartbeat({0: e1})).renewed == {}  # a's renewal under the old epoch fails
+        # b crashes and restarts at once: the new process never renews the old lease ...
+        b2 = Leases(store.pool, "s", "b", partitions=2, lease_seconds=1.0)
+        assert (await b2.heartbeat({0: e2})).renewed == {}
+        # ... it takes it over (a new epoch), so the dead process's writes are refused too
+        assert b2.is_predecessor((await b2.holders())[0])
+        e3 = await b2.try_take(0)
+        assert e3 == e2 + 1
+        with pytest.raises(FencedOut):
+            await store.write(None, collectors=seen("stale"), fence=Fence("s", {0: e2}))
+        await store.write(None, collectors=seen("new"), fence=Fence("s", {0: e3}))
+        assert (await b2.heartbeat({0: e3})).renewed == {0: e3}
+        # a lease of this process with no intake (not in what it says it holds) is released
+        await b2.heartbeat({})
+        assert 0 not in await b2.holders()
+    finally:
+        await conn.close()
+        await store.close()
