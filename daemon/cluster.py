@@ -75,6 +75,7 @@ class ClusterRunner:
         self._free_before: set[int] = set()
         self._released: dict[int, float] = {}  # partition -> monotonic time released here (no churn)
         self._db_down_since: float | None = None
+        self._trust_after = 0.0  # monotonic: take no expired lease of another holder before this
         self._col_of: dict[int, int] = {}
 
     def part_of(self, collector: str) -> int:
@@ -153,6 +154,8 @@ class ClusterRunner:
         sent = time.monotonic()
         held = self.ownership.epochs()
         beat = await leases.heartbeat(held)
+        if self._db_down_since is not None:  # the first renewal after the database was away
+            self._trust_after = sent + self.cc.lease_seconds + self.cc.renew_interval
         self.ownership.renewed(beat.renewed, sent)
         for k in [k for k in held if k not in beat.renewed]:
             log.warning("partition %d: lease lost (expired and taken over); stopping it here", k)
@@ -172,6 +175,11 @@ class ClusterRunner:
         now = time.monotonic()
         orphans = {k for k in free & self._free_before if now - self._released.get(k, -1e9) > 3 * self.cc.renew_interval}
         self._free_before = free
+        if now < self._trust_after:
+            # this process could not reach the database a moment ago: a lease that expired
+            # meanwhile says nothing about its holder (it could not renew either); leave the
+            # holders a lease's time to renew before taking anything that is theirs
+            return
         order = sorted(mine_before) + [(start + j) % P for j in range(P) if (start + j) % P in free]
         for k in order:
             if k in self.tasks:
@@ -186,15 +194,21 @@ class ClusterRunner:
     async def _gain(self, k: int, epoch: int, sent: float) -> None:
         d, p = self.d, self.d.pipeline
         saved = await d.store.load_detector_states(prefix=f"p{k}:")
-        cols = restore_partition(p.detectors, saved)
         # the previous holder advanced the partition's sequence numbers: start from the stored ones
         seqs = {c: q for c, q in (await d.store.last_sequences()).items() if self.part_of(c) == k}
-        alarms = await d.store.load_alarms() if len(cols) else []
+        alarms = await d.store.load_alarms()
+        # What this instance remembers of the partition from an earlier holding (or from units the
+        # database refused) is not the truth: the saved state and the committed alarms are.
+        before = np.flatnonzero(p.col_part == k)
+        p.detectors.last_t[before] = -np.inf
+        cols = restore_partition(p.detectors, saved)
         p.col_part[cols] = k
         p.restore_sequences(seqs)
-        if len(cols):
-            ids = set(p.reg.db_id[cols].tolist())
-            p.alarms.load([dict(r) for r in alarms if r["sensor_id"] in ids])
+        ids = set(p.reg.db_id[np.union1d(before, cols)].tolist())
+        book = p.alarms.alarms
+        for key in [key for key in book if key[1] in ids]:
+            del book[key]
+        p.alarms.load([dict(r) for r in alarms if r["sensor_id"] in ids])
         self.gen[k] = self.gen.get(k, 0) + 1
         self.ownership.gained(k, epoch, sent)
         self.stopping[k] = asyncio.Event()

@@ -84,7 +84,7 @@ def restore_partition(detectors, saved: dict[str, tuple[str, dict]]) -> np.ndarr
     lt = saved.get("__last_t__")
     if lt and lt[0] == detectors._sensors_fp():  # noqa: SLF001
         cols = np.asarray(lt[1]["cols"], dtype=np.int64)
-        detectors.last_t[cols] = np.fmax(detectors.last_t[cols], lt[1]["last_t"])
+        detectors.last_t[cols] = lt[1]["last_t"]  # the holder's, not what this instance scored before
         cols_all.append(cols)
     return np.unique(np.concatenate(cols_all)) if cols_all else np.empty(0, np.int64)
 
