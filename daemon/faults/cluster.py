@@ -141,9 +141,9 @@ class Cluster:
                 await self.rig.fresh.until_fresh(st.recovered_lag, timeout, after=time.time()) is not None:
             return None
         stops = await asyncio.gather(*(self.stop(n, "term") for n in NAMES))
-        # A lease outlives a stopped holder, and an instance started with the holder's id may renew
-        # it without running its intake. So, once every lease has expired, start first the
-        # instance named in the fewest lease rows, let it take every partition, then the others.
+        # The hand restart of an operator who distrusts the leases: once every lease has expired,
+        # start first the instance named in the fewest lease rows, let it take every partition,
+        # then the others. (Reported in the row: a cluster that needs it fails the fault.)
         end = time.monotonic() + 60
         while self.held() and time.monotonic() < end:
             await asyncio.sleep(0.5)
