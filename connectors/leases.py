@@ -17,10 +17,12 @@ behind ``daemon/cluster.py``; tables in migrations 021 and 050).
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from dataclasses import dataclass, field
 
 import asyncpg
+import numpy as np
 
 #: a database that is not there (refused, lost, shutting down, not answering in time): a pause
 DB_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -165,3 +167,26 @@ class Leases:
             async with self.pool.acquire() as c:
                 await c.execute("DELETE FROM cluster_members WHERE site_id = $1 AND instance_id = $2"
                                 " AND incarnation = $3", self.site, self.me, self.incarnation)
+
+
+async def read_partition_readings(pool: asyncpg.Pool, sensor_ids: list[int], start: float, end: float,
+                                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(sensor_id, t, value, quality) of the readings of ``sensor_ids`` in [start, end), in time
+    order (binary COPY): what a taker replays through its detectors from the partition's saved
+    state up to the last committed reading."""
+    from datetime import datetime, timezone
+
+    from . import pgcopy
+
+    buf = io.BytesIO()
+    async with pool.acquire() as conn:
+        await conn.copy_from_query(
+            "SELECT time, sensor_id, value, quality FROM readings WHERE sensor_id = ANY ($3::int[])"
+            " AND time >= $1 AND time < $2 ORDER BY time",
+            datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc), sensor_ids,
+            output=buf, format="binary")
+    data = buf.getvalue()
+    if len(data) <= len(pgcopy.HEADER) + len(pgcopy.TRAILER):
+        return np.empty(0, np.int32), np.empty(0), np.empty(0), np.empty(0, np.int16)
+    t, sid, val, q = pgcopy.decode_fixed(data, ["timestamptz", "int4", "float8", "int2"])
+    return sid, t, val, q

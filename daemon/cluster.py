@@ -42,7 +42,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from plantwatch.connectors.leases import DB_UNAVAILABLE, Fence, FencedOut, Leases
+from plantwatch.connectors.leases import DB_UNAVAILABLE, Fence, FencedOut, Leases, read_partition_readings
 from plantwatch.connectors.mqtt import Subscriber
 
 from .config import ClusterConfig, Config
@@ -77,6 +77,7 @@ class ClusterRunner:
         self._db_down_since: float | None = None
         self._trust_after = 0.0  # monotonic: take no expired lease of another holder before this
         self._col_of: dict[int, int] = {}
+        self._part_cols: dict[int, np.ndarray] | None = None
 
     def part_of(self, collector: str) -> int:
         return partition_of(collector, self.cc, self.listed)
@@ -204,6 +205,7 @@ class ClusterRunner:
         cols = restore_partition(p.detectors, saved)
         p.col_part[cols] = k
         p.restore_sequences(seqs)
+        await self._replay(k, cols)
         ids = set(p.reg.db_id[np.union1d(before, cols)].tolist())
         book = p.alarms.alarms
         for key in [key for key in book if key[1] in ids]:
@@ -216,6 +218,36 @@ class ClusterRunner:
         self.taken[k] = (time.time(), epoch)
         self._update_active()
         log.info("partition %d taken (epoch %d): %d sensors restored warm", k, epoch, len(cols))
+
+    async def _replay(self, k: int, restored: np.ndarray) -> None:
+        """Bring the partition's detectors from the saved state up to the last committed reading:
+        score the stored readings since the saved state's newest scored time, and drop what they
+        change (their alarm changes were committed with them, in the same transactions). Without
+        it, an alarm raised after the last snapshot by a holder that died would never clear
+        here: the restored detector would not know its condition was active."""
+        p = self.d.pipeline
+        cols = self._cols_of(k)
+        if not len(cols):
+            return
+        lt = p.detectors.last_t[restored] if len(restored) else np.empty(0)
+        lt = lt[np.isfinite(lt)]
+        now = time.time()
+        since = float(lt.min()) if len(lt) else now - 2 * self.cfg.state.snapshot_interval
+        since = max(since, now - 3600.0)
+        sid, t, val, q = await read_partition_readings(self.d.store.pool, p.reg.db_id[cols].tolist(), since, now + 1.0)
+        if len(sid):
+            col = np.fromiter((self._col_of[int(x)] for x in sid), dtype=np.int64, count=len(sid))
+            dropped = p.detectors.process(col, t, val, quality=q)
+            log.info("partition %d: %d stored reading(s) since %.1f s ago replayed (%d condition change(s) already"
+                     " committed)", k, len(sid), now - since, len(dropped))
+
+    def _cols_of(self, k: int) -> np.ndarray:
+        """Columns of the sensors whose collector belongs to partition ``k`` (robot channels excepted)."""
+        if self._part_cols is None:
+            parts = np.array([self.part_of(self.cfg.collector_of(s)) for s in self.cfg.sensors], dtype=np.int64)
+            fixed = np.array([s.kind != "robot" for s in self.cfg.sensors], dtype=bool)
+            self._part_cols = {j: np.flatnonzero((parts == j) & fixed) for j in range(self.cc.partitions)}
+        return self._part_cols.get(k, np.empty(0, np.int64))
 
     async def _stop_ingest(self, k: int, *, drain: bool = False) -> None:
         """Stop a partition's intake. ``drain``: it stops reading, waits until what it received is

@@ -8,7 +8,8 @@ three instances started at the same moment. The instance hit is the holder of co
 ``edge000``'s partition. Per fault: readings lost and duplicated (the ledger checker), crossings →
 alarms (lost: never raised; duplicated; left active after the sensor returned to normal), the
 longest alarm gap (the longest time a crossing of the phase waited for its alarm on MQTT, or until
-the end of the phase when it never came), the takeover time (until every partition the failed
+the end of the phase when it never came; one crossing is injected on ``edge000`` 0.1 s after each
+fault, so that the wait for the takeover is in it), the takeover time (until every partition the failed
 instance held is held again, under a new epoch, by a live instance) and instances that exited
 on their own.
 """
@@ -250,6 +251,9 @@ async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, st
             else:
                 ph.victim_parts = {k: e for k, (h, e) in held.items()}
             take = asyncio.create_task(cl.takeover(ph, ph.t_fault + observe + dur(60) + 30))
+            # a crossing on the hit instance's collector right after the fault: the longest alarm
+            # gap then includes the wait for the takeover (not only crossings that came later)
+            asyncio.get_running_loop().call_later(0.1, rig.inject, 0)
             if name == "kill9-dead":
                 await cl.stop(v, "kill")
                 ph.t_restored = time.time()
