@@ -308,9 +308,10 @@ async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, st
                 step(f"  [yellow]{note}[/yellow]")
             ph.t_end = time.time()
             await asyncio.sleep(st.settle)
-        step("stopping the collectors; waiting for the store to drain")
-        for t in tasks[1:]:
+        for t in tasks[1:]:  # no more crossings; the last one returns to normal before the collectors stop
             t.cancel()
+        await asyncio.sleep(3.0)
+        step("stopping the collectors; waiting for the store to drain")
         summary, ledger = await asyncio.to_thread(rig.pub.finish)
         await drain(rig, ledger)
         await asyncio.sleep(2.0)  # the last alarm changes
