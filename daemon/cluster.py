@@ -288,8 +288,11 @@ class ClusterRunner:
         await self.d.store.save_detector_states(states)
 
     async def snapshot(self) -> None:
+        """Save the state of each partition whose lease is still valid by this process's clock (a
+        process that was frozen must not overwrite the state its partitions' new holder saves)."""
         for k in sorted(self.held):
-            await self.save(k)
+            if self.ownership.may_publish(k):
+                await self.save(k)
 
     async def finish(self) -> None:
         """At stop, after the writers drained: save, release everything, leave. A database that

@@ -80,9 +80,10 @@ class Daemon:
         self.alarm_mgmt: AlarmManagement | None = None
         self._gen = 0
         self.connect_problems = ConnectProblems(self.m)  # a refused connect is logged once, by any connection
-        self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=instance_client_id(self.client_id, cfg.cluster, "pub"),
-                                        base=topics(cfg)[1], site=cfg.site.id, active=self._active_alarms, metrics=self.m,
-                                        problems=self.connect_problems)
+        # each instance's own connections carry its instance id (several share mqtt.client_id)
+        pub_id = instance_client_id(self.client_id, cfg.cluster, "pub")
+        self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=pub_id, base=topics(cfg)[1], site=cfg.site.id,
+                                        active=self._active_alarms, metrics=self.m, problems=self.connect_problems)
         self._refits: set[asyncio.Task] = set()
         self.sparkplug: SparkplugIngest | None = None
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
