@@ -86,6 +86,13 @@ class Beat:
     live: int
 
 
+async def lease_pool(dsn: str) -> asyncpg.Pool:
+    """The lease calls' own connections: a renewal never waits behind the writers' COPYs for a
+    connection of the store's pool (a catch-up after a restart keeps all of those busy). Opened
+    without connecting (a database that is away at start is a pause, not a failure)."""
+    return await asyncpg.create_pool(dsn, min_size=0, max_size=2, command_timeout=30)
+
+
 class Leases:
     """The lease table seen from one running process (``instance_id`` + ``incarnation``)."""
 

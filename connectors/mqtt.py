@@ -278,6 +278,8 @@ class Publisher:
         finally:
             if not sending.done():
                 sending.cancel()
+        if lost.done() and not lost.cancelled():
+            lost.exception()  # seen here (else asyncio logs it as never retrieved)
         if sending.done() and not sending.cancelled():
             return sending.result()
         raise aiomqtt.MqttError(f"connection to the broker lost before it acknowledged a message on {topic}")

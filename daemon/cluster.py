@@ -42,7 +42,8 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from plantwatch.connectors.leases import DB_UNAVAILABLE, Fence, FencedOut, Leases, read_partition_readings
+from plantwatch.connectors.leases import (DB_UNAVAILABLE, Fence, FencedOut, Leases, lease_pool,
+                                          read_partition_readings)
 from plantwatch.connectors.mqtt import Subscriber
 
 from .config import ClusterConfig, Config
@@ -64,8 +65,7 @@ class ClusterRunner:
         self.listed = frozenset(self.cc.collectors)
         self.tasks: dict[int, Any] = {}  # partition -> its ingest task
         self.ownership = PartitionOwnership(self.cfg.site.id, lease_seconds=self.cc.lease_seconds)
-        self.leases = Leases(daemon.store.pool, self.cfg.site.id, self.cc.instance_id, partitions=self.cc.partitions,
-                             lease_seconds=self.cc.lease_seconds)
+        self.leases: Leases | None = None  # on its own connections (connectors/leases.lease_pool), made in run()
         self.gen: dict[int, int] = {}
         self.stopping: dict[int, asyncio.Event] = {}  # partition -> stop reading, drain, disconnect
         #: partition -> (time taken, epoch), for tests and logs
@@ -124,6 +124,9 @@ class ClusterRunner:
         p.fence_of = self.fence_of
         p.on_fenced = self.on_fenced
         self._col_of = {int(db): c for c, db in enumerate(p.reg.db_id.tolist())}
+        pool = await lease_pool(self.d.ep.dsn)
+        self.leases = Leases(pool, self.cfg.site.id, self.cc.instance_id, partitions=self.cc.partitions,
+                             lease_seconds=self.cc.lease_seconds)
         try:
             while True:
                 try:
@@ -146,8 +149,16 @@ class ClusterRunner:
 
     async def _round(self) -> None:
         leases, P = self.leases, self.cc.partitions
-        for k in sorted(self._fenced):
-            await self._stop_ingest(k)
+        if self._fenced:
+            for k in sorted(self._fenced):
+                await self._stop_ingest(k)
+            # A refused unit also held the deferred acknowledgements of wildcard sessions (other
+            # partitions' messages, which were never its to store): they were dropped with it, and
+            # unacknowledged they would fill the session's receive window. Reconnecting makes the
+            # broker deliver them again.
+            for k in [k for k in self.tasks if partition_topics(self.cfg, k)[1]]:
+                await self._stop_ingest(k)
+                self._start_ingest(k)
         self._fenced.clear()
         for k in [k for k, t in self.tasks.items() if t.done()]:  # an intake that ended: no lease without it
             self.ownership.lost(k)
@@ -211,12 +222,9 @@ class ClusterRunner:
         for key in [key for key in book if key[1] in ids]:
             del book[key]
         p.alarms.load([dict(r) for r in alarms if r["sensor_id"] in ids])
-        self.gen[k] = self.gen.get(k, 0) + 1
         self.ownership.gained(k, epoch, sent)
-        self.stopping[k] = asyncio.Event()
-        self.tasks[k] = asyncio.create_task(self._ingest(k, self.gen[k]), name=f"ingest-p{k}")
+        self._start_ingest(k)
         self.taken[k] = (time.time(), epoch)
-        self._update_active()
         log.info("partition %d taken (epoch %d): %d sensors restored warm", k, epoch, len(cols))
 
     async def _replay(self, k: int, restored: np.ndarray) -> None:
@@ -248,6 +256,12 @@ class ClusterRunner:
             fixed = np.array([s.kind != "robot" for s in self.cfg.sensors], dtype=bool)
             self._part_cols = {j: np.flatnonzero((parts == j) & fixed) for j in range(self.cc.partitions)}
         return self._part_cols.get(k, np.empty(0, np.int64))
+
+    def _start_ingest(self, k: int) -> None:
+        self.gen[k] = self.gen.get(k, 0) + 1
+        self.stopping[k] = asyncio.Event()
+        self.tasks[k] = asyncio.create_task(self._ingest(k, self.gen[k]), name=f"ingest-p{k}")
+        self._update_active()
 
     async def _stop_ingest(self, k: int, *, drain: bool = False) -> None:
         """Stop a partition's intake. ``drain``: it stops reading, waits until what it received is
@@ -299,6 +313,8 @@ class ClusterRunner:
         does not answer leaves the leases to expire by themselves."""
         for k in list(self.tasks):
             await self._stop_ingest(k)
+        if self.leases is None:
+            return
         try:
             beat = await self.leases.heartbeat(self.ownership.epochs())  # only what is still ours
             for k in sorted(beat.renewed):
@@ -309,6 +325,8 @@ class ClusterRunner:
         except DB_UNAVAILABLE as e:
             log.error("cluster: leases not released at stop (%s: %s); they expire within %g s",
                       type(e).__name__, e, self.cc.lease_seconds)
+        finally:
+            self.leases.pool.terminate()
 
     def _ack(self, sub, msg, k: int, gen: int) -> None:
         if self.gen.get(k) == gen:
