@@ -25,6 +25,7 @@ from plantwatch.connectors.store import AlarmWrite, Store
 from .alarm_publisher import AlarmPublisher
 from .alarm_service import AlarmManagement
 from .broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
+from .cluster import ClusterRunner
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
@@ -130,7 +131,6 @@ class Daemon:
                                         name="site-status")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if cfg.cluster is not None:
-                    from .cluster import ClusterRunner
                     self.cluster = ClusterRunner(self)
                     ingest = tg.create_task(self.cluster.run(), name="cluster")
                 else:
