@@ -234,10 +234,15 @@ async def load_open_incidents(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 
 
 async def sync_positions(conn: asyncpg.Connection, mapping: dict[str, str]) -> None:
+    """Make ``operator_positions`` the configured ``mapping`` (area -> position). Idempotent and
+    safe when several instances start at the same moment: upserts, then deletes what is no
+    longer configured (never a delete-then-insert two transactions can interleave)."""
     async with conn.transaction():
-        await conn.execute("DELETE FROM operator_positions")
-        await conn.executemany("INSERT INTO operator_positions (area_id, position) VALUES ($1, $2)",
+        await conn.executemany("INSERT INTO operator_positions (area_id, position) VALUES ($1, $2)"
+                               " ON CONFLICT (area_id) DO UPDATE SET position = EXCLUDED.position"
+                               " WHERE operator_positions.position IS DISTINCT FROM EXCLUDED.position",
                                list(mapping.items()))
+        await conn.execute("DELETE FROM operator_positions WHERE NOT (area_id = ANY ($1::text[]))", list(mapping))
 
 
 # --- queries (API, CLI, reports) --------------------------------------------------------------------

@@ -266,5 +266,20 @@ class Publisher:
         return self._client is not None and self._client._client.is_connected()  # noqa: SLF001
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1) -> None:
+        """Publish and wait for the broker's acknowledgement. A connection lost meanwhile (a broker
+        restart) raises :class:`aiomqtt.MqttError` at once, so the caller reconnects and publishes
+        again without waiting for the client's timeout (aiomqtt leaves a QoS 1 publish waiting for
+        its PUBACK until then, although the connection that would carry it is gone)."""
         assert self._client is not None
-        await self._client.publish(topic, payload, qos=qos, retain=retain)
+        lost = self._client._disconnected  # noqa: SLF001 - aiomqtt's own "connection ended" future
+        sending = asyncio.ensure_future(self._client.publish(topic, payload, qos=qos, retain=retain))
+        try:
+            await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not sending.done():
+                sending.cancel()
+        if lost.done() and not lost.cancelled():
+            lost.exception()  # seen here (else asyncio logs it as never retrieved)
+        if sending.done() and not sending.cancelled():
+            return sending.result()
+        raise aiomqtt.MqttError(f"connection to the broker lost before it acknowledged a message on {topic}")

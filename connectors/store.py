@@ -20,6 +20,7 @@ import numpy as np
 
 from . import audit, pgcopy
 from .alarm_db import ALARM_AREA, audit_alarm_write
+from .leases import Fence, check_fence
 from .migrations import migrate, timescaledb_status
 from .storable import safe_text
 
@@ -244,12 +245,17 @@ class Store:
     async def write(self, readings: ReadingRows | None, robot: RobotRows | None = None,
                     dead: Sequence[DeadLetter] = (), collectors: Sequence[CollectorSeen] = (),
                     alarm_ops: Sequence[AlarmOp] = (), before_alarms=None,
-                    transfers: Sequence[Transfer] = ()) -> WriteResult:
+                    transfers: Sequence[Transfer] = (), fence: Fence | None = None) -> WriteResult:
         """Write one unit in one transaction. ``before_alarms`` is awaited before a unit with alarm
         operations begins, so alarm writes keep their order across concurrent writers. It is
         awaited before the transaction takes any lock: a unit waiting here for the previous
         alarm-writing unit's commit while holding a row that unit needs (its collector's row in
-        ``collectors``, a redelivered reading's key) would deadlock, unseen by the database."""
+        ``collectors``, a redelivered reading's key) would deadlock, unseen by the database.
+
+        ``fence`` (several instances, ``connectors/leases.py``): the partition epochs the unit was
+        made under; the transaction's last statement checks them and the database refuses the
+        whole unit (:class:`~plantwatch.connectors.leases.FencedOut`) when one is stale. Without
+        it (one instance) nothing changes."""
         res = WriteResult()
         if alarm_ops and before_alarms is not None:
             await before_alarms()
@@ -286,6 +292,8 @@ class Store:
                       x.unit, x.declared_quantity, x.declared_unit) for x in transfers])
             if alarm_ops:
                 res.alarm_ids = await apply_alarm_ops(conn, alarm_ops)
+            if fence is not None:
+                await check_fence(conn, fence)  # last: the fences are held only until the commit
         if readings is not None and len(readings):
             self._mark_dirty(readings.t)
         return res

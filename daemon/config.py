@@ -313,6 +313,10 @@ class AlarmsConfig(Model):
     #: at most this many journal entries (one per unit of alarm changes) wait for the database;
     #: beyond it changes are still published, and a system alarm says they are not journaled
     journal_limit: int = Field(100_000, ge=1)
+    #: seconds a decided alarm change waits for the database's commit, so that its message carries
+    #: the alarm id and audit sequence; after that it goes out without them (an outage or a stall
+    #: never holds an alarm back longer: docs/outages.md)
+    publish_wait: float = Field(0.5, ge=0, le=5)
 
 
 class ApiToken(Model):
@@ -392,10 +396,14 @@ class ClusterConfig(Model):
     #: Collectors not listed are taken by partition 0 (whose session also subscribes to the
     #: wildcard and leaves other partitions' collectors to them).
     collectors: list[ID] = Field(default_factory=list)
-    #: a lease not renewed for this long is taken over by another instance (seconds)
-    lease_seconds: float = Field(10.0, ge=2, le=600)
-    #: how often leases are renewed and free ones looked for (seconds)
-    renew_interval: float = Field(2.0, gt=0, le=60)
+    #: a lease not renewed for this long is taken over by another instance (seconds). Detection
+    #: of a crashed or frozen instance takes this long, so alarms of its partitions resume on
+    #: another within about `lease_seconds + renew_interval` (docs/scaling.md). An instance whose
+    #: event loop or database stalls longer than this loses its partitions (they move, no data lost)
+    lease_seconds: float = Field(2.0, ge=1, le=600)
+    #: how often leases are renewed and free ones looked for (seconds): two small transactions
+    #: per instance per renewal
+    renew_interval: float = Field(0.5, gt=0, le=60)
 
     @model_validator(mode="after")
     def _renew(self):

@@ -28,14 +28,16 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
+from plantwatch.connectors.leases import Fence, FencedOut
 from plantwatch.connectors.store import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store,
                                          WriteResult)
 
 from .alarm_journal import Journaling
+from .alarm_release import Decided, DecidedChanges
 from .alarms import AlarmBook
 from .config import Config
 from .detection import DetectorSet
@@ -70,6 +72,8 @@ class Unit:
     gaps: list[SeqStep] = field(default_factory=list)  # what each item did to its collector's sequence
     received: float = 0.0  # wall time its first message arrived (or its ops were made)
     quarantined: list = field(default_factory=list)  # alarm ops the database refused (dead-lettered)
+    release: Any = None  # its alarm changes waiting to go out (daemon/alarm_release.py)
+    fence: Any = None  # several instances: the partition epochs the unit was made under (connectors/leases.py)
 
 
 @dataclass(slots=True)
@@ -86,12 +90,14 @@ class Pipeline(SplitOnDataError):
     def __init__(self, cfg: Config, store: Store, registry: Registry, detectors: DetectorSet, alarms: AlarmBook,
                  metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], None] | None = None,
                  queue_units: int = 0, journal: Journaling | None = None,
-                 may_publish: Callable[[], bool] | None = None):
+                 may_publish: Callable[[AlarmWrite], bool] | None = None, publish_wait: float = 0.5):
         """``on_alarms``: publishes alarm changes the moment they are decided (must not block);
         ``queue_units``: units waiting for a writer (0: no bound of its own; the receive window
         bounds them); ``journal``: keeps decided alarm operations on local disk until the database commits
-        them; ``may_publish``: whether this instance may publish alarm changes now (a cluster
-        instance that holds its partitions' leases; default: always)."""
+        them; ``may_publish``: whether this instance may publish an alarm change before the
+        database committed it (a cluster instance that holds the partition's lease by its own
+        clock; default: always); ``publish_wait``: how long a decided change waits for its commit
+        (to carry its alarm id and audit sequence) before it goes out without (daemon/alarm_release.py)."""
         self.cfg = cfg
         self.store = store
         self.reg = registry
@@ -100,7 +106,8 @@ class Pipeline(SplitOnDataError):
         self.m = metrics
         self.on_alarms = on_alarms
         self.journal = journal
-        self.may_publish = may_publish or (lambda: True)
+        self.may_publish = may_publish or (lambda w: True)
+        self.release = DecidedChanges(self._publish, lambda w: self.may_publish(w), publish_wait)
         self.units: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=queue_units)
         self._pending = _Pending()
         self._unit_seq = 0
@@ -124,6 +131,11 @@ class Pipeline(SplitOnDataError):
         self.part_of: Callable[[str], int] | None = None
         self.col_part: np.ndarray | None = None
         self.active: np.ndarray | None = None
+        #: several instances: the fence each unit made from messages carries, and what to do when
+        #: the database refuses a unit for a stale epoch (its partitions were taken over)
+        self.fence_of: Callable[[Unit], Fence] | None = None
+        self.on_fenced: Callable[[Fence, FencedOut], None] | None = None
+        self.fenced_units = 0
 
     # --- intake -------------------------------------------------------------------------------
     def submit(self, topic: str, payload: bytes, ack: Ack, now: float | None = None) -> None:
@@ -218,7 +230,7 @@ class Pipeline(SplitOnDataError):
                                               flag=flags_of(robots))
         for cols, at in p.stale:
             changes += self.detectors.mark_stale(cols, at)
-        ops = self._decided(self.alarms.apply(changes)) if changes else []
+        ops, decided = self._decided(self.alarms.apply(changes)) if changes else ([], None)
         for w in self.detectors.watches:
             if w.seconds:
                 self.m.detector_seconds.labels(w.cfg.id).inc(w.seconds)
@@ -232,7 +244,9 @@ class Pipeline(SplitOnDataError):
                     _collectors_seen(p.items, gaps), ops, [v.transfer for v in transfers], [v.sent for v in p.items if v.sent is not None],
                     float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks),
                     items=p.items, sources=p.sources, gaps=gaps,
-                    received=p.since if p.acks else time.time())
+                    received=p.since if p.acks else time.time(), release=decided)
+        if self.fence_of is not None:
+            unit.fence = self.fence_of(unit)
         if ops:
             unit.alarm_turn = self._last_alarm_done
             unit.alarm_done = asyncio.get_running_loop().create_future()
@@ -244,26 +258,28 @@ class Pipeline(SplitOnDataError):
         incident closing) on the same ordered alarm write path. Call it right after mutating the
         AlarmBook, with no ``await`` in between: the order is fixed before this first suspends.
         The returned future resolves when the ops are committed."""
-        ops = self._decided(ops)
+        ops, decided = self._decided(ops)
         self._unit_seq += 1
         unit = Unit(self._unit_seq, acks=[], readings=None, robot=None, dead=[], collectors=[], ops=list(ops),
-                    transfers=[], sent=[], newest=0.0, n_messages=0, received=time.time())
+                    transfers=[], sent=[], newest=0.0, n_messages=0, received=time.time(), release=decided)
         unit.alarm_turn = self._last_alarm_done
         unit.alarm_done = asyncio.get_running_loop().create_future()
         self._last_alarm_done = unit.alarm_done
         await self._enqueue(unit)
         return unit.alarm_done
 
-    def _decided(self, ops: list[AlarmOp]) -> list[AlarmOp]:
+    def _decided(self, ops: list[AlarmOp]) -> tuple[list[AlarmOp], Decided | None]:
         """Alarm operations just decided (the AlarmBook already holds their result): journal them,
-        publish their alarm changes now, and return what the unit writes (with the journal's
-        marker). Never waits for the database, nor for the broker."""
+        hand their alarm changes to the release (out at the commit, or after ``publish_wait`` if
+        the database has not committed them by then), and return what the unit writes (with the
+        journal's marker) and the changes waiting to go out. Never waits for the database, nor
+        for the broker."""
         if not ops:
-            return ops
+            return ops, None
         if self.journal is not None:
             ops = self.journal.drop_replayed(ops)
             if not ops:
-                return ops
+                return ops, None
             ops = self.journal.record(ops)
         writes = [op for op in ops if isinstance(op, AlarmWrite)]
         if writes:
@@ -271,9 +287,12 @@ class Pipeline(SplitOnDataError):
                 self.m.alarm_changes.labels(w.to_state).inc()
             for sev, n in self.alarms.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
-            if self.on_alarms is not None and self.may_publish():
-                self.on_alarms(writes)
-        return ops
+            return ops, self.release.add(writes)
+        return ops, None
+
+    def _publish(self, writes: list[AlarmWrite]) -> None:
+        if self.on_alarms is not None and writes:
+            self.on_alarms(writes)
 
     async def _enqueue(self, unit: Unit) -> None:
         """Hand a unit to the writers. Once it is in flight it must reach the queue even if the
@@ -364,11 +383,16 @@ class Pipeline(SplitOnDataError):
     async def _write(self, unit: Unit) -> None:
         t0 = time.perf_counter()
         try:
-            res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops, unit.transfers)
-        except DATA_ERRORS as e:
-            log.error("write of unit %d refused (%s: %s); splitting its %d message(s) and %d alarm operation(s)",
-                      unit.seq, type(e).__name__, e, len(unit.items), len(unit.ops))
-            res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
+            try:
+                res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops,
+                                        unit.transfers)
+            except DATA_ERRORS as e:
+                log.error("write of unit %d refused (%s: %s); splitting its %d message(s) and %d alarm operation(s)",
+                          unit.seq, type(e).__name__, e, len(unit.items), len(unit.ops))
+                res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
+        except FencedOut as e:
+            self._fenced(unit, e)
+            return
         now = time.time()
         self.last_write_error = None
         self.m.write_seconds.observe(time.perf_counter() - t0)
@@ -385,6 +409,7 @@ class Pipeline(SplitOnDataError):
             unit.alarm_done.set_result(unit.quarantined)  # the ops the database refused (normally none)
         unit.done = True
         self._release_acks()
+        self.release.committed(unit.release)
         if self.journal is not None and unit.ops:
             self.journal.committed(unit.ops)
         if self.on_commit is not None:
@@ -405,7 +430,9 @@ class Pipeline(SplitOnDataError):
                 turn = unit.alarm_turn if ops else None
                 return await self.store.write(readings, robot, dead, collectors, ops,
                                               before_alarms=(lambda: asyncio.shield(turn)) if turn else None,
-                                              transfers=transfers)
+                                              transfers=transfers, fence=unit.fence)
+            except FencedOut:
+                raise
             except DATA_ERRORS:
                 self.m.write_errors.inc()
                 raise
@@ -418,6 +445,24 @@ class Pipeline(SplitOnDataError):
                 log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _fenced(self, unit: Unit, e: FencedOut) -> None:
+        """The database refused the unit: its epoch is stale (another instance holds a partition
+        of it now). Nothing of it is acknowledged (the new holder's session delivers the messages
+        again) and none of its alarm changes is published."""
+        log.warning("write of unit %d refused: %s; its %d message(s) are left to the new holder",
+                    unit.seq, e, len(unit.acks))
+        self.fenced_units += 1
+        unit.acks = []
+        self.release.refused(unit.release)
+        if unit.alarm_done is not None:
+            unit.alarm_done.set_result(list(unit.ops))
+        unit.done = True
+        self._release_acks()
+        if self.on_fenced is not None:
+            self.on_fenced(unit.fence, e)
+        self.committed.set()
+        self.committed.clear()
 
     def unacknowledged(self) -> tuple[int, str]:
         """Messages received and not acknowledged (in units not yet committed, or pending), and a

@@ -16,7 +16,6 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Coroutine
 
 import aiomqtt
 import asyncpg
@@ -29,9 +28,12 @@ from .alarm_journal import Journaling, journal_path, replay
 from .alarm_publisher import AlarmPublisher
 from .alarm_service import AlarmManagement
 from .broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
+from .cluster import ClusterRunner
 from .config import Config
 from .detection import DetectorSet
 from .metrics import Metrics
+from .mqtt_read import raise_if_cancelling, read_until
+from .partitions import instance_client_id
 from .exits import GraceExceeded, StartupError
 from .pipeline import Pipeline
 from .reconnect import Backoff
@@ -78,31 +80,6 @@ def topics(cfg: Config) -> tuple[list[str], str]:
     return [f"{base}/+/readings", f"{base}/+/robot", f"{base}/transfers/declared"], f"{base}/alarms"
 
 
-def raise_if_cancelling() -> None:
-    """Raise CancelledError when this task was asked to stop but a library swallowed the request
-    (``asyncio.wait_for`` in Python 3.11 can, when what it waits for completes in the same step):
-    otherwise a task group aborting on a failed sibling would wait for this task for ever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-async def read_until(read: Coroutine[Any, Any, None], stop: asyncio.Event, *, name: str) -> None:
-    """Run the MQTT reading loop ``read`` until ``stop`` is set (or it ends), then cancel it.
-    An error of the reader (the connection lost) is raised here, for the caller's reconnect;
-    once this returns nothing more is read, so the caller can drain and acknowledge."""
-    reader = asyncio.create_task(read, name=name)
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not reader.done():
-            reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-
-
 class Daemon:
     def __init__(self, cfg: Config, endpoints: Endpoints, *, config_text: str = "", metrics: Metrics | None = None,
                  client_id: str | None = None):
@@ -118,9 +95,10 @@ class Daemon:
         self.alarm_mgmt: AlarmManagement | None = None
         self._gen = 0
         self.connect_problems = ConnectProblems(self.m)  # a refused connect is logged once, by any connection
-        self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=f"{self.client_id}-pub", base=topics(cfg)[1],
-                                        site=cfg.site.id, active=self._active_alarms, metrics=self.m,
-                                        problems=self.connect_problems)
+        # each instance's own connections carry its instance id (several share mqtt.client_id)
+        pub_id = instance_client_id(self.client_id, cfg.cluster, "pub")
+        self.alarm_pub = AlarmPublisher(endpoints.broker, client_id=pub_id, base=topics(cfg)[1], site=cfg.site.id,
+                                        active=self._active_alarms, metrics=self.m, problems=self.connect_problems)
         self._refits: set[asyncio.Task] = set()
         self.sparkplug: SparkplugIngest | None = None
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
@@ -154,7 +132,7 @@ class Daemon:
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification,
-                                     journal=journaling)
+                                     journal=journaling, publish_wait=cfg.alarms.publish_wait)
             self.pipeline.restore_sequences(await store.last_sequences())
             self.alarm_mgmt.bind(self.pipeline)
             if cfg.sparkplug is not None:
@@ -166,11 +144,11 @@ class Daemon:
                 notifier = tg.create_task(self.alarm_pub.run(), name="alarm-publisher")
                 timer = tg.create_task(self._timer(), name="timer")
                 stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
-                status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=f"{self.client_id}-status",
-                                                      ready=self.ready).run(), name="site-status")
+                status_id = instance_client_id(self.client_id, cfg.cluster, "status")
+                status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=status_id, ready=self.ready).run(),
+                                        name="site-status")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if cfg.cluster is not None:
-                    from .cluster import ClusterRunner
                     self.cluster = ClusterRunner(self)
                     ingest = tg.create_task(self.cluster.run(), name="cluster")
                 else:

@@ -111,7 +111,7 @@ def test_cluster_section_defaults_to_one_instance_and_checks_renewal():
 
     assert load_config_text(site_config()).cluster is None
     cfg = load_config_text(site_config() + "cluster: {instance_id: a, partitions: 8, collectors: [e1, e2]}\n")
-    assert (cfg.cluster.instance_id, cfg.cluster.partitions, cfg.cluster.lease_seconds) == ("a", 8, 10.0)
+    assert (cfg.cluster.instance_id, cfg.cluster.partitions, cfg.cluster.lease_seconds) == ("a", 8, 2.0)
     try:
         load_config_text(site_config() + "cluster: {instance_id: a, lease_seconds: 4, renew_interval: 3}\n")
     except ConfigError as e:
