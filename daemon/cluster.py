@@ -42,6 +42,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
+from plantwatch.connectors.alarm_journal import JournalApplied
 from plantwatch.connectors.leases import (DB_UNAVAILABLE, Fence, FencedOut, Leases, lease_pool,
                                           read_partition_readings)
 from plantwatch.connectors.mqtt import Subscriber
@@ -92,6 +93,8 @@ class ClusterRunner:
         parts = {self.part_of(v.collector) for v in unit.items if v.collector is not None}
         col_part = self.d.pipeline.col_part
         for op in unit.ops:
+            if isinstance(op, JournalApplied):  # the journal's marker, about no sensor
+                continue
             c = self._col_of.get(op.sensor_id)
             if c is not None and col_part[c] >= 0:
                 parts.add(int(col_part[c]))
