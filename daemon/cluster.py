@@ -76,6 +76,7 @@ class ClusterRunner:
         self._free_before: set[int] = set()
         self._released: dict[int, float] = {}  # partition -> monotonic time released here (no churn)
         self._db_down_since: float | None = None
+        self._session_up: set[int] = set()  # partitions whose MQTT session (client id ...-p{k}) is connected here
         self._trust_after = 0.0  # monotonic: take no expired lease of another holder before this
         self._col_of: dict[int, int] = {}
         self._part_cols: dict[int, np.ndarray] | None = None
@@ -101,12 +102,18 @@ class ClusterRunner:
         return self.ownership.fence(parts, idle_timeout=min(2.0, self.cc.lease_seconds / 2))
 
     def may_publish(self, w) -> bool:
-        """Whether an alarm change may go out before its commit: only while this process holds
-        the partition of its sensor by its own clock (an operator's action on a sensor no partition
-        here reads is the API's, and goes out)."""
+        """Whether an alarm change may go out before its commit: while this process holds the
+        partition of its sensor by its own clock; or, while the database does not answer (no lease
+        can be renewed), while the partition's MQTT session is still connected here. The broker lets
+        one client hold a client id: a new holder of the partition connects with the same id and
+        disconnects this one, so a connected session proves nobody else reads the partition's
+        messages (docs/scaling.md, "Alarms during a database outage"). An operator's action on a
+        sensor no partition here reads is the API's, and goes out."""
         c = self._col_of.get(w.sensor_id)
         k = int(self.d.pipeline.col_part[c]) if c is not None else -1
-        return k < 0 or self.ownership.may_publish(k)
+        if k < 0 or self.ownership.may_publish(k):
+            return True
+        return self._db_down_since is not None and k in self._session_up
 
     def on_fenced(self, fence: Fence, e: FencedOut) -> None:
         """A write was refused for a stale epoch: those partitions are another holder's now. The
@@ -383,7 +390,11 @@ class ClusterRunner:
                     p.detectors.restart_clocks(time.time())  # readings may have been missed until now
                     backoff.reset()
                     log.info("partition %d: subscribed to %s", k, ", ".join(topics[:4]) + (" …" if len(topics) > 4 else ""))
-                    await read_until(read(sub), stopping, name=f"mqtt-read-p{k}")  # an MqttError: reconnect below
+                    self._session_up.add(k)
+                    try:
+                        await read_until(read(sub), stopping, name=f"mqtt-read-p{k}")  # an MqttError: reconnect below
+                    finally:
+                        self._session_up.discard(k)
                     if stopping.is_set():
                         await p.drain()  # committed and acknowledged before the disconnect
                     return
