@@ -139,3 +139,23 @@ def test_quick_failover_run_kill9_of_one_instance(tmp_path, capsys):
     assert kill["alarms"]["longest_gap"] is not None and kill["alarms"]["longest_gap"] < 3.0 + 2.5, kill
     assert any("instance hit: pw-" in n for n in kill["notes"])
     assert res["self_check"]["ok"]
+
+
+@pytest.mark.slow
+def test_quick_failover_database_outage_alarms_keep_coming(tmp_path, capsys):
+    """Three instances, the database stopped: nobody exits, nothing is lost, and the crossings
+    injected during the outage are alarmed on MQTT within seconds (published before their commit
+    while each partition's MQTT session is connected), none duplicated or left stale."""
+    out = tmp_path / "failover.json"
+    rc = main(["--cluster", "--quick", "--only", "db-stop", "--no-limits", "--settle", "1", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    steady, outage = res["rows"]
+    assert outage["name"] == "db-stop" and outage["exited"] == 0, outage
+    assert outage["readings"]["sent"] > 0 and outage["readings"]["lost"] == 0, outage
+    assert outage["readings"]["duplicated"] == 0, outage
+    assert outage["alarms"]["injected"] >= 5 and outage["alarms"]["lost"] == 0, outage
+    assert outage["alarms"]["duplicated"] == 0 and outage["alarms"]["stale"] == 0, outage
+    # the outage lasts several seconds; alarms waiting for the commit would show a gap as long
+    assert outage["alarms"]["longest_gap"] is not None and outage["alarms"]["longest_gap"] < 3.0, outage
+    assert res["self_check"]["ok"]
