@@ -351,9 +351,9 @@ class RobotBaseline(Detector):
         t = np.asarray(t, dtype=np.float64)
         x = np.asarray(x, dtype=np.float64)
         cell = self.cells(pos, len(idx))
-        score, med, _, which, used = self._assess(idx, x - self.reference.ref[idx], cell)
+        score, med, _, which, _ = self._assess(idx, x - self.reference.ref[idx], cell)
         score = np.clip(np.where(np.isfinite(score), score, 0.0), -SCORE_CAP, SCORE_CAP)
-        judged = self._confirmed(idx, t, score, which, used)
+        judged = self._confirmed(idx, t, score, which, cell)
         code = self.decider.step(idx, t, judged, x)
         self._learn(idx, t, x, pos, (code == 0) & (score < p.threshold))
         self._observe(idx, t, x, med, which, cell)
@@ -362,15 +362,16 @@ class RobotBaseline(Detector):
         code = np.where(site, np.int8(self.SITE_SHIFT), code).astype(np.int8)
         return Output(idx, t, np.where(site, zs, score), code)
 
-    def _confirmed(self, idx, t, score, which, used) -> np.ndarray:
+    def _confirmed(self, idx, t, score, which, cell) -> np.ndarray:
         """The score the decider sees: a place anomalous on one visit only is held just below the
         clearing level until it is still anomalous ``confirm_after`` seconds later (its next visit);
         a site-wide change has moved the reference by then and explains it."""
         p: RobotBaselineParams = self.params
-        at_place = (which == 1) & (used >= 0)
+        at_place = (which == 1) & (cell >= 0)
         if p.confirm_after <= 0 or not at_place.any():
             return score
-        slot = np.where(at_place, self.slot_of[np.maximum(used, 0)], 0).astype(np.int64)
+        self._allocate(np.unique(cell[at_place]))  # suspicion is kept by the reading's own cell
+        slot = np.where(at_place, self.slot_of[np.maximum(cell, 0)], 0).astype(np.int64)
         high = at_place & (score >= p.threshold)
         since = self.csince[idx, slot]
         since = np.where(high & np.isnan(since), t, since)
