@@ -133,6 +133,7 @@ class RobotBaseline(Detector):
     CONDITIONS = ("normal", "local_anomaly", "severe_local_anomaly", "site_shift")
     SEVERITY = {"local_anomaly": "medium", "severe_local_anomaly": "high", "site_shift": "medium"}
     SITE_SHIFT: ClassVar[int] = 3
+    SITE_LEVEL = ("site_shift",)
     #: the daemon passes ``pos=`` (site x, y per reading) to update/score_many/learn_many
     needs_position: ClassVar[bool] = True
     univariate: ClassVar[bool] = True  # channels are independent

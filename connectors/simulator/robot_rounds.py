@@ -38,10 +38,11 @@ def place_positions(n: int, spacing: float = 15.0, per_row: int = 5, origin=(10.
 def robot_rounds(*, places: int = 20, days: float = 3.0, round_min: float = 10.0, round_max: float = 20.0,
                  mean: float = 20.0, amplitude: float = 5.0, phase: float = 0.0, offset_sd: float = 3.0,
                  noise: float = 0.2, readings: int = 3, dt: float = 2.0, seed: int = 0,
+                 spacing: float = 15.0, per_row: int = 5,
                  local: tuple[int, float, float, float] | None = None,
                  shift: tuple[float, float, float] | None = None, t0: float = 0.0) -> Rounds:
     rng = np.random.default_rng(seed)
-    where = place_positions(places)
+    where = place_positions(places, spacing, per_row)
     offsets = rng.normal(0.0, offset_sd, places)
     t_end = t0 + days * DAY
     starts = [t0]
