@@ -17,10 +17,18 @@ recent normal values and scores ``z = (x − median) / max(1.4826·MAD, floor)``
 * Consecutive readings in one pass over a cell are nearly the same value; to make the ring hold
   values from different passes, a cell (and the global ring) stores at most one value per
   ``learn_interval`` seconds of reading time.
-* Only readings not flagged are learned (an ongoing leak does not become the baseline), except
-  that a cell still warming up learns every reading it gets: a hot pipe is flagged against the
-  global baseline on the first passes and must still become that place's normal. Commission
-  the route with a few clean laps (``learn_many``, or live with the first alarms reviewed).
+* Everything is judged and learned **relative to the channel's site-wide reference**
+  (:mod:`.robot_reference`): the median, over the last ``reference_window`` place visits, of each
+  reading minus its place's offset. Ambient temperature's daily cycle or a site-wide gas rise move
+  every place together and are subtracted; only what is specific to a place alarms, and places
+  learn their offset relative to the site (they never stay stuck on an ambient that has moved).
+* Readings not flagged are learned; a cell still warming up learns every reading (a hot pipe is
+  flagged against the global baseline on the first passes and must still become that place's
+  normal); a warm flagged place still learns one value per ``flagged_learn_interval``.
+* A place anomalous on one visit is only suspect: it alarms when it is still anomalous
+  ``confirm_after`` seconds later (the robot's next pass). At the start of a site-wide change the
+  reference has moved by then and explains it.
+* ``site_shift`` (a site-level condition): the reference departs from its own day-long baseline.
 * ``floor`` = max(``min_scale``, ``min_scale_fraction`` × the sensor's measuring span): a cell
   whose few values happen to agree closely does not turn a small wiggle into an alarm.
 * ``direction``: ``high`` (gas: only rises matter), ``low`` or ``both`` (default).
