@@ -41,6 +41,7 @@ def test_daily_cycle_does_not_leave_places_stuck(cyclic):
     print(f"cyclic temperature channel, no anomaly: {n} activations over 3 days, "
           f"{(cond != 'normal').mean():.1%} of readings flagged")
     assert n <= 2
+    assert activations(cond, ("site_shift",)) == 0  # the daily cycle is the site's normal
     # every place's baseline follows the ambient: reading = reference + place offset
     last = {}
     for p in range(20):
@@ -87,3 +88,13 @@ def test_site_wide_shift_is_one_site_alarm_and_no_local_one():
     assert n_site == 1
     assert 30 * H <= on.min() <= 30 * H + 30 * 60
     assert 40 * H - 60 * 60 <= on.max() <= 40 * H + 60 * 60
+
+
+def test_state_saved_before_the_reference_restores(cyclic):
+    """A state saved without the reference and the suspicion arrays (older version) still loads."""
+    _, det, _ = cyclic
+    old = {k: v for k, v in det.get_state().items() if not k.startswith("reference.") and k not in ("csince", "cflag")}
+    fresh = create("robot_baseline", PARAMS, [TEMP])
+    fresh.set_state(old)
+    assert fresh.csince.shape == det.csince.shape and np.isnan(fresh.csince).all()
+    assert fresh.reference.ref[0] == 0.0 and np.array_equal(fresh.cmed, det.cmed, equal_nan=True)
