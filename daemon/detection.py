@@ -100,8 +100,11 @@ class Watch:
         self.last = Output(self.cols[out.idx], out.t, out.score, out.code)
         where = None
         if pos is not None:  # a round has one reading per sensor: where each sensor's reading was taken
+            # except for a site-level condition (site_shift): that alarm is not about this place
+            site = {i for i, c in enumerate(self.detector.CONDITIONS) if c in self.detector.SITE_LEVEL}
+            away = {int(i) for i, c in zip(out.idx, out.code) if int(c) in site}
             where = {int(i): (float(xy[0]), float(xy[1])) for i, xy in zip(lc[mine], pos[mine])
-                     if np.isfinite(xy).all()}
+                     if np.isfinite(xy).all() and int(i) not in away}
         ch = self._changes(out, where, (lc[mine], x[mine]))
         self.seconds += time.perf_counter() - t0
         return ch

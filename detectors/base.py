@@ -108,6 +108,9 @@ class Detector(ABC):
     CONDITIONS: ClassVar[tuple[str, ...]] = ("normal", "anomaly")
     #: default alarm severity per condition name (config may override)
     SEVERITY: ClassVar[Mapping[str, str]] = {"anomaly": "medium"}
+    #: conditions about the whole site rather than the place of the reading (robot channels): the
+    #: daemon does not place such an alarm where the reading was taken
+    SITE_LEVEL: ClassVar[tuple[str, ...]] = ()
     #: readings per sensor before scores are trusted (0 = none needed)
     warmup: int = 0
     #: True when each sensor's output depends only on that sensor's own readings. The conformance

@@ -17,10 +17,18 @@ recent normal values and scores ``z = (x − median) / max(1.4826·MAD, floor)``
 * Consecutive readings in one pass over a cell are nearly the same value; to make the ring hold
   values from different passes, a cell (and the global ring) stores at most one value per
   ``learn_interval`` seconds of reading time.
-* Only readings not flagged are learned (an ongoing leak does not become the baseline), except
-  that a cell still warming up learns every reading it gets: a hot pipe is flagged against the
-  global baseline on the first passes and must still become that place's normal. Commission
-  the route with a few clean laps (``learn_many``, or live with the first alarms reviewed).
+* Everything is judged and learned **relative to the channel's site-wide reference**
+  (:mod:`.robot_reference`): the median, over the last ``reference_window`` place visits, of each
+  reading minus its place's offset. Ambient temperature's daily cycle or a site-wide gas rise move
+  every place together and are subtracted; only what is specific to a place alarms, and places
+  learn their offset relative to the site (they never stay stuck on an ambient that has moved).
+* Readings not flagged are learned; a cell still warming up learns every reading (a hot pipe is
+  flagged against the global baseline on the first passes and must still become that place's
+  normal); a warm flagged place still learns one value per ``flagged_learn_interval``.
+* A place anomalous on one visit is only suspect: it alarms when it is still anomalous
+  ``confirm_after`` seconds later (the robot's next pass). At the start of a site-wide change the
+  reference has moved by then and explains it.
+* ``site_shift`` (a site-level condition): the reference departs from its own day-long baseline.
 * ``floor`` = max(``min_scale``, ``min_scale_fraction`` × the sensor's measuring span): a cell
   whose few values happen to agree closely does not turn a small wiggle into an alarm.
 * ``direction``: ``high`` (gas: only rises matter), ``low`` or ``both`` (default).
@@ -51,6 +59,7 @@ from pydantic import Field, field_validator, model_validator
 from .base import Detector, DetectorParams, Output
 from .decide import Decider, ThresholdDecider
 from .registry import register
+from .robot_reference import SiteReference
 from .rowstats import nanmedian_rows
 
 MAD_TO_SIGMA = 1.4826
@@ -78,6 +87,16 @@ class RobotBaselineParams(DetectorParams):
     min_scale_fraction: float = Field(0.002, ge=0, le=1, description="floor of the robust sigma, fraction of the measuring span")
     on_delay: float = Field(0.0, ge=0, le=3600, description="seconds |z| must stay high before alarming")
     off_delay: float = Field(0.0, ge=0, le=3600, description="seconds |z| must stay low before clearing")
+    reference_window: int = Field(20, ge=0, le=1000,
+                                  description="place visits behind the site-wide reference (about one round; 0: no reference)")
+    confirm_after: float = Field(300.0, ge=0, le=86400,
+                                 description="seconds a place must stay anomalous (next visit) before local_anomaly")
+    flagged_learn_interval: float = Field(3600.0, ge=0, le=7 * 86400,
+                                          description="seconds between two flagged values a warm place still learns")
+    site_threshold: float | None = Field(6.0, gt=0, description="robust z of the reference at which site_shift starts (null: off)")
+    site_interval: float = Field(1800.0, gt=0, le=86400, description="seconds between two reference values kept for site_shift")
+    site_ring: int = Field(48, ge=8, le=10_000, description="reference values kept for site_shift (48 x 30 min: a day)")
+    site_warmup: int = Field(12, ge=4, le=10_000, description="reference values before site_shift is judged")
 
     @field_validator("extent")
     @classmethod
@@ -90,6 +109,8 @@ class RobotBaselineParams(DetectorParams):
     def _check(self):
         if self.cell_warmup > self.ring:
             raise ValueError(f"cell_warmup ({self.cell_warmup}) must not exceed ring ({self.ring})")
+        if self.site_warmup > self.site_ring:
+            raise ValueError(f"site_warmup ({self.site_warmup}) must not exceed site_ring ({self.site_ring})")
         if self.global_warmup > self.global_ring:
             raise ValueError(f"global_warmup ({self.global_warmup}) must not exceed global_ring ({self.global_ring})")
         if self.high_threshold is not None and self.high_threshold <= self.threshold:
@@ -117,8 +138,10 @@ def _robust(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class RobotBaseline(Detector):
     name = "robot_baseline"
     Params = RobotBaselineParams
-    CONDITIONS = ("normal", "local_anomaly", "severe_local_anomaly")
-    SEVERITY = {"local_anomaly": "medium", "severe_local_anomaly": "high"}
+    CONDITIONS = ("normal", "local_anomaly", "severe_local_anomaly", "site_shift")
+    SEVERITY = {"local_anomaly": "medium", "severe_local_anomaly": "high", "site_shift": "medium"}
+    SITE_SHIFT: ClassVar[int] = 3
+    SITE_LEVEL = ("site_shift",)
     #: the daemon passes ``pos=`` (site x, y per reading) to update/score_many/learn_many
     needs_position: ClassVar[bool] = True
     univariate: ClassVar[bool] = True  # channels are independent
@@ -137,6 +160,9 @@ class RobotBaseline(Detector):
         self.clast = np.full((n, 0), -np.inf)
         self.cmed = np.full((n, 0), np.nan)
         self.cscale = np.full((n, 0), np.nan)
+        self.csince = np.full((n, 0), np.nan)  # since when a place reads anomalous (not yet confirmed)
+        self.cflag = np.full((n, 0), -np.inf)  # last flagged value a place learned
+        self.reference = SiteReference(n, p.reference_window, p.site_ring, p.site_interval, p.site_warmup)
         self.gbuf = np.full((n, p.global_ring), np.nan)
         self.gpos = np.zeros(n, dtype=np.int64)
         self.glast = np.full(n, -np.inf)
@@ -157,7 +183,21 @@ class RobotBaseline(Detector):
         return {"slot_of": self.slot_of, "cell_of": self.cell_of, "cbuf": self.cbuf, "cpos": self.cpos,
                 "clast": self.clast, "cmed": self.cmed, "cscale": self.cscale, "gbuf": self.gbuf,
                 "gpos": self.gpos, "glast": self.glast, "gmed": self.gmed, "gscale": self.gscale,
-                "last_xy": self.last_xy}
+                "csince": self.csince, "cflag": self.cflag, "last_xy": self.last_xy}
+
+    def get_state(self) -> dict[str, Any]:
+        return super().get_state() | {f"reference.{k}": np.copy(v) for k, v in self.reference.arrays().items()}
+
+    def set_state(self, state) -> None:
+        """Restore; a state saved before places tracked suspicion and the reference starts those fresh."""
+        state = dict(state)
+        slots = np.shape(state["cbuf"])[1]
+        state.setdefault("csince", np.full((self.n, slots), np.nan))
+        state.setdefault("cflag", np.full((self.n, slots), -np.inf))
+        super().set_state(state)
+        for k, v in self.reference.arrays().items():
+            if f"reference.{k}" in state:
+                setattr(self.reference, k, np.array(state[f"reference.{k}"], dtype=v.dtype))
 
     # --- places ------------------------------------------------------------------------------
     def cells(self, pos: np.ndarray | None, k: int) -> np.ndarray:
@@ -233,14 +273,26 @@ class RobotBaseline(Detector):
     def score_many(self, idx, t, x, pos=None):
         idx = np.asarray(idx, dtype=np.int64)
         x = np.asarray(x, dtype=np.float64)
-        score = self._assess(idx, x, self.cells(pos, len(idx)))[0]
+        score = self._assess(idx, x - self.reference.ref[idx], self.cells(pos, len(idx)))[0]
         return np.clip(score, -SCORE_CAP, SCORE_CAP)
 
     def learn_many(self, idx, t, x, pos=None):
+        idx = np.asarray(idx, dtype=np.int64)
+        x = np.asarray(x, dtype=np.float64)
+        t = np.asarray(t, dtype=np.float64)
         self._learn(idx, t, x, pos, None)
+        cell = self.cells(pos, len(idx))
+        _, med, _, which, _ = self._assess(idx, x - self.reference.ref[idx], cell)
+        self._observe(idx, t, x, med, which, cell)
+
+    def _observe(self, idx, t, x, med, which, cell) -> None:
+        """Each reading judged against a place gives one estimate of the site-wide level."""
+        level = np.where(which == 1, x - med, np.nan)
+        self.reference.observe(idx, t, level, cell, self.params.learn_interval)
 
     def _learn(self, idx, t, x, pos, calm: np.ndarray | None) -> None:
-        """Learn readings; with ``calm`` given, flagged ones (False) only feed cold cells."""
+        """Learn readings relative to the site-wide reference; with ``calm`` given, flagged ones
+        (False) feed cold cells, and warm ones once per ``flagged_learn_interval``."""
         idx = np.asarray(idx, dtype=np.int64)
         t = np.asarray(t, dtype=np.float64)
         x = np.asarray(x, dtype=np.float64)
@@ -253,6 +305,7 @@ class RobotBaseline(Detector):
             return
         calm = np.ones(len(idx), dtype=bool) if calm is None else np.asarray(calm, dtype=bool)
         idx, t, x, calm = idx[good], t[good], x[good], calm[good]
+        x = x - self.reference.ref[idx]
         cell = self.cells(None if pos is None else pos[good], len(idx))
         p: RobotBaselineParams = self.params
         # global ring: normal readings only
@@ -271,10 +324,12 @@ class RobotBaseline(Detector):
             return
         self._allocate(np.unique(cell[c]))
         slot = np.where(c, self.slot_of[np.maximum(cell, 0)], 0).astype(np.int64)
-        c &= calm | (self.cpos[idx, slot] < p.cell_warmup)
+        late = ~calm & (t - self.cflag[idx, slot] >= p.flagged_learn_interval)  # a flagged place still moves, slowly
+        c &= calm | late | (self.cpos[idx, slot] < p.cell_warmup)
         c &= t - self.clast[idx, slot] >= p.learn_interval
         if c.any():
             ci, si = idx[c], slot[c]
+            self.cflag[ci, si] = np.where(late[c], t[c], self.cflag[ci, si])
             self.cbuf[ci, si, self.cpos[ci, si] % p.ring] = x[c]
             self.cpos[ci, si] += 1
             self.clast[ci, si] = t[c]
@@ -294,18 +349,45 @@ class RobotBaseline(Detector):
             self.clast = np.concatenate([self.clast, np.full((n, grow), -np.inf)], axis=1)
             self.cmed = np.concatenate([self.cmed, np.full((n, grow), np.nan)], axis=1)
             self.cscale = np.concatenate([self.cscale, np.full((n, grow), np.nan)], axis=1)
+            self.csince = np.concatenate([self.csince, np.full((n, grow), np.nan)], axis=1)
+            self.cflag = np.concatenate([self.cflag, np.full((n, grow), -np.inf)], axis=1)
         self.slot_of[new] = np.arange(used, used + len(new), dtype=np.int32)
         self.cell_of = np.concatenate([self.cell_of, new.astype(np.int64)])
 
     def update(self, idx, t, x, pos=None) -> Output:
+        p: RobotBaselineParams = self.params
         idx = np.asarray(idx, dtype=np.int64)
         t = np.asarray(t, dtype=np.float64)
         x = np.asarray(x, dtype=np.float64)
-        score = self.score_many(idx, t, x, pos)
-        score = np.where(np.isfinite(score), score, 0.0)
-        code = self.decider.step(idx, t, score, x)
-        self._learn(idx, t, x, pos, code == 0)
-        return Output(idx, t, score, code)
+        cell = self.cells(pos, len(idx))
+        score, med, _, which, _ = self._assess(idx, x - self.reference.ref[idx], cell)
+        score = np.clip(np.where(np.isfinite(score), score, 0.0), -SCORE_CAP, SCORE_CAP)
+        judged = self._confirmed(idx, t, score, which, cell)
+        code = self.decider.step(idx, t, judged, x)
+        self._learn(idx, t, x, pos, (code == 0) & (score < p.threshold))
+        self._observe(idx, t, x, med, which, cell)
+        zs = self.reference.site(idx, t, self.floor[idx], self._z, p.site_threshold, p.clear_ratio)
+        site = (code == 0) & self.reference.site_on[idx]
+        code = np.where(site, np.int8(self.SITE_SHIFT), code).astype(np.int8)
+        return Output(idx, t, np.where(site, zs, score), code)
+
+    def _confirmed(self, idx, t, score, which, cell) -> np.ndarray:
+        """The score the decider sees: a place anomalous on one visit only is held just below the
+        clearing level until it is still anomalous ``confirm_after`` seconds later (its next visit);
+        a site-wide change has moved the reference by then and explains it."""
+        p: RobotBaselineParams = self.params
+        at_place = (which == 1) & (cell >= 0)
+        if p.confirm_after <= 0 or not at_place.any():
+            return score
+        self._allocate(np.unique(cell[at_place]))  # suspicion is kept by the reading's own cell
+        slot = np.where(at_place, self.slot_of[np.maximum(cell, 0)], 0).astype(np.int64)
+        high = at_place & (score >= p.threshold)
+        since = self.csince[idx, slot]
+        since = np.where(high & np.isnan(since), t, since)
+        since = np.where(at_place & (score < p.threshold * p.clear_ratio), np.nan, since)
+        self.csince[idx[at_place], slot[at_place]] = since[at_place]
+        waiting = high & ~(t - since >= p.confirm_after)
+        return np.where(waiting, np.minimum(score, 0.999 * p.threshold * p.clear_ratio), score)
 
     def explain(self, col: int) -> dict[str, Any]:
         """Where the column's last reading was and which baseline it is compared with there."""
@@ -314,7 +396,9 @@ class RobotBaseline(Detector):
         _, med, scale, which, used = self._assess(np.array([col]), np.array([np.nan]), cell)
         out: dict[str, Any] = {"sensor": self.sensors[col].id, "x": float(xy[0]), "y": float(xy[1]),
                                "baseline": ("none", "place", "global")[int(which[0])],
-                               "median": float(med[0]), "sigma": float(scale[0])}
+                               "median": float(med[0]), "sigma": float(scale[0]),
+                               "reference": float(self.reference.ref[col]),
+                               "site_shift": bool(self.reference.site_on[col])}
         if used[0] >= 0:
             p: RobotBaselineParams = self.params
             nx = p.grid[0]

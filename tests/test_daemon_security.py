@@ -37,7 +37,8 @@ sensors:
   - {{id: R-H2S, kind: robot, quantity: H2S, unit: ppm, range: [0, 100], area: yard}}
 detectors:
   - {{id: loss, type: unexplained_loss, select: {{kind: level}}, params: {{min_loss: 2.0, window: 600, smooth: 3}}}}
-  - {{id: robot, type: robot_baseline, select: {{kind: robot}}, params: {{cell: 10.0, extent: [0, 0, 100, 50], global_warmup: 20, threshold: 6.0}}}}
+  - {{id: robot, type: robot_baseline, select: {{kind: robot}}, params: {{cell: 10.0, extent: [0, 0, 100, 50], global_warmup: 20, threshold: 6.0,
+                                                                confirm_after: 0}}}}
 """
 
 
@@ -77,6 +78,7 @@ async def test_undeclared_loss_alarms_declared_does_not(mosquitto, db, topic_pre
             batches.append(encode_batch("edge1", k, [{"sensor": "TK-1", "time": t0 + k, "value": level},
                                                      {"sensor": "TK-2", "time": t0 + k, "value": level}]))
         # robot: steady 1 ppm along its route, then 9 ppm at a place where it has always read 1
+        # (one reading: the detector has confirm_after 0, so it need not wait for the next pass)
         for k in range(400):  # ten passes along the route, so every place has its own baseline
             x = 55.0 + (k % 40)
             v = 9.0 if k == 399 else 1.0 + 0.05 * (k % 3)
