@@ -6,8 +6,9 @@ batch of alarm changes (those of one unit) is therefore released in the order it
 * as soon as its unit commits: the message then carries the alarm's database id and the change's
   audit sequence number (its place in the alarm record);
 * or ``publish_wait`` seconds after it was decided if the database has not committed it by then
-  (an outage or a stall): it goes out without them (``alarm_id``/``seq`` null; the journal keeps
-  the change until the database has it, docs/outages.md);
+  (load, an outage or a stall): it goes out without its audit sequence (``seq`` null) and with
+  the alarm's id if an earlier change of the same alarm was committed (else null); the journal
+  keeps the change until the database has it, docs/outages.md;
 * never, if the database refused its unit because this instance's lease on the partition is no
   longer current (several instances, docs/scaling.md): the partition's new holder decides again.
 
@@ -43,6 +44,7 @@ class DecidedChanges:
         self._may_publish = may_publish
         self.wait = wait
         self._queue: deque[Decided] = deque()
+        self._alarm_ids: dict[tuple[str, int], int] = {}  # (detector, sensor) -> alarm id, from commits
         self.released_before_commit = 0  # changes that went out before the database had them
 
     def add(self, writes: list[AlarmWrite]) -> Decided:
@@ -54,6 +56,9 @@ class DecidedChanges:
 
     def committed(self, d: Decided | None) -> None:
         if d is not None:
+            for w in d.writes:
+                if w.alarm_id is not None:
+                    self._alarm_ids[(w.detector_id, w.sensor_id)] = w.alarm_id
             d.committed = True
             self._release()
 
@@ -75,9 +80,10 @@ class DecidedChanges:
                 self._publish(d.writes)
             elif now >= d.due and all(self._may_publish(w) for w in d.writes):
                 self.released_before_commit += len(d.writes)
-                self._publish(d.writes)
-                d.committed = True  # out already: its commit publishes nothing more
-                d.writes = []
+                for w in d.writes:
+                    if w.alarm_id is None:
+                        w.alarm_id = self._alarm_ids.get((w.detector_id, w.sensor_id))
+                self._publish(d.writes)  # out: its commit (off the queue now) only teaches the alarm ids
             else:
                 return
             self._queue.popleft()

@@ -314,9 +314,9 @@ class AlarmsConfig(Model):
     #: beyond it changes are still published, and a system alarm says they are not journaled
     journal_limit: int = Field(100_000, ge=1)
     #: seconds a decided alarm change waits for the database's commit, so that its message carries
-    #: the alarm id and audit sequence; after that it goes out without them (an outage or a stall
-    #: never holds an alarm back longer: docs/outages.md)
-    publish_wait: float = Field(0.5, ge=0, le=5)
+    #: the audit sequence and alarm id; after that it goes out without the sequence (load, an
+    #: outage or a stall never hold an alarm back longer: docs/outages.md)
+    publish_wait: float = Field(0.2, ge=0, le=5)
 
 
 class ApiToken(Model):
