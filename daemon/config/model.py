@@ -13,7 +13,7 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+from pydantic import (BaseModel, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from plantwatch.connectors.storable import text_problems_in
@@ -23,7 +23,7 @@ from plantwatch.detectors.compose import CompositionConfig
 from plantwatch.daemon.config.checks import did_you_mean, entry_label, range_problems, reference_problems, valid_sensors
 from plantwatch.daemon.config.inventory import InventoryConfig, inventory_problems
 from plantwatch.daemon.config.loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
-from plantwatch.daemon.config.sensors import ID, Model, Selector, Sensor, SensorKind
+from plantwatch.daemon.config.sensors import ID, Model, Selector, Sensor
 from plantwatch.daemon.config.tls import (BasicAuthConfig, ClientTlsConfig, DatabaseTlsConfig, ServerTlsConfig, dsn_with_tls,
                          exposed_needs)
 
