@@ -1,7 +1,7 @@
 """Queries for the demo's scoring table (asyncpg, against ``migrations/001_core.sql``).
 
 Each function takes an open asyncpg connection and returns plain dicts with times as Unix seconds,
-so the scoring (:mod:`plantwatch.daemon.demo_report`) needs no database to be tested.
+so the scoring (:mod:`plantwatch.daemon.lab.demo_report`) needs no database to be tested.
 """
 from __future__ import annotations
 

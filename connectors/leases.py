@@ -1,5 +1,5 @@
 """Partition leases and write fencing for several daemon instances sharing one site (the SQL
-behind ``daemon/cluster.py``; tables in migrations 021 and 050).
+behind ``daemon/ingest/cluster.py``; tables in migrations 021 and 050).
 
 * A lease row (``partition_leases``) names its holder by ``instance_id`` **and** ``incarnation``,
   a token made by each process at start. Only the incarnation that took a lease renews it, and

@@ -5,7 +5,7 @@ unique index refuses a duplicate (MQTT QoS 1 redelivers whatever was not acknowl
 crash), the savepoint is rolled back and the batch goes through a per-connection temporary
 staging table and ``INSERT … SELECT … ON CONFLICT (sensor_id, time) DO NOTHING`` in the same
 transaction, so the write stays idempotent while the common case costs one COPY. The MQTT acknowledgement is sent only after
-this transaction commits (see ``daemon/pipeline.py``).
+this transaction commits (see ``daemon/ingest/pipeline.py``).
 """
 from __future__ import annotations
 
@@ -120,9 +120,9 @@ class AlarmWrite:
     cause: dict[str, Any]
     raised: bool = False  # this change (re-)raised the alarm: set raised_at, link the open event
     cleared: bool = False  # the condition returned to normal: set cleared_at
-    # --- the alarm record's order and message content (connectors/alarm_db.py, daemon/alarm_message.py)
+    # --- the alarm record's order and message content (connectors/alarm_db.py, daemon/alarms/message.py)
     area: str | None = None  # where the alarm was raised (kept through its life)
-    #: what an alarm message says besides the state: tag, unit, value, limit (daemon/alarm_message.py)
+    #: what an alarm message says besides the state: tag, unit, value, limit (daemon/alarms/message.py)
     info: dict[str, Any] = field(default_factory=dict)
     alarm_id: int | None = None  # set when written
     seq: int | None = None  # the change's audit sequence number: its place in the alarm record, set when written

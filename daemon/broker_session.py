@@ -31,7 +31,7 @@ import asyncpg
 from plantwatch.connectors import broker_sessions
 from plantwatch.connectors.mqtt import BrokerError
 
-from .metrics import Metrics
+from plantwatch.daemon.metrics import Metrics
 
 log = logging.getLogger("plantwatch.broker")
 

@@ -27,8 +27,8 @@ from plantwatch.detectors.base import READING_CLASSES
 from plantwatch.detectors.compose import Composer, CompositionConfig
 from plantwatch.detectors.events import EventTracker, Transition, rounds
 
-from .config import Config, DetectorConfig
-from .config_inventory import inventory_params
+from plantwatch.daemon.config.model import Config, DetectorConfig
+from plantwatch.daemon.config.inventory import inventory_params
 
 log = logging.getLogger(__name__)
 

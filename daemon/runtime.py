@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 
 from plantwatch.connectors.mqtt import BrokerAddress
 
-from .config import Config
-from .exits import StartupError
-from .metrics import Metrics
-from .tls_config import dsn_sslmode, is_loopback
-from .service import Daemon, Endpoints
+from plantwatch.daemon.config.model import Config
+from plantwatch.daemon.exits import StartupError
+from plantwatch.daemon.metrics import Metrics
+from plantwatch.daemon.config.tls import dsn_sslmode, is_loopback
+from plantwatch.daemon.service import Daemon, Endpoints
 
 log = logging.getLogger("plantwatch")
 

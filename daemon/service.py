@@ -24,23 +24,23 @@ from plantwatch.connectors.alarm_journal import AlarmJournal, JournalInUse
 from plantwatch.connectors.mqtt import BrokerAddress, Subscriber
 from plantwatch.connectors.store import AlarmWrite, Store
 
-from .alarm_journal import Journaling, journal_path, replay
-from .alarm_publisher import AlarmPublisher
-from .alarm_service import AlarmManagement
-from .broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
-from .cluster import ClusterRunner
-from .config import Config
-from .detection import DetectorSet
-from .metrics import Metrics
-from .mqtt_read import raise_if_cancelling, read_until
-from .partitions import instance_client_id
-from .exits import GraceExceeded, StartupError
-from .pipeline import Pipeline
-from .reconnect import Backoff
-from .site_status import SiteAnnouncer
-from .sparkplug import SparkplugIngest, is_sparkplug
-from .sparkplug import topics as sparkplug_topics
-from .validate import Registry
+from plantwatch.daemon.ingest.alarm_journal import Journaling, journal_path, replay
+from plantwatch.daemon.alarms.publisher import AlarmPublisher
+from plantwatch.daemon.alarms.service import AlarmManagement
+from plantwatch.daemon.broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
+from plantwatch.daemon.ingest.cluster import ClusterRunner
+from plantwatch.daemon.config.model import Config
+from plantwatch.daemon.detection import DetectorSet
+from plantwatch.daemon.metrics import Metrics
+from plantwatch.daemon.ingest.mqtt_read import raise_if_cancelling, read_until
+from plantwatch.daemon.ingest.partitions import instance_client_id
+from plantwatch.daemon.exits import GraceExceeded, StartupError
+from plantwatch.daemon.ingest.pipeline import Pipeline
+from plantwatch.daemon.ingest.reconnect import Backoff
+from plantwatch.daemon.ingest.site_status import SiteAnnouncer
+from plantwatch.daemon.ingest.sparkplug import SparkplugIngest, is_sparkplug
+from plantwatch.daemon.ingest.sparkplug import topics as sparkplug_topics
+from plantwatch.daemon.ingest.validate import Registry
 
 log = logging.getLogger("plantwatch")
 
@@ -64,7 +64,7 @@ def limit_rows(cfg: Config) -> list[tuple[str, str, float | None, float | None, 
 
 
 def open_journal(cfg: Config, dsn: str) -> AlarmJournal:
-    """The alarm journal (daemon/alarm_journal.py); one it cannot open stops the start in one line."""
+    """The alarm journal (daemon/ingest/alarm_journal.py); one it cannot open stops the start in one line."""
     path = journal_path(cfg, dsn)
     try:
         return AlarmJournal(path, limit=cfg.alarms.journal_limit)
@@ -116,7 +116,7 @@ class Daemon:
             await store.sync_limits(limit_rows(cfg), ids)
             digest = None
             if self.config_text:
-                from .config import config_hash
+                from plantwatch.daemon.config.model import config_hash
                 digest = config_hash(self.config_text)
                 await store.record_config(digest, self.config_text)
             reg = Registry.build(cfg, ids)
@@ -339,7 +339,7 @@ class Daemon:
     def _queue_notification(self, writes: list[AlarmWrite]) -> None:
         self.alarm_mgmt.offer(writes)  # webhooks: own bounded queues, never blocks
         self.alarm_pub.offer(writes)  # MQTT: bounded outbox, kept across broker outages
-        if self.alarm_mgmt.book is not None:  # security alarms also on their own topic (daemon/security.py)
+        if self.alarm_mgmt.book is not None:  # security alarms also on their own topic (daemon/alarms/security_routing.py)
             for topic, payload in self.alarm_mgmt.book.security.messages(writes):
                 self.alarm_pub.offer_message(topic, payload)
 

@@ -120,7 +120,7 @@ class Detector(ABC):
     univariate: ClassVar[bool] = True
     #: True for detectors that judge the instrument rather than the process (stale, flatline,
     #: fault codes, out of range, drift against neighbours): their alarms never make a process
-    #: alarm a consequence in incident grouping (daemon/lifecycle.py).
+    #: alarm a consequence in incident grouping (daemon/alarms/lifecycle.py).
     SENSOR_HEALTH: ClassVar[bool] = False
     #: The reading classes (:data:`READING_CLASSES`) this detector judges; the daemon passes it no
     #: others. Good readings only by default: a statistical model must not learn from calibration

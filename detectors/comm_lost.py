@@ -11,7 +11,7 @@ The condition is held on one member per collector, its *anchor* (the first of it
 the detector's selection), so the daemon raises exactly one alarm per collector; the alarm's
 cause names the collector. While it is active the daemon suppresses (ISA-18.2 designed
 suppression, recorded as ``suppressed``) the ``stale`` alarms of that collector's sensors
-(daemon/lifecycle.py), so a dead collector is one alarm and a ``stale`` alarm means one sensor
+(daemon/alarms/lifecycle.py), so a dead collector is one alarm and a ``stale`` alarm means one sensor
 silent while its collector is alive.
 
 Start-up and reconnects (:meth:`restart_clock`): readings may have been missed until then, so a

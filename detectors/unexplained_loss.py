@@ -41,7 +41,7 @@ Transfer declarations (the daemon's side)::
 ``start``/``end`` in Unix seconds (reading time), ``quantity`` in the tank's quantity units
 (after the ``capacity`` conversion: for a tank in %, the capacity's unit): positive = removed from
 the tank, negative = received. The daemon converts each declaration, which carries its unit (% of
-capacity or the capacity's unit), before handing it here (daemon/config_inventory.py).
+capacity or the capacity's unit), before handing it here (daemon/config/inventory.py).
 Declarations may come before, during or after the transfer; they are part of the saved state.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable, TypeVar
 import asyncpg
 
 from plantwatch.connectors.services import free_port
-from plantwatch.daemon.bench.env import CliProcess
+from plantwatch.daemon.lab.bench.env import CliProcess
 
 from .helpers import DaemonProcess, new_metrics_port
 

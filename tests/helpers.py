@@ -10,7 +10,7 @@ import aiomqtt
 
 from plantwatch.connectors.services import free_port
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.bench.env import Daemon
+from plantwatch.daemon.lab.bench.env import Daemon
 
 
 def site_config(*, n_gas: int = 10, n_pressure: int = 0, n_robot: int = 0, mqtt: tuple[str, int] | None = None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from plantwatch.connectors.store import AlarmWrite, EventEnd, EventStart
-from plantwatch.daemon.alarms import AlarmBook
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.alarms.book import AlarmBook
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.detection import Change, DetectorSet
 
 from .helpers import site_config

@@ -10,9 +10,9 @@ import pytest
 
 from plantwatch.connectors import alarm_db, audit
 from plantwatch.connectors.store import Store
-from plantwatch.daemon.config import config_hash
+from plantwatch.daemon.config.model import config_hash
 from plantwatch.daemon.detection import Change
-from plantwatch.daemon.lifecycle import ManagedAlarmBook
+from plantwatch.daemon.alarms.lifecycle import ManagedAlarmBook
 
 from .helpers import superuser_dsn
 from .test_lifecycle import CFG, CFG_TEXT, H2S, P
@@ -333,6 +333,6 @@ async def test_records_cross_checked_against_the_chain(chain):
     # the CLI reports the chain and the records together
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "audit", "verify", "--dsn", rig.dsn],
+    r = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "audit", "verify", "--dsn", rig.dsn],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "BROKEN" in r.stdout and "operator_actions" in r.stdout, r.stdout

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from plantwatch.connectors import health
 from plantwatch.connectors.webhook import WebhookSender
-from plantwatch.daemon.config import ConfigError, load_config_text
+from plantwatch.daemon.config.model import ConfigError, load_config_text
 
 from .test_alarm_db import Rig, rig  # noqa: F401 - fixture
 
@@ -55,11 +55,11 @@ async def test_health_report_flood_chatter_stale_bad_actors(rig: Rig, db):  # no
     assert r["priority_distribution"][2] == 12
     assert r["actions"]["ack"] == 12
     # the CLI prints it
-    out = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "alarms", "report", "--dsn", db,
+    out = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "alarms", "report", "--dsn", db,
                           "--from", "3h", "--json"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["chattering"]
-    out = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "alarms", "report", "--dsn", db, "--from", "3h"],
+    out = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "alarms", "report", "--dsn", db, "--from", "3h"],
                          capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin"})
     assert out.returncode == 0 and "bad actors" in out.stdout and "chattering" in out.stdout, out.stderr
 
@@ -110,7 +110,7 @@ async def test_webhook_retries_with_backoff_and_bounded_queue_drops_oldest():
 
 
 def test_checked_in_openapi_matches_the_served_one():
-    from plantwatch.daemon.openapi import spec
+    from plantwatch.daemon.alarms.openapi import spec
     assert json.loads((ROOT / "docs" / "openapi.json").read_text()) == json.loads(json.dumps(spec())), \
         "regenerate: plantwatch api openapi > docs/openapi.json"
 
@@ -140,7 +140,7 @@ def test_config_sections_validated():
 
 
 def test_token_file(tmp_path):
-    from plantwatch.daemon.api import Tokens, hash_token, read_token_file
+    from plantwatch.daemon.alarms.api import Tokens, hash_token, read_token_file
     f = tmp_path / "tokens"
     f.write_text(f"# comment\nann operator {hash_token('s3cret')}\n\nins inspector {hash_token('other')}  # x\n")
     t = Tokens(read_token_file(f))
@@ -155,7 +155,7 @@ def test_token_file(tmp_path):
 def test_flood_consequences_grouped_and_cause_notified_once():
     from plantwatch.connectors.store import AlarmWrite
     from plantwatch.daemon.metrics import Metrics
-    from plantwatch.daemon.notify import Notifications
+    from plantwatch.daemon.alarms.notify import Notifications
 
     cfg = load_config_text(BASE + "notify: {webhooks: [{url: 'http://127.0.0.1:9/x'}]}\n")
     m = Metrics()

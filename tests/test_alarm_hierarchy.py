@@ -7,9 +7,9 @@ import numpy as np
 
 from plantwatch.connectors.alarm_db import IncidentCause, IncidentJoin, IncidentOpen
 from plantwatch.connectors.store import AlarmWrite
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.detection import Change, DetectorSet
-from plantwatch.daemon.lifecycle import VISIBLE, ManagedAlarmBook
+from plantwatch.daemon.alarms.lifecycle import VISIBLE, ManagedAlarmBook
 
 # the demo leak pattern: an H2S sensor whose rise is first a z-score anomaly, then high-high
 LEAK = """

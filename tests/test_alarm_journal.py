@@ -23,7 +23,7 @@ from plantwatch.connectors import audit
 from plantwatch.connectors.db_setup import provision
 from plantwatch.connectors.services import PostgresInstance
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.faults.rig import signal_tree
+from plantwatch.daemon.lab.faults.rig import signal_tree
 
 from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config, until
 

@@ -16,8 +16,8 @@ from plantwatch.connectors import alarm_db, audit
 from plantwatch.connectors.alarm_journal import (AlarmJournal, JournalApplied, JournalInUse, UnknownOp, decode_ops,
                                                 encode_ops)
 from plantwatch.connectors.store import AlarmWrite, EventEnd, EventStart, Store
-from plantwatch.daemon.alarm_journal import Journaling, journal_path, replay
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.ingest.alarm_journal import Journaling, journal_path, replay
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.metrics import Metrics
 
 from .helpers import site_config

@@ -15,7 +15,7 @@ import pytest
 from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.services import MosquittoInstance
 from plantwatch.connectors.store import AlarmWrite
-from plantwatch.daemon.alarm_publisher import AlarmPublisher
+from plantwatch.daemon.alarms.publisher import AlarmPublisher
 from plantwatch.daemon.metrics import Metrics
 
 from .helpers import until

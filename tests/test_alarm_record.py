@@ -12,12 +12,12 @@ import pytest
 
 from plantwatch.connectors import alarm_db
 from plantwatch.connectors.store import AlarmWrite, Store
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.detection import Change, DetectorSet
-from plantwatch.daemon.lifecycle import ManagedAlarmBook
+from plantwatch.daemon.alarms.lifecycle import ManagedAlarmBook
 from plantwatch.daemon.metrics import Metrics
-from plantwatch.daemon.notify import Notifications
-from plantwatch.daemon.report import incident_report_html
+from plantwatch.daemon.alarms.notify import Notifications
+from plantwatch.daemon.alarms.report import incident_report_html
 
 from .helpers import publish_batches, site_config, until
 from .test_alarm_db import Rig, rig  # noqa: F401 - fixture

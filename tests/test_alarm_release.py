@@ -1,11 +1,11 @@
-"""When decided alarm changes go out (daemon/alarm_release.py): in decision order, at their commit
+"""When decided alarm changes go out (daemon/alarms/release.py): in decision order, at their commit
 or after ``publish_wait``, never after their unit was refused by the lease fence."""
 from __future__ import annotations
 
 import asyncio
 
 from plantwatch.connectors.store import AlarmWrite
-from plantwatch.daemon.alarm_release import DecidedChanges
+from plantwatch.daemon.alarms.release import DecidedChanges
 
 
 def _w(sensor: int, to: str = "unack") -> AlarmWrite:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from plantwatch.connectors.store import ReadingRows, Store
-from plantwatch.daemon.alarm_stats import Activation, figures
-from plantwatch.daemon.backtest import backtest
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.alarms.stats import Activation, figures
+from plantwatch.daemon.lab.backtest import backtest
+from plantwatch.daemon.config.model import load_config_text
 
 from .helpers import site_config
 
@@ -71,7 +71,7 @@ async def test_backtest_cli_uses_active_config_from_database(db, tmp_path):
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps(LABELS))
     out = tmp_path / "bt.json"
-    p = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "backtest", "--config", str(cand),
+    p = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "backtest", "--config", str(cand),
                         "--from", "2026-09-21T14:13:20Z", "--to", str(T0 + 3 * 3600), "--labels", str(labels),
                         "--json", str(out)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -92,7 +92,7 @@ def test_figures_flood_and_chatter():
 
 
 async def test_backtest_benchmark_runs_and_accounts_for_every_reading():
-    from plantwatch.daemon.bench_backtest import run
+    from plantwatch.daemon.lab.bench_backtest import run
 
     r = await run(sensors=20, hours=1)
     assert r["readings"] == 20 * 3600

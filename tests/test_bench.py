@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from plantwatch.daemon.bench import main
+from plantwatch.daemon.lab.bench import main
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from plantwatch.daemon import bench_detectors
+from plantwatch.daemon.lab import bench_detectors
 from plantwatch.detectors import REGISTRY
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from plantwatch.daemon.bench.env import Services
-from plantwatch.daemon.bench.latency import latency, why_empty
+from plantwatch.daemon.lab.bench.env import Services
+from plantwatch.daemon.lab.bench.latency import latency, why_empty
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def _daemons() -> list[psutil.Process]:
             cmd = p.cmdline()
         except psutil.Error:
             continue
-        if "plantwatch.daemon.cli" in cmd and "run" in cmd:
+        if "plantwatch.daemon.cli.main" in cmd and "run" in cmd:
             out.append(p)
     return out
 

@@ -24,7 +24,7 @@ import yaml
 
 from plantwatch.connectors.tls_services import SITE_MOSQUITTO, SiteBroker
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.config import load_config, load_config_text
+from plantwatch.daemon.config.model import load_config, load_config_text
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.runtime import DaemonHandle
 

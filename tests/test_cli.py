@@ -9,7 +9,7 @@ from plantwatch.connectors.services import free_port
 
 
 def plantwatch(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -398,7 +398,7 @@ def test_may_publish_only_while_the_lease_is_valid_by_the_own_clock():
     """Before its commit, an alarm of a partition may be published only while this process's
     lease is valid by its own clock (last renewal sent + lease - margin); a fence names a
     partition not held with an epoch the database never accepts."""
-    from plantwatch.daemon.partition_ownership import NOT_HELD, PartitionOwnership
+    from plantwatch.daemon.ingest.ownership import NOT_HELD, PartitionOwnership
 
     now = [100.0]
     own = PartitionOwnership("s", lease_seconds=2.0, margin=0.2, clock=lambda: now[0])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from plantwatch.daemon.collect_config import load_collect_config, load_collect_config_text
-from plantwatch.daemon.config import ConfigError
+from plantwatch.daemon.collect.config import load_collect_config, load_collect_config_text
+from plantwatch.daemon.config.model import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "edge" / "collect.example.yaml"
 
@@ -110,7 +110,7 @@ def test_example_config_loads():
 def test_cli_reports_config_errors_and_exits_2(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(BAD)
-    r = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "collect", "--config", str(p)],
+    r = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "collect", "--config", str(p)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert f"{p}:7:5: sources[0].colour: unknown key 'colour'" in r.stdout + r.stderr

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from plantwatch.connectors.edge.sources import CollectMetrics
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.config.model import load_config_text
 
 from .edge_helpers import CollectProcess, ModbusServer, collect_yaml, eventually, free_tcp_port, start_daemon
 
@@ -66,7 +66,7 @@ sources:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", *args], capture_output=True, text=True,
                           timeout=120)
 
 
@@ -106,7 +106,7 @@ def test_config_check_compares_a_collect_config_with_its_site_either_way_round(t
 
 
 def test_the_daemon_announces_what_it_serves():
-    from plantwatch.daemon.site_status import announcements
+    from plantwatch.daemon.ingest.site_status import announcements
 
     cfg = load_config_text(SITE)
     got = {t: json.loads(p) for t, p in announcements(cfg, now=1.0)}
@@ -119,9 +119,9 @@ def test_the_daemon_announces_what_it_serves():
 
 
 def test_the_collector_holds_its_batches_until_its_daemon_is_heard_and_checks_what_it_announces(tmp_path, caplog):
-    from plantwatch.daemon.collect_config import load_collect_config_located
-    from plantwatch.daemon.collect_watch import SiteWatch
-    from plantwatch.daemon.site_status import announcements, collector_topic, registry_topic
+    from plantwatch.daemon.collect.config import load_collect_config_located
+    from plantwatch.daemon.collect.watch import SiteWatch
+    from plantwatch.daemon.ingest.site_status import announcements, collector_topic, registry_topic
 
     _, collect = _files(tmp_path, COLLECT.replace("topic_prefix: plantwatch", "topic_prefix: plant"))
     cfg, located = load_collect_config_located(collect)
@@ -151,8 +151,8 @@ async def test_no_announcement_within_the_timeout_is_an_error_repeated_while_it_
     import asyncio
 
     from plantwatch.connectors.edge.buffer import Outbox
-    from plantwatch.daemon.collect_config import load_collect_config_text
-    from plantwatch.daemon.collect_watch import SiteWatch
+    from plantwatch.daemon.collect.config import load_collect_config_text
+    from plantwatch.daemon.collect.watch import SiteWatch
 
     cfg = load_collect_config_text(GOOD + "daemon: {timeout: 0.2}\n")
     w = SiteWatch(cfg, CollectMetrics())

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from plantwatch.daemon.config import ConfigError, load_config, load_config_text
+from plantwatch.daemon.config.model import ConfigError, load_config, load_config_text
 
 from .helpers import site_config
 
@@ -81,9 +81,9 @@ def test_cli_config_check(tmp_path):
     good.write_text(site_config(n_gas=2))
     bad = tmp_path / "bad.yaml"
     bad.write_text(site_config(n_gas=2).replace("range: [0, 100]", "range: [100, 0]", 1))
-    ok = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "config", "check", str(good)], capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "config", "check", str(good)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    ko = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "config", "check", str(bad)], capture_output=True, text=True)
+    ko = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "config", "check", str(bad)], capture_output=True, text=True)
     assert ko.returncode == 2
     assert f"{bad}:" in ko.stderr and "sensors[G0].range" in ko.stderr and "[min, max]" in ko.stderr
 
@@ -98,14 +98,14 @@ def test_readme_config_reference_is_current():
     """README's config reference is generated from the models; it must match them."""
     from pathlib import Path
 
-    from plantwatch.daemon import config_doc
+    from plantwatch.daemon.config import doc as config_doc
 
     readme = Path(__file__).resolve().parents[1] / "README.md"
     assert config_doc.main(["--check", str(readme)]) == 0
 
 
 def test_cluster_section_defaults_to_one_instance_and_checks_renewal():
-    from plantwatch.daemon.config import ConfigError, load_config_text
+    from plantwatch.daemon.config.model import ConfigError, load_config_text
 
     from .helpers import site_config
 
@@ -133,7 +133,7 @@ def test_every_sensor_resolves_to_a_collector():
 def check_cli(tmp_path, text: str) -> subprocess.CompletedProcess:
     path = tmp_path / "site.yaml"
     path.write_text(text)
-    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "config", "check", str(path)],
+    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "config", "check", str(path)],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from plantwatch.connectors.services import free_port
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.api import hash_token
+from plantwatch.daemon.alarms.api import hash_token
 
 from .browser import chromium
 from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config, until
@@ -66,7 +66,7 @@ def _call(port, path, token=None, body=None, method=None):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", *args], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "COLUMNS": "250"})
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from plantwatch.connectors.store import AlarmWrite, EventStart
-from plantwatch.daemon.alarms import AlarmBook
-from plantwatch.daemon.config import ConfigError, load_config_text
+from plantwatch.daemon.alarms.book import AlarmBook
+from plantwatch.daemon.config.model import ConfigError, load_config_text
 from plantwatch.daemon.detection import DetectorSet
 
 SITE = """

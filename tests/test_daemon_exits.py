@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from plantwatch.connectors.services import MosquittoInstance, free_port
-from plantwatch.daemon.reconnect import RECONNECT_CAP, Backoff
+from plantwatch.daemon.ingest.reconnect import RECONNECT_CAP, Backoff
 
 from .helpers import DaemonProcess, new_metrics_port, site_config, until
 

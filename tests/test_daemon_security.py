@@ -14,7 +14,7 @@ import pytest
 
 from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.service import Daemon, Endpoints
 
@@ -67,7 +67,7 @@ async def test_undeclared_loss_alarms_declared_does_not(mosquitto, db, topic_pre
         cfg_file.write_text(_config(prefix, mosquitto, db))
         # in a thread: the command waits for the receipt of the daemon running in this event loop
         p = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg_file),
+            subprocess.run, [sys.executable, "-m", "plantwatch.daemon.cli.main", "transfer", "--config", str(cfg_file),
                              "--tank", "TK-2", "--quantity", "10", "--unit", "m3", "--start", str(t0 + 290), "--end", str(t0 + 410),
                              "--by", "shift lead", "--reference", "BOL-7"], capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from plantwatch.daemon.demo import run_demo
+from plantwatch.daemon.lab.demo import run_demo
 
 pytestmark = pytest.mark.slow
 

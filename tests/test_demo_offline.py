@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from plantwatch.connectors.simulator.scenario import default_scenario
-from plantwatch.daemon import demo_offline
-from plantwatch.daemon.demo_offline import run_offline, simulate_alarms
-from plantwatch.daemon.config import load_config_text
-from plantwatch.daemon.demo_site import demo_config_text, load_demo_config
+from plantwatch.daemon.lab.simulator.scenario import default_scenario
+from plantwatch.daemon.lab import demo_offline
+from plantwatch.daemon.lab.demo_offline import run_offline, simulate_alarms
+from plantwatch.daemon.config.model import load_config_text
+from plantwatch.daemon.lab.demo_site import demo_config_text, load_demo_config
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from importlib import resources
 import pytest
 from rich.console import Console
 
-from plantwatch.daemon.demo_report import (AlarmRow, fetch_report, load_truth, match_alarms, parse_truth,
+from plantwatch.daemon.lab.demo_report import (AlarmRow, fetch_report, load_truth, match_alarms, parse_truth,
                                            render_report)
 
 T0 = 1_000_000.0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plantwatch.daemon.config import DetectorConfig
+from plantwatch.daemon.config.model import DetectorConfig
 from plantwatch.detectors import REGISTRY
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "detectors.md").read_text()

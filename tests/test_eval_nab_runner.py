@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plantwatch.daemon.evaluate.common import sensors, stream_columns
-from plantwatch.daemon.evaluate.nab import eval_nab
+from plantwatch.daemon.lab.evaluate.common import sensors, stream_columns
+from plantwatch.daemon.lab.evaluate.nab import eval_nab
 from plantwatch.detectors import create
 from plantwatch.detectors.presets import NAB_DEFAULT, NAB_RANGE
 
@@ -118,7 +118,7 @@ def test_shape_novelty_widened_scale_keeps_learned_shapes() -> None:
 
 
 def test_bad_warmup_mode_is_one_line(tmp_path: Path, capsys) -> None:
-    from plantwatch.daemon.evaluate.nab import main
+    from plantwatch.daemon.lab.evaluate.nab import main
 
     write_nab(tmp_path)
     cfg = tmp_path / "cfg.json"

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plantwatch.daemon.evaluate.nab import eval_nab
-from plantwatch.daemon.evaluate.skab import eval_skab
-from plantwatch.daemon.evaluate.tep import eval_tep
+from plantwatch.daemon.lab.evaluate.nab import eval_nab
+from plantwatch.daemon.lab.evaluate.skab import eval_skab
+from plantwatch.daemon.lab.evaluate.tep import eval_tep
 
 
 def need(path: Path) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plantwatch.daemon.evaluate.skab import decide, eval_skab
+from plantwatch.daemon.lab.evaluate.skab import decide, eval_skab
 from plantwatch.detectors.presets import SKAB_PLAIN
 from plantwatch.detectors.scoring import skab
 

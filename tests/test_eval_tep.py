@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plantwatch.daemon.evaluate.tep import eval_tep
+from plantwatch.daemon.lab.evaluate.tep import eval_tep
 from plantwatch.detectors.pca_control import PCAMonitor, spe_limit, t2_limit
 from plantwatch.detectors.scoring import tep
 

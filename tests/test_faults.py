@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from plantwatch.connectors.tcp_proxy import PgCopyWatch, TcpProxy
-from plantwatch.daemon.faults import main
-from plantwatch.daemon.faults.checker import check_readings
-from plantwatch.daemon.faults.ledger import Ledger
-from plantwatch.daemon.faults.report import CLUSTER_COLUMNS, COLUMNS
+from plantwatch.daemon.lab.faults import main
+from plantwatch.daemon.lab.faults.checker import check_readings
+from plantwatch.daemon.lab.faults.ledger import Ledger
+from plantwatch.daemon.lab.faults.report import CLUSTER_COLUMNS, COLUMNS
 
 
 async def test_proxy_cuts_a_connection_in_the_middle_of_a_copy(postgres):

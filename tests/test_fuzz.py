@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from plantwatch.daemon.bench import fuzz
+from plantwatch.daemon.lab.bench import fuzz
 
 
 def test_a_sparkplug_metric_name_that_is_not_utf8_is_a_dead_letter_not_an_exception():
@@ -15,9 +15,9 @@ def test_a_sparkplug_metric_name_that_is_not_utf8_is_a_dead_letter_not_an_except
     logged a traceback per message)."""
     from prometheus_client import CollectorRegistry
 
-    from plantwatch.daemon.config import load_config_text
-    from plantwatch.daemon.sparkplug import SparkplugIngest
-    from plantwatch.daemon.validate import Registry
+    from plantwatch.daemon.config.model import load_config_text
+    from plantwatch.daemon.ingest.sparkplug import SparkplugIngest
+    from plantwatch.daemon.ingest.validate import Registry
 
     cfg = load_config_text(fuzz.SITE, "fuzz-site.yaml")
     reg = Registry.build(cfg, {x.id: i + 1 for i, x in enumerate(cfg.sensors)})

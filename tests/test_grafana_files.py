@@ -236,7 +236,7 @@ def test_names_roles_ports_are_consistent():
     assert f"CREATE ROLE {READER} LOGIN" in (SITE / "timescaledb" / "10-plantwatch-reader.sh").read_text()
     assert genv["PLANTWATCH_READER_PASSWORD"] == svc["timescaledb"]["environment"]["PLANTWATCH_READER_PASSWORD"]
     # plantwatch: its config, its metrics port, the scrape target
-    from plantwatch.daemon.config import load_config
+    from plantwatch.daemon.config.model import load_config
 
     cfg_src = next(src for src, dst in _volumes("plantwatch") if dst == "/etc/plantwatch/site.yaml")
     cfg = load_config(SITE / cfg_src, check_files=False)  # its certificates exist in the stack only
@@ -308,7 +308,7 @@ def test_env_example_defines_every_required_variable():
 
 def test_console_url_default_is_the_apis_own_address():
     """One source of truth: the dashboards' default console_url is where the API listens by default."""
-    from plantwatch.daemon.config import ApiConfig
+    from plantwatch.daemon.config.model import ApiConfig
 
     for path, d in DASHBOARDS:
         (const,) = [v for v in d["templating"]["list"] if v["name"] == "console_url"]

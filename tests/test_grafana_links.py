@@ -17,7 +17,7 @@ import pytest
 from plantwatch.connectors.grafana import load_dashboards
 from plantwatch.connectors.services import free_port
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.api import hash_token
+from plantwatch.daemon.alarms.api import hash_token
 
 from .browser import chromium
 from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config

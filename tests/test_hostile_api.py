@@ -18,7 +18,7 @@ import pytest
 
 from plantwatch.connectors.services import free_port
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.api import hash_token
+from plantwatch.daemon.alarms.api import hash_token
 
 from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config, superuser_dsn, until
 

@@ -20,15 +20,15 @@ from hypothesis import strategies as st
 
 from plantwatch.connectors.sparkplug import payload as sp
 from plantwatch.connectors.store import Store
-from plantwatch.daemon.alarm_service import AlarmManagement
-from plantwatch.daemon.api import Api, Tokens, hash_token
-from plantwatch.daemon.config import ConfigError, load_config_text
+from plantwatch.daemon.alarms.service import AlarmManagement
+from plantwatch.daemon.alarms.api import Api, Tokens, hash_token
+from plantwatch.daemon.config.model import ConfigError, load_config_text
 from plantwatch.daemon.detection import DetectorSet
-from plantwatch.daemon.lifecycle import ACTIONS
+from plantwatch.daemon.alarms.lifecycle import ACTIONS
 from plantwatch.daemon.metrics import Metrics
-from plantwatch.daemon.pipeline import Pipeline
-from plantwatch.daemon.sparkplug import SparkplugIngest
-from plantwatch.daemon.validate import Registry
+from plantwatch.daemon.ingest.pipeline import Pipeline
+from plantwatch.daemon.ingest.sparkplug import SparkplugIngest
+from plantwatch.daemon.ingest.validate import Registry
 
 from .helpers import site_config
 

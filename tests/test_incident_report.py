@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.report import latest_incident_for
+from plantwatch.daemon.alarms.report import latest_incident_for
 
 from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config
 
@@ -90,7 +90,7 @@ async def report(tmp_path, mosquitto, db, topic_prefix):
         if d.proc and d.proc.poll() is None:
             d.kill()
     out = tmp_path / "incident.html"
-    r = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "incident", "report", str(iid), "--dsn", db,
+    r = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "incident", "report", str(iid), "--dsn", db,
                         "--out", str(out)], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "TZ": "Asia/Tokyo"})
     assert r.returncode == 0, r.stderr

@@ -7,9 +7,9 @@ import pytest
 
 from plantwatch.connectors.alarm_db import AlarmFields, IncidentClose, IncidentJoin, IncidentOpen, OperatorAction
 from plantwatch.connectors.store import AlarmWrite
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.detection import Change, DetectorSet
-from plantwatch.daemon.lifecycle import ActionError, ManagedAlarmBook
+from plantwatch.daemon.alarms.lifecycle import ActionError, ManagedAlarmBook
 
 CFG_TEXT = """
 site:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.detection import DetectorSet
 from plantwatch.detectors import REGISTRY, SensorInfo, create
 from plantwatch.detectors.base import MEASUREMENTS, READING_CLASSES

@@ -1,11 +1,11 @@
 """robot_baseline on inspection rounds: a normal that moves with the whole site, a site-wide
-shift, and a local anomaly (simulator: connectors/simulator/robot_rounds.py)."""
+shift, and a local anomaly (simulator: daemon/lab/simulator/robot_rounds.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from plantwatch.connectors.simulator.robot_rounds import robot_rounds
+from plantwatch.daemon.lab.simulator.robot_rounds import robot_rounds
 from plantwatch.detectors import SensorInfo, create
 
 TEMP = SensorInfo(id="R1-TEMP", kind="robot", unit="degC", range_min=-20, range_max=60, area="site")

@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import numpy as np
 
-from plantwatch.connectors.simulator.robot_rounds import robot_rounds
+from plantwatch.daemon.lab.simulator.robot_rounds import robot_rounds
 from plantwatch.connectors.wire import encode_batch
 
 from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config, until

@@ -12,8 +12,8 @@ import pytest
 from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.store import Store
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.backtest import backtest
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.lab.backtest import backtest
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.service import Daemon, Endpoints
 
@@ -73,7 +73,7 @@ async def test_backtest_raises_the_alarms_the_live_daemon_raised(mosquitto, db, 
 async def test_security_eval_through_broker_database_and_daemon(mosquitto, db):
     """The scenario suite's daemon pass: an undeclared 20 % draw-off within 2 min, declarations in t
     stored, no false alarm before it (28 simulated hours with declared loadings and refills)."""
-    from plantwatch.daemon.security_eval_daemon import run_case
+    from plantwatch.daemon.lab.security_eval_daemon import run_case
 
     r = await run_case("drawoff", 28.0, 21.0, mosquitto.host, mosquitto.port, db)
     assert r["readings"] == 2 * 28 * 360 and r["declarations"] == 4, r

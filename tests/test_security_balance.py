@@ -1,12 +1,12 @@
 """The mass balance (inventory_balance) and the instrument checks (inventory_integrity) on the
-security scenarios (daemon/security_sim.py), old and new detector sets side by side."""
+security scenarios (daemon/lab/security_sim.py), old and new detector sets side by side."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from plantwatch.daemon import security_eval
-from plantwatch.daemon.security_sim import TankSpec, simulate
+from plantwatch.daemon.lab import security_eval
+from plantwatch.daemon.lab.security_sim import TankSpec, simulate
 from plantwatch.detectors import REGISTRY
 from plantwatch.detectors.base import SensorInfo
 from plantwatch.detectors.inventory_balance import minimum_detectable_rate
@@ -118,7 +118,7 @@ detectors:
     select: {sensors: [TK-U1, TT-U1, TK-K]}
     params: {accuracy: {TK-U1: 0.025}, temperature: {TK-U1: TT-U1}, expansion: {TK-U1: 0.001}}
 """)
-    p = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "inventory", "--config", str(cfg)],
+    p = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "inventory", "--config", str(cfg)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     rows = {line.split()[0]: line.split() for line in p.stdout.splitlines()[1:]}

@@ -17,8 +17,8 @@ from plantwatch.connectors import audit
 from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.services import free_port
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.api import hash_token
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.alarms.api import hash_token
+from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.service import Daemon, Endpoints
 

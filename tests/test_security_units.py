@@ -17,8 +17,8 @@ import pytest
 
 from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.config import ConfigError, load_config_text
-from plantwatch.daemon.config_inventory import tank_scale, to_quantity
+from plantwatch.daemon.config.model import ConfigError, load_config_text
+from plantwatch.daemon.config.inventory import tank_scale, to_quantity
 from plantwatch.daemon.detection import Watch
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.service import Daemon, Endpoints
@@ -68,7 +68,7 @@ async def _active(dsn: str) -> dict[str, str]:
 
 
 def _declare(cfg_file, tank: str, quantity: str, start: float, end: float, *unit: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg_file),
+    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "transfer", "--config", str(cfg_file),
                            "--tank", tank, "--quantity", quantity, *unit, "--start", str(start), "--end", str(end),
                            "--by", "shift lead", "--reference", f"BOL-{tank}"], capture_output=True, text=True, timeout=90)
 
@@ -260,7 +260,7 @@ def test_transfer_schema_and_decoder_agree():
 
 def test_plausibility_bounds_a_tank_without_inventory_config_by_its_range():
     """Issue 14: 1e308 m3 for a 0-1000 m3 tank was stored with a 'stored' receipt."""
-    from plantwatch.daemon.validate import Registry, validate_transfer
+    from plantwatch.daemon.ingest.validate import Registry, validate_transfer
 
     cfg = load_config_text("""
 site: {id: s, areas: [{id: a, collector: e}]}

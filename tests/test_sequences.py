@@ -1,4 +1,4 @@
-"""Sequence-gap accounting per episode of a collector's counter (daemon/sequences.py): one batch
+"""Sequence-gap accounting per episode of a collector's counter (daemon/ingest/sequences.py): one batch
 with an absurd ``seq`` cannot disable it, a counter that restarts is re-based, redeliveries are
 not restarts, and the state survives a daemon restart (the true last ``seq``, not the greatest)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.sequences import Sequences
+from plantwatch.daemon.ingest.sequences import Sequences
 
 from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_config, until
 

@@ -25,7 +25,7 @@ import pytest
 from plantwatch.connectors.db_setup import provision
 from plantwatch.connectors.services import MosquittoInstance, PostgresInstance, free_port
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.api import hash_token
+from plantwatch.daemon.alarms.api import hash_token
 
 from .conftest import APP_ROLE
 from .helpers import DaemonProcess, make_batches, new_metrics_port, publish_batches, site_config, superuser_dsn, until
@@ -309,7 +309,7 @@ def _password_file(path: Path, users: dict[str, str]) -> Path:
 
 def _transfer(cfg: Path, *extra: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     now = time.time()
-    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg),
+    return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "transfer", "--config", str(cfg),
                            "--tank", "TK-1", "--quantity", "10 m3", "--start", str(now - 60), "--end", str(now + 60),
                            "--by", "shift lead", "--reference", "BOL-9", *extra],
                           capture_output=True, text=True, timeout=90, env={**os.environ, **env})

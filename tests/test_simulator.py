@@ -14,12 +14,12 @@ import pytest
 
 from plantwatch.detectors import REGISTRY
 from plantwatch.connectors import wire
-from plantwatch.connectors.simulator.collector import Collectors, run_simulator
-from plantwatch.connectors.simulator.plant import Plant, Route, area_of, leak_concentration, sensor_limits
-from plantwatch.connectors.simulator.scenario import Scenario, default_scenario, parse_scenario
-from plantwatch.connectors.simulator.truth import build_truth, close_truth, write_truth
-from plantwatch.daemon.config import load_config
-from plantwatch.daemon.demo_site import load_demo_config
+from plantwatch.daemon.lab.simulator.collector import Collectors, run_simulator
+from plantwatch.daemon.lab.simulator.plant import Plant, Route, area_of, leak_concentration, sensor_limits
+from plantwatch.daemon.lab.simulator.scenario import Scenario, default_scenario, parse_scenario
+from plantwatch.daemon.lab.simulator.truth import build_truth, close_truth, write_truth
+from plantwatch.daemon.config.model import load_config
+from plantwatch.daemon.lab.demo_site import load_demo_config
 
 T0 = 1_732_370_400.0
 
@@ -58,7 +58,7 @@ def schema():
 
 # --- demo site config ------------------------------------------------------------------------
 def test_demo_config_is_valid_and_complete(cfg):
-    assert load_config(resources.files("plantwatch.daemon").joinpath("sites/demo.yaml")) == cfg
+    assert load_config(resources.files("plantwatch.daemon.lab").joinpath("sites/demo.yaml")) == cfg
     assert 40 <= len(cfg.sensors) <= 80
     assert 3 <= len(cfg.site.areas) <= 4 and all(a.bounds for a in cfg.site.areas)
     kinds = {s.kind for s in cfg.sensors}

@@ -18,9 +18,9 @@ from pysparkplug import _protobuf as ps_pb
 from plantwatch.connectors.sparkplug import payload as sp
 from plantwatch.connectors.sparkplug.session import Sessions
 from plantwatch.connectors.sparkplug.topic import parse
-from plantwatch.daemon.config import ConfigError, load_config_text
-from plantwatch.daemon.sparkplug import SparkplugIngest
-from plantwatch.daemon.validate import Registry
+from plantwatch.daemon.config.model import ConfigError, load_config_text
+from plantwatch.daemon.ingest.sparkplug import SparkplugIngest
+from plantwatch.daemon.ingest.validate import Registry
 
 from .helpers import DaemonProcess, new_metrics_port, site_config
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from plantwatch.connectors.migrations import available, migrate
 from plantwatch.connectors.store import DeadLetter, ReadingRows, RobotRows, Store
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.config.model import load_config_text
 
 from .helpers import site_config, superuser_dsn
 

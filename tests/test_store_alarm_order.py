@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from plantwatch.connectors.store import AlarmWrite, CollectorSeen, ReadingRows, Store
-from plantwatch.daemon.config import load_config_text
+from plantwatch.daemon.config.model import load_config_text
 
 from .helpers import site_config
 

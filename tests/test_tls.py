@@ -25,7 +25,7 @@ from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.services import free_port
 from plantwatch.connectors.tls import ClientTls
 from plantwatch.connectors.wire import topic as wire_topic
-from plantwatch.daemon.config import ConfigError, load_config_text
+from plantwatch.daemon.config.model import ConfigError, load_config_text
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.runtime import DaemonHandle
 
@@ -142,7 +142,7 @@ async def test_a_site_over_tls_stores_readings_and_serves_https(tls_mosquitto_br
 
 def _broker_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
-            and r.name in ("plantwatch.broker", "plantwatch.collect.publisher", "plantwatch.daemon.alarm_publisher")]
+            and r.name in ("plantwatch.broker", "plantwatch.collect.publisher", "plantwatch.daemon.alarms.publisher")]
 
 
 @pytest.mark.slow
@@ -213,7 +213,7 @@ async def test_plantwatch_transfer_says_what_is_wrong_in_one_line(tls_mosquitto_
     cfg = tmp_path / "site.yaml"
     cfg.write_text(_site("plantwatch", _mqtt(broker, "plantwatch", f"{{ca_file: {site_ca.ca_file}}}"),
                          '{dsn: "postgresql://nobody@127.0.0.1:1/x"}'))
-    base = [sys.executable, "-m", "plantwatch.daemon.cli", "transfer", "--config", str(cfg), "--tank", "TK",
+    base = [sys.executable, "-m", "plantwatch.daemon.cli.main", "transfer", "--config", str(cfg), "--tank", "TK",
             "--quantity", "1", "--unit", "m3", "--timeout", "2"]
     cfg.write_text(cfg.read_text() + "  - {id: TK, kind: level, unit: m3, range: [0, 100], area: a1}\n")
     # no client certificate: the broker requires one
@@ -299,9 +299,9 @@ def test_tls_config_errors_name_the_file_line_and_problem(site_ca, tmp_path):
 
 async def test_the_simulator_publishes_over_tls_with_its_certificate(tls_mosquitto_broker, site_ca, topic_prefix,
                                                                      tmp_path):
-    from plantwatch.connectors.simulator.collector import run_simulator
-    from plantwatch.connectors.simulator.scenario import default_scenario
-    from plantwatch.daemon.demo_site import load_demo_config
+    from plantwatch.daemon.lab.simulator.collector import run_simulator
+    from plantwatch.daemon.lab.simulator.scenario import default_scenario
+    from plantwatch.daemon.lab.demo_site import load_demo_config
 
     cert, key = site_ca.client("simulator")
     stats = await run_simulator(load_demo_config(), tls_mosquitto_broker.host, tls_mosquitto_broker.port,
@@ -311,7 +311,7 @@ async def test_the_simulator_publishes_over_tls_with_its_certificate(tls_mosquit
 
 
 def test_the_collectors_config_takes_tls_and_keeps_metrics_local(site_ca, tmp_path):
-    from plantwatch.daemon.collect_config import load_collect_config_text
+    from plantwatch.daemon.collect.config import load_collect_config_text
 
     cert, key = site_ca.client("edge-cfg")
     base = ("collector: edge-cfg\nsite: s\nsources:\n  - {type: modbus, id: m1, host: 127.0.0.1,"

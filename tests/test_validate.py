@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from plantwatch.connectors.wire import encode_batch
-from plantwatch.daemon.config import load_config_text
-from plantwatch.daemon.validate import Registry, validate
+from plantwatch.daemon.config.model import load_config_text
+from plantwatch.daemon.ingest.validate import Registry, validate
 
 from .helpers import site_config
 

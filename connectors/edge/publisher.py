@@ -10,7 +10,7 @@ and is sent again (at-least-once; the daemon's idempotent write stores a reading
 kept while the collector was misrouted (another site or prefix) go where its corrected config says.
 
 With a ``gate``, batches are published only while it is set (the daemon of the site has announced
-itself, see ``daemon/collect_watch.py``); until then they stay in the buffer, also at shutdown. The
+itself, see ``daemon/collect/watch.py``); until then they stay in the buffer, also at shutdown. The
 same connection subscribes to ``subscribe`` (QoS 1) and hands each message to ``on_message``.
 """
 from __future__ import annotations

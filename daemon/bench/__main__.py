@@ -1,7 +1,0 @@
-"""``python -m plantwatch.daemon.bench``"""
-import sys
-
-from . import main
-
-if __name__ == "__main__":
-    sys.exit(main())

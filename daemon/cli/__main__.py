@@ -1,0 +1,3 @@
+from plantwatch.daemon.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Configuration: the typed site model, its checks and loader, TLS and inventory sections, the generated reference."""

@@ -1,0 +1,188 @@
+"""``plantwatch demo``: a simulated chemical site streamed through the real daemon.
+
+With no arguments it needs nothing installed beyond plantwatch itself: an embedded MQTT broker
+and an embedded PostgreSQL start in ``--data-dir``, the simulator publishes the demo site with its
+scripted incidents, the daemon ingests, stores, detects and alarms, and a table at the end shows
+each injected incident, whether and how fast it was alarmed, and the false alarms. ``--mqtt`` and
+``--dsn`` point the same run at a real broker and database.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import asyncpg
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from plantwatch.connectors.mqtt import BrokerAddress
+from plantwatch.connectors.tls import ClientTls
+
+from plantwatch.daemon.config.model import DatabaseConfig, MetricsConfig, MqttConfig
+from plantwatch.daemon.config.broker_options import BrokerArgumentError, add_broker_arguments, broker_from
+from plantwatch.daemon.lab.demo_site import demo_config_text, load_demo_config
+from plantwatch.daemon.metrics import Metrics
+from plantwatch.daemon.service import Daemon, Endpoints
+
+log = logging.getLogger("plantwatch.demo")
+
+
+def _value(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    return m.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def _progress(m: Metrics, daemon: Daemon, started: float, duration: float, stats) -> Table:
+    elapsed = time.monotonic() - started
+    t = Table(title=f"plantwatch demo — {min(elapsed, duration):4.0f} / {duration:.0f} s", title_justify="left",
+              show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    stored = _value(m, "plantwatch_readings_stored_total", {"table": "readings"}) + \
+        _value(m, "plantwatch_readings_stored_total", {"table": "robot_readings"})
+    rejected = sum(s.value for mf in m.rejected.collect() for s in mf.samples if s.name.endswith("_total"))
+    t.add_row("batches published by the simulator", f"{getattr(stats, 'published', 0):,}")
+    t.add_row("readings stored", f"{stored:,.0f}")
+    t.add_row("readings rejected (dead-lettered)", f"{rejected:,.0f}")
+    t.add_row("alarm changes", f"{sum(s.value for mf in m.alarm_changes.collect() for s in mf.samples if s.name.endswith('_total')):,.0f}")
+    book = daemon.pipeline.alarms if daemon.pipeline else None
+    if book is not None:
+        act = [(k, a) for k, a in book.alarms.items() if a.active]
+        t.add_row("active alarms", ", ".join(f"{n} {s}" for s, n in book.counts_by_severity().items() if n) or "none")
+        tags = {int(i): s.id for i, s in zip(daemon.pipeline.reg.db_id, daemon.cfg.sensors)}
+        for (det, sid), a in sorted(act, key=lambda x: x[1].severity)[:8]:
+            t.add_row(f"  {tags.get(sid, sid)}", f"{a.condition} ({a.severity}, {det}, {a.state})")
+    return t
+
+
+async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str | None = None,
+                   data_dir: str = ".plantwatch", out_dir: str | None = None, speed: float = 1.0,
+                   scenario_path: str | None = None, console: Console | None = None, live: bool = True,
+                   tls: ClientTls | None = None) -> dict:
+    """Run the demo; returns {"report": DemoReport, "dsn": ..., "truth": path, "incident_report": path|None}."""
+    from plantwatch.daemon.lab.simulator.collector import run_simulator
+    from plantwatch.daemon.lab.simulator.scenario import load_scenario
+
+    from plantwatch.daemon.lab.demo_report import fetch_report, render_report
+
+    console = console or Console()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir or Path(data_dir) / "demo" / stamp)
+    out.mkdir(parents=True, exist_ok=True)
+    truth_path = out / "truth.json"
+    base = load_demo_config()
+    prefix = "plantwatch-demo"
+    async with contextlib.AsyncExitStack() as stack:
+        if mqtt:
+            host, _, port = mqtt.rpartition(":")
+            broker = BrokerAddress(host or "127.0.0.1", int(port), tls=tls)
+        else:
+            from plantwatch.connectors.embedded import EmbeddedBroker
+
+            b = await stack.enter_async_context(EmbeddedBroker())
+            broker = BrokerAddress(b.host, b.port)
+        if dsn is None:
+            from plantwatch.connectors.embedded import EmbeddedPostgres
+
+            console.print(f"starting the embedded PostgreSQL in {Path(data_dir) / 'pgdata'} …")
+            pg = await stack.enter_async_context(EmbeddedPostgres(Path(data_dir) / "pgdata"))
+            dbname = f"demo_{stamp.replace('-', '_')}"
+            conn = await asyncpg.connect(pg.dsn)
+            try:
+                await conn.execute(f'CREATE DATABASE "{dbname}"')
+            finally:
+                await conn.close()
+            dsn = pg.dsn.rsplit("/", 1)[0] + "/" + dbname
+        cfg = base.model_copy(update={
+            "mqtt": MqttConfig(host=broker.host, port=broker.port, topic_prefix=prefix,
+                               client_id=f"plantwatch-demo-{stamp}"),
+            "database": DatabaseConfig(dsn=dsn), "metrics": MetricsConfig(port=0)})
+        metrics = Metrics()
+        daemon = Daemon(cfg, Endpoints(broker, dsn), config_text=demo_config_text(), metrics=metrics)
+        dtask = asyncio.create_task(daemon.run(), name="daemon")
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait([dtask, ready], return_when=asyncio.FIRST_COMPLETED)
+        if dtask.done():
+            dtask.result()  # raises what stopped it
+        scenario = load_scenario(scenario_path) if scenario_path else None
+        stop_sim = asyncio.Event()
+        started = time.monotonic()
+        sim = asyncio.create_task(run_simulator(cfg, broker.host, broker.port, prefix, duration=duration, speed=speed,
+                                                scenario=scenario, truth_path=truth_path, stop_event=stop_sim,
+                                                tls=broker.tls))
+        stats = None
+        try:
+            with Live(console=console, refresh_per_second=4, transient=False, auto_refresh=live) as lv:
+                while not sim.done():
+                    lv.update(_progress(metrics, daemon, started, duration / speed, stats))
+                    await asyncio.sleep(0.5)
+                stats = sim.result()
+                # let the last readings through the pipeline and the stale detector see the silence
+                settle_until = time.monotonic() + 3.0
+                while time.monotonic() < settle_until or not daemon.pipeline.idle:
+                    lv.update(_progress(metrics, daemon, started, duration / speed, stats))
+                    await asyncio.sleep(0.25)
+                    if time.monotonic() > settle_until + 30:
+                        break
+                lv.update(_progress(metrics, daemon, started, duration / speed, stats))
+        finally:
+            stop_sim.set()
+            daemon.stop.set()
+            await dtask
+        conn = await asyncpg.connect(dsn)
+        try:
+            report = await fetch_report(conn, truth_path, config=cfg)
+        finally:
+            await conn.close()
+        incident_report = await _leak_report(report, dsn, out)
+    console.print()
+    render_report(report, console)
+    console.print(f"simulator: {stats.published:,} batches, {stats.readings:,} readings published; ground truth "
+                  f"{truth_path}; database {dsn}")
+    if incident_report:
+        console.print(f"incident report for the leak (for inspectors): {incident_report}")
+    return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
+            "incident_report": incident_report}
+
+
+async def _leak_report(report, dsn: str, out: Path) -> str | None:
+    """The inspectors' HTML report of the incident the injected leak became (None if none did)."""
+    from plantwatch.daemon.alarms.report import latest_incident_for, write_incident_report
+
+    leaks = [r for r in report.results if r.incident.kind == "leak" and r.detected]
+    if not leaks:
+        return None
+    first = min((a for r in leaks for a in r.detections), key=lambda a: a.time)  # the leak's first alarm
+    incident = await latest_incident_for(dsn, [first.sensor])
+    if incident is None:
+        return None
+    return str(await write_incident_report(dsn, incident, out / f"incident-{incident}.html"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="plantwatch demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=60.0, help="simulated seconds (default 60)")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second")
+    p.add_argument("--mqtt", help="HOST:PORT of a real broker (default: embedded)")
+    p.add_argument("--dsn", help="a real database (default: embedded PostgreSQL, a new database per run)")
+    p.add_argument("--data-dir", default=".plantwatch", help="where the embedded services keep their data")
+    p.add_argument("--out", help="folder for the ground truth and reports (default: DATA_DIR/demo/<time>)")
+    p.add_argument("--scenario", help="scenario file (default: the shipped demo scenario)")
+    add_broker_arguments(p, broker=False)
+    args = p.parse_args(argv)
+    tls = None
+    if args.mqtt:
+        try:
+            tls = broker_from(args, None, host="-", port=1).tls
+        except BrokerArgumentError as e:
+            p.error(str(e))
+    console = Console() if Console().is_terminal else Console(width=160)  # logs and CI: do not squeeze the table
+    res = asyncio.run(run_demo(duration=args.duration, mqtt=args.mqtt, dsn=args.dsn, data_dir=args.data_dir,
+                               out_dir=args.out, speed=args.speed, scenario_path=args.scenario, console=console,
+                               tls=tls))
+    return 0 if res["report"] is not None else 1
