@@ -93,7 +93,7 @@ class Watch:
         if not mine.any():
             return []
         t0 = time.perf_counter()
-        if getattr(self.detector, "needs_position", False):
+        if self.detector.needs_position:
             out = self.detector.update(lc[mine], t[mine], x[mine], pos=None if pos is None else pos[mine])
         else:
             out = self.detector.update(lc[mine], t[mine], x[mine])
@@ -121,14 +121,16 @@ class Watch:
         return self._changes(out)
 
     def mark_stale(self, col: np.ndarray, now: float) -> list[Change]:
-        """Sensors whose source announced its death (detectors with ``mark_stale`` only)."""
-        if not hasattr(self.detector, "mark_stale"):
+        """Sensors whose source announced its death (detectors with ``MARKS_STALE`` only)."""
+        if not self.detector.MARKS_STALE:
             return []
         lc = self.local[col]
         lc = lc[lc >= 0]
         if len(lc) == 0:
             return []
         out = self.detector.mark_stale(lc, now)
+        if out is None:
+            return []
         self.last = Output(self.cols[out.idx], out.t, out.score, out.code)
         return self._changes(out)
 
@@ -192,7 +194,7 @@ class DetectorSet:
         self.config = config
         self.watches = [Watch(d, config.watched(d), config) for d in config.detectors if d.enabled]
         for w in self.watches:
-            if hasattr(w.detector, "defer_refit"):
+            if w.detector.DEFERS_REFIT:
                 w.detector.defer_refit = True  # the daemon fits group models in a worker thread
         self.compositions = [CompositionWatch(c, config) for c in config.compositions]
         self.last_t = np.full(len(config.sensors), -np.inf)  # newest reading scored per sensor
@@ -252,7 +254,7 @@ class DetectorSet:
         out = []
         for w in self.watches:
             d = w.detector
-            if getattr(d, "defer_refit", False) and d.needs_refit():
+            if d.defer_refit and d.needs_refit():
                 out.append((w, d.refit_data()))
         return out
 
@@ -261,7 +263,7 @@ class DetectorSet:
         told = []
         for w in self.watches:
             d = w.detector
-            if hasattr(d, "declare_transfer") and any(s.id == tank for s in d.sensors):
+            if d.TAKES_TRANSFERS and any(s.id == tank for s in d.sensors):
                 d.declare_transfer(tank, start, end, quantity)
                 told.append(w.cfg.id)
         return told
@@ -282,8 +284,7 @@ class DetectorSet:
         """The daemon starts, or its MQTT connection is (re)established: readings may have been
         missed until ``now``, so time-driven detectors (stale) start their clocks again."""
         for w in self.watches:
-            if hasattr(w.detector, "restart_clock"):
-                w.detector.restart_clock(now)
+            w.detector.restart_clock(now)
 
     def tick(self, now: float, active: np.ndarray | None = None) -> list[Change]:
         out: list[Change] = []
@@ -297,9 +298,11 @@ class DetectorSet:
 
     def states(self) -> list[tuple[str, str, dict[str, Any]]]:
         return [(w.cfg.id, w.fingerprint, w.get_state()) for w in [*self.watches, *self.compositions]] + [
-            ("__last_t__", self._sensors_fp(), {"last_t": self.last_t.copy()})]
+            ("__last_t__", self.sensors_fingerprint(), {"last_t": self.last_t.copy()})]
 
-    def _sensors_fp(self) -> str:
+    def sensors_fingerprint(self) -> str:
+        """Identifies the configured sensor list (ids, in column order): a saved ``last_t`` or
+        partition state applies only to the same list."""
         return hashlib.sha256(json.dumps([s.id for s in self.config.sensors]).encode()).hexdigest()
 
     def restore(self, saved: dict[str, tuple[str, dict[str, Any]]]) -> list[str]:
@@ -316,6 +319,6 @@ class DetectorSet:
             elif fp_state:
                 log.info("detector %s: configuration changed since its state was saved; starting fresh", w.cfg.id)
         lt = saved.get("__last_t__")
-        if lt and lt[0] == self._sensors_fp():
+        if lt and lt[0] == self.sensors_fingerprint():
             self.last_t = np.asarray(lt[1]["last_t"], dtype=np.float64)
         return done

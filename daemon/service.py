@@ -26,7 +26,7 @@ from plantwatch.connectors.store import AlarmWrite, Store
 
 from plantwatch.daemon.ingest.alarm_journal import Journaling, journal_path, replay
 from plantwatch.daemon.alarms.publisher import AlarmPublisher
-from plantwatch.daemon.alarms.service import AlarmManagement
+from plantwatch.daemon.alarms.service import AlarmManagement, load_book
 from plantwatch.daemon.broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
 from plantwatch.daemon.ingest.cluster import ClusterRunner
 from plantwatch.daemon.config.model import Config
@@ -127,14 +127,13 @@ class Daemon:
             detectors.restart_clocks(time.time())  # nothing was received while the daemon was down
             journaling = Journaling(self.journal, self.m, on_condition=self._journal_condition)
             await replay(journaling, store, self.m)  # what a run stopped during an outage decided
-            self.alarm_mgmt = AlarmManagement(cfg, store, self.m, config_hash=digest)
-            book = await self.alarm_mgmt.make_book(reg.db_id)  # lifecycle-aware AlarmBook, state as committed
+            book = await load_book(cfg, store, reg.db_id, config_hash=digest)  # lifecycle-aware, state as committed
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification,
                                      journal=journaling, publish_wait=cfg.alarms.publish_wait)
             self.pipeline.restore_sequences(await store.last_sequences())
-            self.alarm_mgmt.bind(self.pipeline)
+            self.alarm_mgmt = AlarmManagement(cfg, store, self.m, book, self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
             self.pipeline.on_commit = self._committed
@@ -261,16 +260,14 @@ class Daemon:
         tick_every, last_tick = 1.0, 0.0
         last_snapshot = time.monotonic()
         last_rollup = 0.0
-        with contextlib.suppress(Exception):
-            await self.store.mark_unrolled(time.time())
+        await self.mark_unrolled(time.time())
         step = min(self.cfg.ingest.flush_interval / 2, 0.05)
         while True:
             await asyncio.sleep(step)
             now = time.time()
             if now - last_tick >= tick_every:
                 last_tick = now
-                p.add_tick(now)
-                if p._tick_changes:  # noqa: SLF001
+                if p.add_tick(now):  # time-driven changes are waiting: write them now
                     await p.flush()
             if p.due(now):
                 await p.flush()
@@ -281,9 +278,26 @@ class Daemon:
                 await self._save_state()
             if now - last_rollup >= 10.0:
                 last_rollup = now
-                # closed minutes that received readings (late ones included), then closed hours
-                with contextlib.suppress(Exception):
-                    await self.store.refresh_dirty(now)
+                await self.refresh_rollups(now)
+
+    async def mark_unrolled(self, now: float) -> None:
+        """At start: readings written after the newest rollup (before a crash) become dirty."""
+        try:
+            await self.store.mark_unrolled(now)
+        except Exception as e:  # noqa: BLE001 - counted and logged; readings are stored, only their rollup waits
+            self._rollup_failed("mark_unrolled", e)
+
+    async def refresh_rollups(self, now: float) -> None:
+        """Closed minutes that received readings (late ones included), then closed hours. A failed
+        round keeps its minutes dirty for the next one (every 10 s)."""
+        try:
+            await self.store.refresh_dirty(now)
+        except Exception as e:  # noqa: BLE001 - counted and logged; the dirty minutes are retried
+            self._rollup_failed("refresh", e)
+
+    def _rollup_failed(self, step: str, e: Exception) -> None:
+        self.m.rollup_errors.labels(step).inc()
+        log.warning("rollup (%s) failed, retried later: %s: %s", step, type(e).__name__, e)
 
     async def _refit(self, watch, job) -> None:
         """Fit a group detector's model in a worker thread; scoring goes on with the old model."""

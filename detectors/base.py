@@ -132,6 +132,22 @@ class Detector(ABC):
     #: reading is decided like any other. See :meth:`over_range`.
     OVER_RANGE: ClassVar[str | None] = None
 
+    # --- optional capabilities: declared here, overridden where supported ----------------------
+    # The daemon (daemon/detection.py) reads these flags and calls these methods on every
+    # detector; the defaults do nothing. tests/test_detector_conformance.py checks that a flag
+    # and its methods agree for every registered detector.
+    #: :meth:`update` takes each reading's site position as ``pos=`` (an (n, 2) array or None)
+    needs_position: ClassVar[bool] = False
+    #: the model can be fitted away from scoring: with ``defer_refit`` set, the daemon runs
+    #: :meth:`refit_data` jobs in a worker thread and hands back :meth:`install_model`
+    DEFERS_REFIT: ClassVar[bool] = False
+    #: :meth:`declare_transfer` is meaningful (the detector tracks a tank's inventory)
+    TAKES_TRANSFERS: ClassVar[bool] = False
+    #: :meth:`mark_stale` is meaningful (a source announced the death of some sensors)
+    MARKS_STALE: ClassVar[bool] = False
+    #: set True by the daemon on detectors with ``DEFERS_REFIT``: refits wait for the daemon
+    defer_refit: bool = False
+
     @classmethod
     def absolute_levels(cls, params: DetectorParams) -> list[tuple[str, float, bool]]:
         """Absolute alarm levels in the watched sensors' own units, as ``(parameter, value,
@@ -251,6 +267,35 @@ class Detector(ABC):
     def tick(self, now: float) -> Output | None:
         """Time-driven conditions (no reading needed). Default: none."""
         return None
+
+    # --- optional capabilities (defaults: nothing to do) ----------------------------------------
+    def restart_clock(self, now: float) -> None:
+        """Readings may have been missed until ``now`` (start, reconnect); time-driven detectors
+        restart their clocks. Default: nothing to do."""
+
+    def mark_stale(self, idx: np.ndarray, now: float) -> Output | None:
+        """Sensors ``idx`` are gone as of ``now`` (only with ``MARKS_STALE``); None: not judged here."""
+        return None
+
+    def declare_transfer(self, col: int | str, start: float, end: float, quantity: float) -> None:
+        """A declared transfer of ``quantity`` from a tank (only with ``TAKES_TRANSFERS``).
+        Default: nothing to do."""
+
+    def needs_refit(self) -> bool:
+        """A deferred refit is due and none is in flight (only with ``DEFERS_REFIT``)."""
+        return False
+
+    def refit_data(self) -> Any:
+        """A job for a deferred fit (only with ``DEFERS_REFIT``)."""
+        raise NotImplementedError(f"{self.name} does not defer refits")
+
+    def install_model(self, fitted: Any) -> bool:
+        """Install a model fitted by a deferred job (only with ``DEFERS_REFIT``)."""
+        raise NotImplementedError(f"{self.name} does not defer refits")
+
+    def abandon_refit(self, token: int) -> None:
+        """The deferred fit ``token`` failed (only with ``DEFERS_REFIT``)."""
+        raise NotImplementedError(f"{self.name} does not defer refits")
 
     def get_state(self) -> dict[str, Any]:
         """Everything learned, as plain numpy arrays and scalars (picklable, comparable)."""

@@ -59,6 +59,7 @@ class CommLostDetector(Detector):
     name = "comm_lost"
     Params = CommLostParams
     CONDITIONS = ("normal", "comm_lost")
+    MARKS_STALE = True
     SEVERITY = {"comm_lost": "high"}
     SENSOR_HEALTH = True
     JUDGES = frozenset(READING_CLASSES)  # any message from a sensor shows its collector is alive

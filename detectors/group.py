@@ -179,6 +179,7 @@ class GroupDetector(Detector):
     """Base of group detectors; subclasses implement the model (fit_model / _install / _score)."""
 
     univariate: ClassVar[bool] = False
+    DEFERS_REFIT = True
     CONDITIONS = ("normal", "anomaly", "severe_anomaly")
     SEVERITY = {"anomaly": "medium", "severe_anomaly": "high"}
     _tokens = itertools.count(1)

@@ -75,6 +75,7 @@ class BalanceDecider(Decider):
 class InventoryBalance(Detector):
     name = "inventory_balance"
     Params = InventoryBalanceParams
+    TAKES_TRANSFERS = True
     CONDITIONS = ("normal", "inventory_loss", "more_than_declared", "less_than_declared", "inventory_gain",
                   "group_loss")
     SEVERITY = {"inventory_loss": "high", "more_than_declared": "high", "less_than_declared": "high",

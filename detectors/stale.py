@@ -49,6 +49,7 @@ class StaleDetector(Detector):
     name = "stale"
     Params = StaleParams
     CONDITIONS = ("normal", "stale")
+    MARKS_STALE = True
     SEVERITY = {"stale": "medium"}
     SENSOR_HEALTH = True
     JUDGES = MEASUREMENTS  # any measurement, uncertain or over range, shows the sensor is alive

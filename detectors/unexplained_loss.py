@@ -123,6 +123,7 @@ class LossDecider(Decider):
 class UnexplainedLoss(Detector):
     name = "unexplained_loss"
     Params = UnexplainedLossParams
+    TAKES_TRANSFERS = True
     CONDITIONS = ("normal", "unexplained_loss", "loss_during_transfer_exceeds_declared")
     SEVERITY = {"unexplained_loss": "high", "loss_during_transfer_exceeds_declared": "medium"}
     univariate: ClassVar[bool] = True  # tanks are independent

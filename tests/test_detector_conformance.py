@@ -13,6 +13,8 @@ gaps, plus ``tick`` calls, so that most detectors enter and leave conditions dur
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import math
 import pickle
@@ -25,7 +27,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ValidationError
 
 from plantwatch.detectors import REGISTRY, SensorInfo
-from plantwatch.detectors.base import Detector
+from plantwatch.detectors.base import Detector, Output
 
 NAMES = sorted(REGISTRY)
 N_SENSORS = 5
@@ -415,3 +417,74 @@ def test_hostile_values(name, streams):
     assert np.isfinite([s for s, _ in out.values()]).all()
     json.dumps(det.describe())
     pickle.loads(pickle.dumps(det.get_state()))
+
+
+# --- capabilities: declared in detectors/base.py, never found with hasattr ----------------------
+#: a capability flag and the methods a detector overrides exactly when it declares the flag
+CAPABILITY_METHODS = {
+    "DEFERS_REFIT": ("needs_refit", "refit_data", "install_model", "abandon_refit"),
+    "TAKES_TRANSFERS": ("declare_transfer",),
+    "MARKS_STALE": ("mark_stale",),
+}
+ALWAYS_CALLED = ("restart_clock",)  # the daemon calls these on every detector (no flag)
+
+
+def test_base_declares_capabilities():
+    """Every capability the daemon uses is declared, with a default, in the base class."""
+    for flag in (*CAPABILITY_METHODS, "needs_position", "defer_refit"):
+        assert flag in vars(Detector), f"detectors/base.py does not declare {flag}"
+        assert getattr(Detector, flag) is False
+    for name in (*(m for ms in CAPABILITY_METHODS.values() for m in ms), *ALWAYS_CALLED):
+        assert callable(vars(Detector).get(name)), f"detectors/base.py has no default {name}()"
+
+
+def test_daemon_finds_no_capability_by_name():
+    """daemon/detection.py reads declared flags; it never asks hasattr/getattr of a detector."""
+    import plantwatch.daemon.detection as detection
+
+    tree = ast.parse(inspect.getsource(detection))
+    calls = [f"line {n.lineno}: {ast.unparse(n)}" for n in ast.walk(tree)
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ("hasattr", "getattr")]
+    assert calls == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capabilities_consistent(name, streams):
+    """A declared capability is implemented, and an implemented one is declared."""
+    cls = REGISTRY[name]
+    for flag, methods in CAPABILITY_METHODS.items():
+        declared = getattr(cls, flag)
+        assert isinstance(declared, bool), f"{name}.{flag} must be a bool"
+        for m in methods:
+            overridden = getattr(cls, m) is not getattr(Detector, m)
+            assert overridden == declared, (
+                f"{name}: {flag} is {declared} but {m}() is {'' if overridden else 'not '}overridden")
+    takes_pos = "pos" in inspect.signature(cls.update).parameters
+    assert takes_pos == cls.needs_position, f"{name}: needs_position is {cls.needs_position}, update(pos=) {takes_pos}"
+    det = build(cls)
+    assert det.defer_refit is False  # only the daemon turns deferred refits on
+    ev = streams(name, rounds=30)
+    run(det, ev)
+    now = max(e[2].max() for e in ev if e[0] == "update") + 1.0
+    det.restart_clock(now)  # every detector answers; the default does nothing
+    out = det.mark_stale(np.arange(min(2, det.n)), now)
+    if cls.MARKS_STALE:
+        assert isinstance(out, Output) and len(out.idx) == len(out.code)
+    else:
+        assert out is None
+    if cls.needs_position:  # scoring with positions: one (x, y) per reading
+        upd = next(e for e in streams(name, seed=5, rounds=40)[::-1] if e[0] == "update")
+        idx, t = upd[1], upd[2] + (now - T0) + 10.0
+        o = det.update(idx, t, upd[3], pos=np.column_stack([np.arange(len(idx), dtype=float), np.zeros(len(idx))]))
+        assert isinstance(o, Output) and len(o.idx) == len(idx)
+    if cls.DEFERS_REFIT:
+        det.defer_refit = True
+        run(det, streams(name, seed=9, rounds=ROUNDS))
+        if det.needs_refit():  # a job goes out, and a failed one can be abandoned
+            job = det.refit_data()
+            assert not det.needs_refit()  # in flight
+            det.abandon_refit(job.token)
+    else:
+        assert det.needs_refit() is False
+        with pytest.raises(NotImplementedError):
+            det.refit_data()

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from plantwatch.connectors.sparkplug import payload as sp
 from plantwatch.connectors.store import Store
-from plantwatch.daemon.alarms.service import AlarmManagement
+from plantwatch.daemon.alarms.service import AlarmManagement, load_book
 from plantwatch.daemon.alarms.api import Api, Tokens, hash_token
 from plantwatch.daemon.config.model import ConfigError, load_config_text
 from plantwatch.daemon.detection import DetectorSet
@@ -127,10 +127,9 @@ async def _env(db: str) -> Env:
     store = await Store.open(db, connections=4)
     ids = await store.sync_registry(cfg.site, cfg.sensors)
     reg = Registry.build(cfg, ids)
-    mgmt = AlarmManagement(cfg, store, m)
-    book = await mgmt.make_book(reg.db_id)
+    book = await load_book(cfg, store, reg.db_id)
     pipeline = Pipeline(cfg, store, reg, DetectorSet(cfg), book, m)
-    mgmt.bind(pipeline)
+    mgmt = AlarmManagement(cfg, store, m, book, pipeline)
     return Env(cfg, store, pipeline, mgmt, asyncio.create_task(pipeline.writer()))
 
 

@@ -1,5 +1,6 @@
-"""Alarm management inside the daemon: builds the lifecycle-aware AlarmBook from the database,
-and runs (as one supervised task) the alarm clock (shelve expiry, incident closing), the
+"""Alarm management inside the daemon: :func:`load_book` builds the lifecycle-aware AlarmBook
+from the database; :class:`AlarmManagement` gets that book and the alarm intake (the pipeline's
+ordered alarm write path, an :class:`AlarmIntake`) at construction and runs (as one supervised task) the alarm clock (shelve expiry, incident closing), the
 operator API/console and the webhook notifiers. Wired into ``daemon/service.py`` by a few lines.
 """
 from __future__ import annotations
@@ -7,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 import numpy as np
 
 from plantwatch.connectors import alarm_db
-from plantwatch.connectors.store import AlarmWrite, Store
+from plantwatch.connectors.store import AlarmOp, AlarmWrite, Store
 
 from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.alarms.lifecycle import ManagedAlarmBook
@@ -21,43 +23,47 @@ from plantwatch.daemon.alarms.notify import Notifications
 log = logging.getLogger(__name__)
 
 
+class AlarmIntake(Protocol):
+    """What alarm management needs of the pipeline (daemon/ingest/pipeline.py)."""
+
+    async def submit_alarm_ops(self, ops: list[AlarmOp]) -> asyncio.Future:
+        """Queue alarm ops on the ordered alarm write path; the future resolves at their commit."""
+
+    def health(self, now: float | None = None) -> tuple[bool, str]:
+        """(healthy, reason) of the write path, for the API's health endpoint."""
+
+
+async def load_book(cfg: Config, store: Store, db_ids: np.ndarray, *,
+                    config_hash: str | None = None) -> ManagedAlarmBook:
+    """The book with every alarm's state (and open incidents) as last committed."""
+    book = ManagedAlarmBook(db_ids, cfg, config_hash=config_hash)
+    async with store.pool.acquire() as conn:
+        book.load(await alarm_db.load_alarm_rows(conn))
+        book.load_incidents(await alarm_db.load_open_incidents(conn))
+        await alarm_db.sync_positions(conn, book.position_of_area)
+    return book
+
+
 class AlarmManagement:
-    def __init__(self, cfg: Config, store: Store, metrics: Metrics, *, config_hash: str | None = None):
+    def __init__(self, cfg: Config, store: Store, metrics: Metrics, book: ManagedAlarmBook, intake: AlarmIntake):
         self.cfg = cfg
         self.store = store
         self.m = metrics
-        self.config_hash = config_hash
-        self.book: ManagedAlarmBook | None = None
-        self.pipeline = None
-        self.notifications: Notifications | None = None
+        self.book = book
+        self.intake = intake
+        self.notifications = Notifications(cfg, metrics, dict(book.tag_of))
         self.api_started = asyncio.Event()
 
-    async def make_book(self, db_ids: np.ndarray) -> ManagedAlarmBook:
-        """The book with every alarm's state (and open incidents) as last committed."""
-        book = ManagedAlarmBook(db_ids, self.cfg, config_hash=self.config_hash)
-        async with self.store.pool.acquire() as conn:
-            book.load(await alarm_db.load_alarm_rows(conn))
-            book.load_incidents(await alarm_db.load_open_incidents(conn))
-            await alarm_db.sync_positions(conn, book.position_of_area)
-        self.book = book
-        self.notifications = Notifications(self.cfg, self.m, dict(book.tag_of))
-        return book
-
-    def bind(self, pipeline) -> None:
-        self.pipeline = pipeline
-
     def offer(self, writes: list[AlarmWrite]) -> None:
-        if self.notifications is not None:
-            self.notifications.offer(writes)
+        self.notifications.offer(writes)
 
     async def submit(self, ops: list) -> asyncio.Future:
-        return await self.pipeline.submit_alarm_ops(ops)
+        return await self.intake.submit_alarm_ops(ops)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._clock(), name="alarm-clock")
-            if self.notifications is not None:
-                tg.create_task(self.notifications.run(), name="webhooks")
+            tg.create_task(self.notifications.run(), name="webhooks")
             if self.cfg.api is not None and self.cfg.api.port:
                 tg.create_task(self._api(), name="api")
 
@@ -67,7 +73,7 @@ class AlarmManagement:
             now = time.time()
             ops = self.book.expire_shelves(now) + self.book.close_incidents(now)
             if ops:
-                await self.pipeline.submit_alarm_ops(ops)
+                await self.intake.submit_alarm_ops(ops)
             for pos, on in self.book.in_flood().items():
                 self.m.alarm_flood.labels(pos).set(1 if on else 0)
 
@@ -85,6 +91,6 @@ class AlarmManagement:
                 return await incident_report_html(conn, incident_id)
 
         api = Api(pool=self.store.pool, book=self.book, submit=self.submit, tokens=tokens, site=self.cfg.site.id,
-                  report=report, metrics=self.m, health=self.pipeline.health, db_timeout=api_cfg.db_timeout)
+                  report=report, metrics=self.m, health=self.intake.health, db_timeout=api_cfg.db_timeout)
         await serve(api, api_cfg.host, api_cfg.port, self.api_started,
                     tls=api_cfg.tls.settings() if api_cfg.tls else None)

@@ -61,7 +61,7 @@ def partition_state(detectors, cols: np.ndarray) -> list[tuple[str, str, dict]]:
         has = loc >= 0
         sel = loc[has]
         out.append((w.cfg.id, w.fingerprint, {"cols": cols[has], "state": _rows_of(w.get_state(), len(w.cols), sel)}))
-    out.append(("__last_t__", detectors._sensors_fp(), {"cols": cols, "last_t": detectors.last_t[cols].copy()}))  # noqa: SLF001
+    out.append(("__last_t__", detectors.sensors_fingerprint(), {"cols": cols, "last_t": detectors.last_t[cols].copy()}))
     return out
 
 
@@ -82,7 +82,7 @@ def restore_partition(detectors, saved: dict[str, tuple[str, dict]]) -> np.ndarr
             continue
         cols_all.append(cols)
     lt = saved.get("__last_t__")
-    if lt and lt[0] == detectors._sensors_fp():  # noqa: SLF001
+    if lt and lt[0] == detectors.sensors_fingerprint():
         cols = np.asarray(lt[1]["cols"], dtype=np.int64)
         detectors.last_t[cols] = lt[1]["last_t"]  # the holder's, not what this instance scored before
         cols_all.append(cols)

@@ -197,9 +197,11 @@ class Pipeline(SplitOnDataError):
     def _window(self) -> int:
         return self.cfg.mqtt.receive_window if self.cfg.mqtt else 1000
 
-    def add_tick(self, now: float) -> None:
-        """Time-driven detector conditions (stale sensors); written with the next unit."""
+    def add_tick(self, now: float) -> bool:
+        """Time-driven detector conditions (stale sensors); written with the next unit. True when
+        some are waiting for it (the caller flushes then, rather than waiting for readings)."""
         self._tick_changes.extend(self.detectors.tick(now, self.active))
+        return bool(self._tick_changes)
 
     # --- flush: detect, derive alarms, hand to writers -------------------------------------------
     async def flush(self) -> None:

@@ -55,8 +55,8 @@ def _readings(sensors, rounds: int, seed: int = 0) -> np.ndarray:
 
 def bench_one(cls, n: int, seconds: float, warm_rounds: int = 100, repeats: int = 3) -> dict[str, Any]:
     """Readings/s of one detector class over ``n`` sensors (best of ``repeats`` timed runs)."""
-    sensors = cls.example_sensors(n) if hasattr(cls, "example_sensors") else None
-    params = cls.Params.model_validate(cls.example_params() if hasattr(cls, "example_params") else {})
+    sensors = cls.example_sensors(n)  # declared in the base class (detectors/base.py)
+    params = cls.Params.model_validate(cls.example_params())
     det = cls(params, sensors)
     block = _readings(sensors, 64)
     idx = np.arange(n, dtype=np.int64)
