@@ -37,8 +37,9 @@ class Metrics:
         self.duplicates = Counter(p + "readings_duplicate", "Readings already stored (redeliveries)", registry=r)
         self.rejected = Counter(p + "readings_rejected", "Readings or payloads refused, by reason", ["reason"], registry=r)
         self.dead_lettered = Counter(p + "dead_letters_written", "Dead-letter rows written", registry=r)
-        self.rollup_errors = Counter(p + "rollup_errors", "Rollups of readings (readings_1m/1h) that failed, by step"
-                                     " (mark_unrolled at start, refresh every 10 s); retried", ["step"], registry=r)
+        self.background_failures = Counter(p + "background_failures", "Background work of the daemon that failed and"
+                                           " is retried, by task: rollup_mark (at start), rollup (every 10 s),"
+                                           " refit (group models), state_snapshot", ["task"], registry=r)
         self.batches = Counter(p + "write_batches", "Write transactions committed", registry=r)
         self.write_errors = Counter(p + "write_errors", "Write transactions that failed (retried, or split when the database refused their data)", registry=r)
         self.write_seconds = Histogram(p + "write_seconds", "Duration of one write transaction", registry=r,

@@ -130,13 +130,15 @@ class Daemon:
             book = await load_book(cfg, store, reg.db_id, config_hash=digest)  # lifecycle-aware, state as committed
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
+            if cfg.cluster is not None:  # several instances share the site: this one reads the partitions it holds
+                self.cluster = ClusterRunner(self)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification,
-                                     journal=journaling, publish_wait=cfg.alarms.publish_wait)
+                                     journal=journaling, publish_wait=cfg.alarms.publish_wait,
+                                     partitioning=self.cluster, on_commit=self._committed)
             self.pipeline.restore_sequences(await store.last_sequences())
             self.alarm_mgmt = AlarmManagement(cfg, store, self.m, book, self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
-            self.pipeline.on_commit = self._committed
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
@@ -147,8 +149,7 @@ class Daemon:
                 status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=status_id, ready=self.ready).run(),
                                         name="site-status")
                 alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
-                if cfg.cluster is not None:
-                    self.cluster = ClusterRunner(self)
+                if self.cluster is not None:
                     ingest = tg.create_task(self.cluster.run(), name="cluster")
                 else:
                     ingest = tg.create_task(self._ingest(), name="ingest")
@@ -285,7 +286,7 @@ class Daemon:
         try:
             await self.store.mark_unrolled(now)
         except Exception as e:  # noqa: BLE001 - counted and logged; readings are stored, only their rollup waits
-            self._rollup_failed("mark_unrolled", e)
+            self._failed("rollup_mark", e)
 
     async def refresh_rollups(self, now: float) -> None:
         """Closed minutes that received readings (late ones included), then closed hours. A failed
@@ -293,11 +294,12 @@ class Daemon:
         try:
             await self.store.refresh_dirty(now)
         except Exception as e:  # noqa: BLE001 - counted and logged; the dirty minutes are retried
-            self._rollup_failed("refresh", e)
+            self._failed("rollup", e)
 
-    def _rollup_failed(self, step: str, e: Exception) -> None:
-        self.m.rollup_errors.labels(step).inc()
-        log.warning("rollup (%s) failed, retried later: %s: %s", step, type(e).__name__, e)
+    def _failed(self, task: str, e: Exception, what: str = "") -> None:
+        """Background work that failed and is retried: counted and logged, never silent."""
+        self.m.background_failures.labels(task).inc()
+        log.warning("%s%s failed, retried later: %s: %s", task, what, type(e).__name__, e)
 
     async def _refit(self, watch, job) -> None:
         """Fit a group detector's model in a worker thread; scoring goes on with the old model."""
@@ -307,7 +309,7 @@ class Daemon:
             fitted = await asyncio.to_thread(fit_group_model, job)
             watch.detector.install_model(fitted)
         except Exception as e:  # noqa: BLE001 - a failed fit keeps the old model; it is retried
-            log.warning("refit of %s failed: %s", watch.cfg.id, e)
+            self._failed("refit", e, f" of {watch.cfg.id}")
             watch.detector.abandon_refit(job.token)
         finally:
             self._refits.discard(asyncio.current_task())
@@ -318,7 +320,8 @@ class Daemon:
                 await self.cluster.snapshot()
                 return
             await self.store.save_detector_states(self.pipeline.detectors.states())
-        except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion
+        except Exception as e:  # noqa: BLE001 - a failed snapshot must not stop ingestion; counted and logged
+            self.m.background_failures.labels("state_snapshot").inc()
             log.error("saving detector state failed: %s", e)
 
     def _committed(self, unit) -> None:

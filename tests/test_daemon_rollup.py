@@ -22,7 +22,7 @@ detectors:
 
 
 def _count(m: Metrics, step: str) -> float:
-    return m.rollup_errors.labels(step)._value.get()  # noqa: SLF001 - prometheus_client's own value
+    return m.background_failures.labels(step)._value.get()  # noqa: SLF001 - prometheus_client's own value
 
 
 async def test_rollup_failures_are_counted_and_logged(db, caplog):
@@ -32,14 +32,14 @@ async def test_rollup_failures_are_counted_and_logged(db, caplog):
     now = time.time()
     await d.mark_unrolled(now)  # a working database: nothing counted
     await d.refresh_rollups(now)
-    assert (_count(m, "mark_unrolled"), _count(m, "refresh")) == (0, 0)
+    assert (_count(m, "rollup_mark"), _count(m, "rollup")) == (0, 0)
     d.store.dirty_minutes.add(int(now // 60) - 2)  # a closed minute still to roll up
     await d.store.close()  # the database is gone for the store: every rollup fails
     with caplog.at_level(logging.WARNING, logger="plantwatch"):
         await d.mark_unrolled(now)
         await d.refresh_rollups(now)
         await d.refresh_rollups(now + 10)
-    assert (_count(m, "mark_unrolled"), _count(m, "refresh")) == (1, 2)
+    assert (_count(m, "rollup_mark"), _count(m, "rollup")) == (1, 2)
     failed = [r.getMessage() for r in caplog.records if "rollup" in r.getMessage()]
     assert len(failed) == 3 and all("failed" in f for f in failed), failed
     assert int(now // 60) - 2 in d.store.dirty_minutes  # kept for the next round

@@ -50,12 +50,13 @@ from plantwatch.connectors.mqtt import Subscriber
 from plantwatch.daemon.config.model import ClusterConfig, Config
 from plantwatch.daemon.ingest.mqtt_read import raise_if_cancelling, read_until
 from plantwatch.daemon.ingest.ownership import PartitionOwnership
+from plantwatch.daemon.ingest.partitioning import Partitioning
 from plantwatch.daemon.ingest.partitions import partition_of, partition_state, partition_topics, restore_partition
 from plantwatch.daemon.ingest.reconnect import Backoff
 
 log = logging.getLogger("plantwatch.cluster")
 
-class ClusterRunner:
+class ClusterRunner(Partitioning):
     """Holds this process's share of the partitions: leases, one MQTT session per partition,
     per-partition detector state. Runs in place of the single ``Daemon._ingest`` task."""
 
@@ -80,9 +81,19 @@ class ClusterRunner:
         self._trust_after = 0.0  # monotonic: take no expired lease of another holder before this
         self._col_of: dict[int, int] = {}
         self._part_cols: dict[int, np.ndarray] | None = None
+        # the pipeline's partitioning (given to it at construction, daemon/ingest/partitioning.py):
+        # partition of each sensor column (-1: not seen yet), and the columns held here
+        n = len(self.cfg.sensors)
+        self.col_part = np.full(n, -1, dtype=np.int16)
+        self.active = np.zeros(n, dtype=bool)
 
     def part_of(self, collector: str) -> int:
         return partition_of(collector, self.cc, self.listed)
+
+    def learn(self, v) -> None:  # noqa: ANN001 - a Validated message
+        """The partition of a message's sensors, from the collector it comes from."""
+        if v.collector is not None and len(v.col):
+            self.col_part[v.col] = self.part_of(v.collector)
 
     @property
     def held(self) -> set[int]:
@@ -92,7 +103,7 @@ class ClusterRunner:
     def fence_of(self, unit) -> Fence:
         """The fence of a unit: the epochs of the partitions its messages and alarm changes belong to."""
         parts = {self.part_of(v.collector) for v in unit.items if v.collector is not None}
-        col_part = self.d.pipeline.col_part
+        col_part = self.col_part
         for op in unit.ops:
             if isinstance(op, JournalApplied):  # the journal's marker, about no sensor
                 continue
@@ -110,7 +121,7 @@ class ClusterRunner:
         messages (docs/scaling.md, "Alarms during a database outage"). An operator's action on a
         sensor no partition here reads is the API's, and goes out."""
         c = self._col_of.get(w.sensor_id)
-        k = int(self.d.pipeline.col_part[c]) if c is not None else -1
+        k = int(self.col_part[c]) if c is not None else -1
         if k < 0 or self.ownership.may_publish(k):
             return True
         return self._db_down_since is not None and k in self._session_up
@@ -129,19 +140,11 @@ class ClusterRunner:
         self._wake.set()
 
     def _update_active(self) -> None:
-        p = self.d.pipeline
-        p.active = np.isin(p.col_part, np.fromiter(self.tasks, dtype=np.int16, count=len(self.tasks)))
+        self.active = np.isin(self.col_part, np.fromiter(self.tasks, dtype=np.int16, count=len(self.tasks)))
 
     # --- the loop -----------------------------------------------------------------------------------
     async def run(self) -> None:
         p = self.d.pipeline
-        n = len(self.cfg.sensors)
-        p.part_of = self.part_of
-        p.col_part = np.full(n, -1, dtype=np.int16)
-        p.active = np.zeros(n, dtype=bool)
-        p.fence_of = self.fence_of
-        p.on_fenced = self.on_fenced
-        p.may_publish = self.may_publish
         self._col_of = {int(db): c for c, db in enumerate(p.reg.db_id.tolist())}
         pool = await lease_pool(self.d.ep.dsn)
         self.leases = Leases(pool, self.cfg.site.id, self.cc.instance_id, partitions=self.cc.partitions,
@@ -230,10 +233,10 @@ class ClusterRunner:
         alarms = await d.store.load_alarms()
         # What this instance remembers of the partition from an earlier holding (or from units the
         # database refused) is not the truth: the saved state and the committed alarms are.
-        before = np.flatnonzero(p.col_part == k)
+        before = np.flatnonzero(self.col_part == k)
         p.detectors.last_t[before] = -np.inf
         cols = restore_partition(p.detectors, saved)
-        p.col_part[cols] = k
+        self.col_part[cols] = k
         p.restore_sequences(seqs)
         await self._replay(k, cols)
         ids = set(p.reg.db_id[np.union1d(before, cols)].tolist())
@@ -316,7 +319,7 @@ class ClusterRunner:
 
     async def save(self, k: int) -> None:
         p = self.d.pipeline
-        cols = np.flatnonzero(p.col_part == k)
+        cols = np.flatnonzero(self.col_part == k)
         states = [(f"p{k}:{i}", fp, st) for i, fp, st in partition_state(p.detectors, cols)]
         await self.d.store.save_detector_states(states)
 

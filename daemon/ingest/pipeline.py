@@ -32,11 +32,12 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from plantwatch.connectors.leases import Fence, FencedOut
+from plantwatch.connectors.leases import FencedOut
 from plantwatch.connectors.store import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store,
                                          WriteResult)
 
 from plantwatch.daemon.ingest.alarm_journal import Journaling
+from plantwatch.daemon.ingest.partitioning import Partitioning
 from plantwatch.daemon.alarms.release import Decided, DecidedChanges
 from plantwatch.daemon.alarms.book import AlarmBook
 from plantwatch.daemon.config.model import Config
@@ -90,13 +91,14 @@ class Pipeline(SplitOnDataError):
     def __init__(self, cfg: Config, store: Store, registry: Registry, detectors: DetectorSet, alarms: AlarmBook,
                  metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], None] | None = None,
                  queue_units: int = 0, journal: Journaling | None = None,
-                 may_publish: Callable[[AlarmWrite], bool] | None = None, publish_wait: float = 0.2):
+                 partitioning: Partitioning | None = None, publish_wait: float = 0.2,
+                 on_commit: Callable[[Unit], None] | None = None):
         """``on_alarms``: publishes alarm changes the moment they are decided (must not block);
         ``queue_units``: units waiting for a writer (0: no bound of its own; the receive window
         bounds them); ``journal``: keeps decided alarm operations on local disk until the database commits
-        them; ``may_publish``: whether this instance may publish an alarm change before the
-        database committed it (a cluster instance that holds the partition's lease by its own
-        clock; default: always); ``publish_wait``: how long a decided change waits for its commit
+        them; ``partitioning``: the partitions held here (daemon/ingest/partitioning.py; default: single
+        mode, every sensor, no fence, an alarm change may go out before its commit); ``on_commit``:
+        called after each commit with the unit (transfer receipts; must not block); ``publish_wait``: how long a decided change waits for its commit
         (to carry its alarm id and audit sequence) before it goes out without (daemon/alarms/release.py)."""
         self.cfg = cfg
         self.store = store
@@ -106,8 +108,8 @@ class Pipeline(SplitOnDataError):
         self.m = metrics
         self.on_alarms = on_alarms
         self.journal = journal
-        self.may_publish = may_publish or (lambda w: True)
-        self.release = DecidedChanges(self._publish, lambda w: self.may_publish(w), publish_wait)
+        self.partitioning = partitioning if partitioning is not None else Partitioning()
+        self.release = DecidedChanges(self._publish, self.partitioning.may_publish, publish_wait)
         self.units: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=queue_units)
         self._pending = _Pending()
         self._unit_seq = 0
@@ -118,23 +120,13 @@ class Pipeline(SplitOnDataError):
                                    on_restart=lambda c: self.m.sequence_restarts.labels(c).inc())
         self._tick_changes: list = []
         self.committed = asyncio.Event()  # pulsed after each commit (tests, graceful drain)
-        #: called after each commit with the unit (transfer receipts); must not block
-        self.on_commit: Callable[[Unit], None] | None = None
+        self.on_commit = on_commit
         #: the write path's state, read by /healthz and the metrics thread (plain floats and str)
         self.last_write_error: str | None = None
         self._wait_since: float | None = None  # arrival of the oldest message or op not yet committed
         self._wait_ref: float | None = None  # its newest reading's time (arrival when it has none)
         self._committed_lag = 0.0  # at the last commit: commit time minus the newest reading committed
         self.m.ingest_lag.set_function(self.lag)
-        #: several instances (daemon/ingest/cluster.py): partition of each sensor column (-1: not seen),
-        #: learned from the collectors its readings come from; ``active`` masks the stale ticks
-        self.part_of: Callable[[str], int] | None = None
-        self.col_part: np.ndarray | None = None
-        self.active: np.ndarray | None = None
-        #: several instances: the fence each unit made from messages carries, and what to do when
-        #: the database refuses a unit for a stale epoch (its partitions were taken over)
-        self.fence_of: Callable[[Unit], Fence] | None = None
-        self.on_fenced: Callable[[Fence, FencedOut], None] | None = None
         self.fenced_units = 0
 
     # --- intake -------------------------------------------------------------------------------
@@ -149,8 +141,7 @@ class Pipeline(SplitOnDataError):
         columns whose source announced its death, made stale in this unit (daemon/ingest/sparkplug.py)."""
         if stale is not None and len(stale):
             self._pending.stale.append((stale, now))
-        if self.part_of is not None and v.collector is not None and len(v.col):
-            self.col_part[v.col] = self.part_of(v.collector)
+        self.partitioning.learn(v)
         self.m.messages.inc()
         n_ok = len(v.col)
         n_bad = sum(1 for d in v.rejected)
@@ -200,7 +191,7 @@ class Pipeline(SplitOnDataError):
     def add_tick(self, now: float) -> bool:
         """Time-driven detector conditions (stale sensors); written with the next unit. True when
         some are waiting for it (the caller flushes then, rather than waiting for readings)."""
-        self._tick_changes.extend(self.detectors.tick(now, self.active))
+        self._tick_changes.extend(self.detectors.tick(now, self.partitioning.active))
         return bool(self._tick_changes)
 
     # --- flush: detect, derive alarms, hand to writers -------------------------------------------
@@ -247,8 +238,7 @@ class Pipeline(SplitOnDataError):
                     float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks),
                     items=p.items, sources=p.sources, gaps=gaps,
                     received=p.since if p.acks else time.time(), release=decided)
-        if self.fence_of is not None:
-            unit.fence = self.fence_of(unit)
+        unit.fence = self.partitioning.fence_of(unit)
         if ops:
             unit.alarm_turn = self._last_alarm_done
             unit.alarm_done = asyncio.get_running_loop().create_future()
@@ -461,8 +451,7 @@ class Pipeline(SplitOnDataError):
             unit.alarm_done.set_result(list(unit.ops))
         unit.done = True
         self._release_acks()
-        if self.on_fenced is not None:
-            self.on_fenced(unit.fence, e)
+        self.partitioning.on_fenced(unit.fence, e)
         self.committed.set()
         self.committed.clear()
 
