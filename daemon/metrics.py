@@ -39,7 +39,7 @@ class Metrics:
         self.dead_lettered = Counter(p + "dead_letters_written", "Dead-letter rows written", registry=r)
         self.background_failures = Counter(p + "background_failures", "Background work of the daemon that failed and"
                                            " is retried, by task: rollup_mark (at start), rollup (every 10 s),"
-                                           " refit (group models), state_snapshot", ["task"], registry=r)
+                                           " refit (group models), state_snapshot, lag_gauge (ingest lag at a scrape)", ["task"], registry=r)
         self.batches = Counter(p + "write_batches", "Write transactions committed", registry=r)
         self.write_errors = Counter(p + "write_errors", "Write transactions that failed (retried, or split when the database refused their data)", registry=r)
         self.write_seconds = Histogram(p + "write_seconds", "Duration of one write transaction", registry=r,

@@ -315,7 +315,9 @@ class Pipeline(SplitOnDataError):
             now = time.time()
             refs = [x for x in (self._wait_ref, self._pending.since if self._pending.acks else None) if x]
             return max(self._committed_lag, now - min(refs)) if refs else self._committed_lag
-        except Exception:  # noqa: BLE001 - scraped from another thread while the loop changes state
+        except Exception as e:  # noqa: BLE001 - scraped from another thread while the loop changes state
+            self.m.background_failures.labels("lag_gauge").inc()  # counted and logged: a scrape must still answer
+            log.warning("ingest lag not computed: %s: %s", type(e).__name__, e)
             return self._committed_lag
 
     def health(self, now: float | None = None) -> tuple[bool, str]:
