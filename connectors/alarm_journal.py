@@ -57,12 +57,6 @@ class JournalApplied:
         await conn.execute("INSERT INTO alarm_journal_applied (key) VALUES ($1) ON CONFLICT DO NOTHING", self.key)
 
 
-async def applied(conn: asyncpg.Connection, keys: Sequence[str]) -> set[str]:
-    """Which of ``keys`` the database has committed."""
-    rows = await conn.fetch("SELECT key FROM alarm_journal_applied WHERE key = ANY($1::text[])", list(keys))
-    return {r["key"] for r in rows}
-
-
 @dataclass(slots=True)
 class Entry:
     seq: int

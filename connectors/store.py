@@ -19,10 +19,15 @@ import asyncpg
 import numpy as np
 
 from . import audit, pgcopy
+from .alarm_records import AlarmRecords
+from .errors import availability, driver_errors, refusals
 from .alarm_db import ALARM_AREA, audit_alarm_write
 from .leases import Fence, check_fence
 from .migrations import migrate, timescaledb_status
 from .storable import safe_text
+
+#: the store's connection pool (the name the daemon annotates with; the driver stays in connectors/)
+Pool = asyncpg.Pool
 
 _STAGE_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS _stage_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
@@ -165,6 +170,8 @@ class Store:
         #: minutes were re-rolled since the hour's own rollup (see ``refresh_dirty``)
         self.dirty_minutes: set[int] = set()
         self.dirty_hours: set[int] = set()
+        #: the alarm room's reads (operator API, the book at start, incident reports)
+        self.alarm_records = AlarmRecords(pool)
 
     @classmethod
     async def open(cls, dsn: str, *, connections: int = 3) -> "Store":
@@ -246,6 +253,17 @@ class Store:
                     dead: Sequence[DeadLetter] = (), collectors: Sequence[CollectorSeen] = (),
                     alarm_ops: Sequence[AlarmOp] = (), before_alarms=None,
                     transfers: Sequence[Transfer] = (), fence: Fence | None = None) -> WriteResult:
+        """Write one unit in one transaction (:meth:`_write_unit`). A refusal of the data itself
+        is raised as :class:`~plantwatch.connectors.errors.StoreRefused` (the driver's error is
+        its ``__cause__``); anything else (unavailability, a stale fence) as it came."""
+        with refusals():
+            return await self._write_unit(readings, robot, dead, collectors, alarm_ops, before_alarms, transfers,
+                                          fence)
+
+    async def _write_unit(self, readings: ReadingRows | None, robot: RobotRows | None,
+                          dead: Sequence[DeadLetter], collectors: Sequence[CollectorSeen],
+                          alarm_ops: Sequence[AlarmOp], before_alarms, transfers: Sequence[Transfer],
+                          fence: Fence | None) -> WriteResult:
         """Write one unit in one transaction. ``before_alarms`` is awaited before a unit with alarm
         operations begins, so alarm writes keep their order across concurrent writers. It is
         awaited before the transaction takes any lock: a unit waiting here for the previous
@@ -352,8 +370,29 @@ class Store:
                 "SELECT a.id, a.detector_id, a.sensor_id, a.state, a.active, a.condition, a.severity,"
                 " a.raised_at, a.acked_at, s.tag FROM alarms a JOIN sensors s ON s.id = a.sensor_id")
 
+    async def sensor_tags(self) -> dict[int, str]:
+        """Every registered sensor's tag by database id."""
+        async with self.pool.acquire() as conn:
+            return {r["id"]: r["tag"] for r in await conn.fetch("SELECT id, tag FROM sensors")}
+
+    async def journal_applied(self, keys: Sequence[str]) -> set[str]:
+        """Which of the alarm journal's entry ``keys`` the database has committed."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT key FROM alarm_journal_applied WHERE key = ANY($1::text[])", list(keys))
+        return {r["key"] for r in rows}
+
+    async def latest_config_text(self) -> str | None:
+        """The config most recently loaded by a daemon (``config_versions``), or None."""
+        async with self.pool.acquire() as conn:
+            return await conn.fetchval("SELECT content FROM config_versions ORDER BY last_loaded_at DESC LIMIT 1")
+
     async def active_alarms(self) -> list[dict[str, Any]]:
-        """Alarms not in state normal, for the retained MQTT topic and the API."""
+        """Alarms not in state normal, for the retained MQTT topic and the API. A database that
+        is not there raises :class:`StoreUnavailable`; any other refusal :class:`StoreError`."""
+        with driver_errors(), availability():  # the inner one first: unavailable before any other
+            return await self._active_alarms()
+
+    async def _active_alarms(self) -> list[dict[str, Any]]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 f"SELECT a.id, a.detector_id, s.tag AS sensor, {ALARM_AREA} AS area, a.state, a.active, a.condition,"
