@@ -12,19 +12,20 @@ from __future__ import annotations
 import io
 import json
 import pickle
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import asyncpg
 import numpy as np
 
-from . import audit, pgcopy
+from . import alarm_db, audit, pgcopy
+from .alarm_db import ALARM_AREA, audit_alarm_write
 from .alarm_records import AlarmRecords
 from .errors import availability, driver_errors, refusals
-from .alarm_db import ALARM_AREA, audit_alarm_write
 from .leases import Fence, check_fence
 from .migrations import migrate, timescaledb_status
 from .storable import safe_text
+from .records import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, EventEnd,  # noqa: F401 - re-exported
+                      EventStart, ReadingRows, RobotRows, Transfer, WriteResult)
 
 #: the store's connection pool (the name the daemon annotates with; the driver stays in connectors/)
 Pool = asyncpg.Pool
@@ -33,116 +34,6 @@ _STAGE_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS _stage_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS _stage_robot (LIKE robot_readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
-
-
-@dataclass(slots=True)
-class ReadingRows:
-    sensor_id: np.ndarray  # int32 database ids
-    t: np.ndarray  # float64 Unix seconds
-    value: np.ndarray  # float64
-    quality: np.ndarray  # int16
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-
-@dataclass(slots=True)
-class RobotRows(ReadingRows):
-    x: np.ndarray = field(default_factory=lambda: np.empty(0))
-    y: np.ndarray = field(default_factory=lambda: np.empty(0))
-    area: list[str | None] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    topic: str
-    collector: str | None
-    seq: int | None
-    reason: str
-    detail: str
-    payload: bytes
-    key: str  # idempotency key: same message + position → same key
-
-
-@dataclass(slots=True)
-class CollectorSeen:
-    collector: str
-    seq: int
-    t: float  # Unix seconds
-    gaps: int  # batches missing (sequence numbers skipped)
-    batches: int = 1
-    restarts: int = 0  # counter restarts (backwards, or an implausible jump forward)
-    seq_sent: float | None = None  # ``sent`` of the batch numbered ``seq``
-    episode_gaps: int = 0  # batches missing since the counter's last restart
-    order: int = 0  # arrival order of the batch numbered ``seq``: the row keeps the latest
-
-
-@dataclass(slots=True)
-class Transfer:
-    sensor_id: int
-    start: float
-    end: float
-    quantity: float
-    by: str
-    reference: str
-    key: str
-    unit: str = ""  # the unit of ``quantity`` (the tank's inventory unit)
-    declared_quantity: float | None = None  # as declared, in ``declared_unit``
-    declared_unit: str = ""
-
-
-@dataclass(slots=True)
-class EventStart:
-    detector_id: str
-    detector: dict[str, Any]
-    sensor_id: int
-    condition: str
-    severity: str
-    t: float
-    score: float
-
-
-@dataclass(slots=True)
-class EventEnd:
-    detector_id: str
-    sensor_id: int
-    t: float
-    peak: float
-
-
-@dataclass(slots=True)
-class AlarmWrite:
-    """New state of the alarm of (detector, sensor), and the change record that explains it."""
-
-    detector_id: str
-    sensor_id: int
-    from_state: str
-    to_state: str
-    active: bool
-    condition: str
-    severity: str
-    t: float
-    cause: dict[str, Any]
-    raised: bool = False  # this change (re-)raised the alarm: set raised_at, link the open event
-    cleared: bool = False  # the condition returned to normal: set cleared_at
-    # --- the alarm record's order and message content (connectors/alarm_db.py, daemon/alarms/message.py)
-    area: str | None = None  # where the alarm was raised (kept through its life)
-    #: what an alarm message says besides the state: tag, unit, value, limit (daemon/alarms/message.py)
-    info: dict[str, Any] = field(default_factory=dict)
-    alarm_id: int | None = None  # set when written
-    seq: int | None = None  # the change's audit sequence number: its place in the alarm record, set when written
-
-
-AlarmOp = EventStart | EventEnd | AlarmWrite
-
-
-@dataclass(slots=True)
-class WriteResult:
-    inserted: int = 0
-    duplicates: int = 0
-    robot_inserted: int = 0
-    dead_lettered: int = 0
-    alarm_ids: list[int] = field(default_factory=list)
 
 
 def _ts(t: float):
@@ -506,8 +397,8 @@ async def apply_alarm_ops(conn: asyncpg.Connection, ops: Sequence[AlarmOp]) -> l
     """Apply event and alarm operations in order; returns the ids of the alarms written."""
     ids: list[int] = []
     for op in ops:
-        if hasattr(op, "apply"):  # alarm-management ops (connectors/alarm_db.py): actions, incidents
-            await op.apply(conn)
+        if not isinstance(op, (EventStart, EventEnd, AlarmWrite)):  # alarm management: actions, incidents
+            await alarm_db.apply_op(conn, op)
         elif isinstance(op, EventStart):
             await conn.execute(
                 "INSERT INTO events (detector_id, detector, sensor_id, condition, severity, started_at, start_score,"
