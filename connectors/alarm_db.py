@@ -1,9 +1,10 @@
 """Database side of alarm management: operator actions, alarm fields, incidents, the audit
 entries that go with them, and the queries the API, CLI and reports use.
 
-The write-side classes are *alarm ops*: they travel in a pipeline unit's ``ops`` list beside
-:class:`~plantwatch.connectors.store.AlarmWrite` and are applied, in order, by
-:func:`~plantwatch.connectors.store.apply_alarm_ops` (anything with an ``apply(conn)`` method),
+The write-side records are *alarm ops* (plain data in ``connectors/records.py``, re-exported
+here): they travel in a pipeline unit's ``ops`` list beside
+:class:`~plantwatch.connectors.records.AlarmWrite` and are written, in order, by
+:func:`~plantwatch.connectors.store.apply_alarm_ops` through :func:`apply_op`,
 inside the unit's transaction and after the previous alarm-writing unit committed. So an
 operator action, the alarm change it causes and its audit entries commit together, in the same
 order as the detector-driven changes around them.
@@ -11,13 +12,14 @@ order as the detector-driven changes around them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import asyncpg
 
 from . import audit
+from .records import (AlarmFields, IncidentCause, IncidentClose, IncidentJoin, IncidentOpen,  # noqa: F401 - re-exported
+                      JournalApplied, OperatorAction)
 
 
 def ts(t: float) -> datetime:
@@ -51,163 +53,116 @@ async def audit_alarm_write(conn: asyncpg.Connection, alarm_id: int, change_id: 
     op.alarm_id, op.seq = alarm_id, seq
 
 
-@dataclass(slots=True)
-class AlarmFields:
-    """Set bookkeeping columns of the alarm of (detector, sensor). Values: float → timestamp."""
-
-    detector_id: str
-    sensor_id: int
-    fields: dict[str, Any]
-
-    async def apply(self, conn: asyncpg.Connection) -> None:
-        sets, args = [], [self.detector_id, self.sensor_id]
-        for k, v in self.fields.items():
-            typ = _FIELDS[k]
-            args.append(ts(v) if typ == "timestamptz" and isinstance(v, (int, float)) else v)
-            sets.append(f"{k} = ${len(args)}::{typ}")
-        if sets:
-            await conn.execute(f"UPDATE alarms SET {', '.join(sets)} WHERE detector_id = $1 AND sensor_id = $2", *args)
-
-
-@dataclass(slots=True)
-class OperatorAction:
-    """Who did what to which alarm, when and why (also: 'system' for shelve expiry)."""
-
-    detector_id: str
-    sensor_id: int
-    t: float
-    action: str
-    actor: str
-    role: str
-    reason: str
-    params: dict[str, Any] = field(default_factory=dict)
-    from_state: str | None = None
-    to_state: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)  # filled on apply: {"id": ...}
-
-    async def apply(self, conn: asyncpg.Connection) -> None:
-        alarm_id = await conn.fetchval(_ALARM_ID, self.detector_id, self.sensor_id)
-        params = audit.clean(self.params)
-        aid = await conn.fetchval(
-            "INSERT INTO operator_actions (time, alarm_id, action, actor, role, reason, params, from_state, to_state)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9) RETURNING id",
-            ts(self.t), alarm_id, self.action, self.actor, self.role, self.reason, json.dumps(params),
-            self.from_state, self.to_state)
-        self.result["id"] = aid
-        seq, _ = await audit.append(conn, "operator_action", f"operator_action:{aid}", {
-            "id": aid, "alarm_id": alarm_id, "detector": self.detector_id, "sensor_id": self.sensor_id,
-            "time": self.t, "action": self.action, "actor": self.actor, "role": self.role, "reason": self.reason,
-            "params": params, "from": self.from_state, "to": self.to_state})
-        await conn.execute("UPDATE operator_actions SET seq = $2 WHERE id = $1", aid, seq)
+async def apply_op(conn: asyncpg.Connection, op: AlarmFields | OperatorAction | IncidentOpen | IncidentJoin
+                   | IncidentCause | IncidentClose | JournalApplied) -> None:
+    """Write one alarm-management operation (connectors/records.py) in the caller's transaction."""
+    match op:
+        case AlarmFields():
+            await _alarm_fields(conn, op)
+        case OperatorAction():
+            await _operator_action(conn, op)
+        case IncidentOpen():
+            await _incident_open(conn, op)
+        case IncidentJoin():
+            await _incident_join(conn, op)
+        case IncidentCause():
+            await _incident_cause(conn, op)
+        case IncidentClose():
+            await _incident_close(conn, op)
+        case JournalApplied():
+            await conn.execute("INSERT INTO alarm_journal_applied (key) VALUES ($1) ON CONFLICT DO NOTHING", op.key)
+        case _:
+            raise TypeError(f"not an alarm-management operation: {type(op).__name__}")
 
 
-@dataclass(slots=True)
-class IncidentOpen:
-    key: str
-    site_id: str
-    t: float
-    title: str
-    area: str
-    sensor: str
-    detector_id: str
-    sensor_id: int
-    condition: str
-    severity: str
-    config_hash: str | None
-    flood: bool = False
-
-    async def apply(self, conn: asyncpg.Connection) -> None:
-        alarm_id = await conn.fetchval(_ALARM_ID, self.detector_id, self.sensor_id)
-        cfg = self.config_hash
-        if cfg is not None and not await conn.fetchval("SELECT 1 FROM config_versions WHERE hash = $1", cfg):
-            cfg = None
-        iid = await conn.fetchval(
-            "INSERT INTO incidents (key, site_id, started_at, last_alarm_at, title, areas, sensors, cause_alarm_id,"
-            " config_hash, flood) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9)"
-            " ON CONFLICT (key) DO NOTHING RETURNING id",
-            self.key, self.site_id, ts(self.t), self.title, [self.area], [self.sensor], alarm_id, cfg, self.flood)
-        if iid is None:  # already written (cannot normally happen: ops are applied once)
-            return
-        await conn.execute("INSERT INTO incident_alarms (incident_id, alarm_id, role, raised_at, condition, severity)"
-                           " VALUES ($1, $2, 'cause', $3, $4, $5) ON CONFLICT DO NOTHING",
-                           iid, alarm_id, ts(self.t), self.condition, self.severity)
-        await conn.execute("UPDATE alarms SET incident_id = $1 WHERE id = $2", iid, alarm_id)
-        await audit.append(conn, "incident", f"incident:{iid}", {
-            "event": "opened", "id": iid, "key": self.key, "time": self.t, "title": self.title,
-            "cause_alarm_id": alarm_id, "area": self.area, "sensor": self.sensor, "condition": self.condition,
-            "severity": self.severity, "config_hash": cfg, "flood": self.flood})
+async def _alarm_fields(conn: asyncpg.Connection, op: AlarmFields) -> None:
+    sets, args = [], [op.detector_id, op.sensor_id]
+    for k, v in op.fields.items():
+        typ = _FIELDS[k]
+        args.append(ts(v) if typ == "timestamptz" and isinstance(v, (int, float)) else v)
+        sets.append(f"{k} = ${len(args)}::{typ}")
+    if sets:
+        await conn.execute(f"UPDATE alarms SET {', '.join(sets)} WHERE detector_id = $1 AND sensor_id = $2", *args)
 
 
-@dataclass(slots=True)
-class IncidentJoin:
-    key: str
-    t: float
-    area: str
-    sensor: str
-    detector_id: str
-    sensor_id: int
-    condition: str
-    severity: str
-    flood: bool = False
-
-    async def apply(self, conn: asyncpg.Connection) -> None:
-        alarm_id = await conn.fetchval(_ALARM_ID, self.detector_id, self.sensor_id)
-        iid = await conn.fetchval(
-            "UPDATE incidents SET last_alarm_at = GREATEST(last_alarm_at, $2),"
-            " areas = CASE WHEN $3 = ANY(areas) THEN areas ELSE areas || $3 END,"
-            " sensors = CASE WHEN $4 = ANY(sensors) THEN sensors ELSE sensors || $4 END,"
-            " flood = flood OR $5 WHERE key = $1 RETURNING id",
-            self.key, ts(self.t), self.area, self.sensor, self.flood)
-        if iid is None:
-            return
-        await conn.execute("INSERT INTO incident_alarms (incident_id, alarm_id, role, raised_at, condition, severity)"
-                           " VALUES ($1, $2, 'consequence', $3, $4, $5) ON CONFLICT DO NOTHING",
-                           iid, alarm_id, ts(self.t), self.condition, self.severity)
-        await conn.execute("UPDATE alarms SET incident_id = $1 WHERE id = $2", iid, alarm_id)
-        await audit.append(conn, "incident", f"incident:{iid}", {
-            "event": "joined", "id": iid, "key": self.key, "time": self.t, "alarm_id": alarm_id, "area": self.area,
-            "sensor": self.sensor, "condition": self.condition, "severity": self.severity, "flood": self.flood})
+async def _operator_action(conn: asyncpg.Connection, op: OperatorAction) -> None:
+    alarm_id = await conn.fetchval(_ALARM_ID, op.detector_id, op.sensor_id)
+    params = audit.clean(op.params)
+    aid = await conn.fetchval(
+        "INSERT INTO operator_actions (time, alarm_id, action, actor, role, reason, params, from_state, to_state)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9) RETURNING id",
+        ts(op.t), alarm_id, op.action, op.actor, op.role, op.reason, json.dumps(params),
+        op.from_state, op.to_state)
+    op.result["id"] = aid
+    seq, _ = await audit.append(conn, "operator_action", f"operator_action:{aid}", {
+        "id": aid, "alarm_id": alarm_id, "detector": op.detector_id, "sensor_id": op.sensor_id,
+        "time": op.t, "action": op.action, "actor": op.actor, "role": op.role, "reason": op.reason,
+        "params": params, "from": op.from_state, "to": op.to_state})
+    await conn.execute("UPDATE operator_actions SET seq = $2 WHERE id = $1", aid, seq)
 
 
-@dataclass(slots=True)
-class IncidentCause:
-    """The incident's cause becomes the alarm of (detector, sensor): the first alarm of the
-    highest priority in the incident (the previous cause stays in it as a consequence)."""
-
-    key: str
-    t: float
-    title: str
-    detector_id: str
-    sensor_id: int
-    condition: str
-    severity: str
-
-    async def apply(self, conn: asyncpg.Connection) -> None:
-        alarm_id = await conn.fetchval(_ALARM_ID, self.detector_id, self.sensor_id)
-        iid = await conn.fetchval("UPDATE incidents SET cause_alarm_id = $2, title = $3 WHERE key = $1 RETURNING id",
-                                  self.key, alarm_id, self.title)
-        if iid is None:
-            return
-        await conn.execute("UPDATE incident_alarms SET role = 'consequence' WHERE incident_id = $1 AND role = 'cause'"
-                           " AND alarm_id <> $2", iid, alarm_id)
-        await conn.execute("UPDATE incident_alarms SET role = 'cause' WHERE incident_id = $1 AND alarm_id = $2",
-                           iid, alarm_id)
-        await audit.append(conn, "incident", f"incident:{iid}", {
-            "event": "cause", "id": iid, "key": self.key, "time": self.t, "cause_alarm_id": alarm_id,
-            "title": self.title, "condition": self.condition, "severity": self.severity})
+async def _incident_open(conn: asyncpg.Connection, op: IncidentOpen) -> None:
+    alarm_id = await conn.fetchval(_ALARM_ID, op.detector_id, op.sensor_id)
+    cfg = op.config_hash
+    if cfg is not None and not await conn.fetchval("SELECT 1 FROM config_versions WHERE hash = $1", cfg):
+        cfg = None
+    iid = await conn.fetchval(
+        "INSERT INTO incidents (key, site_id, started_at, last_alarm_at, title, areas, sensors, cause_alarm_id,"
+        " config_hash, flood) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (key) DO NOTHING RETURNING id",
+        op.key, op.site_id, ts(op.t), op.title, [op.area], [op.sensor], alarm_id, cfg, op.flood)
+    if iid is None:  # already written (cannot normally happen: ops are applied once)
+        return
+    await conn.execute("INSERT INTO incident_alarms (incident_id, alarm_id, role, raised_at, condition, severity)"
+                       " VALUES ($1, $2, 'cause', $3, $4, $5) ON CONFLICT DO NOTHING",
+                       iid, alarm_id, ts(op.t), op.condition, op.severity)
+    await conn.execute("UPDATE alarms SET incident_id = $1 WHERE id = $2", iid, alarm_id)
+    await audit.append(conn, "incident", f"incident:{iid}", {
+        "event": "opened", "id": iid, "key": op.key, "time": op.t, "title": op.title,
+        "cause_alarm_id": alarm_id, "area": op.area, "sensor": op.sensor, "condition": op.condition,
+        "severity": op.severity, "config_hash": cfg, "flood": op.flood})
 
 
-@dataclass(slots=True)
-class IncidentClose:
-    key: str
-    t: float
+async def _incident_join(conn: asyncpg.Connection, op: IncidentJoin) -> None:
+    alarm_id = await conn.fetchval(_ALARM_ID, op.detector_id, op.sensor_id)
+    iid = await conn.fetchval(
+        "UPDATE incidents SET last_alarm_at = GREATEST(last_alarm_at, $2),"
+        " areas = CASE WHEN $3 = ANY(areas) THEN areas ELSE areas || $3 END,"
+        " sensors = CASE WHEN $4 = ANY(sensors) THEN sensors ELSE sensors || $4 END,"
+        " flood = flood OR $5 WHERE key = $1 RETURNING id",
+        op.key, ts(op.t), op.area, op.sensor, op.flood)
+    if iid is None:
+        return
+    await conn.execute("INSERT INTO incident_alarms (incident_id, alarm_id, role, raised_at, condition, severity)"
+                       " VALUES ($1, $2, 'consequence', $3, $4, $5) ON CONFLICT DO NOTHING",
+                       iid, alarm_id, ts(op.t), op.condition, op.severity)
+    await conn.execute("UPDATE alarms SET incident_id = $1 WHERE id = $2", iid, alarm_id)
+    await audit.append(conn, "incident", f"incident:{iid}", {
+        "event": "joined", "id": iid, "key": op.key, "time": op.t, "alarm_id": alarm_id, "area": op.area,
+        "sensor": op.sensor, "condition": op.condition, "severity": op.severity, "flood": op.flood})
 
-    async def apply(self, conn: asyncpg.Connection) -> None:
-        iid = await conn.fetchval("UPDATE incidents SET ended_at = $2 WHERE key = $1 AND ended_at IS NULL RETURNING id",
-                                  self.key, ts(self.t))
-        if iid is not None:
-            await audit.append(conn, "incident", f"incident:{iid}", {"event": "closed", "id": iid, "key": self.key,
-                                                                      "time": self.t})
+
+async def _incident_cause(conn: asyncpg.Connection, op: IncidentCause) -> None:
+    alarm_id = await conn.fetchval(_ALARM_ID, op.detector_id, op.sensor_id)
+    iid = await conn.fetchval("UPDATE incidents SET cause_alarm_id = $2, title = $3 WHERE key = $1 RETURNING id",
+                              op.key, alarm_id, op.title)
+    if iid is None:
+        return
+    await conn.execute("UPDATE incident_alarms SET role = 'consequence' WHERE incident_id = $1 AND role = 'cause'"
+                       " AND alarm_id <> $2", iid, alarm_id)
+    await conn.execute("UPDATE incident_alarms SET role = 'cause' WHERE incident_id = $1 AND alarm_id = $2",
+                       iid, alarm_id)
+    await audit.append(conn, "incident", f"incident:{iid}", {
+        "event": "cause", "id": iid, "key": op.key, "time": op.t, "cause_alarm_id": alarm_id,
+        "title": op.title, "condition": op.condition, "severity": op.severity})
+
+
+async def _incident_close(conn: asyncpg.Connection, op: IncidentClose) -> None:
+    iid = await conn.fetchval("UPDATE incidents SET ended_at = $2 WHERE key = $1 AND ended_at IS NULL RETURNING id",
+                              op.key, ts(op.t))
+    if iid is not None:
+        await audit.append(conn, "incident", f"incident:{iid}", {"event": "closed", "id": iid, "key": op.key,
+                                                                  "time": op.t})
 
 
 # --- loading state at start ------------------------------------------------------------------------

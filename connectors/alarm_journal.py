@@ -32,11 +32,12 @@ from typing import Any, Iterable, Sequence
 
 import asyncpg
 
-from . import alarm_db, store
+from . import alarm_db, records, store
+from .records import JournalApplied  # noqa: F401 - re-exported
 
 #: modules whose dataclasses the journal holds as alarm operations (a new op type there is
 #: journaled without a change here); a name read back is resolved only inside these
-OP_MODULES = (store.__name__, alarm_db.__name__)
+OP_MODULES = (records.__name__, store.__name__, alarm_db.__name__)  # the last two: entries of earlier versions
 
 
 class JournalFull(RuntimeError):
@@ -45,22 +46,6 @@ class JournalFull(RuntimeError):
 
 class UnknownOp(TypeError):
     """An alarm operation the journal cannot store (not a dataclass of :data:`OP_MODULES`)."""
-
-
-@dataclass(slots=True)
-class JournalApplied:
-    """Alarm op recording, in the unit's transaction, that journal entry ``key`` is committed."""
-
-    key: str
-
-    async def apply(self, conn: asyncpg.Connection) -> None:
-        await conn.execute("INSERT INTO alarm_journal_applied (key) VALUES ($1) ON CONFLICT DO NOTHING", self.key)
-
-
-async def applied(conn: asyncpg.Connection, keys: Sequence[str]) -> set[str]:
-    """Which of ``keys`` the database has committed."""
-    rows = await conn.fetch("SELECT key FROM alarm_journal_applied WHERE key = ANY($1::text[])", list(keys))
-    return {r["key"] for r in rows}
 
 
 @dataclass(slots=True)

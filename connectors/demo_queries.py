@@ -68,3 +68,29 @@ async def fetch_events(conn: Any, since: float | datetime, until: float | dateti
     rows = await conn.fetch(EVENTS_SQL, _ts(since), _ts(until))
     return [{"time": _unix(r["time"]), "cleared": _unix(r["ended_at"]), "sensor": r["sensor"], "area": r["area"],
              "detector_id": r["detector_id"], "condition": r["condition"], "severity": r["severity"]} for r in rows]
+
+
+async def create_database(admin_dsn: str, name: str) -> str:
+    """Create database ``name`` on the server of ``admin_dsn`` (the demo's fresh database per
+    run); returns its DSN."""
+    import asyncpg
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+async def count_rows(conn: Any, table: str) -> int:
+    """Rows in ``table`` (one of the tables the evaluations wait on)."""
+    if table not in ("readings", "transfers", "alarm_changes", "events"):
+        raise ValueError(f"not a table the evaluations count: {table!r}")
+    return await conn.fetchval(f"SELECT count(*) FROM {table}")
+
+
+async def fetch_first_raises(conn: Any) -> list[dict[str, Any]]:
+    """Every alarm change out of normal: time (Unix s), detector and condition, in time order."""
+    return [dict(r) for r in await conn.fetch(
+        "SELECT extract(epoch FROM c.time)::float8 AS t, a.detector_id, c.condition FROM alarm_changes c"
+        " JOIN alarms a ON a.id = c.alarm_id WHERE c.from_state = 'normal' ORDER BY c.time")]

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 import asyncpg
 import numpy as np
 
-#: a database that is not there (refused, lost, shutting down, not answering in time): a pause
-DB_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.InternalClientError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-                  asyncpg.CrashShutdownError)
+from .errors import DRIVER_UNAVAILABLE, StoreUnavailable
+
+#: a database that is not there (refused, lost, shutting down, not answering in time): a pause.
+#: The driver's own errors (what lease and state calls still raise) and the store's
+#: :class:`~plantwatch.connectors.errors.StoreUnavailable`.
+DB_UNAVAILABLE = (*DRIVER_UNAVAILABLE, StoreUnavailable)
 
 #: SQLSTATE raised by ``partition_fence_check`` for a stale epoch
 FENCE_SQLSTATE = "PWF01"

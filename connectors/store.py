@@ -12,132 +12,28 @@ from __future__ import annotations
 import io
 import json
 import pickle
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import asyncpg
 import numpy as np
 
-from . import audit, pgcopy
+from . import alarm_db, audit, pgcopy
 from .alarm_db import ALARM_AREA, audit_alarm_write
+from .alarm_records import AlarmRecords
+from .errors import availability, driver_errors, refusals
 from .leases import Fence, check_fence
 from .migrations import migrate, timescaledb_status
 from .storable import safe_text
+from .records import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, EventEnd,  # noqa: F401 - re-exported
+                      EventStart, ReadingRows, RobotRows, Transfer, WriteResult)
+
+#: the store's connection pool (the name the daemon annotates with; the driver stays in connectors/)
+Pool = asyncpg.Pool
 
 _STAGE_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS _stage_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS _stage_robot (LIKE robot_readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
-
-
-@dataclass(slots=True)
-class ReadingRows:
-    sensor_id: np.ndarray  # int32 database ids
-    t: np.ndarray  # float64 Unix seconds
-    value: np.ndarray  # float64
-    quality: np.ndarray  # int16
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-
-@dataclass(slots=True)
-class RobotRows(ReadingRows):
-    x: np.ndarray = field(default_factory=lambda: np.empty(0))
-    y: np.ndarray = field(default_factory=lambda: np.empty(0))
-    area: list[str | None] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    topic: str
-    collector: str | None
-    seq: int | None
-    reason: str
-    detail: str
-    payload: bytes
-    key: str  # idempotency key: same message + position → same key
-
-
-@dataclass(slots=True)
-class CollectorSeen:
-    collector: str
-    seq: int
-    t: float  # Unix seconds
-    gaps: int  # batches missing (sequence numbers skipped)
-    batches: int = 1
-    restarts: int = 0  # counter restarts (backwards, or an implausible jump forward)
-    seq_sent: float | None = None  # ``sent`` of the batch numbered ``seq``
-    episode_gaps: int = 0  # batches missing since the counter's last restart
-    order: int = 0  # arrival order of the batch numbered ``seq``: the row keeps the latest
-
-
-@dataclass(slots=True)
-class Transfer:
-    sensor_id: int
-    start: float
-    end: float
-    quantity: float
-    by: str
-    reference: str
-    key: str
-    unit: str = ""  # the unit of ``quantity`` (the tank's inventory unit)
-    declared_quantity: float | None = None  # as declared, in ``declared_unit``
-    declared_unit: str = ""
-
-
-@dataclass(slots=True)
-class EventStart:
-    detector_id: str
-    detector: dict[str, Any]
-    sensor_id: int
-    condition: str
-    severity: str
-    t: float
-    score: float
-
-
-@dataclass(slots=True)
-class EventEnd:
-    detector_id: str
-    sensor_id: int
-    t: float
-    peak: float
-
-
-@dataclass(slots=True)
-class AlarmWrite:
-    """New state of the alarm of (detector, sensor), and the change record that explains it."""
-
-    detector_id: str
-    sensor_id: int
-    from_state: str
-    to_state: str
-    active: bool
-    condition: str
-    severity: str
-    t: float
-    cause: dict[str, Any]
-    raised: bool = False  # this change (re-)raised the alarm: set raised_at, link the open event
-    cleared: bool = False  # the condition returned to normal: set cleared_at
-    # --- the alarm record's order and message content (connectors/alarm_db.py, daemon/alarms/message.py)
-    area: str | None = None  # where the alarm was raised (kept through its life)
-    #: what an alarm message says besides the state: tag, unit, value, limit (daemon/alarms/message.py)
-    info: dict[str, Any] = field(default_factory=dict)
-    alarm_id: int | None = None  # set when written
-    seq: int | None = None  # the change's audit sequence number: its place in the alarm record, set when written
-
-
-AlarmOp = EventStart | EventEnd | AlarmWrite
-
-
-@dataclass(slots=True)
-class WriteResult:
-    inserted: int = 0
-    duplicates: int = 0
-    robot_inserted: int = 0
-    dead_lettered: int = 0
-    alarm_ids: list[int] = field(default_factory=list)
 
 
 def _ts(t: float):
@@ -165,6 +61,8 @@ class Store:
         #: minutes were re-rolled since the hour's own rollup (see ``refresh_dirty``)
         self.dirty_minutes: set[int] = set()
         self.dirty_hours: set[int] = set()
+        #: the alarm room's reads (operator API, the book at start, incident reports)
+        self.alarm_records = AlarmRecords(pool)
 
     @classmethod
     async def open(cls, dsn: str, *, connections: int = 3) -> "Store":
@@ -246,6 +144,17 @@ class Store:
                     dead: Sequence[DeadLetter] = (), collectors: Sequence[CollectorSeen] = (),
                     alarm_ops: Sequence[AlarmOp] = (), before_alarms=None,
                     transfers: Sequence[Transfer] = (), fence: Fence | None = None) -> WriteResult:
+        """Write one unit in one transaction (:meth:`_write_unit`). A refusal of the data itself
+        is raised as :class:`~plantwatch.connectors.errors.StoreRefused` (the driver's error is
+        its ``__cause__``); anything else (unavailability, a stale fence) as it came."""
+        with refusals():
+            return await self._write_unit(readings, robot, dead, collectors, alarm_ops, before_alarms, transfers,
+                                          fence)
+
+    async def _write_unit(self, readings: ReadingRows | None, robot: RobotRows | None,
+                          dead: Sequence[DeadLetter], collectors: Sequence[CollectorSeen],
+                          alarm_ops: Sequence[AlarmOp], before_alarms, transfers: Sequence[Transfer],
+                          fence: Fence | None) -> WriteResult:
         """Write one unit in one transaction. ``before_alarms`` is awaited before a unit with alarm
         operations begins, so alarm writes keep their order across concurrent writers. It is
         awaited before the transaction takes any lock: a unit waiting here for the previous
@@ -352,8 +261,29 @@ class Store:
                 "SELECT a.id, a.detector_id, a.sensor_id, a.state, a.active, a.condition, a.severity,"
                 " a.raised_at, a.acked_at, s.tag FROM alarms a JOIN sensors s ON s.id = a.sensor_id")
 
+    async def sensor_tags(self) -> dict[int, str]:
+        """Every registered sensor's tag by database id."""
+        async with self.pool.acquire() as conn:
+            return {r["id"]: r["tag"] for r in await conn.fetch("SELECT id, tag FROM sensors")}
+
+    async def journal_applied(self, keys: Sequence[str]) -> set[str]:
+        """Which of the alarm journal's entry ``keys`` the database has committed."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT key FROM alarm_journal_applied WHERE key = ANY($1::text[])", list(keys))
+        return {r["key"] for r in rows}
+
+    async def latest_config_text(self) -> str | None:
+        """The config most recently loaded by a daemon (``config_versions``), or None."""
+        async with self.pool.acquire() as conn:
+            return await conn.fetchval("SELECT content FROM config_versions ORDER BY last_loaded_at DESC LIMIT 1")
+
     async def active_alarms(self) -> list[dict[str, Any]]:
-        """Alarms not in state normal, for the retained MQTT topic and the API."""
+        """Alarms not in state normal, for the retained MQTT topic and the API. A database that
+        is not there raises :class:`StoreUnavailable`; any other refusal :class:`StoreError`."""
+        with driver_errors(), availability():  # the inner one first: unavailable before any other
+            return await self._active_alarms()
+
+    async def _active_alarms(self) -> list[dict[str, Any]]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 f"SELECT a.id, a.detector_id, s.tag AS sensor, {ALARM_AREA} AS area, a.state, a.active, a.condition,"
@@ -467,8 +397,8 @@ async def apply_alarm_ops(conn: asyncpg.Connection, ops: Sequence[AlarmOp]) -> l
     """Apply event and alarm operations in order; returns the ids of the alarms written."""
     ids: list[int] = []
     for op in ops:
-        if hasattr(op, "apply"):  # alarm-management ops (connectors/alarm_db.py): actions, incidents
-            await op.apply(conn)
+        if not isinstance(op, (EventStart, EventEnd, AlarmWrite)):  # alarm management: actions, incidents
+            await alarm_db.apply_op(conn, op)
         elif isinstance(op, EventStart):
             await conn.execute(
                 "INSERT INTO events (detector_id, detector, sensor_id, condition, severity, started_at, start_score,"

@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import asyncpg
-
 from plantwatch.connectors import broker_sessions
+from plantwatch.connectors.errors import StoreError
+from plantwatch.connectors.store import Pool
 from plantwatch.connectors.mqtt import BrokerError
 
 from plantwatch.daemon.metrics import Metrics
@@ -64,7 +64,7 @@ def system_alarm(ev: SessionLost, base: str, site: str) -> tuple[str, bytes]:
 class BrokerSessions:
     """Tells, after each accepted connect, whether a persistent session was lost."""
 
-    def __init__(self, pool: asyncpg.Pool, site: str, broker: str, metrics: Metrics,
+    def __init__(self, pool: Pool, site: str, broker: str, metrics: Metrics,
                  on_lost: Callable[[SessionLost], None] | None = None):
         self.pool = pool
         self.site = site
@@ -102,7 +102,7 @@ class BrokerSessions:
     async def _db(self, call):
         try:
             return await asyncio.wait_for(call, DB_TIMEOUT)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as e:
+        except (StoreError, asyncio.TimeoutError) as e:
             log.warning("broker sessions: the database did not answer (%s); judging this run's reconnects only",
                         e or type(e).__name__)
             return None

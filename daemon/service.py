@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import aiomqtt
-import asyncpg
 
 from plantwatch.connectors.alarm_journal import AlarmJournal, JournalInUse
+from plantwatch.connectors.errors import StoreError
 from plantwatch.connectors.mqtt import BrokerAddress, Subscriber
 from plantwatch.connectors.store import AlarmWrite, Store
 
@@ -365,6 +365,6 @@ class Daemon:
         within a second (the publisher tries again later; alarm changes do not wait for it)."""
         try:
             return await asyncio.wait_for(self.store.active_alarms(), 1.0)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as e:
+        except (StoreError, asyncio.TimeoutError) as e:
             log.debug("active alarm list: the database did not answer (%s)", e or type(e).__name__)
             return None

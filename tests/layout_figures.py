@@ -144,6 +144,29 @@ def reverse_imports(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
                   or (a.split(".")[1] == "detectors" and b.split(".")[1] in ("daemon", "connectors")))
 
 
+def sql_lines(root: Path = ROOT) -> dict[str, int]:
+    """Lines of SQL or of the raw pool in daemon/ (file -> count): connectors/ owns them."""
+    sql: dict[str, int] = defaultdict(int)
+    for p in sorted((root / "daemon").rglob("*.py")):
+        for line in p.read_text().splitlines():
+            if SQL.search(line):
+                sql[str(p.relative_to(root))] += 1
+    return dict(sql)
+
+
+def driver_imports(root: Path = ROOT) -> list[str]:
+    """The daemon/ files that import the database driver (at any depth): the daemon speaks to
+    the store, and catches its errors (connectors/errors.py), never the driver's."""
+    found = []
+    for p in sorted((root / "daemon").rglob("*.py")):
+        for node in _import_nodes(ast.parse(p.read_text()), True):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(n == "asyncpg" or n.startswith("asyncpg.") for n in names):
+                found.append(str(p.relative_to(root)))
+                break
+    return found
+
+
 def short(m: str) -> str:
     return m.removeprefix("plantwatch.")
 
@@ -189,14 +212,15 @@ def main() -> None:
         print(f"  {short(a)} -> {short(b)}")
     print(f"  total: {len(rev)}")
     print("## SQL / pool use in daemon/ (lines)")
-    sql: dict[str, int] = defaultdict(int)
-    for p in sorted((root / "daemon").rglob("*.py")):
-        for line in p.read_text().splitlines():
-            if SQL.search(line):
-                sql[str(p.relative_to(root))] += 1
+    sql = sql_lines(root)
     for p in sorted(sql):
         print(f"  {sql[p]:4d}  {p}")
     print(f"  total: {sum(sql.values())} lines in {len(sql)} files")
+    print("## daemon/ files importing the database driver")
+    drivers = driver_imports(root)
+    for p in drivers:
+        print(f"  {p}")
+    print(f"  total: {len(drivers)}")
     print("## Broad checks in daemon/ connectors/ detectors/")
     counts: dict[str, int] = defaultdict(int)
     for p in mods.values():

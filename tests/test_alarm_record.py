@@ -36,7 +36,7 @@ async def test_incident_timeline_follows_the_alarm_record_not_the_stamps(rig: Ri
     async with rig.store.pool.acquire() as conn:
         iid = await alarm_db.latest_incident_id(conn, ["G0"])
         inc = await alarm_db.get_incident(conn, iid)
-        html = await incident_report_html(conn, iid)
+        html = await incident_report_html(rig.store.alarm_records, iid)
         alarm = await alarm_db.get_alarm(conn, inc["cause_alarm_id"])
     steps = [(c["sensor"], c["from_state"], c["to_state"]) for c in inc["changes"]]
     assert steps == [("G0", "normal", "unack"), ("G0", "unack", "ack"), ("G0", "ack", "normal"),

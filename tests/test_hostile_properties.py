@@ -167,7 +167,7 @@ async def test_every_api_body_gets_a_documented_answer_and_the_pipeline_keeps_ac
     await env.submit(prefix, msgspec.json.encode({"v": 1, "collector": "edge1", "seq": 0, "readings": [
         {"sensor": "G0", "time": time.time() - 5, "value": 12.0}]}))
     await env.settle()
-    api = Api(pool=env.store.pool, book=env.mgmt.book, submit=env.mgmt.submit,
+    api = Api(records=env.store.alarm_records, book=env.mgmt.book, submit=env.mgmt.submit,
               tokens=Tokens([("eng", "engineer", hash_token(TOKEN))]), site=env.cfg.site.id, db_timeout=30)
     client = TestClient(TestServer(api.app()))
     await client.start_server()

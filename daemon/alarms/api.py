@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import asyncpg
 from aiohttp import web
 
-from plantwatch.connectors import alarm_db, audit
+from plantwatch.connectors import audit
+from plantwatch.connectors.alarm_records import AlarmRecords
+from plantwatch.connectors.errors import StoreUnavailable
 from plantwatch.connectors.tls import ServerTls
 
 from plantwatch.daemon.alarms.api_input import InputError, action_body, query_text
@@ -123,10 +124,6 @@ async def _json_errors(request: web.Request, handler):
 #: ids are PostgreSQL bigint: a larger number names nothing that can exist
 ID_MAX = 2**63 - 1
 
-#: what a database that is stopped, restarting or unreachable raises
-DB_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
-
-
 def path_id(request: web.Request, what: str) -> int:
     """The ``{id}`` of the path: 400 when it is not a positive decimal number, 404 when it is
     beyond bigint (no such row can exist), both with a JSON error."""
@@ -145,12 +142,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 class Api:
-    """Routes; needs the pipeline's store pool, the book and the op submitter."""
+    """Routes; needs the store's alarm records, the book and the op submitter."""
 
-    def __init__(self, *, pool, book: ManagedAlarmBook, submit: Callable[[list], Awaitable[asyncio.Future]],
+    def __init__(self, *, records: AlarmRecords, book: ManagedAlarmBook, submit: Callable[[list], Awaitable[asyncio.Future]],
                  tokens: Tokens, site: str, report: Callable[[int], Awaitable[str]] | None = None, metrics=None,
                  health: Callable[[], tuple[bool, str]] | None = None, db_timeout: float = 10.0):
-        self.pool = pool
+        self.records = records
         self.health = health
         self.db_timeout = db_timeout
         self.book = book
@@ -209,16 +206,22 @@ class Api:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning if abandoned
         try:
             return await asyncio.wait_for(asyncio.shield(task), self.db_timeout)
+        except StoreUnavailable as e:
+            if not e.timed_out:
+                log.warning("api: %s %s: database unavailable (%s)", request.method, request.path, e)
+                return _err(503, f"the database is unavailable ({e.kind}); try again later")
+            return self._no_answer(task, request)
         except TimeoutError:
-            task.cancel()
-            log.warning("api: %s %s: the database did not answer within %g s", request.method, request.path,
-                        self.db_timeout)
-            later = ("an action it accepted is written when the database answers: check the alarm before"
-                     " repeating it" if request.method == "POST" else "try again later")
-            return _err(503, f"the database did not answer within {self.db_timeout:g} s; {later}")
-        except DB_DOWN as e:
-            log.warning("api: %s %s: database unavailable (%s: %s)", request.method, request.path, type(e).__name__, e)
-            return _err(503, f"the database is unavailable ({type(e).__name__}); try again later")
+            return self._no_answer(task, request)
+
+    def _no_answer(self, task: asyncio.Future, request: web.Request) -> web.Response:
+        """503 for a database that did not answer in time (the handler is given up)."""
+        task.cancel()
+        log.warning("api: %s %s: the database did not answer within %g s", request.method, request.path,
+                    self.db_timeout)
+        later = ("an action it accepted is written when the database answers: check the alarm before"
+                 " repeating it" if request.method == "POST" else "try again later")
+        return _err(503, f"the database did not answer within {self.db_timeout:g} s; {later}")
 
     # --- pages ------------------------------------------------------------------------------------
     async def page(self, request: web.Request) -> web.Response:
@@ -248,14 +251,12 @@ class Api:
         route = request.query.get("route")  # the security view: ?route=security (daemon/alarms/security_routing.py)
         if route not in (None, "security", "operator"):
             return _err(400, "route must be security or operator")
-        async with self.pool.acquire() as conn:
-            rows = self.book.security.annotate(await alarm_db.list_alarms(conn, include_normal=include_normal), route)
+        rows = self.book.security.annotate(await self.records.list_alarms(include_normal=include_normal), route)
         return _json({"site": self.site, "time": time.time(), "flood": self.book.in_flood(), "alarms": rows})
 
     async def get_alarm(self, request: web.Request) -> web.Response:
         alarm_id = path_id(request, "alarm")
-        async with self.pool.acquire() as conn:
-            a = await alarm_db.get_alarm(conn, alarm_id)
+        a = await self.records.get_alarm(alarm_id)
         return _json(a) if a else _err(404, "no such alarm")
 
     def _action(self, action: str):
@@ -267,8 +268,7 @@ class Api:
             duration = getattr(body, "duration", None)
             if user.role not in ACTIONS[action]:
                 return _err(403, f"role {user.role!r} may not {action}")
-            async with self.pool.acquire() as conn:
-                key = await alarm_db.alarm_key(conn, alarm_id)
+            key = await self.records.alarm_key(alarm_id)
             if key is None:
                 return _err(404, "no such alarm")
             try:  # mutate the book and queue the ops with no await in between (ordering)
@@ -286,8 +286,7 @@ class Api:
             if self.m is not None:
                 self.m.operator_actions.labels(action).inc()
             log.info("%s (%s) %s alarm %d: %s", user.name, user.role, action, alarm_id, reason)
-            async with self.pool.acquire() as conn:
-                return _json(await alarm_db.get_alarm(conn, alarm_id))
+            return _json(await self.records.get_alarm(alarm_id))
         handler.__name__ = f"action_{action}"
         return handler
 
@@ -300,13 +299,11 @@ class Api:
             if not (event.isascii() and event.isdigit()) or len(event) > 18:
                 return _err(400, "event must be a detector event id (a positive integer)")
             event = int(event)
-        async with self.pool.acquire() as conn:
-            return _json({"incidents": await alarm_db.list_incidents(conn, sensor=sensor, event=event)})
+        return _json({"incidents": await self.records.list_incidents(sensor=sensor, event=event)})
 
     async def get_incident(self, request: web.Request) -> web.Response:
         incident_id = path_id(request, "incident")
-        async with self.pool.acquire() as conn:
-            inc = await alarm_db.get_incident(conn, incident_id)
+        inc = await self.records.get_incident(incident_id)
         return _json(inc) if inc else _err(404, "no such incident")
 
     async def incident_report(self, request: web.Request) -> web.Response:
@@ -321,9 +318,7 @@ class Api:
 
     # --- audit ------------------------------------------------------------------------------------
     async def audit_verify(self, request: web.Request) -> web.Response:
-        async with self.pool.acquire() as conn:
-            v = await audit.verify(conn)
-            v.problems += await audit.verify_records(conn)
+        v = await self.records.verify_audit()
         return _json({"ok": v.ok, "entries": v.entries, "last_seq": v.last_seq, "last_hash": v.last_hash,
                       "problems": [str(p) for p in v.problems[:20]]})
 

@@ -27,12 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-import asyncpg
-
-from plantwatch.connectors import alarm_db
-
-PAD = 900.0  # seconds shown before the start and after the end
-MAX_POINTS = 4000  # per sensor and plot
+from plantwatch.connectors import incident_facts
+from plantwatch.connectors.alarm_records import AlarmRecords
+from plantwatch.connectors.incident_facts import MAX_POINTS, PAD  # noqa: F401 - the report's window
 
 
 def _fmt(t: float | None) -> str:
@@ -115,33 +112,12 @@ def _spans(changes: list[dict[str, Any]], t_end: float) -> dict[int, list[tuple[
     return out
 
 
-async def gather(conn: asyncpg.Connection, incident_id: int) -> dict[str, Any]:
-    inc = await alarm_db.get_incident(conn, incident_id)
-    if inc is None:
-        raise LookupError(f"no incident {incident_id}")
-    t0 = inc["started_at"] - PAD
-    t_end = inc["ended_at"] or max(inc["last_alarm_at"], time.time())
-    t1 = t_end + PAD if inc["ended_at"] else t_end
-    site = await conn.fetchrow("SELECT id, name, width, height FROM sites WHERE id = $1", inc["site_id"])
-    areas = [dict(r) for r in await conn.fetch("SELECT id, name, x0, y0, x1, y1 FROM areas WHERE site_id = $1",
-                                               inc["site_id"])]
-    sensors = {r["tag"]: dict(r) for r in await conn.fetch(
-        "SELECT id, tag, area_id, kind, quantity, unit, x, y FROM sensors WHERE site_id = $1", inc["site_id"])}
-    cfg = await conn.fetchrow("SELECT hash, content, first_loaded_at FROM config_versions WHERE hash = $1",
-                              inc["config_hash"]) if inc["config_hash"] else None
+def near_the_incident(d: dict[str, Any]) -> dict[str, Any]:
+    """The store's facts (``connectors/incident_facts.py``) with the robot readings kept to
+    those in an involved area or within the config's robot radius of an involved sensor."""
+    inc, cfg, sensors = d["incident"], d["config"], d["sensors"]
     involved = [t for t in inc["sensors"] if t in sensors]
-    series = {}
-    for tag in involved:
-        table = "robot_readings" if sensors[tag]["kind"] == "robot" else "readings"  # robot channels: own table
-        rows = await conn.fetch(
-            f"SELECT extract(epoch FROM time)::float8 AS t, value FROM {table} WHERE sensor_id = $1"
-            " AND time BETWEEN $2 AND $3 ORDER BY time", sensors[tag]["id"], alarm_db.ts(t0), alarm_db.ts(t1))
-        step = max(1, math.ceil(len(rows) / MAX_POINTS))
-        series[tag] = ([r["t"] for r in rows[::step]], [r["value"] for r in rows[::step]])
-    robot = [dict(r) for r in await conn.fetch(
-        "SELECT extract(epoch FROM r.time)::float8 AS t, s.tag, s.quantity, s.unit, r.value, r.x, r.y, r.area_id"
-        " FROM robot_readings r JOIN sensors s ON s.id = r.sensor_id WHERE r.time BETWEEN $1 AND $2"
-        " ORDER BY r.time LIMIT 20000", alarm_db.ts(t0), alarm_db.ts(t1))]
+    robot = d["robot"]
     radius = 30.0
     if cfg:
         try:
@@ -152,13 +128,7 @@ async def gather(conn: asyncpg.Connection, incident_id: int) -> dict[str, Any]:
     pts = [(sensors[t]["x"], sensors[t]["y"]) for t in involved if sensors[t]["x"] is not None]
     robot = [r for r in robot if r["area_id"] in inc["areas"]
              or any(math.hypot(r["x"] - x, r["y"] - y) <= radius for x, y in pts)]
-    audit_rows = [dict(r) for r in await conn.fetch(
-        "SELECT seq, time, kind, ref, hash FROM audit_log WHERE ref = $1 OR (kind = 'config' AND ref = $2)"
-        " ORDER BY seq", f"incident:{incident_id}", f"config:{inc['config_hash']}")]
-    head = await conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1")
-    return {"incident": inc, "t0": t0, "t1": t1, "t_end": t_end, "site": dict(site) if site else None,
-            "areas": areas, "sensors": sensors, "config": dict(cfg) if cfg else None, "series": series,
-            "robot": robot, "audit": audit_rows, "head": dict(head) if head else None, "radius": radius}
+    return {**d, "robot": robot, "radius": radius}
 
 
 def _readings_plot(d: dict[str, Any]) -> str:
@@ -359,18 +329,16 @@ seq {head.get('seq')}, <code>{_e(head.get('hash'))}</code>. Check with <code>pla
 """
 
 
-async def incident_report_html(conn: asyncpg.Connection, incident_id: int) -> str:
-    d = await gather(conn, incident_id)
+async def incident_report_html(records: AlarmRecords, incident_id: int) -> str:
+    """The report of an incident, from the store's alarm records (``LookupError`` if unknown)."""
+    d = near_the_incident(await records.incident_facts(incident_id))
     return await asyncio.get_running_loop().run_in_executor(None, render, d)  # plotting is CPU work
 
 
 async def write_incident_report(dsn: str, incident_id: int, out_path: str | Path) -> Path:
     """Write the self-contained HTML report of an incident; returns the path."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        text = await incident_report_html(conn, incident_id)
-    finally:
-        await conn.close()
+    d = near_the_incident(await incident_facts.read(dsn, incident_id))
+    text = await asyncio.get_running_loop().run_in_executor(None, render, d)
     p = Path(out_path)
     p.write_text(text, encoding="utf-8")
     return p
@@ -379,11 +347,7 @@ async def write_incident_report(dsn: str, incident_id: int, out_path: str | Path
 async def latest_incident_for(dsn: str, sensor_tags: Sequence[str] | None = None) -> int | None:
     """Id of the most recent incident that involves any of ``sensor_tags`` (any incident if
     none are given), or None."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await alarm_db.latest_incident_id(conn, sensor_tags)
-    finally:
-        await conn.close()
+    return await incident_facts.latest(dsn, sensor_tags)
 
 
 def write_incident_report_sync(dsn: str, incident_id: int, out_path: str | Path) -> Path:

@@ -12,7 +12,6 @@ from typing import Protocol
 
 import numpy as np
 
-from plantwatch.connectors import alarm_db
 from plantwatch.connectors.store import AlarmOp, AlarmWrite, Store
 
 from plantwatch.daemon.config.model import Config
@@ -37,10 +36,9 @@ async def load_book(cfg: Config, store: Store, db_ids: np.ndarray, *,
                     config_hash: str | None = None) -> ManagedAlarmBook:
     """The book with every alarm's state (and open incidents) as last committed."""
     book = ManagedAlarmBook(db_ids, cfg, config_hash=config_hash)
-    async with store.pool.acquire() as conn:
-        book.load(await alarm_db.load_alarm_rows(conn))
-        book.load_incidents(await alarm_db.load_open_incidents(conn))
-        await alarm_db.sync_positions(conn, book.position_of_area)
+    rows, incidents = await store.alarm_records.book_state(book.position_of_area)
+    book.load(rows)
+    book.load_incidents(incidents)
     return book
 
 
@@ -87,10 +85,9 @@ class AlarmManagement:
             log.warning("api: no tokens configured: every request will be refused")
 
         async def report(incident_id: int) -> str:
-            async with self.store.pool.acquire() as conn:
-                return await incident_report_html(conn, incident_id)
+            return await incident_report_html(self.store.alarm_records, incident_id)
 
-        api = Api(pool=self.store.pool, book=self.book, submit=self.submit, tokens=tokens, site=self.cfg.site.id,
+        api = Api(records=self.store.alarm_records, book=self.book, submit=self.submit, tokens=tokens, site=self.cfg.site.id,
                   report=report, metrics=self.m, health=self.intake.health, db_timeout=api_cfg.db_timeout)
         await serve(api, api_cfg.host, api_cfg.port, self.api_started,
                     tls=api_cfg.tls.settings() if api_cfg.tls else None)

@@ -60,36 +60,20 @@ def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="site config naming the database")
 
 
-async def _connect(args):
-    import asyncpg
-    from plantwatch.connectors.migrations import migrate
-    conn = await asyncpg.connect(_dsn(args))
-    await migrate(conn)
-    return conn
-
-
 def _fmt(t: float | None) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if t else "—"
 
 
 # --- audit --------------------------------------------------------------------------------------
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from plantwatch.connectors import audit
+    from plantwatch.connectors import audit, inspection
 
     if args.file:
         with open(args.file, encoding="utf-8") as f:
             v = audit.verify_lines(f, anchor=args.anchor, last_hash=args.last_hash)
         what = args.file
     else:
-        async def go():
-            conn = await _connect(args)
-            try:
-                v = await audit.verify(conn)
-                v.problems += await audit.verify_records(conn)  # tables vs. what the chain recorded
-                return v
-            finally:
-                await conn.close()
-        v = asyncio.run(go())
+        v = asyncio.run(inspection.verify_audit(_dsn(args)))  # the chain, and the tables vs. what it recorded
         what = "database"
     if v.ok:
         out.print(f"[green]audit chain OK[/green] ({what}): {v.entries} entries, seq {v.first_seq}..{v.last_seq}, "
@@ -102,15 +86,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from plantwatch.connectors import audit
+    from plantwatch.connectors import inspection
 
-    async def go():
-        conn = await _connect(args)
-        try:
-            return list(await audit.export(conn, parse_time(args.from_), parse_time(args.to)))
-        finally:
-            await conn.close()
-    lines = asyncio.run(go())
+    lines = asyncio.run(inspection.export_audit(_dsn(args), parse_time(args.from_), parse_time(args.to)))
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     h = json.loads(lines[0])
     err.print(f"wrote {len(lines) - 1} entries (seq {h['first_seq']}..{h['last_seq']}) to {args.out}; "
@@ -120,15 +98,9 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 # --- incidents ----------------------------------------------------------------------------------
 def cmd_incident_list(args: argparse.Namespace) -> int:
-    from plantwatch.connectors import alarm_db
+    from plantwatch.connectors import inspection
 
-    async def go():
-        conn = await _connect(args)
-        try:
-            return await alarm_db.list_incidents(conn, args.limit)
-        finally:
-            await conn.close()
-    rows = asyncio.run(go())
+    rows = asyncio.run(inspection.list_incidents(_dsn(args), args.limit))
     t = Table(title="incidents (newest first)")
     for c in ("id", "started", "ended", "title", "areas", "sensors", "alarms", "flood"):
         t.add_column(c)
@@ -141,15 +113,9 @@ def cmd_incident_list(args: argparse.Namespace) -> int:
 
 
 def cmd_incident_show(args: argparse.Namespace) -> int:
-    from plantwatch.connectors import alarm_db
+    from plantwatch.connectors import inspection
 
-    async def go():
-        conn = await _connect(args)
-        try:
-            return await alarm_db.get_incident(conn, args.id)
-        finally:
-            await conn.close()
-    inc = asyncio.run(go())
+    inc = asyncio.run(inspection.get_incident(_dsn(args), args.id))
     if inc is None:
         err.print(f"[red]no incident {args.id}[/red]")
         return 1
@@ -193,18 +159,12 @@ def cmd_incident_report(args: argparse.Namespace) -> int:
 
 # --- alarm-system health ------------------------------------------------------------------------
 def cmd_alarms_report(args: argparse.Namespace) -> int:
-    from plantwatch.connectors import health
+    from plantwatch.connectors import inspection
 
     t_to = parse_time(args.to, datetime.now(timezone.utc))
     t_from = parse_time(args.from_, t_to - timedelta(days=1))
 
-    async def go():
-        conn = await _connect(args)
-        try:
-            return await health.report(conn, t_from, t_to)
-        finally:
-            await conn.close()
-    r = asyncio.run(go())
+    r = asyncio.run(inspection.alarm_health(_dsn(args), t_from, t_to))
     if args.json:
         print(json.dumps(r, default=str, indent=2))
         return 0

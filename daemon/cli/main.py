@@ -157,8 +157,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         try:
             act = active
             if act is None:
-                async with store.pool.acquire() as conn:
-                    text = await conn.fetchval("SELECT content FROM config_versions ORDER BY last_loaded_at DESC LIMIT 1")
+                text = await store.latest_config_text()
                 if text:
                     try:
                         act = load_config_text(text, "<active config from the database>", check_files=False)

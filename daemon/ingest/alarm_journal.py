@@ -22,11 +22,12 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from plantwatch.connectors import alarm_journal as cj
+from plantwatch.connectors.errors import StoreRefused
 from plantwatch.connectors.store import AlarmWrite, DeadLetter, EventStart, Store
 
 from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.metrics import Metrics
-from plantwatch.daemon.ingest.splitting import ALARM_OP_TOPIC, DATA_ERRORS, _op_record, _op_summary
+from plantwatch.daemon.ingest.splitting import ALARM_OP_TOPIC, _op_record, _op_summary
 
 log = logging.getLogger("plantwatch.alarm_journal")
 
@@ -139,8 +140,7 @@ async def replay(journaling: Journaling, store: Store, metrics: Metrics) -> int:
     entries = journal.pending()
     if not entries:
         return 0
-    async with store.pool.acquire() as conn:
-        have = await cj.applied(conn, [e.key for e in entries])
+    have = await store.journal_applied([e.key for e in entries])
     written = 0
     for e in entries:
         if e.key not in have:
@@ -160,18 +160,18 @@ async def _write_entry(store: Store, e: cj.Entry) -> None:
     try:
         await store.write(None, alarm_ops=[*e.ops, cj.JournalApplied(e.key)])
         return
-    except DATA_ERRORS as err:
-        log.error("replaying alarm journal entry %s: the database refused it (%s: %s); writing its %d operation(s)"
-                  " one by one", e.key, type(err).__name__, err, len(e.ops))
+    except StoreRefused as err:
+        log.error("replaying alarm journal entry %s: the database refused it (%s); writing its %d operation(s)"
+                  " one by one", e.key, err, len(e.ops))
     for op in e.ops:
         try:
             await store.write(None, alarm_ops=[op])
-        except DATA_ERRORS as err:
-            log.critical("the database refused a journaled alarm operation (%s: %s); quarantined in dead_letters: %s",
-                         type(err).__name__, err, _op_summary(op))
+        except StoreRefused as err:
+            log.critical("the database refused a journaled alarm operation (%s); quarantined in dead_letters: %s",
+                         err, _op_summary(op))
             record = _op_record(op)
             await store.write(None, dead=[DeadLetter(
                 ALARM_OP_TOPIC, None, None, "unstorable_alarm_op",
-                f"the database refused this journaled {type(op).__name__}: {type(err).__name__}: {err}", record,
+                f"the database refused this journaled {type(op).__name__}: {err}", record,
                 hashlib.blake2b(record, digest_size=12).hexdigest() + f":op:{time.time_ns()}")])
     await store.write(None, alarm_ops=[cj.JournalApplied(e.key)])

@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
+from plantwatch.connectors.errors import StoreRefused
 from plantwatch.connectors.leases import FencedOut
 from plantwatch.connectors.store import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store,
                                          WriteResult)
@@ -43,7 +44,7 @@ from plantwatch.daemon.alarms.book import AlarmBook
 from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.detection import DetectorSet
 from plantwatch.daemon.metrics import Metrics
-from plantwatch.daemon.ingest.splitting import DATA_ERRORS, SplitOnDataError, _collectors_seen
+from plantwatch.daemon.ingest.splitting import SplitOnDataError, _collectors_seen
 from plantwatch.daemon.ingest.sequences import Sequences, SeqState, SeqStep
 from plantwatch.daemon.ingest.validate import Registry, Validated, flags_of, validate
 
@@ -380,9 +381,9 @@ class Pipeline(SplitOnDataError):
             try:
                 res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops,
                                         unit.transfers)
-            except DATA_ERRORS as e:
-                log.error("write of unit %d refused (%s: %s); splitting its %d message(s) and %d alarm operation(s)",
-                          unit.seq, type(e).__name__, e, len(unit.items), len(unit.ops))
+            except StoreRefused as e:
+                log.error("write of unit %d refused (%s); splitting its %d message(s) and %d alarm operation(s)",
+                          unit.seq, e, len(unit.items), len(unit.ops))
                 res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
         except FencedOut as e:
             self._fenced(unit, e)
@@ -416,7 +417,7 @@ class Pipeline(SplitOnDataError):
         """One transaction. A database that is unavailable (connection refused or lost, timeout,
         a server shutting down) is retried with backoff until it answers: nothing is
         acknowledged meanwhile, so nothing can be lost. A refusal of the data itself
-        (``DATA_ERRORS``) is raised at once, for the caller to split and quarantine: no data
+        (``StoreRefused``, connectors/errors.py) is raised at once, for the caller to split and quarantine: no data
         error is ever retried."""
         delay = 0.2
         while True:
@@ -427,7 +428,7 @@ class Pipeline(SplitOnDataError):
                                               transfers=transfers, fence=unit.fence)
             except FencedOut:
                 raise
-            except DATA_ERRORS:
+            except StoreRefused:
                 self.m.write_errors.inc()
                 raise
             except Exception as e:  # noqa: BLE001 - the database is unavailable: retry until it is durable

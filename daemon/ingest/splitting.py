@@ -1,4 +1,4 @@
-"""What the write path does when the database refuses a unit for its data (``DATA_ERRORS``):
+"""What the write path does when the database refuses a unit for its data (``StoreRefused``):
 it is never retried as it is. The unit is bisected by message, and its alarm operations by
 operation (in order), until each refused part stands alone; a refused message is dead-lettered
 whole as ``unstorable``, a refused alarm operation is quarantined in ``dead_letters`` as
@@ -15,9 +15,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import asyncpg
 import numpy as np
 
+from plantwatch.connectors.errors import StoreRefused
 from plantwatch.connectors.store import AlarmOp, CollectorSeen, DeadLetter, ReadingRows, WriteResult
 
 from plantwatch.daemon.ingest.sequences import SeqStep
@@ -27,13 +27,6 @@ if TYPE_CHECKING:
     from plantwatch.daemon.ingest.pipeline import Unit
 
 log = logging.getLogger("plantwatch.daemon.ingest.pipeline")
-
-#: write failures caused by the data itself, which no retry can fix: PostgreSQL's classes 22 (data
-#: exception), 23 (integrity constraint violation) and 54 (program limit exceeded, e.g. an index
-#: row too large), and the driver's encoding errors (asyncpg's client-side DataError is a
-#: ValueError; a datetime out of range an OverflowError). Anything else is retried as transient.
-DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError,
-               ValueError, OverflowError, TypeError)
 
 
 class SplitOnDataError:
@@ -54,7 +47,7 @@ class SplitOnDataError:
                                      [d for v in items for d in v.rejected],
                                      _collectors_seen(items, [unit.gaps[i] for i in idx]), ops,
                                      [v.transfer for v in items if v.transfer is not None])
-        except DATA_ERRORS as e:
+        except StoreRefused as e:
             return await self._bisect(unit, idx, ops, e)
 
     async def _bisect(self, unit: Unit, idx: list[int], ops: list[AlarmOp], error: Exception) -> WriteResult:
@@ -73,7 +66,7 @@ class SplitOnDataError:
         (i,) = idx
         v = unit.items[i]
         topic, payload = unit.sources[i]
-        detail = f"the database refused this message: {type(error).__name__}: {error}"
+        detail = f"the database refused this message: {error}"
         dl = DeadLetter(topic, v.collector, v.seq, "unstorable", detail, payload,
                         hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=12).hexdigest() + ":unstorable")
         log.error("dead-lettered a message of %s (seq %s) the database refused: %s", v.collector, v.seq, error)
@@ -87,7 +80,7 @@ class SplitOnDataError:
         if error is None:
             try:
                 return await self._store(unit, None, None, [], [], ops, [])
-            except DATA_ERRORS as e:
+            except StoreRefused as e:
                 error = e
         if len(ops) > 1:
             mid = len(ops) // 2
@@ -95,11 +88,11 @@ class SplitOnDataError:
         (op,) = ops
         unit.quarantined.append(op)
         self.m.rejected.labels("unstorable_alarm_op").inc()
-        log.critical("the database refused an alarm operation (%s: %s); quarantined in dead_letters: %s",
-                     type(error).__name__, error, _op_summary(op))
+        log.critical("the database refused an alarm operation (%s); quarantined in dead_letters: %s",
+                     error, _op_summary(op))
         record = _op_record(op)
         dl = DeadLetter(ALARM_OP_TOPIC, None, None, "unstorable_alarm_op",
-                        f"the database refused this {type(op).__name__}: {type(error).__name__}: {error}", record,
+                        f"the database refused this {type(op).__name__}: {error}", record,
                         hashlib.blake2b(record, digest_size=12).hexdigest() + f":op:{time.time_ns()}")
         return await self._last_resort(unit, [dl], [])
 
@@ -109,11 +102,11 @@ class SplitOnDataError:
         logged loudly rather than retried forever."""
         try:
             return await self._store(unit, None, None, dead, collectors, [], [])
-        except DATA_ERRORS as e:
+        except StoreRefused as e:
             if collectors:
                 return await self._last_resort(unit, dead, [])
-            log.critical("the database refused even the dead letter of unit %d (%s: %s): %s", unit.seq,
-                         type(e).__name__, e, [(d.topic, d.collector, d.seq, d.reason) for d in dead])
+            log.critical("the database refused even the dead letter of unit %d (%s): %s", unit.seq,
+                         e, [(d.topic, d.collector, d.seq, d.reason) for d in dead])
             return WriteResult()
 
 

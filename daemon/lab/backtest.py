@@ -123,9 +123,7 @@ def match_labels(acts: list[Activation], labels: list[dict[str, Any]]) -> list[L
 async def backtest(store: Store, configs: dict[str, Config], start: float, end: float, *,
                    labels: list[dict[str, Any]] | None = None, warmup: float = 3600.0, chunk: float = 3600.0,
                    tick_every: float = 5.0, operator_positions: int = 1) -> BacktestResult:
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT id, tag FROM sensors")
-    tag_of = {r["id"]: r["tag"] for r in rows}
+    tag_of = await store.sensor_tags()
     max_id = max(tag_of, default=0)
     runs = [_Run(name, cfg, tag_of, max_id) for name, cfg in configs.items()]
     t_begin = time.perf_counter()

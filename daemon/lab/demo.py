@@ -16,11 +16,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import asyncpg
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from plantwatch.connectors import demo_queries, inspection
 from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.tls import ClientTls
 
@@ -92,12 +92,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             console.print(f"starting the embedded PostgreSQL in {Path(data_dir) / 'pgdata'} …")
             pg = await stack.enter_async_context(EmbeddedPostgres(Path(data_dir) / "pgdata"))
             dbname = f"demo_{stamp.replace('-', '_')}"
-            conn = await asyncpg.connect(pg.dsn)
-            try:
-                await conn.execute(f'CREATE DATABASE "{dbname}"')
-            finally:
-                await conn.close()
-            dsn = pg.dsn.rsplit("/", 1)[0] + "/" + dbname
+            dsn = await demo_queries.create_database(pg.dsn, dbname)
         cfg = base.model_copy(update={
             "mqtt": MqttConfig(host=broker.host, port=broker.port, topic_prefix=prefix,
                                client_id=f"plantwatch-demo-{stamp}"),
@@ -134,11 +129,8 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             stop_sim.set()
             daemon.stop.set()
             await dtask
-        conn = await asyncpg.connect(dsn)
-        try:
+        async with inspection.connection(dsn) as conn:
             report = await fetch_report(conn, truth_path, config=cfg)
-        finally:
-            await conn.close()
         incident_report = await _leak_report(report, dsn, out)
     console.print()
     render_report(report, console)

@@ -14,8 +14,8 @@ import time
 import uuid
 
 import aiomqtt
-import asyncpg
 
+from plantwatch.connectors import demo_queries, inspection
 from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.wire import encode_batch
 
@@ -77,18 +77,13 @@ async def run_case(case: str, hours: float, event_at: float, host: str, port: in
                     rs += [{"sensor": "TK-S", "time": base + float(sc.t[k]), "value": float(sc.level[k])},
                            {"sensor": "TT-S", "time": base + float(sc.t[k]), "value": float(sc.temp[k])}]
                 await c.publish(f"{prefix}/sec/edge1/readings", encode_batch("edge1", seq, rs), qos=1)
-        conn = await asyncpg.connect(dsn)
-        try:
+        async with inspection.connection(dsn) as conn:
             async with asyncio.timeout(600):
-                while await conn.fetchval("SELECT count(*) FROM readings") < 2 * len(sc.t):
+                while await demo_queries.count_rows(conn, "readings") < 2 * len(sc.t):
                     await asyncio.sleep(0.2)
             await asyncio.sleep(1.0)
-            raises = await conn.fetch(
-                "SELECT extract(epoch FROM c.time)::float8 AS t, a.detector_id, c.condition FROM alarm_changes c"
-                " JOIN alarms a ON a.id = c.alarm_id WHERE c.from_state = 'normal' ORDER BY c.time")
-            stored = await conn.fetchval("SELECT count(*) FROM transfers")
-        finally:
-            await conn.close()
+            raises = await demo_queries.fetch_first_raises(conn)
+            stored = await demo_queries.count_rows(conn, "transfers")
     finally:
         d.stop.set()
         await task
