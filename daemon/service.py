@@ -142,13 +142,16 @@ class Daemon:
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
+                alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
+                # the API's port is bound before any MQTT connection: a busy port stops the start
+                # (one line, exit 2) before a session is opened
+                await self.alarm_mgmt.listening()
                 notifier = tg.create_task(self.alarm_pub.run(), name="alarm-publisher")
                 timer = tg.create_task(self._timer(), name="timer")
                 stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
                 status_id = instance_client_id(self.client_id, cfg.cluster, "status")
                 status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=status_id, ready=self.ready).run(),
                                         name="site-status")
-                alarm_mgmt = tg.create_task(self.alarm_mgmt.run(), name="alarm-management")  # API, clock, webhooks
                 if self.cluster is not None:
                     ingest = tg.create_task(self.cluster.run(), name="cluster")
                 else:

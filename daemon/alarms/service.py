@@ -65,6 +65,12 @@ class AlarmManagement:
             if self.cfg.api is not None and self.cfg.api.port:
                 tg.create_task(self._api(), name="api")
 
+    async def listening(self) -> None:
+        """Return once the operator API listens (at once when none is configured). A port that
+        cannot be bound ends :meth:`run` with a StartupError, which stops the daemon's start."""
+        if self.cfg.api is not None and self.cfg.api.port:
+            await self.api_started.wait()
+
     async def _clock(self, every: float = 1.0) -> None:
         while True:
             await asyncio.sleep(every)
