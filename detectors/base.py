@@ -41,6 +41,7 @@ the condition a reading at or above full scale raises at once, without the on-de
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
@@ -280,6 +281,28 @@ class Detector(ABC):
     def declare_transfer(self, col: int | str, start: float, end: float, quantity: float) -> None:
         """A declared transfer of ``quantity`` from a tank (only with ``TAKES_TRANSFERS``).
         Default: nothing to do."""
+
+    def column(self, sensor: int | str) -> int:
+        """The column of a watched sensor, given its id or its column."""
+        if isinstance(sensor, str):
+            for i, s in enumerate(self.sensors):
+                if s.id == sensor:
+                    return i
+            raise ValueError(f"sensor {sensor!r} is not watched by this detector")
+        col = int(sensor)
+        if not 0 <= col < self.n:
+            raise ValueError(f"column {col} out of range (0..{self.n - 1})")
+        return col
+
+    @staticmethod
+    def transfer_span(start: float, end: float, quantity: float) -> tuple[float, float, float]:
+        """A declared transfer's start, end and quantity as floats, checked (finite, end ≥ start)."""
+        start, end, quantity = float(start), float(end), float(quantity)
+        if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(quantity)):
+            raise ValueError("start, end and quantity must be finite numbers")
+        if end < start:
+            raise ValueError(f"transfer end ({end}) is before its start ({start})")
+        return start, end, quantity
 
     def needs_refit(self) -> bool:
         """A deferred refit is due and none is in flight (only with ``DEFERS_REFIT``)."""

@@ -168,25 +168,10 @@ class UnexplainedLoss(Detector):
                 "last_t": self.last_t, "tr": self.tr}
 
     # --- transfers ---------------------------------------------------------------------------
-    def column(self, sensor: int | str) -> int:
-        if isinstance(sensor, str):
-            for i, s in enumerate(self.sensors):
-                if s.id == sensor:
-                    return i
-            raise ValueError(f"sensor {sensor!r} is not watched by this detector")
-        col = int(sensor)
-        if not 0 <= col < self.n:
-            raise ValueError(f"column {col} out of range (0..{self.n - 1})")
-        return col
-
     def declare_transfer(self, col: int | str, start: float, end: float, quantity: float) -> None:
         """Declare a transfer: ``quantity`` > 0 leaves the tank, < 0 enters it (quantity units)."""
         c = self.column(col)
-        start, end, quantity = float(start), float(end), float(quantity)
-        if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(quantity)):
-            raise ValueError("start, end and quantity must be finite numbers")
-        if end < start:
-            raise ValueError(f"transfer end ({end}) is before its start ({start})")
+        start, end, quantity = self.transfer_span(start, end, quantity)
         self.tr = np.vstack([self.tr, [c, start, end, quantity]])
 
     def transfers(self, col: int | str | None = None) -> list[tuple[float, float, float]]:
