@@ -18,17 +18,19 @@ import numpy as np
 from plantwatch.daemon.lab.bench.env import SENSORS_PER_COLLECTOR
 
 
-class _R(msgspec.Struct):
+class WireReading(msgspec.Struct):
+    """One reading of the wire format (connectors/wire.py), for encoding load fast with msgspec."""
     sensor: str
     time: float
     value: float
 
 
-class _B(msgspec.Struct):
+class WireBatch(msgspec.Struct):
+    """One batch of the wire format, for encoding load fast with msgspec."""
     v: int
     collector: str
     seq: int
-    readings: list[_R]
+    readings: list[WireReading]
     sent: float
 
 
@@ -131,7 +133,7 @@ def _run(spec: LoadSpec, q, progress=None) -> None:
                     if i in inj_at and tag[0] == "G":
                         vals[j] = inj_at.pop(i)
                         injected += 1
-            body = enc.encode(_B(1, cid, seq[cid], [_R(tg, t, v) for tg, v in zip(tags, vals)], t))
+            body = enc.encode(WireBatch(1, cid, seq[cid], [WireReading(tg, t, v) for tg, v in zip(tags, vals)], t))
             seq[cid] += 1
             info = cl.publish(topic, body, qos=1)
             infos.append(info)

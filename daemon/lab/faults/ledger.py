@@ -23,20 +23,7 @@ import msgspec
 import numpy as np
 
 from plantwatch.daemon.lab.bench.env import _tag, base_value
-
-
-class _R(msgspec.Struct):
-    sensor: str
-    time: float
-    value: float
-
-
-class _B(msgspec.Struct):
-    v: int
-    collector: str
-    seq: int
-    readings: list[_R]
-    sent: float
+from plantwatch.daemon.lab.bench.load import WireBatch, WireReading  # the wire format, encoded fast
 
 
 @dataclass
@@ -160,7 +147,7 @@ def _run(spec: LedgerSpec, phase, stop, cmds, ready, results) -> None:  # noqa: 
                     st[0] -= 1
                     if st[0] <= 0:
                         del active[s]
-            body = enc.encode(_B(1, collector_id(c), k, [_R(tg, t_read, v) for tg, v in zip(tags[c], vals)], time.time()))
+            body = enc.encode(WireBatch(1, collector_id(c), k, [WireReading(tg, t_read, v) for tg, v in zip(tags[c], vals)], time.time()))
             info = clients[c].publish(topics[c], body, qos=1)
             if info.rc == mqtt.MQTT_ERR_NO_CONN:
                 info.rc = mqtt.MQTT_ERR_SUCCESS  # queued: paho sends it when the client has reconnected
