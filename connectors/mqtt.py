@@ -29,7 +29,7 @@ from typing import Any, AsyncIterator
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from .tls import ClientTls, explain, probe
+from .tls import ClientTls, client_cert_alert, explain, probe
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,11 @@ async def diagnose(e: BaseException, last_error: str | None, broker: BrokerAddre
         if broker.tls is not None and broker.tls.cert_file:
             who += f" (client certificate {broker.tls.cert_file})"
         return BrokerError("refused", f"{where} refused the connection of {who}: {e}", config=True)
+    if broker.tls is not None and broker.tls.cert_file:  # a refusal of our certificate may have been lost
+        alert = await asyncio.to_thread(client_cert_alert, broker.host, broker.port, broker.tls)
+        ex = explain(alert, host=broker.host, port=broker.port, tls=broker.tls) if alert else None
+        if ex is not None:
+            return BrokerError(ex.reason, f"{where}: {ex.text}", config=True)
     answer = await asyncio.to_thread(probe, broker.host, broker.port)
     if broker.tls is None and answer == "tls":
         return BrokerError("not_tls", f"{where} expects TLS but the connection is plain text: set tls (ca_file, and"

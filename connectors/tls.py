@@ -177,3 +177,28 @@ def probe(host: str, port: int, timeout: float = 3.0) -> str:
         return "plain"
     finally:
         raw.close()
+
+
+def client_cert_alert(host: str, port: int, tls: ClientTls, timeout: float = 2.0) -> str | None:
+    """The alert a server sends about our client certificate, or None.
+
+    With TLS 1.3 the server judges the client certificate after the client has finished its
+    handshake, so a refusal arrives as an alert on the first read; when the client has already
+    sent data (MQTT CONNECT) the server's close can reset the connection and the alert is lost
+    ("EOF occurred in violation of protocol"). This handshake sends nothing and reads once, so
+    the alert arrives. A server that accepts the certificate waits for data: the read times out."""
+    try:
+        ctx = tls.context()
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except (OSError, ssl.SSLError):
+        return None
+    try:
+        with ctx.wrap_socket(raw, server_hostname=host) as s:
+            s.recv(1)
+    except ssl.SSLError as e:
+        return str(e)
+    except OSError:
+        return None
+    finally:
+        raw.close()
+    return None

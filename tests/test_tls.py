@@ -204,6 +204,32 @@ async def test_each_wrong_connection_is_refused_with_one_clear_line(tls_mosquitt
     assert len([x for x in lines if "still buffered" not in x]) == 1 and "not signed by the CA in" in lines[0], lines
 
 
+async def test_a_refused_client_certificate_is_named_even_when_the_alert_was_lost(tls_mosquitto_broker, site_ca):
+    """TLS 1.3: the broker judges the client certificate after the client's handshake, when the
+    client has already sent CONNECT; its close can reset the connection before the alert is read,
+    and the client sees only "EOF occurred in violation of protocol". The explanation must still
+    name the certificate (it was "unavailable", a transient warning, about one connect in ten)."""
+    import aiomqtt
+
+    from plantwatch.connectors.mqtt import diagnose
+
+    broker = tls_mosquitto_broker
+    other = type(site_ca)(site_ca.dir.parent / "other-site-lost-alert")
+    lost = aiomqtt.MqttError("failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)")
+    for cert_key, reason in ((site_ca.client("expired-lost", days=-1), "tls_client_expired"),
+                             (other.client("plantwatch"), "tls_client_unknown_ca")):
+        cert, key = cert_key
+        address = BrokerAddress(broker.host, broker.port, tls=ClientTls(site_ca.ca_file, cert, key))
+        err = await diagnose(lost, lost.args[0], address)
+        assert (err.reason, err.config) == (reason, True), f"{cert}: {err.reason}: {err}"
+        assert "failed to receive" not in str(err), str(err)
+    # a certificate the broker accepts: no alert, the failure stays transient
+    good, good_key = site_ca.client("plantwatch-lost")
+    err = await diagnose(lost, lost.args[0], BrokerAddress(broker.host, broker.port,
+                                                           tls=ClientTls(site_ca.ca_file, good, good_key)))
+    assert (err.reason, err.config) == ("unavailable", False), str(err)
+
+
 async def test_plantwatch_transfer_says_what_is_wrong_in_one_line(tls_mosquitto_broker, site_ca, tmp_path):
     import subprocess
     import sys
