@@ -3,7 +3,7 @@
 ``python -m plantwatch.daemon.config.doc`` prints it; ``--write README.md`` replaces the part
 between the ``config-reference`` markers; ``--check README.md`` fails when README is out of date
 (a test runs it, so the reference cannot drift from the code). A field's meaning is its
-``description`` or, failing that, the comment right above it in ``daemon/config/model.py``.
+``description`` or, failing that, the comment right above it in its model's module (``daemon/config/``).
 """
 from __future__ import annotations
 

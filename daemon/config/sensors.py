@@ -1,5 +1,5 @@
 """The sensor registry's entries and the selectors that pick sensors: the models both the site
-config (:mod:`plantwatch.daemon.config.model`) and its cross-checks (:mod:`plantwatch.daemon.config.checks`)
+config (:mod:`plantwatch.daemon.config.model` and its section modules) and its cross-checks (:mod:`plantwatch.daemon.config.checks`)
 build on.
 """
 from __future__ import annotations
