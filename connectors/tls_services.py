@@ -16,8 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .services import (INSTALL_HINT, MosquittoInstance, PostgresInstance, ServiceStartError, ServiceUnavailable,
-                       _chown, _is_root, free_port, service_user)
+from .services import MosquittoInstance, PostgresInstance
+from .services.process import INSTALL_HINT, ServiceStartError, ServiceUnavailable, chown, free_port, is_root, service_user
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "tls" / "make-site-ca.sh"
@@ -116,7 +116,7 @@ class SiteBroker(MosquittoInstance):
         if not self.ports:
             raise ServiceStartError(f"{self.site_dir / 'mosquitto.conf'} has no listener")
         self.port = next(iter(self.ports.values()))  # start() waits for the first listener
-        if _is_root():
+        if is_root():
             out.append("user root")  # our temporary folders are root's
         return "\n".join(out) + "\n"
 
@@ -164,7 +164,7 @@ class TlsPostgres(PostgresInstance):
         for src, name, mode in ((cert, "server.crt", 0o644), (key, "server.key", 0o600)):
             shutil.copy(src, self._certs / name)
             os.chmod(self._certs / name, mode)
-            _chown(self._certs / name, user)
+            chown(self._certs / name, user)
         self._certs.chmod(0o755)
         settings = {"ssl": True, "ssl_cert_file": str(self._certs / "server.crt"),
                     "ssl_key_file": str(self._certs / "server.key"), "ssl_min_protocol_version": "TLSv1.2"}
@@ -179,7 +179,7 @@ class TlsPostgres(PostgresInstance):
                        "hostssl all all ::1/128 trust\n"
                        "hostnossl all all 0.0.0.0/0 reject\n"
                        "hostnossl all all ::/0 reject\n")
-        _chown(hba, self._resolve_user())
+        chown(hba, self._resolve_user())
 
     def stop(self) -> None:
         try:
