@@ -20,6 +20,9 @@ message is dead-lettered whole as ``unstorable`` with the database's error, a re
 operation is quarantined in ``dead_letters`` as ``unstorable_alarm_op`` (its JSON as the payload),
 the rest is stored, and every message of the unit is acknowledged: one bad message or operator
 comment never stalls ingestion.
+
+The unit is in daemon/ingest/unit.py, the writers and the write path's health in
+daemon/ingest/write_path.py.
 """
 from __future__ import annotations
 
@@ -27,15 +30,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Callable
 
 import numpy as np
 
-from plantwatch.connectors.errors import StoreRefused
-from plantwatch.connectors.leases import FencedOut
-from plantwatch.connectors.store import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, ReadingRows, RobotRows, Store,
-                                         WriteResult)
+from plantwatch.connectors.store import AlarmOp, AlarmWrite, ReadingRows, RobotRows, Store
 
 from plantwatch.daemon.ingest.alarm_journal import Journaling
 from plantwatch.daemon.ingest.partitioning import Partitioning
@@ -44,51 +43,18 @@ from plantwatch.daemon.alarms.book import AlarmBook
 from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.detection import DetectorSet
 from plantwatch.daemon.metrics import Metrics
-from plantwatch.daemon.ingest.splitting import SplitOnDataError, _collectors_seen
+from plantwatch.daemon.ingest.splitting import _collectors_seen
 from plantwatch.daemon.ingest.sequences import Sequences, SeqState, SeqStep
+from plantwatch.daemon.ingest.unit import Ack, Pending, Unit
 from plantwatch.daemon.ingest.validate import Registry, Validated, flags_of, validate
+from plantwatch.daemon.ingest.write_path import WritePath
 
 log = logging.getLogger(__name__)
 
-Ack = Callable[[], None]
-
-@dataclass(slots=True)
-class Unit:
-    seq: int
-    acks: list[Ack]
-    readings: ReadingRows | None
-    robot: RobotRows | None
-    dead: list[DeadLetter]
-    collectors: list[CollectorSeen]
-    ops: list[AlarmOp]
-    transfers: list
-    sent: list[float]
-    newest: float
-    n_messages: int
-    alarm_turn: asyncio.Future | None = None  # set when the previous alarm-writing unit committed
-    alarm_done: asyncio.Future | None = None
-    done: bool = False
-    #: the unit's messages, for splitting it when the database refuses its data
-    items: list[Validated] = field(default_factory=list)
-    sources: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload) per item
-    gaps: list[SeqStep] = field(default_factory=list)  # what each item did to its collector's sequence
-    received: float = 0.0  # wall time its first message arrived (or its ops were made)
-    quarantined: list = field(default_factory=list)  # alarm ops the database refused (dead-lettered)
-    release: Any = None  # its alarm changes waiting to go out (daemon/alarms/release.py)
-    fence: Any = None  # several instances: the partition epochs the unit was made under (connectors/leases.py)
+__all__ = ["Ack", "Pipeline", "Unit"]
 
 
-@dataclass(slots=True)
-class _Pending:
-    acks: list[Ack] = field(default_factory=list)
-    items: list[Validated] = field(default_factory=list)
-    sources: list[tuple[str, bytes]] = field(default_factory=list)
-    n: int = 0
-    since: float = 0.0
-    stale: list[tuple[np.ndarray, float]] = field(default_factory=list)
-
-
-class Pipeline(SplitOnDataError):
+class Pipeline(WritePath):
     def __init__(self, cfg: Config, store: Store, registry: Registry, detectors: DetectorSet, alarms: AlarmBook,
                  metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], None] | None = None,
                  queue_units: int = 0, journal: Journaling | None = None,
@@ -112,7 +78,7 @@ class Pipeline(SplitOnDataError):
         self.partitioning = partitioning if partitioning is not None else Partitioning()
         self.release = DecidedChanges(self._publish, self.partitioning.may_publish, publish_wait)
         self.units: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=queue_units)
-        self._pending = _Pending()
+        self._pending = Pending()
         self._unit_seq = 0
         self._in_flight: deque[Unit] = deque()
         self._last_alarm_done: asyncio.Future | None = None
@@ -197,7 +163,7 @@ class Pipeline(SplitOnDataError):
 
     # --- flush: detect, derive alarms, hand to writers -------------------------------------------
     async def flush(self) -> None:
-        p, self._pending = self._pending, _Pending()
+        p, self._pending = self._pending, Pending()
         ticks, self._tick_changes = self._tick_changes, []
         if not p.acks and not ticks:
             return
@@ -295,61 +261,6 @@ class Pipeline(SplitOnDataError):
         self._track_waiting()
         await asyncio.shield(self.units.put(unit))
 
-    # --- the write path's health ---------------------------------------------------------------
-    def _track_waiting(self) -> None:
-        first = self._in_flight[0] if self._in_flight else None
-        self._wait_since = first.received if first is not None else None
-        self._wait_ref = (first.newest or first.received) if first is not None else None
-
-    def waiting_for(self, now: float | None = None) -> float:
-        """Seconds the oldest received message (or operator action) has waited for its commit."""
-        now = time.time() if now is None else now
-        since = [x for x in (self._wait_since, self._pending.since if self._pending.acks else None) if x]
-        return max(0.0, now - min(since)) if since else 0.0
-
-    def lag(self) -> float:
-        """``plantwatch_ingest_lag_seconds``, computed when scraped: the commit lag of the newest
-        reading at the last commit, and while something waits for its commit, the time since the
-        timestamp of the oldest waiting unit's newest reading (since the arrival of messages not
-        yet in a unit), so the gauge keeps growing through a stalled or stopped database."""
-        try:
-            now = time.time()
-            refs = [x for x in (self._wait_ref, self._pending.since if self._pending.acks else None) if x]
-            return max(self._committed_lag, now - min(refs)) if refs else self._committed_lag
-        except Exception as e:  # noqa: BLE001 - scraped from another thread while the loop changes state
-            self.m.background_failures.labels("lag_gauge").inc()  # counted and logged: a scrape must still answer
-            log.warning("ingest lag not computed: %s: %s", type(e).__name__, e)
-            return self._committed_lag
-
-    def health(self, now: float | None = None) -> tuple[bool, str]:
-        waited = self.waiting_for(now)
-        if waited >= self.cfg.ingest.stall_after:
-            return False, (f"database write stalled: the oldest received message has waited {waited:.0f} s for its"
-                           f" commit ({len(self._in_flight)} unit(s) in flight)"
-                           + (f"; last write error: {self.last_write_error}" if self.last_write_error else ""))
-        if self.last_write_error is not None:
-            return False, f"the last database write failed: {self.last_write_error}"
-        return True, "ok"
-
-    async def watch_stalls(self, every: float = 0.5) -> None:
-        """Log a stalled write path: a warning once a message has waited ``ingest.stall_after``
-        seconds for its commit, repeated every ``stall_after`` seconds while it lasts, and a note
-        when writes resume."""
-        limit = self.cfg.ingest.stall_after
-        warned_at = 0.0
-        while True:
-            await asyncio.sleep(min(every, limit / 2))
-            now = time.time()
-            _, reason = self.health(now)
-            if self.waiting_for(now) >= limit:
-                if now - warned_at >= limit:
-                    warned_at = now
-                    log.warning("%s; %d message(s) received and not yet committed", reason,
-                                sum(u.n_messages for u in list(self._in_flight)) + len(self._pending.acks))
-            elif warned_at:
-                warned_at = 0.0
-                log.warning("database writes resumed")
-
     def _robot_rows(self, robots: list[Validated]) -> RobotRows | None:
         if not robots:
             return None
@@ -361,131 +272,6 @@ class Pipeline(SplitOnDataError):
     def _gaps(self, items: list[Validated]) -> list[SeqStep]:
         """What each item did to its collector's sequence (daemon/ingest/sequences.py), in arrival order."""
         return [self.sequences.observe(v.collector, v.seq, v.sent) for v in items]
-
-    # --- writers --------------------------------------------------------------------------------
-    async def writer(self) -> None:
-        """Consume units until a ``None`` sentinel; run several of these for parallel writes."""
-        while True:
-            unit = await self.units.get()
-            if unit is None:
-                self.units.task_done()
-                return
-            try:
-                await self._write(unit)
-            finally:
-                self.units.task_done()
-
-    async def _write(self, unit: Unit) -> None:
-        t0 = time.perf_counter()
-        try:
-            try:
-                res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops,
-                                        unit.transfers)
-            except StoreRefused as e:
-                log.error("write of unit %d refused (%s); splitting its %d message(s) and %d alarm operation(s)",
-                          unit.seq, e, len(unit.items), len(unit.ops))
-                res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
-        except FencedOut as e:
-            self._fenced(unit, e)
-            return
-        now = time.time()
-        self.last_write_error = None
-        self.m.write_seconds.observe(time.perf_counter() - t0)
-        self.m.batches.inc()
-        self.m.stored.labels("readings").inc(res.inserted)
-        self.m.stored.labels("robot_readings").inc(res.robot_inserted)
-        self.m.duplicates.inc(res.duplicates)
-        self.m.dead_lettered.inc(res.dead_lettered)
-        for s in unit.sent:
-            self.m.store_delay.observe(max(0.0, now - s))
-        if unit.newest:
-            self._committed_lag = max(0.0, now - unit.newest)
-        if unit.alarm_done is not None:
-            unit.alarm_done.set_result(unit.quarantined)  # the ops the database refused (normally none)
-        unit.done = True
-        self._release_acks()
-        self.release.committed(unit.release)
-        if self.journal is not None and unit.ops:
-            self.journal.committed(unit.ops)
-        if self.on_commit is not None:
-            self.on_commit(unit)
-        self.committed.set()
-        self.committed.clear()
-
-    async def _store(self, unit: Unit, readings: ReadingRows | None, robot: RobotRows | None, dead: list[DeadLetter],
-                     collectors: list[CollectorSeen], ops: list[AlarmOp], transfers: list) -> WriteResult:
-        """One transaction. A database that is unavailable (connection refused or lost, timeout,
-        a server shutting down) is retried with backoff until it answers: nothing is
-        acknowledged meanwhile, so nothing can be lost. A refusal of the data itself
-        (``StoreRefused``, connectors/errors.py) is raised at once, for the caller to split and quarantine: no data
-        error is ever retried."""
-        delay = 0.2
-        while True:
-            try:
-                turn = unit.alarm_turn if ops else None
-                return await self.store.write(readings, robot, dead, collectors, ops,
-                                              before_alarms=(lambda: asyncio.shield(turn)) if turn else None,
-                                              transfers=transfers, fence=unit.fence)
-            except FencedOut:
-                raise
-            except StoreRefused:
-                self.m.write_errors.inc()
-                raise
-            except Exception as e:  # noqa: BLE001 - the database is unavailable: retry until it is durable
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():  # a stop that gave up closed the connections
-                    raise asyncio.CancelledError from e  # (the driver turned our cancellation into its error)
-                self.m.write_errors.inc()
-                self.last_write_error = f"{type(e).__name__}: {e}"
-                log.error("write of unit %d failed (%s: %s); retrying in %.1fs", unit.seq, type(e).__name__, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    def _fenced(self, unit: Unit, e: FencedOut) -> None:
-        """The database refused the unit: its epoch is stale (another instance holds a partition
-        of it now). Nothing of it is acknowledged (the new holder's session delivers the messages
-        again) and none of its alarm changes is published."""
-        log.warning("write of unit %d refused: %s; its %d message(s) are left to the new holder",
-                    unit.seq, e, len(unit.acks))
-        self.fenced_units += 1
-        unit.acks = []
-        self.release.refused(unit.release)
-        if unit.alarm_done is not None:
-            unit.alarm_done.set_result(list(unit.ops))
-        unit.done = True
-        self._release_acks()
-        self.partitioning.on_fenced(unit.fence, e)
-        self.committed.set()
-        self.committed.clear()
-
-    def unacknowledged(self) -> tuple[int, str]:
-        """Messages received and not acknowledged (in units not yet committed, or pending), and a
-        summary by collector with their sequence ranges, for the log of a stop that gave up."""
-        items = [v for u in self._in_flight for v in u.items] + list(self._pending.items)
-        n = sum(len(u.acks) for u in self._in_flight) + len(self._pending.acks)
-        seqs: dict[str, list[int]] = {}
-        for v in items:
-            if v.collector is not None and v.seq is not None:
-                seqs.setdefault(v.collector, []).append(v.seq)
-        parts = [f"{c} seq {min(q)}..{max(q)} ({len(q)})" for c, q in sorted(seqs.items())[:20]]
-        ops = sum(len(u.ops) for u in self._in_flight if not u.done)
-        if ops:
-            parts.append(f"{ops} alarm operation(s) not written")
-        return n, ", ".join(parts)
-
-    def _release_acks(self) -> None:
-        """Acknowledge committed units' messages, oldest first, stopping at the first unit still
-        being written (MQTT requires PUBACKs in the order the PUBLISHes arrived)."""
-        n = 0
-        while self._in_flight and self._in_flight[0].done:
-            u = self._in_flight.popleft()
-            for ack in u.acks:
-                ack()
-            n += len(u.acks)
-        if n:
-            self.m.acked.inc(n)
-        self._track_waiting()
-        self.m.pending.set(self._pending.n)
 
     @property
     def idle(self) -> bool:

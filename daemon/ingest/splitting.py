@@ -2,9 +2,9 @@
 it is never retried as it is. The unit is bisected by message, and its alarm operations by
 operation (in order), until each refused part stands alone; a refused message is dead-lettered
 whole as ``unstorable``, a refused alarm operation is quarantined in ``dead_letters`` as
-``unstorable_alarm_op`` with its JSON as the payload, and the rest is committed. Mixed into
-:class:`~plantwatch.daemon.ingest.pipeline.Pipeline`, whose ``_store`` (one transaction, an unavailable
-database retried) it calls.
+``unstorable_alarm_op`` with its JSON as the payload, and the rest is committed. Mixed into the
+write path (:class:`~plantwatch.daemon.ingest.write_path.WritePath`), whose ``_store`` (one transaction, an
+unavailable database retried) it calls.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from plantwatch.daemon.ingest.sequences import SeqStep
 from plantwatch.daemon.ingest.validate import Validated
 
 if TYPE_CHECKING:
-    from plantwatch.daemon.ingest.pipeline import Unit
+    from plantwatch.daemon.ingest.unit import Unit
 
 log = logging.getLogger("plantwatch.daemon.ingest.pipeline")
 
