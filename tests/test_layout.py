@@ -19,55 +19,21 @@ LAYERS: list[set[str]] = [
     {"daemon.config"},                               # the typed config: imports nothing of daemon/
 ]
 
-#: circles between modules inside daemon/lab/ that are still to be opened (the tools, not the
-#: daemon): each by a lazy import inside a function. The list is exact: a new circle fails, and
-#: so does a listed one that is gone (remove it here).
-KNOWN_CIRCLES = [
-    ["daemon.lab.faults", "daemon.lab.faults.cluster"],
-    ["daemon.lab.security_eval", "daemon.lab.security_eval_daemon"],
-]
-
-
-#: SQL and raw-pool lines still in daemon/ (file -> lines): measurement plumbing of the
-#: benchmark and fault rigs in lab/. connectors/ owns SQL; the list is exact and only shrinks
-#: (a new line fails, and so does a line that is gone: lower its count here).
-SQL_LEFT = {
-    "daemon/lab/bench/__init__.py": 2,
-    "daemon/lab/bench/e2e.py": 4,
-    "daemon/lab/bench/latency.py": 2,
-    "daemon/lab/bench/limits.py": 1,
-    "daemon/lab/bench/queries.py": 16,
-    "daemon/lab/bench/report.py": 1,
-    "daemon/lab/bench_backtest.py": 1,
-    "daemon/lab/faults/__init__.py": 1,
-    "daemon/lab/faults/checker.py": 8,
-    "daemon/lab/faults/cluster.py": 2,
-    "daemon/lab/faults/rig.py": 1,
-    "daemon/lab/faults/watch.py": 2,
-}
-
-#: daemon/ files that still import the database driver (the same rigs); exact, only shrinks
-DRIVER_LEFT = [
-    "daemon/lab/bench/e2e.py",
-    "daemon/lab/bench/env.py",
-    "daemon/lab/bench/latency.py",
-    "daemon/lab/bench/limits.py",
-    "daemon/lab/bench/queries.py",
-    "daemon/lab/faults/__init__.py",
-    "daemon/lab/faults/checker.py",
-    "daemon/lab/faults/cluster.py",
-    "daemon/lab/faults/rig.py",
-    "daemon/lab/faults/watch.py",
-]
-
-
 def test_sql_and_the_driver_stay_in_connectors():
     """The daemon asks the store (connectors/) and catches plantwatch's store errors
-    (connectors/errors.py): no SQL, no raw pool, no driver import in daemon/ outside the
-    measurement rigs listed above, and none at all outside daemon/lab/."""
-    assert sql_lines() == SQL_LEFT
-    assert driver_imports() == DRIVER_LEFT
-    assert all(p.startswith("daemon/lab/") for p in [*SQL_LEFT, *DRIVER_LEFT])
+    (connectors/errors.py); the benchmark and fault rigs in lab/ read their databases through
+    connectors/rig_db.py: no SQL, no raw pool, no driver import anywhere in daemon/."""
+    assert sql_lines() == {}
+    assert driver_imports() == []
+
+
+def test_the_checker_sees_sql_and_a_driver_import(tmp_path):
+    (tmp_path / "daemon" / "lab").mkdir(parents=True)
+    (tmp_path / "daemon" / "lab" / "rig.py").write_text(
+        "def f():\n    import asyncpg\n    return 'SELECT count(*) FROM readings'\n")
+    (tmp_path / "daemon" / "ok.py").write_text("# select the sensors, insert nothing\n")
+    assert sql_lines(tmp_path) == {"daemon/lab/rig.py": 1}
+    assert driver_imports(tmp_path) == ["daemon/lab/rig.py"]
 
 
 def test_no_reverse_imports():
@@ -91,8 +57,7 @@ def test_daemon_rooms_import_downward():
 
 
 def test_no_import_circles_between_modules():
-    found = [[short(m) for m in comp] for comp in circles(graph())]
-    assert found == KNOWN_CIRCLES
+    assert [[short(m) for m in comp] for comp in circles(graph())] == []
 
 
 def test_type_only_circles_stay_inside_one_room():

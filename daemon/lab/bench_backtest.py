@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import time
 
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plantwatch.connectors import pgcopy
+from plantwatch.connectors.rig_db import RigDb
 from plantwatch.connectors.services import PostgresInstance
 from plantwatch.connectors.store import Store
 
@@ -46,15 +46,14 @@ async def run(sensors: int, hours: int) -> dict:
             ids = await store.sync_registry(cfg.site, cfg.sensors)
             sid_of = np.array([ids[f"G{i}"] for i in range(sensors)], dtype=np.int32)
             rng = np.random.default_rng(1)
-            async with store.pool.acquire() as conn:
+            async with await RigDb.connect(pg.dsn) as db:
                 for h in range(hours):
                     t = T0 + h * 3600 + np.repeat(np.arange(3600.0), sensors)
                     col = np.tile(np.arange(sensors), 3600)
                     v = 1.0 + 0.1 * rng.standard_normal(len(t))
                     data = pgcopy.encode([("timestamptz", t), ("int4", sid_of[col]), ("float8", v),
                                           ("int2", np.zeros(len(t), np.int16))])
-                    await conn.copy_to_table("readings", source=io.BytesIO(data), format="binary",
-                                             columns=["time", "sensor_id", "value", "quality"])
+                    await db.copy_readings(data)
             n = hours * 3600 * sensors
             t0 = time.perf_counter()
             for h in range(hours):

@@ -27,25 +27,10 @@ import numpy as np
 
 from plantwatch.detectors import REGISTRY, SensorInfo
 
-from plantwatch.daemon.lab.security_sim import CASES, Scenario, TankSpec, simulate
+from plantwatch.daemon.lab.security_sim import CASES, WEEK, Scenario, TankSpec, detector_sets, simulate
 
-WEEK = 7 * 86400.0
 TANK = SensorInfo(id="TK-S", kind="level", unit="%", range_min=0.0, range_max=100.0, area="store")
 TEMP = SensorInfo(id="TT-S", kind="temperature", unit="degC", range_min=-40.0, range_max=80.0, area="store")
-
-
-def detector_sets(spec: TankSpec) -> dict[str, list[tuple[str, dict, bool]]]:
-    """Set name -> [(detector type, params, watches the temperature too)]."""
-    cap = spec.capacity
-    return {
-        "old": [("unexplained_loss", {"capacity": cap, "min_loss": 0.5, "window": 86400.0, "snapshots": 288}, False),
-                ("flatline", {"window": 600.0}, False)],
-        "new": [("unexplained_loss", {"capacity": cap, "min_loss": 0.5, "window": 3600.0}, False),
-                ("inventory_balance", {"capacity": cap, "accuracy": 0.01, "bucket": 300.0,
-                                       "temperature": {"TK-S": "TT-S"}, "expansion": {"TK-S": spec.beta},
-                                       "reference_temperature": spec.t_ref}, True),
-                ("inventory_integrity", {"frozen_after": 900.0, "silent_after": 600.0}, False)],
-    }
 
 
 @dataclass

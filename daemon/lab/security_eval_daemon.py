@@ -21,8 +21,7 @@ from plantwatch.connectors.wire import encode_batch
 
 from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.metrics import Metrics
-from plantwatch.daemon.lab.security_eval import WEEK, detector_sets
-from plantwatch.daemon.lab.security_sim import TankSpec, simulate
+from plantwatch.daemon.lab.security_sim import WEEK, TankSpec, detector_sets, simulate
 from plantwatch.daemon.service import Daemon, Endpoints
 
 PER_BATCH = 30  # timestamps per batch (two readings each)

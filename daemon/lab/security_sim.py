@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+WEEK = 7 * 86400.0
 CASES = ("normal", "siphon", "drawoff", "skim", "cover", "frozen", "replay", "late")
 
 
@@ -114,3 +115,17 @@ def simulate(case: str, hours: float, spec: TankSpec = TankSpec(), seed: int = 0
         tail = n - i0
         level[i0:] = np.resize(rec, tail)
     return Scenario(case, t, level, temp, mass, sorted(decl), ev, lost)
+
+
+def detector_sets(spec: TankSpec) -> dict[str, list[tuple[str, dict, bool]]]:
+    """Set name -> [(detector type, params, watches the temperature too)]."""
+    cap = spec.capacity
+    return {
+        "old": [("unexplained_loss", {"capacity": cap, "min_loss": 0.5, "window": 86400.0, "snapshots": 288}, False),
+                ("flatline", {"window": 600.0}, False)],
+        "new": [("unexplained_loss", {"capacity": cap, "min_loss": 0.5, "window": 3600.0}, False),
+                ("inventory_balance", {"capacity": cap, "accuracy": 0.01, "bucket": 300.0,
+                                       "temperature": {"TK-S": "TT-S"}, "expansion": {"TK-S": spec.beta},
+                                       "reference_temperature": spec.t_ref}, True),
+                ("inventory_integrity", {"frozen_after": 900.0, "silent_after": 600.0}, False)],
+    }

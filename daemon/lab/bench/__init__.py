@@ -4,7 +4,7 @@ Starts its own throwaway Mosquitto and PostgreSQL/TimescaleDB (fsync on unless `
 then measures, in order: the broker's raw QoS 1 rate and the database's raw COPY rate into the
 same readings table (1 and 2 connections); plantwatch end to end at 1,000, 10,000 and 50,000
 sensors (every reading counted in the database afterwards); latency at 50 % and 80 % of the measured
-maximum (publish → stored, publish → alarm raised; a phase without samples says why); a naive one-INSERT-per-reading subscriber; the
+maximum (publish → stored, publish → alarm raised; a phase without samples says why); a naive one-insert-per-reading subscriber; the
 daemon's peak RSS; dashboard queries over 7 days on a generated table. Prints a table (rich) and
 writes JSON with ``--json FILE``. CPU seconds per reading of the daemon, the database and the
 broker are reported too: on a shared, noisy machine they hold better than rates.
@@ -110,7 +110,7 @@ async def _main(args: argparse.Namespace) -> int:
                 for kind, why in r["why_empty"].items():
                     step(f"  [yellow]no {kind} latency sample: {why}[/yellow]")
         if "naive" not in skip:
-            step("naive baseline: one INSERT per reading")
+            step("naive baseline: one insert statement per reading")
             res["naive"] = await e2e.naive(svc, 10_000, 8.0 if quick else 20.0)
         if "queries" not in skip:
             step(f"queries: generating {qrows:,} rows over 7 days, rollups, dashboard queries")

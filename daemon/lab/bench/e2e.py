@@ -8,18 +8,15 @@ import uuid
 from pathlib import Path
 
 import aiomqtt
-import asyncpg
 
+from plantwatch.connectors.rig_db import RigDb
 from plantwatch.daemon.lab.bench.env import SITE, CpuMeter, Daemon, Services, new_port, site_yaml
 from plantwatch.daemon.lab.bench.load import LoadSpec, Publisher
 
 
 async def _count(dsn: str, table: str = "readings") -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
-    finally:
-        await conn.close()
+    async with await RigDb.connect(dsn) as db:
+        return await db.count(table)
 
 
 async def start_daemon(svc: Services, workdir: Path, n: int, *, name: str = "daemon", ingest: str = "",
@@ -111,10 +108,8 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
 
 
 async def naive(svc: Services, n: int, seconds: float) -> dict:
-    """The baseline: a plain subscriber (aiomqtt, QoS 1, automatic acks), json.loads, one INSERT
-    (autocommit) per reading."""
-    from datetime import datetime, timezone
-
+    """The baseline: a plain subscriber (aiomqtt, QoS 1, automatic acks), json.loads, one insert
+    statement (autocommit) per reading."""
     from plantwatch.connectors.store import Store
     from plantwatch.daemon.config.model import load_config_text
 
@@ -125,7 +120,7 @@ async def naive(svc: Services, n: int, seconds: float) -> dict:
         cfg = load_config_text(site_yaml(n, host="h", port=1, prefix=prefix, dsn=dsn, client_id="x", metrics_port=0))
         ids = await store.sync_registry(cfg.site, cfg.sensors)
         await store.close()
-        conn = await asyncpg.connect(dsn)
+        db = await RigDb.connect(dsn)
         count = 0
         async with aiomqtt.Client(svc.broker.host, svc.broker.port, identifier=f"naive-{uuid.uuid4().hex[:6]}") as c:
             await c.subscribe(f"{prefix}/{SITE}/+/readings", qos=1)
@@ -135,16 +130,14 @@ async def naive(svc: Services, n: int, seconds: float) -> dict:
             async for m in c.messages:
                 b = json.loads(m.payload)
                 for r in b["readings"]:
-                    await conn.execute("INSERT INTO readings (time, sensor_id, value, quality) VALUES ($1, $2, $3, 0)"
-                                       " ON CONFLICT DO NOTHING",
-                                       datetime.fromtimestamp(r["time"], timezone.utc), ids[r["sensor"]], r["value"])
+                    await db.insert_reading(r["time"], ids[r["sensor"]], r["value"])
                     count += 1
                 if time.perf_counter() - t0 >= seconds:
                     break
             el = time.perf_counter() - t0
             pub.stop()
-        rows = int(await conn.fetchval("SELECT count(*) FROM readings"))
-        await conn.close()
+        rows = await db.count("readings")
+        await db.close()
         return {"seconds": el, "rows": rows, "rate": rows / el}
     finally:
         await svc.drop_db(dsn)

@@ -13,9 +13,9 @@ import uuid
 
 from pathlib import Path
 
-import asyncpg
 import psutil
 
+from plantwatch.connectors.rig_db import create_database, drop_database
 from plantwatch.connectors.services import MosquittoInstance, PostgresInstance, free_port
 
 SITE = "benchsite"
@@ -125,20 +125,11 @@ class Services:
 
     async def fresh_db(self) -> str:
         name = f"bench_{uuid.uuid4().hex[:10]}"
-        conn = await asyncpg.connect(self.pg.admin_dsn)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
+        await create_database(self.pg.admin_dsn, name)
         return self.pg.dsn_for(name)
 
     async def drop_db(self, dsn: str) -> None:
-        name = dsn.rsplit("/", 1)[-1].split("?")[0]
-        conn = await asyncpg.connect(self.pg.admin_dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_database(self.pg.admin_dsn, dsn)
 
 
 class CliProcess:

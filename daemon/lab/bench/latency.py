@@ -18,13 +18,12 @@ import json
 import queue
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import aiomqtt
-import asyncpg
 import numpy as np
 
+from plantwatch.connectors.rig_db import QUERY_ERRORS, RigDb
 from plantwatch.daemon.lab.bench.e2e import start_daemon
 from plantwatch.daemon.lab.bench.env import SITE, Services
 from plantwatch.daemon.lab.bench.load import LoadSpec, Publisher
@@ -82,10 +81,9 @@ async def latency(svc: Services, workdir: Path, n: int, rate: float, seconds: fl
     facts = {"changes": 0, "raises": 0, "raises_in_window": 0, "probe_rows": 0}
     stop = asyncio.Event()
     try:
-        conn = await asyncpg.connect(dsn)
+        db = await RigDb.connect(dsn)
         probes_tags = [f"G{i}" for i in range(n // 2, n, max(1, n // 40)) if i % 5 < 3][:20]
-        rows = await conn.fetch("SELECT id, tag FROM sensors WHERE tag = ANY($1::text[])", probes_tags)
-        probe_ids = [r["id"] for r in rows]
+        probe_ids = list((await db.sensor_ids(probes_tags)).values())
         pub = Publisher(LoadSpec(svc.broker.host, svc.broker.port, prefix, SITE, n, duration=seconds + warmup,
                                  rate=rate, inject_per_s=inject_per_s, client_id=f"pub-{uuid.uuid4().hex[:6]}"))
         t_begin = time.time()
@@ -115,20 +113,18 @@ async def latency(svc: Services, workdir: Path, n: int, rate: float, seconds: fl
             since = t_begin + warmup
             try:
                 while not stop.is_set():
-                    rs = await conn.fetch("SELECT sensor_id, extract(epoch FROM time)::float8 AS t FROM readings"
-                                          " WHERE sensor_id = ANY($1::int[]) AND time > $2",
-                                          probe_ids, datetime.fromtimestamp(since, timezone.utc))
+                    rs = await db.times_after(probe_ids, since)
                     now = time.time()
                     facts["probe_rows"] += len(rs)
-                    for r in rs:
-                        if r["t"] > last[r["sensor_id"]]:
-                            store_lat.append(now - r["t"])
-                            last[r["sensor_id"]] = r["t"]
+                    for sensor_id, t in rs:
+                        if t > last[sensor_id]:
+                            store_lat.append(now - t)
+                            last[sensor_id] = t
                     if last:
                         since = min(last.values())
                     d.sample_rss()
                     await asyncio.sleep(0.02)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+            except QUERY_ERRORS as e:
                 errors["store"] = f"{type(e).__name__}: {e}"
 
         ta = asyncio.create_task(alarms())
@@ -153,7 +149,7 @@ async def latency(svc: Services, workdir: Path, n: int, rate: float, seconds: fl
         await ts
         ta.cancel()
         await asyncio.gather(ta, return_exceptions=True)
-        await conn.close()
+        await db.close()
         m = d.metrics()
         out = {"sensors": n, "rate_target": rate,
                "rate_sent": res["sent"] / max(1e-9, res["t_end"] - res["t_start"]),

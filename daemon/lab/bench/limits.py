@@ -3,7 +3,6 @@ raw COPY rate into the same readings table."""
 from __future__ import annotations
 
 import asyncio
-import io
 import shutil
 import subprocess
 import tempfile
@@ -11,11 +10,11 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import msgspec
 import numpy as np
 
 from plantwatch.connectors import pgcopy
+from plantwatch.connectors.rig_db import RigDb
 from plantwatch.connectors.store import Store
 
 from plantwatch.daemon.lab.bench.env import SITE, CpuMeter, Services, _tag, base_value
@@ -130,26 +129,24 @@ async def copy_limit(svc: Services, *, connections: int, seconds: float, batch: 
                 mine.append(pgcopy.encode([("timestamptz", t), ("int4", sid), ("float8", np.ones(batch)),
                                            ("int2", np.zeros(batch, np.int16))]))
             encoded.append(mine)
-        conns = [await asyncpg.connect(dsn) for _ in range(connections)]
+        conns = [await RigDb.connect(dsn) for _ in range(connections)]
         meter = CpuMeter(svc)
         done = [0] * connections
         stop_at = time.perf_counter() + seconds
 
         async def run(i: int) -> None:
-            conn = conns[i]
+            db = conns[i]
             for data in encoded[i]:
                 if time.perf_counter() >= stop_at:
                     break
-                async with conn.transaction():
-                    await conn.copy_to_table("readings", source=io.BytesIO(data), format="binary",
-                                             columns=["time", "sensor_id", "value", "quality"])
+                await db.copy_readings(data, transaction=True)
                 done[i] += batch
 
         t0 = time.perf_counter()
         await asyncio.gather(*(run(i) for i in range(connections)))
         el = time.perf_counter() - t0
         cpu = meter.done()
-        rows = int(await conns[0].fetchval("SELECT count(*) FROM readings"))
+        rows = await conns[0].count("readings")
         for c in conns:
             await c.close()
         assert rows == sum(done)

@@ -1,55 +1,22 @@
 """Dashboard queries over 7 days, on a readings table of tens of millions of rows generated with
 binary COPY, using the rollups plantwatch maintains itself (``Store.refresh_rollups`` for
-minutes, ``Store.refresh_hourly`` for hours)."""
+minutes, ``Store.refresh_hourly`` for hours). The queries are the dashboards' own
+(``connectors/rig_db.py``, ``DASHBOARD_SQL``)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import time
-from datetime import datetime, timezone
 
-import asyncpg
 import numpy as np
 
 from plantwatch.connectors import pgcopy
+from plantwatch.connectors.rig_db import RigDb
 from plantwatch.connectors.store import Store
 from plantwatch.daemon.config.model import load_config_text
 
 from plantwatch.daemon.lab.bench.env import N_AREAS, CpuMeter, Services, site_yaml
 
 DAY = 86400.0
-
-#: an area's sensors, hourly, over [from, to): closed hours from readings_1h, the current hour
-#: from readings_1m (what a Grafana panel over 7 days asks for)
-AREA_SQL = """
-WITH ids AS (SELECT id FROM sensors WHERE area_id = $1)
-SELECT bucket, sensor_id, avg, min, max FROM readings_1h
- WHERE sensor_id IN (SELECT id FROM ids) AND bucket >= $2 AND bucket < date_trunc('hour', $3::timestamptz)
-UNION ALL
-SELECT date_trunc('hour', bucket), sensor_id, sum(avg * n) / sum(n), min(min), max(max) FROM readings_1m
- WHERE sensor_id IN (SELECT id FROM ids) AND bucket >= greatest($2, date_trunc('hour', $3::timestamptz)) AND bucket < $3
- GROUP BY 1, 2
-ORDER BY 1, 2
-"""
-
-#: the whole site, one series per area, hourly, over [from, to)
-SITE_SQL = """
-SELECT b, area_id, sum(s) / sum(n) AS avg, min(mn) AS min, max(mx) AS max FROM (
-  SELECT h.bucket AS b, h.sensor_id, h.avg * h.n AS s, h.n, h.min AS mn, h.max AS mx FROM readings_1h h
-   WHERE h.bucket >= $1 AND h.bucket < date_trunc('hour', $2::timestamptz)
-  UNION ALL
-  SELECT date_trunc('hour', m.bucket), m.sensor_id, m.avg * m.n, m.n, m.min, m.max FROM readings_1m m
-   WHERE m.bucket >= greatest($1, date_trunc('hour', $2::timestamptz)) AND m.bucket < $2
-) x JOIN sensors s ON s.id = x.sensor_id
-GROUP BY b, area_id ORDER BY b, area_id
-"""
-
-#: one sensor, raw readings, last hour (the drill-down panel)
-RAW_SQL = "SELECT time, value FROM readings WHERE sensor_id = $1 AND time >= $2 AND time < $3 ORDER BY time"
-
-
-def _ts(t: float) -> datetime:
-    return datetime.fromtimestamp(t, timezone.utc)
 
 
 async def dashboards(svc: Services, *, rows: int, sensors: int = 2000, days: float = 7.0, runs: int = 20) -> dict:
@@ -88,10 +55,9 @@ async def dashboards(svc: Services, *, rows: int, sensors: int = 2000, days: flo
                 await queue.put(None)
 
         async def loader() -> None:
-            async with store.pool.acquire() as conn:
+            async with await RigDb.connect(dsn) as db:
                 while (data := await queue.get()) is not None:
-                    await conn.copy_to_table("readings", source=io.BytesIO(data), format="binary",
-                                             columns=["time", "sensor_id", "value", "quality"])
+                    await db.copy_readings(data)
 
         await asyncio.gather(producer(), loader(), loader())
         gen_s = time.perf_counter() - t_gen
@@ -106,32 +72,31 @@ async def dashboards(svc: Services, *, rows: int, sensors: int = 2000, days: flo
             d += DAY
         roll_s = time.perf_counter() - t_roll
         roll_cpu = meter.done()["db"]
-        async with store.pool.acquire() as conn:
-            await conn.execute("ANALYZE readings; ANALYZE readings_1m; ANALYZE readings_1h; ANALYZE sensors")
-            n_rows = await conn.fetchval("SELECT count(*) FROM readings")
-            n_1m = await conn.fetchval("SELECT count(*) FROM readings_1m")
-            n_1h = await conn.fetchval("SELECT count(*) FROM readings_1h")
+        async with await RigDb.connect(dsn) as db:
+            await db.analyze()
+            n_rows = await db.count("readings")
+            n_1m = await db.count("readings_1m")
+            n_1h = await db.count("readings_1h")
             out = {"rows": int(n_rows), "sensors": sensors, "days": days, "rollup_1m_rows": int(n_1m),
                    "rollup_1h_rows": int(n_1h), "generate_s": gen_s, "generate_rows_per_s": n_rows / gen_s,
                    "rollup_s": roll_s, "rollup_db_cpu_us_per_row": roll_cpu / max(1, n_rows) * 1e6,
                    "timescaledb": bool(store.timescale.get("available"))}
             # the dashboards' "to" is a little inside the data, so the current-hour branch has rows
-            to = _ts(t_end - 600)
-            frm = _ts(t_end - 600 - days * DAY)
-            for name, sql, args in [
-                ("area_7d", AREA_SQL, lambda i: (f"A{i % N_AREAS}", frm, to)),
-                ("site_7d", SITE_SQL, lambda i: (frm, to)),
-                ("sensor_raw_1h", RAW_SQL, lambda i: (int(sid_all[(i * 97) % sensors]), _ts(t_end - 3600 - i * 60),
-                                                      _ts(t_end - i * 60))),
+            to = float(t_end - 600)
+            frm = float(t_end - 600 - days * DAY)
+            for name, query, args in [
+                ("area_7d", "area", lambda i: (f"A{i % N_AREAS}", frm, to)),
+                ("site_7d", "site", lambda i: (frm, to)),
+                ("sensor_raw_1h", "sensor_raw", lambda i: (int(sid_all[(i * 97) % sensors]), float(t_end - 3600 - i * 60),
+                                                           float(t_end - i * 60))),
             ]:
-                await conn.fetch(sql, *args(0))  # plan and warm once
+                await db.dashboard_query(query, *args(0))  # plan and warm once
                 lat = []
                 nret = 0
                 for i in range(runs):
                     a = time.perf_counter()
-                    r = await conn.fetch(sql, *args(i))
+                    nret = await db.dashboard_query(query, *args(i))
                     lat.append(time.perf_counter() - a)
-                    nret = len(r)
                 out[name] = {"p50_ms": float(np.percentile(lat, 50)) * 1e3, "p95_ms": float(np.percentile(lat, 95)) * 1e3,
                              "rows_returned": nret, "runs": runs}
         await store.close()

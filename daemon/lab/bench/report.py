@@ -120,7 +120,7 @@ def render(res: dict, console: Console | None = None) -> None:
                       f"p99 {tgt} {_ok(v.get(vk))}" if half else "")
     if naive:
         t.add_section()
-        t.add_row("naive baseline (1 INSERT/reading)", f"{naive:,.0f} readings/s", f"{res['naive']['rows']:,} rows", "")
+        t.add_row("naive baseline (1 insert/reading)", f"{naive:,.0f} readings/s", f"{res['naive']['rows']:,} rows", "")
     q = res.get("queries")
     if q:
         t.add_section()

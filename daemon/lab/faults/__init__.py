@@ -32,8 +32,9 @@ from pathlib import Path
 from plantwatch.daemon.lab.bench.env import Services, machine
 
 from plantwatch.daemon.lab.faults import checker
-from plantwatch.daemon.lab.faults.rig import LIMIT_DETECTOR, Rig, Settings
+from plantwatch.daemon.lab.faults.rig import LIMIT_DETECTOR, Rig, select, settings
 from plantwatch.daemon.lab.faults.single import Single, catalogue
+from plantwatch.daemon.lab.faults.watch import drain
 
 
 def build_parser(prog: str = "plantwatch faults") -> argparse.ArgumentParser:
@@ -56,13 +57,6 @@ def build_parser(prog: str = "plantwatch faults") -> argparse.ArgumentParser:
     p.add_argument("--fast-db", action="store_true", help="fsync off (not honest for a storage figure; reported)")
     p.add_argument("--json", metavar="FILE", help="write everything (rows, events, crossings) as JSON")
     return p
-
-
-def settings(args: argparse.Namespace) -> Settings:
-    q = args.quick
-    return Settings(rate=args.rate or (5_000.0 if q else 20_000.0), collectors=args.collectors or (5 if q else 20),
-                    per_collector=args.per_collector, settle=args.settle if args.settle is not None else (2.0 if q else 5.0),
-                    baseline=3.0 if q else 10.0, recovered_lag=args.recovered_lag)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,14 +120,6 @@ async def measure_limits(svc: Services, *, quick: bool, step) -> dict:
     return {"broker_readings_per_s": b["readings_per_s"], "broker_client": b["client"], "copy2_rows_per_s": c["rows_per_s"]}
 
 
-def select(names: str, known: list[str]) -> list[str]:
-    want = [x for x in names.split(",") if x]
-    bad = [x for x in want if x not in known]
-    if bad:
-        raise ValueError(f"unknown fault(s) {', '.join(bad)}; known: {', '.join(known)}")
-    return [k for k in known if not want or k in want]
-
-
 async def run_single(args: argparse.Namespace, svc: Services, workdir: Path, step) -> dict:
     faults = catalogue(quick=args.quick, outage=args.outage, kills=args.kills)
     chosen = select(args.only, [f.name for f in faults])
@@ -171,7 +157,7 @@ async def run_single(args: argparse.Namespace, svc: Services, workdir: Path, ste
                 await asyncio.sleep(st.settle)
         step("stopping the collectors; waiting for the store to drain")
         summary, ledger = await asyncio.to_thread(rig.pub.finish)
-        await drain(rig, ledger)
+        await drain(rig.admin_dsn, ledger)
         rc = await asyncio.to_thread(d.terminate, 60)
         step(f"daemon stopped (exit code {rc}); checking {summary['sent']:,} readings row by row")
         return await verify(rig, ledger, summary, labels, events, step) | {"final_exit_code": rc}
@@ -179,30 +165,6 @@ async def run_single(args: argparse.Namespace, svc: Services, workdir: Path, ste
         if d is not None:
             d.kill()
         await rig.close()
-
-
-async def drain(rig: Rig, ledger, timeout: float = 300.0, still: float = 15.0) -> int:
-    """Wait until the database holds as many readings of the run as the broker acknowledged, or
-    the count stops moving for ``still`` seconds."""
-    import asyncpg
-
-    want = int(ledger.acked.sum()) * ledger.per_collector
-    conn = await asyncpg.connect(rig.admin_dsn)
-    try:
-        end = time.monotonic() + timeout
-        last, since = -1, time.monotonic()
-        while time.monotonic() < end:
-            n = await conn.fetchval("SELECT count(*) FROM readings")
-            if n >= want:
-                return n
-            if n != last:
-                last, since = n, time.monotonic()
-            elif time.monotonic() - since > still:
-                return n
-            await asyncio.sleep(1.0)
-        return last
-    finally:
-        await conn.close()
 
 
 async def verify(rig: Rig, ledger, summary: dict, labels: dict[int, str], events: list, step) -> dict:

@@ -17,42 +17,25 @@ its alarm seen on MQTT, or its row in ``alarms``, is still active after the sens
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
-import asyncpg
 import numpy as np
+
+from plantwatch.connectors.rig_db import RigDb
 
 from plantwatch.daemon.lab.faults.ledger import Ledger
 
-#: binary COPY of (int4, float8) rows: field count, then length + value per field
-_ROW = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("sid", ">i4"), ("l2", ">i4"), ("t", ">f8")])
-_HEADER = 19  # signature (11), flags (4), header extension length (4)
-
-
 async def stored_rows(dsn: str, since: float) -> tuple[np.ndarray, np.ndarray]:
     """(sensor id, epoch time) of every reading stored at or after ``since``."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        buf = io.BytesIO()
-        await conn.copy_from_query("SELECT sensor_id, extract(epoch FROM time)::float8 FROM readings"
-                                   " WHERE time >= to_timestamp($1)", since - 1.0, output=buf, format="binary")
-    finally:
-        await conn.close()
-    raw = buf.getvalue()
-    body = raw[_HEADER:len(raw) - 2]  # trailer: int16 -1
-    rows = np.frombuffer(body, dtype=_ROW)
-    return rows["sid"].astype(np.int64), rows["t"].astype(np.float64)
+    async with await RigDb.connect(dsn) as db:
+        return await db.stored_times(since)
 
 
 async def sensor_index(dsn: str) -> dict[int, int]:
     """Database sensor id -> index in the generated site (tags G12, P13, T14 -> 12, 13, 14)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT id, tag FROM sensors")
-    finally:
-        await conn.close()
-    return {r["id"]: int(r["tag"][1:]) for r in rows if r["tag"][:1] in "GPT" and r["tag"][1:].isdigit()}
+    async with await RigDb.connect(dsn) as db:
+        ids = await db.sensor_ids()
+    return {i: int(tag[1:]) for tag, i in ids.items() if tag[:1] in "GPT" and tag[1:].isdigit()}
 
 
 @dataclass
@@ -143,18 +126,12 @@ def match_alarms(crossings: list[Crossing], changes: list[tuple[float, dict]], d
 
 async def record_alarms(dsn: str, crossings: list[Crossing], db_id: dict[int, int], *, detector: str) -> None:
     """Fill ``recorded`` and add the database's view to ``left_active``."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT a.sensor_id, extract(epoch FROM c.time)::float8 AS t FROM alarm_changes c"
-            " JOIN alarms a ON a.id = c.alarm_id WHERE a.detector_id = $1 AND c.to_state = 'unack'", detector)
-        active = {r["sensor_id"] for r in await conn.fetch(
-            "SELECT sensor_id FROM alarms WHERE detector_id = $1 AND active", detector)}
-    finally:
-        await conn.close()
+    async with await RigDb.connect(dsn) as db:
+        raises = await db.alarm_raises(detector)
+        active = await db.active_alarm_sensors(detector)
     by_sensor: dict[int, list[float]] = {}
-    for r in rows:
-        by_sensor.setdefault(r["sensor_id"], []).append(r["t"])
+    for sensor_id, t in raises:
+        by_sensor.setdefault(sensor_id, []).append(t)
     last_crossing: dict[int, Crossing] = {}
     for c in crossings:
         sid = db_id.get(c.sensor)
@@ -169,19 +146,13 @@ async def record_alarms(dsn: str, crossings: list[Crossing], db_id: dict[int, in
 async def self_check(dsn: str, ledger: Ledger, index: dict[int, int], before: ReadingCheck, n: int = 5) -> dict:
     """Delete ``n`` stored readings of the run and check again: the checker must count exactly
     ``n`` more readings missing. Proves, in every run, that a loss would have been seen."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT sensor_id, time FROM readings WHERE time >= to_timestamp($1)"
-                                " ORDER BY time DESC LIMIT $2", ledger.t0 + 1.0 + 0.5 * ledger.ticks * ledger.period, n)
-        for r in rows:
-            await conn.execute("DELETE FROM readings WHERE sensor_id = $1 AND time = $2", r["sensor_id"], r["time"])
-    finally:
-        await conn.close()
+    async with await RigDb.connect(dsn) as db:
+        deleted = await db.delete_newest_readings(ledger.t0 + 1.0 + 0.5 * ledger.ticks * ledger.period, n)
     sid, t = await stored_rows(dsn, ledger.t0)
     after = check_readings(ledger, sid, t, index)
 
     def missing(c: ReadingCheck) -> int:
         return c.total["lost"] + c.total["unacked_missing"]
 
-    return {"deleted": len(rows), "missing_before": missing(before), "missing_after": missing(after),
-            "ok": missing(after) - missing(before) == len(rows) > 0}
+    return {"deleted": deleted, "missing_before": missing(before), "missing_after": missing(after),
+            "ok": missing(after) - missing(before) == deleted > 0}

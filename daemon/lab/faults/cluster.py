@@ -24,13 +24,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
-
+from plantwatch.connectors.rig_db import RigDb
 from plantwatch.daemon.lab.bench.env import Daemon, Services
 
 from plantwatch.daemon.lab.faults import checker
-from plantwatch.daemon.lab.faults.rig import LIMIT_DETECTOR, Rig, Settings, signal_tree, wait_exit
-from plantwatch.daemon.lab.faults.watch import DB_ERRORS
+from plantwatch.daemon.lab.faults.rig import LIMIT_DETECTOR, Rig, select, settings, signal_tree, wait_exit
+from plantwatch.daemon.lab.faults.watch import DB_ERRORS, drain
 
 NAMES = ("pw-a", "pw-b", "pw-c")
 #: the failover faults in the order they run (``--only`` names)
@@ -81,22 +80,20 @@ class Cluster:
         return {k: (h, e) for k, (h, e, x) in self.leases.items() if x > now}
 
     async def watch_leases(self) -> None:
-        conn: asyncpg.Connection | None = None
+        db: RigDb | None = None
         while True:
             try:
-                if conn is None:
-                    conn = await asyncio.wait_for(asyncpg.connect(self.rig.admin_dsn), 2)
-                rows = await asyncio.wait_for(conn.fetch(
-                    "SELECT partition, holder, epoch, extract(epoch FROM expires_at)::float8 AS x FROM partition_leases"), 2)
-                leases = {r["partition"]: (r["holder"], r["epoch"], r["x"]) for r in rows}
+                if db is None:
+                    db = await RigDb.connect(self.rig.admin_dsn, timeout=2)
+                leases = await asyncio.wait_for(db.partition_leases(), 2)
                 for k, (h, e, _) in leases.items():
                     if self.leases.get(k, (None, None))[:2] != (h, e):
                         self.history.append((time.time(), k, h, e))
                 self.leases = leases
             except DB_ERRORS:
-                if conn is not None:
-                    conn.terminate()
-                    conn = None
+                if db is not None:
+                    db.terminate()
+                    db = None
             for n, d in self.d.items():
                 p = d.proc
                 if p is not None and p.poll() is not None and id(p) not in self._seen_exit:
@@ -194,8 +191,6 @@ class Cluster:
 
 
 async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, step) -> dict:
-    from plantwatch.daemon.lab.faults import drain, select, settings
-
     q = args.quick
     st = settings(args)
     if args.rate is None:
@@ -313,7 +308,7 @@ async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, st
         await asyncio.sleep(3.0)
         step("stopping the collectors; waiting for the store to drain")
         summary, ledger = await asyncio.to_thread(rig.pub.finish)
-        await drain(rig, ledger)
+        await drain(rig.admin_dsn, ledger)
         await asyncio.sleep(2.0)  # the last alarm changes
         finals = await asyncio.gather(*(cl.stop(n, "term") for n in NAMES))
         step("instances stopped: " + "; ".join(finals))

@@ -3,6 +3,7 @@ database set up as a site's administrator does it, the simulated collectors with
 alarm subscriber and a freshness probe."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -11,10 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import psutil
 
 from plantwatch.connectors.db_setup import provision
+from plantwatch.connectors.rig_db import RigDb
 from plantwatch.connectors.tcp_proxy import PgCopyWatch, TcpProxy
 from plantwatch.daemon.lab.bench.env import SITE, Daemon, Services, new_port, site_yaml
 
@@ -92,12 +93,9 @@ class Rig:
 
     async def start_load(self) -> None:
         """Once the daemon has registered the sensors: the probe and the collectors."""
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            rows = await conn.fetch("SELECT id, tag FROM sensors")
-        finally:
-            await conn.close()
-        self.db_ids = {int(r["tag"][1:]): r["id"] for r in rows if r["tag"][1:].isdigit()}
+        async with await RigDb.connect(self.admin_dsn) as db:
+            ids = await db.sensor_ids()
+        self.db_ids = {int(tag[1:]): i for tag, i in ids.items() if tag[1:].isdigit()}
         per = self.st.per_collector
         probes = [self.db_ids[c * per + per - 1] for c in range(self.st.collectors)]
         self.fresh = Freshness(self.admin_dsn, probes)
@@ -160,3 +158,18 @@ def wait_exit(d: Daemon, timeout: float) -> int | None:
             return rc
         time.sleep(0.05)
     return None
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    q = args.quick
+    return Settings(rate=args.rate or (5_000.0 if q else 20_000.0), collectors=args.collectors or (5 if q else 20),
+                    per_collector=args.per_collector, settle=args.settle if args.settle is not None else (2.0 if q else 5.0),
+                    baseline=3.0 if q else 10.0, recovered_lag=args.recovered_lag)
+
+
+def select(names: str, known: list[str]) -> list[str]:
+    want = [x for x in names.split(",") if x]
+    bad = [x for x in want if x not in known]
+    if bad:
+        raise ValueError(f"unknown fault(s) {', '.join(bad)}; known: {', '.join(known)}")
+    return [k for k in known if not want or k in want]

@@ -8,13 +8,13 @@ import logging
 import time
 
 import aiomqtt
-import asyncpg
+
+from plantwatch.connectors.rig_db import QUERY_ERRORS, RigDb
 
 log = logging.getLogger(__name__)
 
-#: what a query of a database that is stopped, frozen or restarting raises (asyncpg reports a
-#: connection closed under a running query as an InternalClientError)
-DB_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+#: what a query of a database that is stopped, frozen or restarting raises
+DB_ERRORS = QUERY_ERRORS
 
 
 class AlarmWatch:
@@ -53,9 +53,6 @@ class Freshness:
     """How far behind the store is: ``now`` minus the newest stored reading of the probe sensor
     that is furthest behind (one probe per collector), polled every ``every`` seconds."""
 
-    QUERY = ("SELECT min(t) FROM (SELECT (SELECT extract(epoch FROM time)::float8 FROM readings"
-             " WHERE sensor_id = s ORDER BY time DESC LIMIT 1) AS t FROM unnest($1::int[]) AS s) x")
-
     def __init__(self, dsn: str, probe_ids: list[int], *, every: float = 0.25, timeout: float = 2.0):
         self.dsn = dsn
         self.probe_ids = probe_ids
@@ -68,19 +65,19 @@ class Freshness:
         return float("inf") if self.newest is None else time.time() - self.newest
 
     async def run(self) -> None:
-        conn: asyncpg.Connection | None = None
+        db: RigDb | None = None
         while True:
             try:
-                if conn is None:
-                    conn = await asyncio.wait_for(asyncpg.connect(self.dsn), self.timeout)
-                t = await asyncio.wait_for(conn.fetchval(self.QUERY, self.probe_ids), self.timeout)
+                if db is None:
+                    db = await RigDb.connect(self.dsn, timeout=self.timeout)
+                t = await asyncio.wait_for(db.newest_of(self.probe_ids), self.timeout)
                 if t is not None:
                     self.newest = t
             except DB_ERRORS:
                 self.errors += 1
-                if conn is not None:
-                    conn.terminate()
-                    conn = None
+                if db is not None:
+                    db.terminate()
+                    db = None
             await asyncio.sleep(self.every)
 
     async def until_fresh(self, limit: float, timeout: float, *, after: float, hold: float = 0.5) -> float | None:
@@ -98,3 +95,22 @@ class Freshness:
                 since = None
             await asyncio.sleep(self.every / 2)
         return None
+
+
+async def drain(admin_dsn: str, ledger, timeout: float = 300.0, still: float = 15.0) -> int:
+    """Wait until the database holds as many readings of the run as the broker acknowledged, or
+    the count stops moving for ``still`` seconds."""
+    want = int(ledger.acked.sum()) * ledger.per_collector
+    async with await RigDb.connect(admin_dsn) as db:
+        end = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < end:
+            n = await db.count("readings")
+            if n >= want:
+                return n
+            if n != last:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since > still:
+                return n
+            await asyncio.sleep(1.0)
+        return last
