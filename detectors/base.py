@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .decide import Decider
 
@@ -67,6 +67,30 @@ class DetectorParams(BaseModel):
     infinite numbers (YAML's ``.nan`` / ``.inf`` would otherwise silently disable a threshold)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: what the debounce parameters mean (docs/detectors.md says it per detector)
+ON_DELAY = "seconds a condition must persist before alarming"
+OFF_DELAY = "seconds a condition must be gone before it clears"
+CLEAR_RATIO = "a held condition clears below clear_ratio times its limit"
+
+
+def debounce(*, on_delay: float | None = 0.0, off_delay: float | None = 0.0, clear_ratio: float | None = None,
+             longest: int = 3600, longest_on: int | None = None, off_text: str = OFF_DELAY) -> type[DetectorParams]:
+    """The debounce block of a detector's parameters, declared once: a detector's ``Params``
+    subclass the model this returns. ``on_delay`` and ``off_delay`` are their defaults (None: the
+    detector has no such parameter), at most ``longest`` seconds (``longest_on`` for ``on_delay``
+    where that differs); ``clear_ratio`` (hysteresis: a held condition clears below this fraction
+    of its limit) only where a default is given. The decision stages take them as they are
+    (detectors/decide.py)."""
+    fields: dict[str, Any] = {}
+    if on_delay is not None:
+        fields["on_delay"] = (float, Field(on_delay, ge=0, le=longest_on or longest, description=ON_DELAY))
+    if off_delay is not None:
+        fields["off_delay"] = (float, Field(off_delay, ge=0, le=longest, description=off_text))
+    if clear_ratio is not None:
+        fields["clear_ratio"] = (float, Field(clear_ratio, gt=0, le=1, description=CLEAR_RATIO))
+    return create_model("Debounce", __base__=DetectorParams, **fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,22 +21,20 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, LevelsDecider
 from .registry import register
 
 MAD_TO_SIGMA = 1.4826
 
 
-class CusumParams(DetectorParams):
+class CusumParams(debounce(off_delay=300.0, longest=86400)):
     k: float = Field(0.5, ge=0, le=10, description="allowance in sigmas (half the shift to detect)")
     h: float = Field(5.0, gt=0, le=100, description="decision interval in sigmas")
     warmup: int = Field(100, ge=10, le=500, description="normal readings for the robust mu and sigma")
     adapt: float = Field(0.0, ge=0, le=0.1, description="rate at which mu and sigma follow normal readings after warm-up (0 = frozen)")
     reset: bool = Field(True, description="restart the sums at 0 after each signal")
     min_scale: float = Field(1e-9, gt=0, description="floor of sigma, in sensor units")
-    on_delay: float = Field(0.0, ge=0, le=86400, description="seconds a signal must persist before alarming")
-    off_delay: float = Field(300.0, ge=0, le=86400, description="seconds without a signal before the condition clears")
 
 
 @register

@@ -21,20 +21,17 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, LevelsDecider
 from .registry import register
 
 
-class EwmaParams(DetectorParams):
+class EwmaParams(debounce(clear_ratio=0.8, longest=86400)):
     lam: float = Field(0.1, gt=0, le=1, description="weight of the newest deviation in the chart statistic (lambda)")
     L: float = Field(3.0, gt=0, le=50, description="control limit, in sigmas of the chart statistic")
     baseline_alpha: float = Field(0.001, gt=0, le=0.5, description="EWMA rate of the slow baseline, per reading")
     warmup: int = Field(100, ge=10, le=1_000_000, description="readings to learn baseline and sigma before charting")
     min_scale: float = Field(1e-9, gt=0, description="floor of sigma, in sensor units")
-    clear_ratio: float = Field(0.8, gt=0, le=1, description="condition clears below L * clear_ratio")
-    on_delay: float = Field(0.0, ge=0, le=86400, description="seconds beyond the limit before alarming")
-    off_delay: float = Field(0.0, ge=0, le=86400, description="seconds back within limits before clearing")
 
 
 @register

@@ -36,14 +36,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams, SensorInfo
+from .base import Detector, SensorInfo, debounce
 from .decide import BandDecider, Decider
 from .registry import register
 
 NE43_LOW, NE43_HIGH = 3.8, 20.5  # NAMUR NE43 measurement-information band, mA
 
 
-class FaultCodeParams(DetectorParams):
+class FaultCodeParams(debounce()):
     signal: Literal["mA", "scaled"] = Field("mA", description="mA: value is the loop current; scaled: engineering units over the sensor's range")
     failure_below: float = Field(2.4, ge=0, le=4, description="mA below which the instrument has failed (dead, open loop)")
     fault_below: float = Field(3.6, ge=0, le=4, description="mA below which the transmitter signals a fault (NE43: <= 3.6)")
@@ -53,8 +53,6 @@ class FaultCodeParams(DetectorParams):
     sentinels: list[float] = Field(default_factory=list, max_length=16, description="readings that mean fault, matched exactly")
     nan_is_fault: bool = Field(False, description="report NaN readings as fault")
     deadband: float = Field(0.05, ge=0, le=1, description="mA a reading must move back past a band edge before it clears")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds a fault signal must persist before it is declared")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds back in the measurement band before clearing")
 
     @model_validator(mode="after")
     def _check(self):

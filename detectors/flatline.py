@@ -22,17 +22,16 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, ThresholdDecider
 from .registry import register
 
 
-class FlatlineParams(DetectorParams):
+class FlatlineParams(debounce(on_delay=None)):
     window: float = Field(600.0, ge=1, le=7 * 86400, description="seconds without change before the flatline condition")
     tolerance: float = Field(0.0, ge=0, description="max - min at or below this counts as no change (sensor units)")
     min_changes: int = Field(20, ge=1, le=1_000_000, description="changes seen before a sensor counts as one that varies")
     min_readings: int = Field(3, ge=2, le=100_000, description="readings a run needs before it can count as stuck")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds of change before the condition clears")
 
 
 @register

@@ -47,7 +47,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import MEASUREMENTS, Detector, DetectorParams, SensorInfo
+from .base import MEASUREMENTS, Detector, SensorInfo, debounce
 from .decide import Decider, LevelsDecider
 from .presets_gas import EXPOSURE_PRESETS, PPM_FACTORS, exposure_preset
 from .registry import register
@@ -56,7 +56,7 @@ _EMPTY = -(2 ** 40)  # bucket id of a ring that has never been written
 _CLIP = 1e15
 
 
-class GasExposureParams(DetectorParams):
+class GasExposureParams(debounce(clear_ratio=0.9)):
     preset: Literal["H2S", "NH3", "Cl2"] | None = Field(
         None, description="gas whose ACGIH TWA/STEL and NIOSH IDLH limits to use (presets_gas.py)")
     twa: float | None = Field(None, gt=0, description="8-h TWA limit (overrides the preset; sensor units without one)")
@@ -67,9 +67,6 @@ class GasExposureParams(DetectorParams):
     stel_minutes: float = Field(15.0, ge=1, le=240, description="STEL averaging time, minutes")
     stel_buckets: int = Field(15, ge=3, le=240, description="buckets in the STEL ring")
     max_hold: float = Field(300.0, gt=0, le=3600, description="seconds a reading counts for at most, if no newer one comes")
-    clear_ratio: float = Field(0.9, gt=0, le=1, description="a condition clears when its ratio falls below this")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds a limit must be exceeded before alarming")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds below the clear ratio before clearing")
 
     @model_validator(mode="after")
     def _check(self):

@@ -73,7 +73,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams, Output
+from .base import Detector, DetectorParams, Output, debounce
 from .decide import Decider
 
 #: standardised values are clipped to this, so hostile input (1e308) keeps scores finite
@@ -82,7 +82,7 @@ Z_CLIP = 1e6
 SCORE_CAP = 1e12
 
 
-class GroupParams(DetectorParams):
+class GroupParams(debounce(on_delay=None, off_delay=None, clear_ratio=0.8)):
     step: float | None = Field(None, gt=0, le=86400,
                                description="seconds between rows (clocked mode); null: a row whenever every member has reported")
     max_age: float = Field(3600.0, gt=0, le=30 * 86400,
@@ -92,7 +92,6 @@ class GroupParams(DetectorParams):
     refit_every: int = Field(200, ge=0, le=1_000_000, description="refit after this many newly learned rows; 0: never refit")
     confirm_rows: int = Field(3, ge=1, le=1000, description="consecutive rows over the limit before the condition is raised")
     clear_rows: int = Field(2, ge=1, le=1000, description="consecutive rows below clear_ratio*limit before it clears")
-    clear_ratio: float = Field(0.8, gt=0, le=1, description="the condition clears below clear_ratio times the limit")
     severe: float = Field(3.0, gt=1, le=1e6, description="score (multiples of the limit) of the severe condition")
     min_scale: float = Field(1e-9, gt=0, description="floor of a member's standard deviation (sensor units)")
 

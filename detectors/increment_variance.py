@@ -29,21 +29,18 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, LevelsDecider
 from .registry import register
 
 
-class IncrementVarianceParams(DetectorParams):
+class IncrementVarianceParams(debounce(clear_ratio=0.8, longest=86400)):
     learn: int = Field(500, ge=10, le=100_000, description="increments that fix the baseline and the limit")
     lam: float = Field(0.07, gt=0, le=1, description="weight of the newest squared increment in the chart (EWMA)")
     limit_scale: float = Field(2.0, gt=0, le=100, description="limit = this x the largest abs(log ratio) while learning")
     min_limit: float = Field(0.5, gt=0, le=20, description="smallest limit, in abs(log ratio)")
     floor: float = Field(1e-3, gt=0, lt=1, description="smallest ratio the chart takes a log of (a stuck signal)")
     min_step: float = Field(1e-9, gt=0, description="increments below this (sensor units) count as no movement")
-    clear_ratio: float = Field(0.8, gt=0, le=1, description="a condition clears below this fraction of the limit")
-    on_delay: float = Field(0.0, ge=0, le=86400, description="seconds beyond the limit before alarming")
-    off_delay: float = Field(0.0, ge=0, le=86400, description="seconds back within the limit before clearing")
 
 
 @register

@@ -5,7 +5,7 @@ import math
 
 from pydantic import Field, field_validator
 
-from .base import DetectorParams
+from .base import debounce
 
 
 def _per_map(v, name, lo=0.0, strict=True):
@@ -26,7 +26,7 @@ def minimum_detectable_rate(sigma: float, bucket: float, k: float, h: float, hor
     return 2.0 * sigma * (h + k * K) / (bucket * K * K) * 3600.0
 
 
-class InventoryBalanceParams(DetectorParams):
+class InventoryBalanceParams(debounce(clear_ratio=0.5, longest=86400)):
     capacity: float | dict[str, float] | None = Field(
         None, description="capacity of tanks reporting in % (one number, or per sensor id): converts % to quantity")
     accuracy: float | dict[str, float] = Field(
@@ -34,7 +34,6 @@ class InventoryBalanceParams(DetectorParams):
     bucket: float = Field(300.0, ge=10, le=86400, description="seconds of readings averaged into one balance step")
     k: float = Field(0.5, ge=0, le=10, description="CUSUM reference, in sigma (half the smallest shift of interest)")
     h: float = Field(10.0, gt=0, le=1000, description="CUSUM threshold, in sigma")
-    clear_ratio: float = Field(0.5, gt=0, le=1, description="a loss or gain clears below clear_ratio x h")
     transfer_tolerance: float = Field(0.01, ge=0, le=1, description="metering tolerance of a declaration, 1 sigma, fraction")
     transfer_margin: float = Field(600.0, ge=0, le=86400, description="seconds a declared transfer is widened by, each side")
     mismatch_k: float = Field(5.0, gt=0, le=100, description="moved vs declared differing by this many sigma is a mismatch")
@@ -48,8 +47,6 @@ class InventoryBalanceParams(DetectorParams):
     reference_temperature: float = Field(15.0, ge=-100, le=500, description="temperature the inventory is reckoned at")
     groups: dict[str, list[str]] = Field(default_factory=dict,
                                          description="group id -> its connected tanks; the group's loss is raised on the first")
-    on_delay: float = Field(0.0, ge=0, le=86400, description="seconds a condition must persist before alarming")
-    off_delay: float = Field(0.0, ge=0, le=86400, description="seconds it must be gone before clearing")
 
     @field_validator("capacity")
     @classmethod

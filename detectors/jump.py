@@ -24,14 +24,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, LevelsDecider
 from .registry import register
 
 MAD_TO_SIGMA = 1.2533  # mean absolute deviation -> sigma (normal distribution)
 
 
-class JumpParams(DetectorParams):
+class JumpParams(debounce(on_delay=None, off_delay=60.0, off_text="seconds the jump condition is held after the step")):
     k: float = Field(8.0, gt=0, le=1000, description="robust sigmas of the differences that count as a jump")
     abs_limit: float | None = Field(None, gt=0, description="absolute change (sensor units) that always counts as a jump")
     direction: Literal["both", "up", "down"] = Field("both", description="which steps to report")
@@ -39,7 +39,6 @@ class JumpParams(DetectorParams):
     warmup: int = Field(30, ge=3, le=100_000, description="differences learned before the sigma criterion applies")
     min_scale: float = Field(1e-6, gt=0, description="floor of sigma, in sensor units (set to the resolution)")
     max_gap: float = Field(600.0, gt=0, le=7 * 86400, description="seconds between readings beyond which a change is not scored")
-    off_delay: float = Field(60.0, ge=0, le=3600, description="seconds the jump condition is held after the step")
 
 
 @register

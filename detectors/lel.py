@@ -19,20 +19,18 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import MEASUREMENTS, Detector, DetectorParams, SensorInfo
+from .base import MEASUREMENTS, Detector, SensorInfo, debounce
 from .decide import Decider, LevelsDecider
 from .presets_gas import LEL_PRESETS, is_lel_unit
 from .registry import register
 
 
-class LelParams(DetectorParams):
+class LelParams(debounce(longest_on=600)):
     preset: Literal["10/20", "10/40", "20/40"] | None = Field(
         None, description="first/second alarm set points in %LEL")
     alarm1: float | None = Field(None, gt=0, lt=100, description="first alarm, %LEL (overrides the preset)")
     alarm2: float | None = Field(None, gt=0, le=100, description="second alarm, %LEL (overrides the preset)")
     deadband: float = Field(2.0, ge=0, le=20, description="%LEL below a set point before its alarm clears")
-    on_delay: float = Field(0.0, ge=0, le=600, description="seconds above a set point before alarming")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds below the clear level before clearing")
 
     @model_validator(mode="after")
     def _check(self):

@@ -18,19 +18,17 @@ import math
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import MEASUREMENTS, Detector, DetectorParams
+from .base import MEASUREMENTS, Detector, debounce
 from .decide import Decider, LimitDecider
 from .registry import register
 
 
-class LimitParams(DetectorParams):
+class LimitParams(debounce()):
     high: float | None = Field(None, description="high alarm limit (engineering units)")
     high_high: float | None = Field(None, description="high-high (trip) limit, above high")
     low: float | None = Field(None, description="low alarm limit")
     low_low: float | None = Field(None, description="low-low limit, below low")
     deadband: float = Field(0.0, ge=0, description="value must return past the limit by this much to clear")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds a limit must be exceeded before alarming")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds the value must be back before clearing")
 
     @model_validator(mode="after")
     def _ordered(self):

@@ -44,7 +44,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, LevelsDecider
 from .registry import register
 
@@ -64,7 +64,7 @@ def row_median(vals: np.ndarray) -> np.ndarray:
         return np.where(c > 0, 0.5 * (lo + hi), np.nan)
 
 
-class NeighbourDriftParams(DetectorParams):
+class NeighbourDriftParams(debounce(clear_ratio=0.8, longest=86400)):
     alpha: float = Field(0.01, gt=0, le=0.5, description="EWMA rate of the drift statistic, per reading")
     threshold: float = Field(3.0, gt=0, le=1000, description="drift, in sigmas of the residual noise, that alarms")
     abs_limit: float | None = Field(None, gt=0, description="drift in sensor units (scale: span: fraction of span) that alarms regardless of noise")
@@ -75,9 +75,6 @@ class NeighbourDriftParams(DetectorParams):
     max_age: float = Field(900.0, gt=0, le=86400, description="seconds after which a neighbour's latest reading is too old to use")
     min_neighbours: int = Field(1, ge=1, le=64, description="usable neighbours needed for a residual")
     min_scale: float = Field(1e-6, gt=0, description="floor of the residual noise sigma, in sensor units")
-    clear_ratio: float = Field(0.8, gt=0, le=1, description="condition clears below threshold * clear_ratio")
-    on_delay: float = Field(0.0, ge=0, le=86400, description="seconds of drift before alarming")
-    off_delay: float = Field(0.0, ge=0, le=86400, description="seconds back within limits before clearing")
 
 
 @register

@@ -28,18 +28,16 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, LimitDecider
 from .registry import register
 
 
-class OutOfRangeParams(DetectorParams):
+class OutOfRangeParams(debounce()):
     tolerance: float = Field(0.0, ge=0, le=0.5, description="fraction of span below the range that still counts as in range")
     saturation_low: float = Field(0.0, ge=0, lt=0.5, description="fraction of span at the bottom that counts as saturated (0 = off)")
     saturation_high: float = Field(0.0, ge=0, lt=0.5, description="fraction of span at the top that counts as saturated (0 = off)")
     deadband: float = Field(0.005, ge=0, le=0.1, description="fraction of span a reading must come back by to clear")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds a condition must persist before it is declared")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds back in range before clearing")
 
     @model_validator(mode="after")
     def _check(self):

@@ -23,12 +23,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from .base import Detector, DetectorParams, Output
+from .base import Detector, Output, debounce
 from .decide import Decider, ThresholdDecider
 from .registry import register
 
 
-class RangeNoveltyParams(DetectorParams):
+class RangeNoveltyParams(debounce()):
     learn: int = Field(250, ge=2, le=1_000_000, description="readings whose min/max fix the bin grid")
     bins: int = Field(16, ge=1, le=10_000, description="bins across the learned range")
     rate_window: int = Field(1000, ge=1, le=1_000_000, description="readings over which novel readings are counted")
@@ -36,8 +36,6 @@ class RangeNoveltyParams(DetectorParams):
     rest: int = Field(50, ge=0, le=1_000_000, description="readings muted after a score reaches rest_threshold")
     rest_threshold: float = Field(0.3, gt=0, le=1, description="score that starts a rest period")
     threshold: float = Field(0.79, gt=0, le=1, description="score at which the anomaly condition starts")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay high before alarming")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay low before clearing")
 
 
 @register

@@ -22,21 +22,18 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, LevelsDecider
 from .registry import register
 
 
-class RateOfChangeParams(DetectorParams):
+class RateOfChangeParams(debounce(clear_ratio=0.8)):
     span: float = Field(60.0, ge=1, le=86400, description="seconds over which the rate is measured")
     rise: float | None = Field(None, gt=0, description="rise faster than this (units per minute) alarms; None = not checked")
     fall: float | None = Field(None, gt=0, description="fall faster than this (units per minute, positive) alarms; None = not checked")
     buffer: int = Field(16, ge=4, le=256, description="ring entries per sensor (cover two spans)")
     min_cover: float = Field(0.5, gt=0, le=1, description="shortest usable reference age, as a fraction of span")
     smooth: float = Field(0.0, ge=0, le=86400, description="EWMA time constant (seconds) applied to readings first; 0 = raw")
-    clear_ratio: float = Field(0.8, gt=0, le=1, description="condition clears below this fraction of its limit")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds the rate must stay beyond the limit before alarming")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds below the clear level before clearing")
 
     @model_validator(mode="after")
     def _check(self):

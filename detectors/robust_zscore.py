@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, ThresholdDecider
 from .registry import register
 
@@ -21,15 +21,12 @@ MAD_TO_SIGMA = 1.4826
 _BLOCK = 2048  # sensors per block when refreshing baselines
 
 
-class RobustZParams(DetectorParams):
+class RobustZParams(debounce(clear_ratio=0.7)):
     window: int = Field(300, ge=10, le=100_000, description="readings in the rolling baseline")
     refresh: int = Field(30, ge=1, le=10_000, description="recompute median/MAD every this many readings")
     threshold: float = Field(6.0, gt=0, description="|z| at which the anomaly condition starts")
     high_threshold: float | None = Field(None, gt=0, description="|z| for the severe condition (optional)")
-    clear_ratio: float = Field(0.7, gt=0, le=1, description="condition clears below threshold * clear_ratio")
     min_scale: float = Field(1e-6, gt=0, description="floor of the robust sigma, in sensor units")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds |z| must stay high before alarming")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds |z| must stay low before clearing")
 
     @model_validator(mode="after")
     def _check(self):

@@ -30,14 +30,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Detector, DetectorParams
+from .base import Detector, debounce
 from .decide import Decider, QuantileDecider, ThresholdDecider
 from .registry import register
 
 MAD_TO_SIGMA = 1.2533  # mean absolute deviation -> sigma (normal distribution)
 
 
-class SeasonalZParams(DetectorParams):
+class SeasonalZParams(debounce(clear_ratio=0.7)):
     slots: int = Field(24, ge=2, le=288, description="slots per day (24 = hour of day)")
     utc_offset: float = Field(0.0, ge=-12, le=14, description="plant's standard time offset from UTC, hours")
     alpha: float = Field(0.01, gt=0, le=0.5, description="EWMA rate of the global baseline, per reading")
@@ -46,14 +46,11 @@ class SeasonalZParams(DetectorParams):
     slot_warmup: int = Field(30, ge=3, le=1_000_000, description="readings in a slot before its own baseline is used")
     threshold: float = Field(6.0, gt=0, description="z at which the anomaly condition starts (floor in quantile mode)")
     high_threshold: float | None = Field(None, gt=0, description="z for the severe condition (threshold mode)")
-    clear_ratio: float = Field(0.7, gt=0, le=1, description="condition clears below threshold * clear_ratio")
     min_scale: float = Field(1e-6, gt=0, description="floor of sigma, in sensor units")
     decision: Literal["threshold", "quantile"] = Field("threshold", description="fixed thresholds, or a multiple of each sensor's own score quantile")
     quantile: float = Field(0.99, ge=0.5, lt=1, description="quantile of past normal scores (quantile mode)")
     quantile_factor: float = Field(1.5, ge=1, le=100, description="alarm above this times the quantile (quantile mode)")
     quantile_min_count: int = Field(200, ge=5, le=1_000_000, description="normal scores a sensor needs before quantile alarms")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds z must stay high before alarming")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds z must stay low before clearing")
 
     @model_validator(mode="after")
     def _check(self):

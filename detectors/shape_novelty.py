@@ -22,13 +22,13 @@ import copy
 import numpy as np
 from pydantic import Field
 
-from .base import Detector, DetectorParams, Output
+from .base import Detector, Output, debounce
 from .decide import Decider, ThresholdDecider
 from .registry import register
 from .resonance_core import ShapeMemory
 
 
-class ShapeNoveltyParams(DetectorParams):
+class ShapeNoveltyParams(debounce()):
     learn: int = Field(600, ge=16, le=100_000, description="warm-up readings: value scale and vigilance")
     stride: int = Field(0, ge=0, le=10_000,
                         description="readings per level (block extreme); 0: learn // (window * warmup_shapes)")
@@ -42,8 +42,6 @@ class ShapeNoveltyParams(DetectorParams):
     mask: int = Field(12, ge=0, le=100_000, description="shapes after a detection in which new clusters are muted")
     grow: bool = Field(True, description="widen the value scale (and map what is stored) when a level falls outside it")
     threshold: float = Field(0.4, gt=0, le=1, description="score at which the anomaly condition starts")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay high before alarming")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds the score must stay low before clearing")
 
     def model_post_init(self, _ctx) -> None:
         if self.window & (self.window - 1):

@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 from pydantic import Field, field_validator
 
-from .base import Detector, DetectorParams, Output
+from .base import Detector, Output, debounce
 from .decide import Decider
 from .registry import register
 from .rowstats import nanmedian_rows
@@ -68,7 +68,7 @@ def _positive_map(v, name):
     return v
 
 
-class UnexplainedLossParams(DetectorParams):
+class UnexplainedLossParams(debounce(clear_ratio=0.5, longest=86400)):
     capacity: float | dict[str, float] | None = Field(
         None, description="capacity of tanks reporting in % (one number, or per sensor id): converts % to quantity")
     min_loss: float | dict[str, float] = Field(
@@ -81,9 +81,6 @@ class UnexplainedLossParams(DetectorParams):
     transfer_tolerance: float = Field(0.02, ge=0, le=1, description="allowed metering error, fraction of declared quantities")
     transfer_margin: float = Field(600.0, ge=0, le=86400, description="seconds a declared transfer is widened by, each side")
     latch: bool = Field(True, description="hold the condition until the loss is explained or recovered")
-    clear_ratio: float = Field(0.5, gt=0, le=1, description="the condition clears below clear_ratio x tolerance")
-    on_delay: float = Field(0.0, ge=0, le=86400, description="seconds the loss must persist before alarming")
-    off_delay: float = Field(0.0, ge=0, le=86400, description="seconds it must be gone before clearing")
 
     @field_validator("capacity")
     @classmethod
