@@ -1,16 +1,43 @@
-"""Shared helpers of the evaluation runners: streaming detectors over columns, CSV, tables."""
+"""Shared helpers of the evaluation runners: their command line, streaming detectors over
+columns, CSV, tables."""
 from __future__ import annotations
 
+import argparse
 import csv
+import json
+import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from plantwatch.detectors import SensorInfo, create
+
+
+def run_main(argv: Sequence[str] | None, *, name: str, doc: str | None, data: str, out: str, config: str,
+             evaluate: Callable[[argparse.Namespace, dict | None], object],
+             options: Sequence[tuple[str, str]] = ()) -> int:
+    """The command line of every evaluation runner: ``--data`` (required), ``--out``, the
+    runner's own ``options`` ((flag, help) pairs) and ``--config`` (a JSON file), then
+    ``evaluate(args, config)``. A config the runner refuses (a ``ValueError``: bad detector
+    parameters, an unknown mode) is one line on stderr and exit code 2, no traceback."""
+    ap = argparse.ArgumentParser(prog=f"plantwatch eval {name}", description=doc)
+    ap.add_argument("--data", required=True, help=data)
+    ap.add_argument("--out", help=out)
+    for flag, text in options:
+        ap.add_argument(flag, help=text)
+    ap.add_argument("--config", help=config)
+    a = ap.parse_args(argv)
+    cfg = json.loads(Path(a.config).read_text()) if a.config else None
+    try:
+        evaluate(a, cfg)
+    except ValueError as e:
+        print(f"plantwatch eval {name}: {a.config or 'default preset'}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def sensors(names: Sequence[str], kind: str = "benchmark") -> list[SensorInfo]:

@@ -8,10 +8,8 @@ scoreboard.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -21,7 +19,7 @@ import numpy as np
 from plantwatch.detectors.presets import NAB_DEFAULT
 from plantwatch.detectors.scoring import nab as nabscore
 
-from plantwatch.daemon.lab.evaluate.common import Timer, console, stream_columns, table, write_series_csv
+from plantwatch.daemon.lab.evaluate.common import Timer, console, run_main, stream_columns, table, write_series_csv
 
 #: published normalised scores (standard, reward_low_FP_rate, reward_low_FN_rate), NAB README
 PUBLISHED = {
@@ -159,19 +157,11 @@ def show(result: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch eval nab", description=__doc__)
-    ap.add_argument("--data", required=True, help="NAB folder (with data/ and labels/)")
-    ap.add_argument("--out", help="write per-file CSV (timestamp, score, alarm) here")
-    ap.add_argument("--labels", help="window file (default DATA/labels/combined_windows.json)")
-    ap.add_argument("--config", help="JSON file {detector, params} instead of the default preset")
-    a = ap.parse_args(argv)
-    cfg = json.loads(Path(a.config).read_text()) if a.config else None
-    try:
-        eval_nab(a.data, a.out, cfg, labels=a.labels)
-    except ValueError as e:  # bad detector params or warm-up mode in the config: one line, no traceback
-        print(f"plantwatch eval nab: {a.config or 'default preset'}: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(argv, name="nab", doc=__doc__, data="NAB folder (with data/ and labels/)",
+                    out="write per-file CSV (timestamp, score, alarm) here",
+                    options=[("--labels", "window file (default DATA/labels/combined_windows.json)")],
+                    config="JSON file {detector, params} instead of the default preset",
+                    evaluate=lambda a, cfg: eval_nab(a.data, a.out, cfg, labels=a.labels))
 
 
 if __name__ == "__main__":

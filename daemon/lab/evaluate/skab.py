@@ -9,8 +9,6 @@ outlier prediction) with SKAB's NAB variant.
 """
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,7 +21,7 @@ from plantwatch.detectors.trend_highpass import TrendHighPass, TrendHighPassPara
 from plantwatch.detectors.presets import SKAB_DEFAULT
 from plantwatch.detectors.scoring import skab as skabscore
 
-from plantwatch.daemon.lab.evaluate.common import Timer, console, table, write_series_csv
+from plantwatch.daemon.lab.evaluate.common import Timer, console, run_main, table, write_series_csv
 
 #: SKAB leaderboard, outlier task: F1, FAR %, MAR % (datasets README)
 PUBLISHED = {
@@ -206,14 +204,10 @@ def show(result: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch eval skab", description=__doc__)
-    ap.add_argument("--data", required=True, help="SKAB data folder (valve1/, valve2/, other/, ...)")
-    ap.add_argument("--out", help="write per-file CSV (datetime, score, alarm) of the test rows here")
-    ap.add_argument("--config", help="JSON file overriding the default monitor settings")
-    a = ap.parse_args(argv)
-    cfg = json.loads(Path(a.config).read_text()) if a.config else None
-    eval_skab(a.data, a.out, cfg)
-    return 0
+    return run_main(argv, name="skab", doc=__doc__, data="SKAB data folder (valve1/, valve2/, other/, ...)",
+                    out="write per-file CSV (datetime, score, alarm) of the test rows here",
+                    config="JSON file overriding the default monitor settings",
+                    evaluate=lambda a, cfg: eval_skab(a.data, a.out, cfg))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ rows 1-160 of the fault test sets.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,7 +21,7 @@ from plantwatch.detectors.pca_control import PCAMonitor
 from plantwatch.detectors.presets import TEP_DEFAULT
 from plantwatch.detectors.scoring import tep as tepscore
 
-from plantwatch.daemon.lab.evaluate.common import Timer, console, sensors, table, write_series_csv
+from plantwatch.daemon.lab.evaluate.common import Timer, console, run_main, sensors, table, write_series_csv
 
 #: Yin et al. (2012) PCA FDR % (9 PCs, 17 PCs), faults 1-15, and FAR %
 PUBLISHED_FDR = {1: (99.9, 100), 2: (98.8, 99.4), 3: (12.9, 10.3), 4: (100, 100), 5: (33.6, 34.8), 6: (100, 100),
@@ -176,14 +174,10 @@ def show(result: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch eval tep", description=__doc__)
-    ap.add_argument("--data", required=True, help="folder with d00.dat, d00_te.dat, dXX.dat, dXX_te.dat")
-    ap.add_argument("--out", help="write per-file CSV (row, score, alarm, t2, spe) here")
-    ap.add_argument("--config", help="JSON file overriding the default PCA settings")
-    a = ap.parse_args(argv)
-    cfg = json.loads(Path(a.config).read_text()) if a.config else None
-    eval_tep(a.data, a.out, cfg)
-    return 0
+    return run_main(argv, name="tep", doc=__doc__, data="folder with d00.dat, d00_te.dat, dXX.dat, dXX_te.dat",
+                    out="write per-file CSV (row, score, alarm, t2, spe) here",
+                    config="JSON file overriding the default PCA settings",
+                    evaluate=lambda a, cfg: eval_tep(a.data, a.out, cfg))
 
 
 if __name__ == "__main__":
