@@ -43,6 +43,11 @@ class SourceConfig(BaseModel):
     #: seconds between reconnection attempts grow up to this
     backoff_max: float = Field(30.0, gt=0, le=3600)
 
+    def shared_endpoint(self) -> str | None:
+        """What only one source may open (a gateway, a serial port), named for config errors; None:
+        sources of this kind may share their endpoint."""
+        return None
+
     @model_validator(mode="after")
     def _unique_sensors(self):
         seen: set[str] = set()
