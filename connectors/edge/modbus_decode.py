@@ -33,7 +33,8 @@ def decode(registers: list[int], type_: str, byte_order: str = "ABCD", bit: int 
 
 def encode(value: float | int, type_: str, byte_order: str = "ABCD") -> list[int]:
     """The registers a device holds for ``value`` (the inverse of :func:`decode`; used by tests and tools)."""
-    raw = struct.pack(">" + _FORMAT[type_], value)
+    fmt = _FORMAT[type_]
+    raw = struct.pack(">" + fmt, float(value) if fmt in "fd" else int(value))
     if byte_order in ("BADC", "DCBA"):
         raw = b"".join(raw[i + 1:i + 2] + raw[i:i + 1] for i in range(0, len(raw), 2))
     words = [int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2)]
