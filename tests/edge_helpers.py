@@ -142,10 +142,12 @@ class OpcuaServer:
     """asyncua's own server with one Double variable per name (node id ``ns=2;s=<name>``), on a free port."""
 
     def __init__(self, names: list[str], port: int | None = None, *, certificate: Path | None = None,
-                 private_key: Path | None = None):
-        """With ``certificate`` and ``private_key`` the server offers only Basic256Sha256 SignAndEncrypt."""
+                 private_key: Path | None = None, trusted_clients: Path | None = None):
+        """With ``certificate`` and ``private_key`` the server offers only Basic256Sha256 SignAndEncrypt;
+        with ``trusted_clients`` it accepts only the client certificates in that folder."""
         self.names = names
         self.certificate, self.private_key = certificate, private_key
+        self.trusted_clients = trusted_clients
         self.port = port or free_port()
         self.url = f"opc.tcp://127.0.0.1:{self.port}/plantwatch/"
         self.nodes: dict = {}
@@ -165,6 +167,14 @@ class OpcuaServer:
             srv.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
             await srv.load_certificate(str(self.certificate))
             await srv.load_private_key(str(self.private_key))
+            if self.trusted_clients is not None:
+                from asyncua.crypto.truststore import TrustStore
+                from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+                store = TrustStore([self.trusted_clients], [])
+                await store.load()
+                opts = CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
+                srv.set_certificate_validator(CertificateValidator(opts, store))
         else:
             srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         self.ns = await srv.register_namespace("urn:plantwatch:test")
