@@ -30,5 +30,6 @@ from . import ewma as _ewma  # noqa: F401,E402
 from . import cusum as _cusum  # noqa: F401,E402
 from . import seasonal_zscore as _seasonal_zscore  # noqa: F401,E402
 from . import increment_variance as _increment_variance  # noqa: F401,E402
+from . import contact_state as _contact_state  # noqa: F401,E402
 
 __all__ = ["Detector", "DetectorParams", "Output", "SensorInfo", "REGISTRY", "create", "get", "register"]

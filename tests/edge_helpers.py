@@ -142,10 +142,12 @@ class OpcuaServer:
     """asyncua's own server with one Double variable per name (node id ``ns=2;s=<name>``), on a free port."""
 
     def __init__(self, names: list[str], port: int | None = None, *, certificate: Path | None = None,
-                 private_key: Path | None = None):
-        """With ``certificate`` and ``private_key`` the server offers only Basic256Sha256 SignAndEncrypt."""
+                 private_key: Path | None = None, trusted_clients: Path | None = None):
+        """With ``certificate`` and ``private_key`` the server offers only Basic256Sha256 SignAndEncrypt;
+        with ``trusted_clients`` it accepts only the client certificates in that folder."""
         self.names = names
         self.certificate, self.private_key = certificate, private_key
+        self.trusted_clients = trusted_clients
         self.port = port or free_port()
         self.url = f"opc.tcp://127.0.0.1:{self.port}/plantwatch/"
         self.nodes: dict = {}
@@ -165,6 +167,14 @@ class OpcuaServer:
             srv.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
             await srv.load_certificate(str(self.certificate))
             await srv.load_private_key(str(self.private_key))
+            if self.trusted_clients is not None:
+                from asyncua.crypto.truststore import TrustStore
+                from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+                store = TrustStore([self.trusted_clients], [])
+                await store.load()
+                opts = CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
+                srv.set_certificate_validator(CertificateValidator(opts, store))
         else:
             srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         self.ns = await srv.register_namespace("urn:plantwatch:test")
@@ -205,3 +215,83 @@ async def make_certificate(folder: Path, name: str, uri: str, *, server: bool) -
     use = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
     await setup_self_signed_certificate(key, cert, uri, socket.gethostname(), use, {"commonName": name})
     return cert, key
+
+
+class ModbusGateway:
+    """pymodbus's own server with several unit ids behind one address (a Modbus TCP gateway, an
+    RS-485 line): each unit has 64 coils, 64 discrete inputs, 200 holding and 200 input registers.
+    ``serial``: an RTU server on that serial port instead of TCP; ``framing="rtu"``: RTU over TCP.
+    ``connections`` counts the TCP connections it accepted."""
+
+    TABLES = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
+
+    def __init__(self, units: list[int], *, framing: str = "socket", serial: str | None = None):
+        self.units, self.framing, self.serial = units, framing, serial
+        self.port = free_port()
+        self.connections = 0
+        self._server = None
+
+    async def start(self) -> None:
+        from pymodbus.framer import FramerType
+        from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        bits = lambda: [SimData(0, count=64, values=False, datatype=DataType.BITS)]  # noqa: E731
+        regs = lambda: [SimData(0, count=200, values=0, datatype=DataType.REGISTERS)]  # noqa: E731
+        devices = [SimDevice(id=u, simdata=(bits(), bits(), regs(), regs())) for u in self.units]
+
+        def counted(up: bool) -> None:
+            self.connections += 1 if up else 0
+
+        if self.serial is not None:
+            self._server = ModbusSerialServer(devices, port=self.serial, baudrate=19200, parity="N")  # a pty has no parity
+        else:
+            framer = FramerType.RTU if self.framing == "rtu" else FramerType.SOCKET
+            self._server = ModbusTcpServer(devices, address=("127.0.0.1", self.port), framer=framer,
+                                           trace_connect=counted)
+        await self._server.serve_forever(background=True)
+
+    async def set(self, unit: int, table: str, address: int, values: list) -> None:
+        await self._server.async_setValues(unit, self.TABLES[table], address, values)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+
+class NullModem:
+    """Two pseudo-terminals wired back to back (python's pty module, as socat would): what is
+    written to ``a`` is read from ``b`` and the other way round. Runs in the test's event loop."""
+
+    def __init__(self):
+        import os
+        import pty
+        import tty
+
+        self._os = os
+        self.m1, s1 = pty.openpty()
+        self.m2, s2 = pty.openpty()
+        for fd in (s1, s2, self.m1, self.m2):
+            tty.setraw(fd)
+        self.a, self.b = os.ttyname(s1), os.ttyname(s2)
+        self._slaves = (s1, s2)  # kept open: a pty whose slave side is closed reports EIO
+        loop = asyncio.get_running_loop()
+        for m in (self.m1, self.m2):
+            os.set_blocking(m, False)
+        loop.add_reader(self.m1, self._pump, self.m1, self.m2)
+        loop.add_reader(self.m2, self._pump, self.m2, self.m1)
+
+    def _pump(self, src: int, dst: int) -> None:
+        try:
+            data = self._os.read(src, 4096)
+        except OSError:  # the other end is between opens
+            return
+        self._os.write(dst, data)
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd in (self.m1, self.m2):
+            loop.remove_reader(fd)
+        for fd in (self.m1, self.m2, *self._slaves):
+            self._os.close(fd)

@@ -42,15 +42,17 @@ def _problems(text: str) -> list[str]:
 
 def test_errors_name_file_line_column_and_path():
     problems = _problems(BAD)
-    assert "collect.yaml:7:5: sources[0].colour: unknown key 'colour'" in problems
-    assert any(p.startswith("collect.yaml:9:34: sources[0].channels[0].type: Input should be 'int16'") for p in problems)
+    # sources by their id and channels by their sensor, not by index
+    assert "collect.yaml:7:5: sources[panel1].colour: unknown key 'colour'" in problems
+    assert any(p.startswith("collect.yaml:9:34: sources[panel1].channels[G0].type: Input should be 'int16'")
+               for p in problems)
+    assert any(p.startswith("collect.yaml:10:") and "sources[panel1].channels[G1]" in p for p in problems)
     assert any(p.startswith("collect.yaml:10:") and "runs past register 65535" in p for p in problems)
     assert any(p.startswith("collect.yaml:14:") and "security.certificate: no such file: /nonexistent/cert.pem" in p
                for p in problems)
-    assert any(p.startswith("collect.yaml:14:") and "security.private_key: required with mode SignAndEncrypt" in p
-               for p in problems)
-    assert any(p.startswith("collect.yaml:16:") and "not an OPC UA node id: 'not a node'" in p for p in problems)
-    assert any(p.startswith("collect.yaml:17:5: sources[2]:") and "'modbus', 'opcua'" in p for p in problems)
+    assert any(p.startswith("collect.yaml:16:") and "not an OPC UA node id or browse path: 'not a node'" in p for p in problems)
+    assert any(p.startswith("collect.yaml:16:") and "sources[opc1].channels[G2].node" in p for p in problems)
+    assert any(p.startswith("collect.yaml:17:5: sources[x]:") and "'modbus', 'opcua'" in p for p in problems)
 
 
 def test_sensor_read_by_two_sources_and_reserved_collector():
@@ -59,13 +61,32 @@ collector: alarms
 site: s
 sources:
   - {type: modbus, id: a, host: h, channels: [{sensor: G0, address: 0}]}
-  - {type: modbus, id: b, host: h, channels: [{sensor: G0, address: 0}]}
+  - {type: modbus, id: b, host: h2, channels: [{sensor: G0, address: 0}]}
 """
     problems = _problems(text)
     assert any(p.startswith("collect.yaml:1:") and "'alarms' is reserved" in p for p in problems)
     text = text.replace("collector: alarms", "collector: edge-1")
     problems = _problems(text)
-    assert problems == ["collect.yaml:5:48: sources[1].channels[0].sensor: sensor 'G0' is already read by source 'a'"]
+    assert problems == ["collect.yaml:5:49: sources[b].channels[G0].sensor: sensor 'G0' is already read by source 'a'"]
+
+
+def test_two_sources_on_one_gateway_or_serial_port_are_refused():
+    """Unit ids behind one gateway are channels of one source (one connection), not sources of their own."""
+    problems = _problems("""\
+collector: e
+site: s
+sources:
+  - {type: modbus, id: gw-u1, host: 10.0.0.5, channels: [{sensor: G0, address: 0}]}
+  - {type: modbus, id: gw-u7, host: 10.0.0.5, unit: 7, channels: [{sensor: G1, address: 0}]}
+  - {type: modbus, id: other-port, host: 10.0.0.5, port: 503, channels: [{sensor: G2, address: 0}]}
+  - {type: modbus, id: rs485-a, serial: {port: /dev/ttyS1}, channels: [{sensor: G3, address: 0}]}
+  - {type: modbus, id: rs485-b, serial: {port: /dev/ttyS1}, unit: 2, channels: [{sensor: G4, address: 0}]}
+""")
+    assert problems == [
+        "collect.yaml:5:5: sources[gw-u7]: gateway 10.0.0.5:502 is already read by source 'gw-u1' (one connection "
+        "serves every unit id behind it): put these channels in source 'gw-u1', each with its unit_id",
+        "collect.yaml:8:5: sources[rs485-b]: serial port /dev/ttyS1 is already read by source 'rs485-a' (one "
+        "connection serves every unit id behind it): put these channels in source 'rs485-a', each with its unit_id"]
 
 
 async def test_security_modes_with_certificates(tmp_path):
@@ -89,7 +110,7 @@ sources:
     problems = _problems(f"collector: e\nsite: s\nsources:\n  - {{type: opcua, id: o, url: 'opc.tcp://h:1', security: "
                          f"{{mode: Sign, certificate: {not_a_cert}, private_key: {key}}}, "
                          f"channels: [{{sensor: G, node: 'ns=1;i=1'}}]}}\n")
-    assert problems == [f"collect.yaml:4:71: sources[0].security.certificate: {not_a_cert} is not a PEM or DER X.509 "
+    assert problems == [f"collect.yaml:4:71: sources[o].security.certificate: {not_a_cert} is not a PEM or DER X.509 "
                         "certificate"]
     assert "mode" in _problems("collector: e\nsite: s\nsources:\n  - {type: opcua, id: o, url: 'opc.tcp://h:1', "
                                "security: {mode: Encrypt}, channels: [{sensor: G, node: 'ns=1;i=1'}]}\n")[0]
@@ -113,4 +134,4 @@ def test_cli_reports_config_errors_and_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "collect", "--config", str(p)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert f"{p}:7:5: sources[0].colour: unknown key 'colour'" in r.stdout + r.stderr
+    assert f"{p}:7:5: sources[panel1].colour: unknown key 'colour'" in r.stdout + r.stderr

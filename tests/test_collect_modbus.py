@@ -103,7 +103,7 @@ async def test_modbus_values_arrive_converted_and_a_stopped_device_raises_stale_
             return got if len(got) == len(SENSORS) - 1 else None
 
         got = await eventually(all_arrived, "readings of every sensor but Z0", on_fail=c.log)
-        assert "modbus panel: holding registers 500..500 refused" in c.log()
+        assert "modbus panel: unit 1 holding registers 500..500 refused" in c.log()
         values = {k: (round(v, 4), q) for k, (v, q, _) in got.items()}
         assert values == {
             "G0": (25.0, GOOD), "G1": (0.0, UNCERTAIN), "G2": (0.0, BAD), "G3": (25.0, GOOD),
@@ -146,7 +146,7 @@ async def test_modbus_values_arrive_converted_and_a_stopped_device_raises_stale_
 
         await eventually(panel_back, "stale alarms clear when the device is back", on_fail=c.log)
         # a refused read is retried every poll but logged once, not every 0.3 s
-        assert c.log().count("holding registers 500..500 refused") == 1
+        assert c.log().count("unit 1 holding registers 500..500 refused") == 1
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:

@@ -7,7 +7,8 @@ import struct
 import pytest
 from pydantic import ValidationError
 
-from plantwatch.connectors.edge.modbus import ModbusChannel, decode, plan
+from plantwatch.connectors.edge.modbus import ModbusChannel, ModbusDevice, decode, plan
+from plantwatch.connectors.edge.modbus_decode import encode
 from plantwatch.connectors.edge.scaling import Conversion, Loop, SignalBand, convert_loop
 
 LOOP = Loop(range=(0, 100))
@@ -94,28 +95,68 @@ def test_bad_loop_and_band_configs_are_refused():
         SignalBand(low=3, high=2, state="fault")
 
 
-def _regs(fmt: str, value, word_order: str) -> list[int]:
+#: where each byte of a big-endian value goes, per byte order (the position of byte k in the registers)
+_PERMUTE = {"ABCD": lambda n: list(range(n)),
+            "CDAB": lambda n: [j for w in reversed(range(0, n, 2)) for j in (w, w + 1)],
+            "BADC": lambda n: [j for w in range(0, n, 2) for j in (w + 1, w)],
+            "DCBA": lambda n: list(reversed(range(n)))}
+
+
+def _regs(fmt: str, value, order: str) -> list[int]:
     raw = struct.pack(">" + fmt, value)
-    words = [int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2)]
-    return words if word_order == "big" else words[::-1]
+    raw = bytes(raw[j] for j in _PERMUTE[order](len(raw)))
+    return [int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2)]
 
 
 @pytest.mark.parametrize("type_, fmt, value", [
     ("int16", "h", -1234), ("uint16", "H", 54321), ("int32", "i", -7_654_321), ("uint32", "I", 3_000_000_123),
-    ("float32", "f", 12.5),
+    ("float32", "f", 12.5), ("int64", "q", -1_234_567_890_123_456), ("uint64", "Q", 18_000_000_000_000_000_000),
+    ("float64", "d", -2.718281828459045),
 ])
-@pytest.mark.parametrize("word_order", ["big", "little"])
-def test_register_decoding(type_, fmt, value, word_order):
-    assert decode(_regs(fmt, value, word_order), type_, word_order) == pytest.approx(value)
+@pytest.mark.parametrize("order", ["ABCD", "CDAB", "BADC", "DCBA"])
+def test_register_decoding(type_, fmt, value, order):
+    regs = _regs(fmt, value, order)
+    assert decode(regs, type_, order) == pytest.approx(value, rel=1e-15)
+    assert encode(value, type_, order) == regs
 
 
-def test_reads_are_grouped_into_contiguous_spans():
-    chs = [ModbusChannel(sensor="A", address=0, type="float32"), ModbusChannel(sensor="B", address=2),
-           ModbusChannel(sensor="C", address=10), ModbusChannel(sensor="D", address=0, table="input"),
-           ModbusChannel(sensor="E", address=124, type="int32"), ModbusChannel(sensor="F", address=11)]
-    spans = [(s.table, s.address, s.count, [c.sensor for c in s.channels]) for s in plan(chs)]
-    assert spans == [("holding", 0, 3, ["A", "B"]), ("holding", 10, 2, ["C", "F"]), ("holding", 124, 2, ["E"]),
-                     ("input", 0, 1, ["D"])]
+def test_byte_orders_of_a_vendor_manual_example():
+    """123.456 as float32 is 0x42F6E979: the four orders as gateway manuals print them."""
+    for order, regs in {"ABCD": [0x42F6, 0xE979], "CDAB": [0xE979, 0x42F6], "BADC": [0xF642, 0x79E9],
+                        "DCBA": [0x79E9, 0xF642]}.items():
+        assert decode(regs, "float32", order) == pytest.approx(123.456, rel=1e-6), order
+    # the older word_order spelling still decodes as before, as pymodbus does it
+    from pymodbus.client import ModbusTcpClient
+
+    dt = ModbusTcpClient.DATATYPE.FLOAT32
+    assert decode([0xE979, 0x42F6], "float32", "CDAB") == ModbusTcpClient.convert_from_registers(
+        [0xE979, 0x42F6], dt, word_order="little")
+    assert ModbusChannel(sensor="A", address=0, type="float32", word_order="little").order == "CDAB"
+
+
+def test_bits_of_registers_coils_and_discrete_inputs():
+    assert [decode([0b1000_0000_0000_1010], "bool", bit=b) for b in (0, 1, 3, 15)] == [0.0, 1.0, 1.0, 1.0]
+    assert decode([1], "bool") == 1.0 and decode([0], "bool") == 0.0
+    assert ModbusChannel(sensor="A", address=0, table="coil").type == "bool"
+    assert ModbusChannel(sensor="A", address=0, bit=4).type == "bool"
+    with pytest.raises(ValueError, match="bool in a register needs bit"):
+        ModbusChannel(sensor="A", address=0, type="bool")
+    with pytest.raises(ValueError, match="a coil is a bit"):
+        ModbusChannel(sensor="A", address=0, table="coil", type="int16")
+
+
+def test_reads_are_grouped_into_contiguous_spans_per_unit_and_table():
+    chs = [dict(sensor="A", address=0, type="float32"), dict(sensor="B", address=2),
+           dict(sensor="C", address=10), dict(sensor="D", address=0, table="input"),
+           dict(sensor="E", address=124, type="int32"), dict(sensor="F", address=11),
+           dict(sensor="G", address=1, unit_id=7), dict(sensor="H", address=0, table="coil", unit_id=7),
+           dict(sensor="I", address=1999, table="coil", unit_id=7), dict(sensor="J", address=2, bit=3),
+           dict(sensor="K", address=0, type="float64", unit_id=7)]
+    dev = ModbusDevice(type="modbus", id="gw", host="h", channels=chs)
+    spans = [(s.unit, s.table, s.address, s.count, [c.sensor for c in s.channels]) for s in plan(dev)]
+    assert spans == [(1, "holding", 0, 3, ["A", "B", "J"]), (1, "holding", 10, 2, ["C", "F"]),
+                     (1, "holding", 124, 2, ["E"]), (1, "input", 0, 1, ["D"]),
+                     (7, "holding", 0, 4, ["K", "G"]), (7, "coil", 0, 1, ["H"]), (7, "coil", 1999, 1, ["I"])]
 
 
 def test_opcua_status_codes_map_to_the_wire_flag():

@@ -20,9 +20,11 @@ The connection is checked every ``timeout``/2 seconds; when the server goes away
 dropped and a new one connects with backoff, subscribing again. In between, no readings: the
 daemon's stale detector alarms on the server's sensors.
 
-Security: ``mode: None`` (no security), ``Sign`` or ``SignAndEncrypt`` with ``policy`` and the
-client's ``certificate`` and ``private_key`` (PEM or DER); ``server_certificate`` pins the
-server's certificate.
+Security: ``mode: None`` (no security), ``Sign`` or ``SignAndEncrypt`` with ``policy``. The
+client's ``certificate`` and ``private_key`` (PEM or DER) default to the PKI folder's own ones
+(``plantwatch collect certs`` makes them). The server's certificate must be pinned
+(``server_certificate``) or be in the PKI folder's ``trusted/``: :mod:`.opcua_trust`. Node ids
+with a namespace URI and browse paths are resolved at every connect: :mod:`.opcua_address`.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .opcua_address import AddressError, check_syntax, resolve
+from .opcua_trust import Pki, TrustError, check_server, der_bytes
 from .scaling import Flag, Quality, linear
 from .sources import Channel, CollectMetrics, Emit, SourceConfig, now, reading, register, sleep_or_stop
 
@@ -41,19 +45,14 @@ log = logging.getLogger("plantwatch.collect.opcua")
 
 
 class OpcuaChannel(Channel):
-    #: node id, e.g. ``ns=2;s=GasPanel.H2S_01`` or ``ns=3;i=1001``
+    #: node id (``ns=2;s=GasPanel.H2S_01``, ``ns=3;i=1001``), node id with the namespace URI
+    #: (``nsu=urn:vendor:gas;s=GD-101.Value``) or browse path (``/Objects/Plant/GD-101/Value``)
     node: str = Field(min_length=3)
 
     @field_validator("node")
     @classmethod
     def _node_id(cls, v: str) -> str:
-        from asyncua import ua
-
-        try:
-            ua.NodeId.from_string(v)
-        except Exception:  # asyncua raises plain ValueError/UaStringParsingError variants
-            raise ValueError(f"not an OPC UA node id: {v!r} (e.g. ns=2;s=Name or ns=2;i=1001)") from None
-        return v
+        return check_syntax(v)
 
 
 class OpcuaSecurity(BaseModel):
@@ -63,12 +62,15 @@ class OpcuaSecurity(BaseModel):
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     #: security policy when signing
     policy: Literal["Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "Basic256Sha256"
-    #: the client's certificate (required unless mode is None)
+    #: the client's certificate (default: ``own/cert.der`` of the PKI folder)
     certificate: Path | None = None
-    #: the client's private key (required unless mode is None)
+    #: the client's private key (default: ``own/key.pem`` of the PKI folder)
     private_key: Path | None = None
-    #: the server's certificate, to pin it (optional)
+    #: the server's certificate, to pin it (else the server's certificate must be in the PKI folder's trusted/)
     server_certificate: Path | None = None
+    #: the PKI folder: own/ (the client's certificate and key), trusted/ and rejected/ server
+    #: certificates (relative: to the config file's folder)
+    pki: Path = Path("pki")
     #: the client's application URI (default: the URI in the certificate, as servers require them to match)
     application_uri: str | None = None
 
@@ -80,7 +82,7 @@ class OpcuaSecurity(BaseModel):
         for name in ("certificate", "private_key"):
             p = getattr(self, name)
             if p is None:
-                problems.append(f"{name}: required with mode {self.mode}")
+                continue  # the PKI folder's, checked once its folder is known (parse_collect_config)
             elif not p.is_file():
                 problems.append(f"{name}: no such file: {p}")
             elif name == "certificate":
@@ -96,14 +98,26 @@ class OpcuaSecurity(BaseModel):
 
     def client_uri(self) -> str | None:
         """The application URI the client must announce: configured, or the certificate's."""
-        if self.application_uri or self.certificate is None:
+        if self.application_uri or not self.client_certificate.is_file():
             return self.application_uri
-        return certificate_uri(self.certificate)
+        return certificate_uri(self.client_certificate)
+
+    @property
+    def store(self) -> Pki:
+        return Pki(self.pki)
+
+    @property
+    def client_certificate(self) -> Path:
+        return self.certificate or self.store.own_certificate
+
+    @property
+    def client_key(self) -> Path:
+        return self.private_key or self.store.own_key
 
     def security_string(self) -> str | None:
         if self.mode == "None":
             return None
-        parts = [self.policy, self.mode, str(self.certificate), str(self.private_key)]
+        parts = [self.policy, self.mode, str(self.client_certificate), str(self.client_key)]
         return ",".join(parts + ([str(self.server_certificate)] if self.server_certificate else []))
 
 
@@ -123,6 +137,22 @@ class OpcuaServer(SourceConfig):
     password: str | None = None
     security: OpcuaSecurity = OpcuaSecurity()
     channels: list[OpcuaChannel] = Field(min_length=1, max_length=10_000)
+
+    def resolve_paths(self, base: Path) -> "OpcuaServer":
+        sec = self.security
+        if sec.pki.is_absolute():
+            return self
+        return self.model_copy(update={"security": sec.model_copy(update={"pki": base / sec.pki})})
+
+    def path_problems(self) -> list[tuple[tuple, str]]:
+        sec = self.security
+        if sec.mode == "None":
+            return []
+        return [(("security",), f"{what}: no such file: {p} (plantwatch collect certs makes the client's "
+                                f"certificate and key in the PKI folder {sec.pki})")
+                for what, p, given in (("certificate", sec.client_certificate, sec.certificate),
+                                       ("private_key", sec.client_key, sec.private_key))
+                if given is None and not p.is_file()]
 
 
 def certificate_uri(path: Path) -> str | None:
@@ -226,12 +256,60 @@ class OpcuaSource:
             if last is not None and last[2] <= due:
                 self.publish(emit, ch, last[0], t, last[1], last[3])
 
+    async def secure(self, client) -> None:
+        """Set the session's security, once the server's certificate is the one to trust."""
+        from asyncua import ua
+        from asyncua.crypto import security_policies
+
+        sec = self.cfg.security
+        mode = getattr(ua.MessageSecurityMode, sec.mode)
+        policy = getattr(security_policies, f"SecurityPolicy{sec.policy}")
+        endpoints = await client.connect_and_get_server_endpoints()
+        offered = [e for e in endpoints if e.SecurityMode == mode and e.SecurityPolicyUri == policy.URI]
+        if not offered:
+            raise TrustError(f"{self.cfg.url} offers no endpoint with {sec.mode} {sec.policy} (it offers: "
+                             + ", ".join(sorted({f"{e.SecurityMode.name} {e.SecurityPolicyUri.rsplit('#', 1)[-1]}"
+                                                 for e in endpoints})) + ")")
+        der = bytes(offered[0].ServerCertificate)
+        if not der:
+            raise TrustError(f"{self.cfg.url} presents no certificate on its {sec.mode} endpoint")
+        trusted = check_server(der_bytes(_first_certificate(der)), self.cfg.url, sec.server_certificate, sec.store)
+        uri = sec.client_uri()
+        if uri:
+            client.application_uri = uri
+        await client.set_security(policy, str(sec.client_certificate), str(sec.client_key),
+                                  server_certificate=str(trusted), mode=mode)
+
+    async def subscribe(self, client, emit: Emit) -> None:
+        """Resolve every channel's node on this server and subscribe to the ones found."""
+        from asyncua import ua
+
+        cfg = self.cfg
+        namespaces = await client.get_namespace_array()
+        found: list[tuple[OpcuaChannel, Any]] = []
+        for ch in cfg.channels:
+            try:
+                found.append((ch, await resolve(client, ch.node, namespaces)))
+            except AddressError as e:
+                self.m.errors.labels(cfg.id).inc()
+                log.error("opcua %s: sensor %s: %s; its other channels are read, this one again at the next "
+                          "connect", cfg.id, ch.sensor, e)
+        if not found:
+            return
+        by_node = {nid.to_string(): ch for ch, nid in found}
+        sub = await client.create_subscription(cfg.publishing_interval * 1000, self._handler(emit, by_node))
+        handles = await sub.subscribe_data_change([client.get_node(nid) for _, nid in found],
+                                                  sampling_interval=cfg.sampling_interval * 1000)
+        for (ch, _), h in zip(found, handles):
+            if isinstance(h, ua.StatusCode):
+                self.m.errors.labels(cfg.id).inc()
+                log.error("opcua %s: cannot subscribe to %s (%s): %s", cfg.id, ch.node, ch.sensor, h.name)
+
     async def run(self, emit: Emit, stop: asyncio.Event) -> None:
         from asyncua import Client, ua
 
         cfg = self.cfg
-        by_node = {ua.NodeId.from_string(c.node).to_string(): c for c in cfg.channels}
-        backoff, healthy = 0.5, True
+        backoff, healthy, said = 0.5, True, ""
         while not stop.is_set():
             client = Client(cfg.url, timeout=cfg.timeout)
             if cfg.username:
@@ -240,30 +318,26 @@ class OpcuaSource:
                 client.set_password(cfg.password)
             connected = False
             try:
-                sec = cfg.security.security_string()
-                if sec:
-                    uri = cfg.security.client_uri()
-                    if uri:
-                        client.application_uri = uri
-                    await client.set_security_string(sec)
+                if cfg.security.mode != "None":
+                    await self.secure(client)
                 await client.connect()
                 connected = True
                 self.last.clear()  # values from before a reconnect are not repeated as current
-                sub = await client.create_subscription(cfg.publishing_interval * 1000, self._handler(emit, by_node))
-                handles = await sub.subscribe_data_change([client.get_node(c.node) for c in cfg.channels],
-                                                          sampling_interval=cfg.sampling_interval * 1000)
-                for ch, h in zip(cfg.channels, handles):
-                    if isinstance(h, ua.StatusCode):
-                        self.m.errors.labels(cfg.id).inc()
-                        log.error("opcua %s: cannot subscribe to %s (%s): %s", cfg.id, ch.node, ch.sensor, h.name)
+                await self.subscribe(client, emit)
                 self.m.up.labels(cfg.id).set(1)
                 if not healthy:
                     log.info("opcua %s: %s is back", cfg.id, cfg.url)
-                healthy, backoff = True, 0.5
+                healthy, backoff, said = True, 0.5, ""
                 check = min(cfg.timeout, cfg.repeat_after or cfg.timeout) / 2
                 while not await sleep_or_stop(stop, check):
                     await client.check_connection()
                     self.repeat_unchanged(emit)
+            except TrustError as e:
+                self.m.errors.labels(cfg.id).inc()
+                self.m.up.labels(cfg.id).set(0)
+                if str(e) != said:
+                    log.error("opcua %s: %s", cfg.id, e)
+                healthy, said = False, str(e)
             except (OSError, TimeoutError, ConnectionError, ua.UaError) as e:
                 self.m.errors.labels(cfg.id).inc()
                 self.m.up.labels(cfg.id).set(0)
@@ -281,3 +355,14 @@ class OpcuaSource:
                 break
             backoff = min(backoff * 2, cfg.backoff_max)
         self.m.up.labels(cfg.id).set(0)
+
+
+def _first_certificate(chain: bytes) -> bytes:
+    """The first certificate of a DER chain (a server may send its chain)."""
+    if len(chain) < 4 or chain[0] != 0x30:
+        return chain
+    n = chain[1]
+    if n < 0x80:
+        return chain[:2 + n]
+    k = n & 0x7F
+    return chain[:2 + k + int.from_bytes(chain[2:2 + k], "big")]

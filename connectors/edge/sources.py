@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -42,6 +43,20 @@ class SourceConfig(BaseModel):
     id: SourceId
     #: seconds between reconnection attempts grow up to this
     backoff_max: float = Field(30.0, gt=0, le=3600)
+
+    def resolve_paths(self, base: Path) -> "SourceConfig":
+        """This source with its relative folders taken relative to ``base`` (the config file's folder)."""
+        return self
+
+    def path_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Files the source needs that are missing, once its paths are resolved: (path in the
+        source, what is wrong)."""
+        return []
+
+    def shared_endpoint(self) -> str | None:
+        """What only one source may open (a gateway, a serial port), named for config errors; None:
+        sources of this kind may share their endpoint."""
+        return None
 
     @model_validator(mode="after")
     def _unique_sensors(self):

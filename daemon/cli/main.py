@@ -126,13 +126,6 @@ def _leaves(e: BaseException) -> list[BaseException]:
     return [e]
 
 
-# --- collect -----------------------------------------------------------------------------------
-def cmd_collect(args: argparse.Namespace) -> int:
-    from plantwatch.daemon.collect.runner import main as collect_main
-
-    return collect_main(args.config, args.site)
-
-
 # --- backtest ----------------------------------------------------------------------------------
 def cmd_backtest(args: argparse.Namespace) -> int:
     from plantwatch.daemon.config.model import ConfigError, load_config, load_config_text
@@ -188,6 +181,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 #: subcommands whose module parses its own arguments: name -> (module, help)
 PASSTHROUGH = {
+    "collect": ("plantwatch.daemon.collect.cli", "edge collector: read Modbus / OPC UA devices, publish readings (store "
+                "and forward); collect certs: its OPC UA certificate"),
     "demo": ("plantwatch.daemon.lab.demo", "simulated site through the daemon, embedded services, a result table"),
     "simulate": ("plantwatch.daemon.lab.simulator.collector", "run the plant simulator as an edge collector"),
     "bench": ("plantwatch.daemon.lab.bench", "end-to-end benchmark against the machine's own limits (bench --quick)"),
@@ -224,11 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("--config", required=True, help="site config (YAML)")
     r.set_defaults(func=cmd_run)
-
-    co = sub.add_parser("collect", help="edge collector: read Modbus / OPC UA devices, publish readings (store and forward)")
-    co.add_argument("--config", required=True, help="collect config (YAML; see docs/edge.md)")
-    co.add_argument("--site", help="the site config: refuse to start when the channels disagree with it")
-    co.set_defaults(func=cmd_collect)
 
     b = sub.add_parser("backtest", help="replay stored readings through a candidate config and the active one")
     b.add_argument("--config", required=True, help="candidate config (YAML)")

@@ -7,6 +7,7 @@ taken relative to the config file, so a service manager's working directory does
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Union
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from plantwatch.connectors.edge import SOURCES
 from plantwatch.connectors.wire import RESERVED_COLLECTORS
 
-from plantwatch.daemon.config.model import ID, ConfigError, _problems
+from plantwatch.daemon.config.model import ID, ConfigError, _at, _problems
 from plantwatch.daemon.config.tls import BasicAuthConfig, ClientTlsConfig, ServerTlsConfig, exposed_needs
 from plantwatch.daemon.config.loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 
@@ -105,10 +106,18 @@ class CollectConfig(_Model):
         problems: list[str] = []
         ids: set[str] = set()
         owner: dict[str, str] = {}
+        lines: dict[str, str] = {}
         for i, s in enumerate(self.sources):
             if s.id in ids:
                 problems.append(f"sources[{i}].id: source id {s.id!r} is used twice")
             ids.add(s.id)
+            line = s.shared_endpoint()
+            if line is not None and line in lines:
+                problems.append(f"sources[{i}]: {line} is already read by source {lines[line]!r} (one "
+                                "connection serves every unit id behind it): put these channels in source "
+                                f"{lines[line]!r}, each with its unit_id")
+            if line is not None:
+                lines.setdefault(line, s.id)
             for j, ch in enumerate(s.channels):
                 if ch.sensor in owner and owner[ch.sensor] != s.id:
                     problems.append(f"sources[{i}].channels[{j}].sensor: sensor {ch.sensor!r} is already read by "
@@ -136,14 +145,54 @@ class _Untagged:
         return out
 
 
+_INDEXED = re.compile(r"^sources\[(\d+)\](?:\.channels\[(\d+)\])?")
+
+
+def _by_name(problem: str, located: Located) -> str:
+    """``file:l:c: sources[0].channels[3].type: ...`` as ``sources[panel].channels[G3].type: ...``:
+    a source by its id and a channel by its sensor, when they have one (unique in their list)."""
+    head = f"{located.source}:"
+    rest = problem[len(head):] if problem.startswith(head) else None
+    if rest is None:
+        return problem
+    line, col, tail = (rest.split(":", 2) + ["", ""])[:3]
+    path, sep, text = tail.strip().partition(": ")
+    m = _INDEXED.match(path)
+    if not m:
+        return problem
+    sources = located.data.get("sources") if isinstance(located.data, dict) else None
+    i = int(m.group(1))
+    src = sources[i] if isinstance(sources, list) and i < len(sources) and isinstance(sources[i], dict) else {}
+    name = _unique_label(sources, i, "id") or str(i)
+    new = f"sources[{name}]"
+    if m.group(2) is not None:
+        j = int(m.group(2))
+        new += f".channels[{_unique_label(src.get('channels'), j, 'sensor') or j}]"
+    return f"{head}{line}:{col}: {new}{path[m.end():]}{sep}{text}"
+
+
+def _unique_label(items, k: int, key: str) -> str | None:
+    if not isinstance(items, list) or k >= len(items) or not isinstance(items[k], dict):
+        return None
+    label = items[k].get(key)
+    labels = [x.get(key) for x in items if isinstance(x, dict)]
+    return label if isinstance(label, str) and label and labels.count(label) == 1 else None
+
+
 def parse_collect_config(located: Located) -> CollectConfig:
     try:
         cfg = CollectConfig.model_validate(located.data)
     except ValidationError as err:
-        raise ConfigError(located.source, _problems(_Untagged(err), located, CollectConfig)) from None
-    if not cfg.buffer.path.is_absolute() and located.source not in ("", "<string>"):
-        base = Path(located.source).resolve().parent
+        problems = _problems(_Untagged(err), located, CollectConfig)
+        raise ConfigError(located.source, [_by_name(p, located) for p in problems]) from None
+    base = Path(located.source).resolve().parent if located.source not in ("", "<string>") else Path.cwd()
+    if not cfg.buffer.path.is_absolute():
         cfg = cfg.model_copy(update={"buffer": cfg.buffer.model_copy(update={"path": base / cfg.buffer.path})})
+    cfg = cfg.model_copy(update={"sources": [s.resolve_paths(base) for s in cfg.sources]})
+    missing = [_by_name(_at(located, ("sources", i) + path, text), located)
+               for i, s in enumerate(cfg.sources) for path, text in s.path_problems()]
+    if missing:
+        raise ConfigError(located.source, missing)
     return cfg
 
 

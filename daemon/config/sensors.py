@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
-SensorKind = Literal["gas", "pressure", "flow", "level", "temperature", "robot"]
+SensorKind = Literal["gas", "pressure", "flow", "level", "temperature", "contact", "robot"]
 
 
 class Model(BaseModel):
