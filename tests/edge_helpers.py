@@ -55,6 +55,19 @@ class CollectProcess(CliProcess):
         super().__init__(workdir, yaml_text, name)
 
 
+async def logged(c: CollectProcess, text: str) -> bool:
+    return text in c.log()
+
+
+async def teardown(c: CollectProcess, d: DaemonProcess | None, *servers) -> None:
+    """Kill what a test started (a no-op for what already stopped), then stop its servers."""
+    c.kill()
+    if d is not None:
+        d.kill()
+    for s in servers:
+        await s.stop()
+
+
 def collect_yaml(sources: str, *, mosquitto, prefix: str, buffer: Path, metrics_port: int | None = None,
                  collector: str = "edge-test", interval: float = 0.5) -> str:
     metrics = f"metrics: {{port: {metrics_port}}}\n" if metrics_port else ""

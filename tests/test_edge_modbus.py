@@ -10,7 +10,8 @@ import pytest
 
 from plantwatch.connectors.edge.modbus_decode import encode
 
-from .edge_helpers import CollectProcess, ModbusGateway, NullModem, collect_yaml, eventually, latest, start_daemon
+from .edge_helpers import (CollectProcess, ModbusGateway, NullModem, collect_yaml, eventually, latest, logged,
+                           start_daemon, teardown)
 
 pytestmark = pytest.mark.slow
 
@@ -83,10 +84,6 @@ async def contact_alarms(dsn: str) -> dict[str, tuple[bool, str, str]]:
         await conn.close()
 
 
-async def _logged(c: CollectProcess, text: str) -> bool:
-    return text in c.log()
-
-
 async def all_values(db: str, n: int = len(SENSORS)):
     got = await latest(db)
     return got if len(got) == n else None
@@ -108,7 +105,7 @@ async def test_gateway_units_share_one_connection_and_contacts_alarm_when_they_o
                                on_fail=c.log)
         assert {k: v for k, (v, _, _) in got.items()} == EXPECTED
         # the gateway answers for the missing unit 9 with an exception: its request is skipped, logged once
-        await eventually(lambda: _logged(c, "modbus gateway: unit 9 holding registers 0..0 refused"),
+        await eventually(lambda: logged(c, "modbus gateway: unit 9 holding registers 0..0 refused"),
                          "the refused unit in the log", timeout=10, on_fail=c.log)
         assert {q for _, q, _ in got.values()} == {GOOD}
         # unit 1 and unit 7 are read over the gateway's one TCP connection
@@ -140,9 +137,7 @@ async def test_gateway_units_share_one_connection_and_contacts_alarm_when_they_o
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:
-        c.kill()
-        d.kill()
-        await gw.stop()
+        await teardown(c, d, gw)
 
 
 RTU_SENSORS = ["id: P-RTU1, kind: pressure, unit: bar, range: [0, 40]",
@@ -196,9 +191,7 @@ async def test_rtu_framing_over_a_serial_line_and_over_tcp(line, tmp_path, mosqu
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:
-        c.kill()
-        d.kill()
-        await gw.stop()
+        await teardown(c, d, gw)
         if modem is not None:
             modem.close()
 
