@@ -55,6 +55,19 @@ class CollectProcess(CliProcess):
         super().__init__(workdir, yaml_text, name)
 
 
+async def logged(c: CollectProcess, text: str) -> bool:
+    return text in c.log()
+
+
+async def teardown(c: CollectProcess, d: DaemonProcess | None, *servers) -> None:
+    """Kill what a test started (a no-op for what already stopped), then stop its servers."""
+    c.kill()
+    if d is not None:
+        d.kill()
+    for s in servers:
+        await s.stop()
+
+
 def collect_yaml(sources: str, *, mosquitto, prefix: str, buffer: Path, metrics_port: int | None = None,
                  collector: str = "edge-test", interval: float = 0.5) -> str:
     metrics = f"metrics: {{port: {metrics_port}}}\n" if metrics_port else ""
@@ -225,8 +238,11 @@ class ModbusGateway:
 
     TABLES = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
 
-    def __init__(self, units: list[int], *, framing: str = "socket", serial: str | None = None):
-        self.units, self.framing, self.serial = units, framing, serial
+    def __init__(self, units: list[int], *, framing: str = "socket", serial: str | None = None,
+                 silent: tuple[int, ...] = ()):
+        """``silent``: units whose responses are never sent (Modbus TCP framing only): a dead device
+        behind a gateway that forwards requests to it."""
+        self.units, self.framing, self.serial, self.silent = units, framing, serial, silent
         self.port = free_port()
         self.connections = 0
         self._server = None
@@ -247,8 +263,11 @@ class ModbusGateway:
             self._server = ModbusSerialServer(devices, port=self.serial, baudrate=19200, parity="N")  # a pty has no parity
         else:
             framer = FramerType.RTU if self.framing == "rtu" else FramerType.SOCKET
+            def drop(sending: bool, data: bytes) -> bytes:
+                return b"" if sending and len(data) > 6 and data[6] in self.silent else data
+
             self._server = ModbusTcpServer(devices, address=("127.0.0.1", self.port), framer=framer,
-                                           trace_connect=counted)
+                                           trace_connect=counted, trace_packet=drop if self.silent else None)
         await self._server.serve_forever(background=True)
 
     async def set(self, unit: int, table: str, address: int, values: list) -> None:

@@ -135,3 +135,21 @@ def test_cli_reports_config_errors_and_exits_2(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert f"{p}:7:5: sources[panel1].colour: unknown key 'colour'" in r.stdout + r.stderr
+
+
+def test_collect_certs_errors_are_one_line(tmp_path):
+    def certs(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "plantwatch.daemon.cli.main", "collect", "certs", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    r = certs("--pki", str(tmp_path / "pki"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "plantwatch collect certs: --pki needs --uri (the application URI the server will see)"]
+    p = tmp_path / "c.yaml"
+    p.write_text("collector: e\nsite: s\nsources: [{type: modbus, id: m, host: h, channels: [{sensor: G0, address: 0}]}]\n")
+    r = certs("--config", str(p))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"plantwatch collect certs: {p} has no OPC UA source with security mode Sign or SignAndEncrypt"]
+    assert certs("--pki", str(tmp_path / "pki"), "--uri", "urn:x").returncode == 0
+    r = certs("--pki", str(tmp_path / "pki"), "--uri", "urn:x")
+    assert r.returncode == 2 and "exists (--force replaces it" in r.stderr and "Traceback" not in r.stderr

@@ -10,7 +10,8 @@ import pytest
 
 from plantwatch.connectors.edge.modbus_decode import encode
 
-from .edge_helpers import CollectProcess, ModbusGateway, NullModem, collect_yaml, eventually, latest, start_daemon
+from .edge_helpers import (CollectProcess, ModbusGateway, NullModem, collect_yaml, eventually, latest, logged,
+                           start_daemon, teardown)
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,7 @@ SENSORS = [
     "id: RELAY-1, kind: contact, unit: '', range: [0, 1]",
     "id: ESD-1, kind: contact, unit: '', range: [0, 1]",
     "id: DOOR-1, kind: contact, unit: '', range: [0, 1]",
+    "id: P-U9, kind: pressure, unit: bar, range: [0, 40]",  # behind the gateway, but no device 9 answers
 ]
 CONTACTS = ("  - {id: contacts, type: contact_state, select: {kind: contact}, params: {alarm_when: open},"
             " severity: {contact_alarm: critical}}\n")
@@ -53,6 +55,7 @@ def gateway_source(port: int, framing: str = "socket") -> str:
       - {{sensor: RELAY-1, unit_id: 7, table: coil, address: 3}}
       - {{sensor: ESD-1, table: discrete_input, address: 5}}
       - {{sensor: DOOR-1, unit_id: 7, address: 50, bit: 3}}
+      - {{sensor: P-U9, unit_id: 9, address: 0}}
 """
 
 
@@ -98,8 +101,12 @@ async def test_gateway_units_share_one_connection_and_contacts_alarm_when_they_o
     try:
         await d.wait_connected()
         c.start()
-        got = await eventually(lambda: all_values(db), "a reading of every channel", on_fail=c.log)
+        got = await eventually(lambda: all_values(db, len(SENSORS) - 1), "a reading of every channel but P-U9",
+                               on_fail=c.log)
         assert {k: v for k, (v, _, _) in got.items()} == EXPECTED
+        # the gateway answers for the missing unit 9 with an exception: its request is skipped, logged once
+        await eventually(lambda: logged(c, "modbus gateway: unit 9 holding registers 0..0 refused"),
+                         "the refused unit in the log", timeout=10, on_fail=c.log)
         assert {q for _, q, _ in got.values()} == {GOOD}
         # unit 1 and unit 7 are read over the gateway's one TCP connection
         assert gw.connections == 1
@@ -126,12 +133,11 @@ async def test_gateway_units_share_one_connection_and_contacts_alarm_when_they_o
 
         await eventually(relay_back, "the relay's alarm clears when it closes", on_fail=c.log)
         assert gw.connections == 1
+        assert c.log().count("unit 9 holding registers 0..0 refused") == 1
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:
-        c.kill()
-        d.kill()
-        await gw.stop()
+        await teardown(c, d, gw)
 
 
 RTU_SENSORS = ["id: P-RTU1, kind: pressure, unit: bar, range: [0, 40]",
@@ -185,8 +191,33 @@ async def test_rtu_framing_over_a_serial_line_and_over_tcp(line, tmp_path, mosqu
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:
-        c.kill()
-        d.kill()
-        await gw.stop()
+        await teardown(c, d, gw)
         if modem is not None:
             modem.close()
+
+
+async def test_a_unit_that_does_not_answer_costs_its_requests_not_the_line():
+    """A device behind the gateway that is silent (the gateway forwards, nothing comes back) times
+    out its own requests; the other unit on the same connection is read on every poll."""
+    from plantwatch.connectors.edge.modbus import ModbusDevice, ModbusSource, open_client
+    from plantwatch.connectors.edge.sources import CollectMetrics
+
+    gw = ModbusGateway([1, 9], silent=(9,))
+    await gw.start()
+    await gw.set(1, "holding", 0, [42])
+    port = gw.port
+    cfg = ModbusDevice(type="modbus", id="gw", host="127.0.0.1", port=port, timeout=0.5,
+                       channels=[{"sensor": "A", "address": 0}, {"sensor": "B", "unit_id": 9, "address": 0}])
+    metrics = CollectMetrics()
+    source = ModbusSource(cfg, metrics)
+    client = open_client(cfg)
+    try:
+        assert await client.connect()
+        for _ in range(3):
+            readings = await source.poll(client)
+            assert [(r["sensor"], r["value"]) for r in readings] == [("A", 42.0)]
+            assert client.connected
+        assert metrics.errors.labels("gw")._value.get() == 3
+    finally:
+        client.close()
+        await gw.stop()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from .edge_helpers import CollectProcess, collect_yaml, eventually, free_tcp_port, latest, start_daemon
+from .edge_helpers import CollectProcess, collect_yaml, eventually, free_tcp_port, latest, start_daemon, teardown
 
 pytestmark = pytest.mark.slow
 
@@ -105,9 +105,7 @@ async def test_namespace_uris_and_browse_paths_survive_a_server_restart_that_ren
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:
-        c.kill()
-        d.kill()
-        await server.stop()
+        await teardown(c, d, server)
 
 
 async def test_a_namespace_uri_the_server_does_not_have_is_named():

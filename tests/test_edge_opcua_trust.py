@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from .edge_helpers import (SERVER_URI, CollectProcess, OpcuaServer, collect_yaml, eventually, latest, make_certificate,
-                           start_daemon)
+from .edge_helpers import (SERVER_URI, CollectProcess, OpcuaServer, collect_yaml, eventually, latest, logged,
+                           make_certificate, start_daemon, teardown)
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +35,15 @@ def source(server: OpcuaServer, security: str, node: str | None = None) -> str:
 """
 
 
+async def _secured_server(tmp_path):
+    """A started SignAndEncrypt server, its certificate, and a client certificate and key."""
+    srv_cert, srv_key = await make_certificate(tmp_path, "server", SERVER_URI, server=True)
+    cli_cert, cli_key = await make_certificate(tmp_path, "collector", "urn:plantwatch:test:collect", server=False)
+    server = OpcuaServer(["Pressure"], certificate=srv_cert, private_key=srv_key)
+    await server.start({"Pressure": 17250.0})
+    return server, srv_cert, cli_cert, cli_key
+
+
 async def _p0(db: str) -> float | None:
     got = (await latest(db)).get("P0")
     return got[0] if got else None
@@ -44,10 +53,7 @@ async def test_unknown_server_certificate_is_rejected_until_the_operator_trusts_
         tmp_path, mosquitto, db, topic_prefix):
     """Without a pinned certificate the collector used to accept any server's certificate."""
     prefix = topic_prefix.rstrip("/")
-    srv_cert, srv_key = await make_certificate(tmp_path, "server", SERVER_URI, server=True)
-    cli_cert, cli_key = await make_certificate(tmp_path, "collector", "urn:plantwatch:test:collect", server=False)
-    server = OpcuaServer(["Pressure"], certificate=srv_cert, private_key=srv_key)
-    await server.start({"Pressure": 17250.0})
+    server, srv_cert, cli_cert, cli_key = await _secured_server(tmp_path)
     security = (f"{{mode: SignAndEncrypt, policy: Basic256Sha256, certificate: {cli_cert}, "
                 f"private_key: {cli_key}}}")
     d = start_daemon(tmp_path, SENSORS, mosquitto, db, prefix)
@@ -65,7 +71,7 @@ async def test_unknown_server_certificate_is_rejected_until_the_operator_trusts_
         [kept_file] = await eventually(kept, "the refused server certificate in pki/rejected/", timeout=30,
                                        on_fail=c.log)
         assert kept_file.read_bytes() == srv_cert.read_bytes()
-        await eventually(lambda: _logged(c, "is not trusted"), "the log line saying so", timeout=10, on_fail=c.log)
+        await eventually(lambda: logged(c, "is not trusted"), "the log line saying so", timeout=10, on_fail=c.log)
         line = next(x for x in c.log().splitlines() if "is not trusted" in x)
         assert f"mv '{kept_file}' '{tmp_path / 'pki' / 'trusted'}/'" in line, line
         assert await _p0(db) is None  # nothing was read from the untrusted server
@@ -77,26 +83,21 @@ async def test_unknown_server_certificate_is_rejected_until_the_operator_trusts_
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:
-        c.kill()
-        d.kill()
-        await server.stop()
+        await teardown(c, d, server)
 
 
 async def test_a_wrong_pin_says_certificate_mismatch(tmp_path, mosquitto, db, topic_prefix):
     """A pinned certificate that is not the server's used to end in a TimeoutError."""
     prefix = topic_prefix.rstrip("/")
-    srv_cert, srv_key = await make_certificate(tmp_path, "server", SERVER_URI, server=True)
+    server, _, cli_cert, cli_key = await _secured_server(tmp_path)
     other_cert, _ = await make_certificate(tmp_path, "other-server", SERVER_URI, server=True)
-    cli_cert, cli_key = await make_certificate(tmp_path, "collector", "urn:plantwatch:test:collect", server=False)
-    server = OpcuaServer(["Pressure"], certificate=srv_cert, private_key=srv_key)
-    await server.start({"Pressure": 17250.0})
     security = (f"{{mode: SignAndEncrypt, policy: Basic256Sha256, certificate: {cli_cert}, private_key: {cli_key}, "
                 f"server_certificate: {other_cert}}}")
     c = CollectProcess(tmp_path, collect_yaml(source(server, security), mosquitto=mosquitto, prefix=prefix,
                                               buffer=tmp_path / "buf.sqlite3", interval=0.2))
     try:
         c.start()
-        await eventually(lambda: _logged(c, "opcua secure: "), "the collector's verdict on the server", timeout=30,
+        await eventually(lambda: logged(c, "opcua secure: "), "the collector's verdict on the server", timeout=30,
                          on_fail=c.log)
         log = c.log()
         assert "certificate mismatch" in log, log
@@ -104,8 +105,7 @@ async def test_a_wrong_pin_says_certificate_mismatch(tmp_path, mosquitto, db, to
         assert f"the pinned server_certificate {other_cert}" in log
         assert c.terminate() == 0
     finally:
-        c.kill()
-        await server.stop()
+        await teardown(c, None, server)
 
 
 async def test_collect_certs_makes_the_certificate_a_checking_server_accepts(tmp_path, mosquitto, db, topic_prefix):
@@ -145,7 +145,7 @@ async def test_collect_certs_makes_the_certificate_a_checking_server_accepts(tmp
         await d.wait_connected()
         c.start()
         # the server does not know the collector's certificate yet: it refuses the session
-        await eventually(lambda: _logged(c, "opcua secure: "), "the refused session", timeout=30, on_fail=c.log)
+        await eventually(lambda: logged(c, "opcua secure: "), "the refused session", timeout=30, on_fail=c.log)
         assert await _p0(db) is None
         # the operator installs it on the server, as the command said (the server reads its trust list at start)
         await server.stop()
@@ -155,13 +155,7 @@ async def test_collect_certs_makes_the_certificate_a_checking_server_accepts(tmp
         assert c.terminate() == 0
         assert d.terminate() == 0
     finally:
-        c.kill()
-        d.kill()
-        await server.stop()
-
-
-async def _logged(c: CollectProcess, text: str) -> bool:
-    return text in c.log()
+        await teardown(c, d, server)
 
 
 async def _is(db: str, value: float) -> bool:

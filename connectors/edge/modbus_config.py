@@ -136,6 +136,9 @@ class ModbusDevice(SourceConfig):
     def line_framing(self) -> str:
         return self.framing or ("rtu" if self.serial is not None else "socket")
 
+    def libraries(self) -> tuple[str, ...]:
+        return ("pymodbus", "serial") if self.serial is not None else ("pymodbus",)
+
     def shared_endpoint(self) -> str | None:
         if self.serial is not None:
             return f"serial port {self.serial.port}"

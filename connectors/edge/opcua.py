@@ -138,6 +138,9 @@ class OpcuaServer(SourceConfig):
     security: OpcuaSecurity = OpcuaSecurity()
     channels: list[OpcuaChannel] = Field(min_length=1, max_length=10_000)
 
+    def libraries(self) -> tuple[str, ...]:
+        return ("asyncua",)
+
     def resolve_paths(self, base: Path) -> "OpcuaServer":
         sec = self.security
         if sec.pki.is_absolute():

@@ -44,6 +44,10 @@ class SourceConfig(BaseModel):
     #: seconds between reconnection attempts grow up to this
     backoff_max: float = Field(30.0, gt=0, le=3600)
 
+    def libraries(self) -> tuple[str, ...]:
+        """Modules the source imports when it runs (the ``edge`` extra), checked before the start."""
+        return ()
+
     def resolve_paths(self, base: Path) -> "SourceConfig":
         """This source with its relative folders taken relative to ``base`` (the config file's folder)."""
         return self

@@ -153,10 +153,6 @@ async def _collect(cfg: CollectConfig, stop: asyncio.Event, m: CollectMetrics, s
     return summary
 
 
-#: the client library each source kind needs (the ``edge`` extra)
-_LIBRARY = {"modbus": "pymodbus", "opcua": "asyncua"}
-
-
 def main(config_path: str | Path, site_path: str | Path | None = None) -> int:
     """Run until SIGTERM/SIGINT (a second signal exits at once). Exit code 2: bad config, or a
     collect config that disagrees with the site config ``site_path``."""
@@ -173,7 +169,7 @@ def main(config_path: str | Path, site_path: str | Path | None = None) -> int:
         if site_path is not None:
             for note in check_against_site(cfg, located, str(site_path)):
                 log.warning("%s", note)
-        for module in sorted({_LIBRARY[s.type] for s in cfg.sources if s.type in _LIBRARY}):
+        for module in sorted({m for s in cfg.sources for m in s.libraries()}):
             __import__(module)
     except ConfigError as e:
         print(e)
