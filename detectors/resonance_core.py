@@ -21,6 +21,12 @@ moves toward the lowest recent match (slowly up, quickly down after novel shapes
 whose shapes keep varying widens its tolerance. After a new cluster, further new clusters within
 ``mask`` shapes are muted unless they match clearly worse than the last anomaly: one excursion,
 one detection.
+
+Two stages then weigh the confidence of a detection (the memory learns the same either way):
+``settle`` scales it down linearly over the first ``settle`` warm-up lengths after the warm-up
+(the memory has seen only the warm-up's shapes yet), and ``extreme`` raises a detection whose
+level lies outside every value seen so far (the scale had to widen) to at least ``extreme``
+(a never-seen shape at a never-seen value).
 """
 from __future__ import annotations
 
@@ -110,10 +116,13 @@ class ShapeMemory:
     """One sensor's state; ``push(x)`` returns the anomaly score of reading ``x``."""
 
     def __init__(self, *, learn: int, stride: int, window: int, levels: int, margin: float, chomp: float,
-                 rho0: float, rho_cap: float, mask: int, grow: bool = True):
+                 rho0: float, rho_cap: float, mask: int, grow: bool = True, settle: float = 0.0,
+                 extreme: float = 0.0):
         self.learn, self.stride, self.window, self.levels = learn, stride, window, levels
         self.margin, self.chomp, self.rho0, self.rho_cap, self.mask = margin, chomp, rho0, rho_cap, mask
-        self.grow = grow
+        self.grow, self.settle, self.extreme = grow, settle, extreme
+        self.widened = False  # the level just formed lay outside the scale
+        self.first_scored = 0  # step of the first shape scored after the warm-up (0: none yet)
         self.count = 0
         self.buf: list[float] = []  # warm-up readings
         self.block: list[float] = []
@@ -143,7 +152,8 @@ class ShapeMemory:
         v = lo if abs(hi - self.ma) < abs(lo - self.ma) else hi
         if not abs(v - mean) >= 0.1 * abs(mean):
             v = mean
-        if self.grow and self.span > 0 and math.isfinite(v) and not self.lo <= v <= self.lo + self.span:
+        self.widened = bool(self.span > 0 and math.isfinite(v) and not self.lo <= v <= self.lo + self.span)
+        if self.grow and self.widened:
             self._widen(v)
         u = (v - self.lo) / self.span if self.span > 0 else 0.5
         u = min(1.0, max(0.0, u)) if math.isfinite(u) else 0.5
@@ -225,8 +235,10 @@ class ShapeMemory:
         masked = self.mask_after_new or since <= self.mask
         worse = a < self.last_anomaly_sim * (0.9 if since <= self.mask else 0.7)
         score = 0.0
+        if scoring and not self.first_scored:
+            self.first_scored = i
         if scoring and new and (not masked or worse):
-            score = self._confidence(a, ae)
+            score = self._weigh(self._confidence(a, ae), i)
             self.anomaly_sims.append(a)
             self.last_anomaly_sim, self.last_anomaly = a, i
         self.mask_after_new = self.mask_after_new or new
@@ -239,6 +251,14 @@ class ShapeMemory:
         ub = ((1 - a) - (1 - self.art.rho_ub)) / (1 - a)
         lb = ((1 - a) - (1 - self.art.rho_lb)) / (1 - a)
         return min(1.0, 0.35 * ub + 0.65 * lb + 1.5 * (1.0 - ae))
+
+    def _weigh(self, score: float, i: int) -> float:
+        """The ``settle`` and ``extreme`` stages (module docstring) on a detection's confidence."""
+        if self.settle > 0:
+            score *= min(1.0, (i - self.first_scored + 1) / (self.settle * self.trend))
+        if self.extreme > 0 and self.widened:
+            score = max(score, self.extreme)
+        return score
 
     # --- stream ------------------------------------------------------------------------------
     def push(self, x: float) -> float:
@@ -288,7 +308,8 @@ class ShapeMemory:
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {"scalars": np.array([float(getattr(self, k)) for k in self._SCALARS]
                                    + [float(self.art.k), self.art.rho_lb, self.art.rho_ub]),
-               "hist": self.hist.copy(), "W": self.art.W[: self.art.k].copy()}
+               "hist": self.hist.copy(), "W": self.art.W[: self.art.k].copy(),
+               "first_scored": np.array([float(self.first_scored)])}
         out.update({k: np.array(getattr(self, k), dtype=np.float64) for k in self._LISTS})
         return out
 
@@ -302,5 +323,6 @@ class ShapeMemory:
         self.art.W = np.zeros((max(64, k), 2 * self.art.dim))
         self.art.W[:k], self.art.k = W, k
         self.hist = np.asarray(a["hist"], dtype=np.int64).copy()
+        self.first_scored = int(np.asarray(a.get("first_scored", [0.0]))[0])  # absent in older states
         for name in self._LISTS:
             setattr(self, name, [float(v) for v in np.asarray(a[name], dtype=np.float64)])

@@ -59,6 +59,7 @@ from pydantic import Field, field_validator, model_validator
 from .base import Detector, DetectorParams, Output
 from .decide import Decider, ThresholdDecider
 from .registry import register
+from .robot_grid import SiteGrid
 from .robot_reference import SiteReference
 from .rowstats import nanmedian_rows
 
@@ -169,6 +170,7 @@ class RobotBaseline(Detector):
         self.gmed = np.full(n, np.nan)
         self.gscale = np.full(n, np.nan)
         self.last_xy = np.full((n, 2), np.nan)  # position of each channel's last reading
+        self.grid = SiteGrid(p.extent, p.cell, p.neighbourhood, p.grid)
 
     @classmethod
     def example_params(cls) -> dict[str, Any]:
@@ -202,31 +204,7 @@ class RobotBaseline(Detector):
     # --- places ------------------------------------------------------------------------------
     def cells(self, pos: np.ndarray | None, k: int) -> np.ndarray:
         """Grid cell of each position (-1: no position, or outside ``extent``)."""
-        if pos is None:
-            return np.full(k, -1, dtype=np.int64)
-        pos = np.asarray(pos, dtype=np.float64).reshape(k, 2)
-        p: RobotBaselineParams = self.params
-        x0, y0, x1, y1 = p.extent
-        nx, ny = p.grid
-        with np.errstate(invalid="ignore"):
-            inside = np.isfinite(pos).all(axis=1) & (pos[:, 0] >= x0) & (pos[:, 0] < x1) & (pos[:, 1] >= y0) & (pos[:, 1] < y1)
-            cx = np.where(inside, np.floor((pos[:, 0] - x0) / p.cell), 0).astype(np.int64)
-            cy = np.where(inside, np.floor((pos[:, 1] - y0) / p.cell), 0).astype(np.int64)
-        return np.where(inside, np.minimum(cy, ny - 1) * nx + np.minimum(cx, nx - 1), -1)
-
-    def _neighbours(self, cell: np.ndarray) -> np.ndarray:
-        """Cells within ``neighbourhood`` cells of each cell, shape (m, K); -1 off the grid."""
-        p: RobotBaselineParams = self.params
-        nx, ny = p.grid
-        r = p.neighbourhood
-        d = np.arange(-r, r + 1)
-        dx, dy = (a.ravel() for a in np.meshgrid(d, d))
-        order = np.argsort(np.abs(dx) + np.abs(dy), kind="stable")  # own cell first
-        dx, dy = dx[order], dy[order]
-        cx, cy = cell % nx, cell // nx
-        gx, gy = cx[:, None] + dx, cy[:, None] + dy
-        ok = (cell[:, None] >= 0) & (gx >= 0) & (gx < nx) & (gy >= 0) & (gy < ny)
-        return np.where(ok, gy * nx + gx, -1)
+        return self.grid.cells(pos, k)
 
     def _z(self, x, med, scale):
         with np.errstate(all="ignore"):
@@ -250,7 +228,7 @@ class RobotBaseline(Detector):
         med, scale, which = self.gmed[idx].copy(), gscale, np.where(gwarm, 2, 0)
         used = np.full(m, -1, dtype=np.int64)
         if self.cpos.shape[1] and (cell >= 0).any():
-            nb = self._neighbours(cell)
+            nb = self.grid.neighbours(cell)
             slot = np.where(nb >= 0, self.slot_of[np.maximum(nb, 0)], -1).astype(np.int64)
             s = np.maximum(slot, 0)
             rows = idx[:, None]
@@ -400,8 +378,5 @@ class RobotBaseline(Detector):
                                "reference": float(self.reference.ref[col]),
                                "site_shift": bool(self.reference.site_on[col])}
         if used[0] >= 0:
-            p: RobotBaselineParams = self.params
-            nx = p.grid[0]
-            c = int(used[0])
-            out["cell"] = (p.extent[0] + (c % nx + 0.5) * p.cell, p.extent[1] + (c // nx + 0.5) * p.cell)
+            out["cell"] = self.grid.centre(int(used[0]))
         return out

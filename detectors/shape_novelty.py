@@ -5,7 +5,9 @@ first ``learn`` readings fix the value scale and are replayed to learn the vigil
 ``stride`` readings one level is formed, the last ``window`` levels are one shape, and a shape
 that resonates with no stored category starts a new cluster, which is scored by how far below
 the vigilances it matched (0 = known shape). New clusters within ``mask`` shapes of the last
-detection are muted unless clearly worse: one excursion, one detection.
+detection are muted unless clearly worse: one excursion, one detection. Two stages weigh a detection's score: ``settle`` ramps it up over the time after the
+warm-up (the memory has seen only the warm-up yet), ``extreme`` gives a new shape at a value never
+seen full weight.
 
 It complements :mod:`.range_novelty` (a value region never visited): shape novelty also sees a
 changed pattern inside the known range (a lost daily cycle, a new oscillation, a step that stays
@@ -41,6 +43,10 @@ class ShapeNoveltyParams(debounce()):
     rho_cap: float = Field(0.97, gt=0, le=1, description="upper bound of the upper vigilance")
     mask: int = Field(12, ge=0, le=100_000, description="shapes after a detection in which new clusters are muted")
     grow: bool = Field(True, description="widen the value scale (and map what is stored) when a level falls outside it")
+    settle: float = Field(0.5, ge=0, le=100,
+                          description="warm-up lengths after the warm-up over which detections ramp up to full score; 0: off")
+    extreme: float = Field(1.0, ge=0, le=1,
+                           description="least score of a detection at a value outside the scale (never seen); 0: off")
     threshold: float = Field(0.4, gt=0, le=1, description="score at which the anomaly condition starts")
 
     def model_post_init(self, _ctx) -> None:
@@ -64,7 +70,8 @@ class ShapeNovelty(Detector):
         p: ShapeNoveltyParams = self.params
         stride = p.stride or max(1, p.learn // (p.window * p.warmup_shapes))
         return ShapeMemory(learn=p.learn, stride=stride, window=p.window, levels=p.levels, margin=p.margin,
-                           chomp=p.chomp, rho0=p.rho0, rho_cap=p.rho_cap, mask=p.mask, grow=p.grow)
+                           chomp=p.chomp, rho0=p.rho0, rho_cap=p.rho_cap, mask=p.mask, grow=p.grow,
+                           settle=p.settle, extreme=p.extreme)
 
     def make_decider(self) -> Decider:
         p: ShapeNoveltyParams = self.params

@@ -117,6 +117,44 @@ def test_shape_novelty_widened_scale_keeps_learned_shapes() -> None:
     assert s[1100:].max() == 0  # the learned cycle is recognised on the widened scale
 
 
+def _memory_scores(x: np.ndarray, **kw) -> np.ndarray:
+    from plantwatch.detectors.resonance_core import ShapeMemory
+
+    p = dict(learn=200, stride=1, window=8, levels=80, margin=0.3, chomp=0.075, rho0=0.8, rho_cap=0.97,
+             mask=12, grow=True)
+    p.update(kw)
+    m = ShapeMemory(**p)
+    return np.array([m.push(float(v)) for v in x])
+
+
+def test_shape_novelty_settle_ramps_detections_after_the_warm_up() -> None:
+    """A new shape inside the known range right after the warm-up is scored by the fraction of
+    the settle period gone by; the same kind of shape later, after the settle period, in full."""
+    x = np.sin(np.arange(2000) / 5.0)
+    x[230:250] = 0.9  # a plateau 30 readings after the warm-up
+    x[1500:1520] = 0.9  # and again much later
+    plain = _memory_scores(x)
+    settled = _memory_scores(x, settle=0.5, extreme=1.0)
+    early = np.flatnonzero(plain[:400])
+    assert len(early) and np.array_equal(early, np.flatnonzero(settled[:400]))  # same detections, the memory unchanged
+    # the ramp runs over settle x 200 warm-up levels = 100 shapes; the first scored shape is reading 200
+    assert settled[233] == pytest.approx(plain[233] * (233 - 200 + 1) / 100, rel=1e-9)
+    assert np.all(settled[early] < plain[early])
+    assert np.array_equal(settled[1000:], plain[1000:])  # past the settle period: unchanged
+
+
+def test_shape_novelty_extreme_gives_a_never_seen_value_full_score() -> None:
+    """A new shape at a value outside everything seen keeps full weight even inside the settle
+    period; ``extreme`` 0 leaves it ramped."""
+    x = np.sin(np.arange(2000) / 5.0)
+    x[230:233] = 40.0
+    assert _memory_scores(x)[230] == 1.0
+    ramped = _memory_scores(x, settle=0.5)[230]
+    assert 0 < ramped < 0.5
+    assert _memory_scores(x, settle=0.5, extreme=1.0)[230] == 1.0
+    assert _memory_scores(x, settle=0.5, extreme=0.8)[230] == pytest.approx(0.8)
+
+
 def test_bad_warmup_mode_is_one_line(tmp_path: Path, capsys) -> None:
     from plantwatch.daemon.lab.evaluate.nab import main
 

@@ -21,9 +21,10 @@ def test_nab_default_reaches_target(datasets: Path) -> None:
     res = eval_nab(need(datasets / "nab"), quiet=True)
     assert res["files"] == 58 and res["windows"] == 116
     print({k: round(v["score"], 1) for k, v in res["profiles"].items()})
-    assert res["profiles"]["standard"]["score"] >= 71.5
-    assert res["profiles"]["reward_low_FP_rate"]["score"] >= 63.0
-    assert res["profiles"]["reward_low_FN_rate"]["score"] >= 76.0
+    # issue 20's targets: standard >= 72 and low FP >= 62 (this preset: 72.5 / 64.6 / 77.6)
+    assert res["profiles"]["standard"]["score"] >= 72.0
+    assert res["profiles"]["reward_low_FP_rate"]["score"] >= 64.0
+    assert res["profiles"]["reward_low_FN_rate"]["score"] >= 77.0
 
 
 def test_tep_default_false_alarm_rate(datasets: Path) -> None:

@@ -147,8 +147,9 @@ def show(result: Mapping[str, Any]) -> None:
     if cfg["detector"] == "shape_novelty":
         c.print("detector: shape_novelty (adaptive resonance over windows of the scaled signal: a shape that "
                 "resonates with no learned category is scored by how far below the learned vigilance it "
-                "matched; one detection per excursion); warm-up = each file's NAB probationary period; the "
-                "threshold is NAB's corpus-wide sweep")
+                "matched; one detection per excursion; scores ramp up over half a warm-up after it, and a new "
+                "shape at a never-seen value scores in full); warm-up = each file's NAB probationary period; "
+                "the threshold is NAB's corpus-wide sweep")
     elif cfg["detector"] == "range_novelty":
         c.print("detector: range_novelty (a value region the series never visited, faded by its recent novelty "
                 "rate, then a rest period: one excursion, one detection); the threshold is NAB's corpus-wide sweep")
