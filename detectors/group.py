@@ -75,6 +75,7 @@ from pydantic import Field, model_validator
 
 from .base import Detector, DetectorParams, Output, debounce
 from .decide import Decider
+from .group_decide import RowDecider
 
 #: standardised values are clipped to this, so hostile input (1e308) keeps scores finite
 Z_CLIP = 1e6
@@ -129,51 +130,6 @@ def fit_group_model(job: RefitJob) -> FittedModel:
     return FittedModel(job.token, job.X, cls.fit_model(job.X, job.params))
 
 
-class RowDecider(Decider):
-    """One slot per group; stepped once per row. Codes 0 normal, 1 anomaly, 2 severe.
-
-    Raised after ``confirm`` consecutive rows at or over the limit (at the level of the latest
-    row), escalated/de-escalated between 1 and 2 at once, cleared after ``clear`` consecutive
-    rows below ``clear_ratio`` times the limit.
-    """
-
-    def __init__(self, n: int, severe: float, clear_ratio: float, confirm: int, clear: int):
-        super().__init__(n)
-        self.severe, self.clear_ratio = float(severe), float(clear_ratio)
-        self.confirm, self.clear = int(confirm), int(clear)
-        self.above = np.zeros(n, dtype=np.int64)
-        self.below = np.zeros(n, dtype=np.int64)
-
-    def raw(self, idx, score, x):
-        cur = self.code[idx]
-        held = cur >= 1
-        lim1 = np.where(held, self.clear_ratio, 1.0)
-        lim2 = np.where(cur >= 2, self.severe * self.clear_ratio, self.severe)
-        return np.select([score >= lim2, score >= lim1], [2, 1], 0).astype(np.int8)
-
-    def step(self, idx, t, score, x):
-        raw = self.raw(idx, score, x)
-        over = score >= 1.0
-        self.above[idx] = np.where(over, self.above[idx] + 1, 0)
-        self.below[idx] = np.where(raw == 0, self.below[idx] + 1, 0)
-        cur = self.code[idx]
-        new = np.where(cur == 0,
-                       np.where(self.above[idx] >= self.confirm, np.maximum(raw, 1), 0),
-                       np.where(self.below[idx] >= self.clear, 0, np.maximum(raw, 1))).astype(np.int8)
-        self.pending[idx] = raw
-        self.since[idx] = np.where(new != cur, t, self.since[idx])
-        self.code[idx] = new
-        return new
-
-    def get_state(self):
-        return super().get_state() | {"above": self.above.copy(), "below": self.below.copy()}
-
-    def set_state(self, state):
-        super().set_state(state)
-        self.above = np.array(state["above"], dtype=np.int64)
-        self.below = np.array(state["below"], dtype=np.int64)
-
-
 class GroupDetector(Detector):
     """Base of group detectors; subclasses implement the model (fit_model / _install / _score)."""
 
@@ -193,7 +149,7 @@ class GroupDetector(Detector):
         self.fresh = np.zeros(n, dtype=bool)  # reported since the last row
         self.clock = np.array([-np.inf, -np.inf])  # [last row time, next clocked boundary]
         self.counts = np.zeros(4, dtype=np.int64)  # rows formed, rows skipped, rows learned, learned since fit
-        self.buf = np.full((params.window, n), np.nan)  # ring of learned (normal) rows
+        self.buf = np.full((params.window, self._row_width()), np.nan)  # ring of learned (normal) rows
         self.last_score = np.zeros(1)
         self.member_code = np.zeros(n, dtype=np.int8)  # code each member's readings carry
         self.owner = np.array([-1], dtype=np.int64)  # member holding the group condition
@@ -213,9 +169,19 @@ class GroupDetector(Detector):
     def fitted(self) -> bool:
         raise NotImplementedError
 
-    def _score(self, row: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        """(normalised score, statistics for ``stat``, per-member contributions) of one row."""
+    def _score(self, row: np.ndarray, commit: bool) -> tuple[float, np.ndarray, np.ndarray]:
+        """(normalised score, statistics for ``stat``, per-member contributions) of one prepared
+        row; ``commit``: the row is the group's next one (stateful stages advance), not a preview."""
         raise NotImplementedError
+
+    def _row_width(self) -> int:
+        """Width of a prepared row (what the ring keeps and the model is fitted on)."""
+        return self.n
+
+    def _prepare(self, row: np.ndarray, commit: bool) -> np.ndarray:
+        """Stages before the model, run on every formed row (fitted or not, normal or not); the
+        default keeps the row as it is. ``commit`` advances their state."""
+        return row
 
     def _stat_names(self) -> tuple[str, ...]:
         return ()
@@ -268,21 +234,22 @@ class GroupDetector(Detector):
         row, _ = self._assemble(idx, t, x, commit=False)
         s = self.last_score[0]
         if row is not None and self.fitted:
-            s = self._score(row)[0]
+            s = self._score(self._prepare(row, commit=False), commit=False)[0]
         return np.full(len(idx), s)
 
     def learn_many(self, idx, t, x):
         row, _ = self._assemble(idx, t, x, commit=True)
         if row is not None:
-            self._learn_row(row)
+            self._learn_row(self._prepare(row, commit=True))
 
     def update(self, idx, t, x):
         idx = np.asarray(idx, dtype=np.int64)
         t = np.asarray(t, dtype=np.float64)
         row, tmax = self._assemble(idx, t, x, commit=True)
         if row is not None:
+            row = self._prepare(row, commit=True)
             if self.fitted:
-                s, stat, contrib = self._score(row)
+                s, stat, contrib = self._score(row, commit=True)
                 self.stat[:len(stat)] = stat
             else:
                 s, contrib = 0.0, None

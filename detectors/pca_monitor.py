@@ -25,13 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from scipy import stats
 
-from .group import SCORE_CAP, Z_CLIP, FittedModel, GroupDetector, GroupParams
+from .group import SCORE_CAP, Z_CLIP, FittedModel, GroupDetector
+from .pca_limits import spe_limit, t2_limit
+from .pca_stages import PCAStageParams, fit_staged, model_rows
 from .registry import register
 
 
-class PCAMonitorParams(GroupParams):
+class PCAMonitorParams(PCAStageParams):
     components: int | None = Field(None, ge=1, le=10_000,
                                    description="principal components kept; null: by explained variance")
     variance: float = Field(0.9, gt=0, lt=1, description="explained-variance fraction when components is null")
@@ -43,29 +44,6 @@ class PCAMonitorParams(GroupParams):
         if self.components is not None and self.components >= self.min_rows:
             raise ValueError(f"components ({self.components}) must be below min_rows ({self.min_rows})")
         return self
-
-
-def t2_limit(a: int, m: int, alpha: float) -> float:
-    """a(m²−1)/(m(m−a)) F_α(a, m−a): the T² control limit of ``a`` components fitted on ``m`` rows."""
-    return a * (m * m - 1) / (m * (m - a)) * float(stats.f.ppf(alpha, a, m - a)) if m > a else math.inf
-
-
-def spe_limit(res: np.ndarray, alpha: float, method: str = "jackson_mudholkar") -> float:
-    """SPE (Q) control limit from the residual eigenvalues ``res``."""
-    res = np.asarray(res, dtype=np.float64)
-    res = res[res > 0]
-    th1, th2, th3 = (float(np.sum(res ** k)) for k in (1, 2, 3))
-    if th1 <= 0 or th2 <= 0:
-        return 0.0
-    if method == "jackson_mudholkar":
-        h0 = 1.0 - 2.0 * th1 * th3 / (3.0 * th2 ** 2)
-        if h0 > 1e-3:
-            ca = stats.norm.ppf(alpha)
-            base = ca * math.sqrt(2.0 * th2 * h0 ** 2) / th1 + 1.0 + th2 * h0 * (h0 - 1.0) / th1 ** 2
-            if base > 0:
-                return th1 * base ** (1.0 / h0)
-    g, h = th2 / th1, th1 ** 2 / th2  # Box (1954); also the fallback when h0 is degenerate
-    return g * float(stats.chi2.ppf(alpha, h))
 
 
 def fit_pca(X: np.ndarray, p: "PCAMonitorParams") -> dict[str, Any]:
@@ -104,6 +82,9 @@ class PCAMonitor(GroupDetector):
         self.P = np.zeros((n, 0))
         self.lam = np.zeros(0)
         self.lim = np.array([np.nan, np.nan, 0.0, 0.0])  # T² limit, SPE limit, rows fitted, components
+        self.base = np.full(n, np.nan)  # drift stage: slow baseline of every member (NaN: no row yet)
+        self.drift = np.zeros(n, dtype=bool)  # drift stage: members seen through their baseline
+        self.ewma = np.full(n, np.nan)  # smoothing stage: smoothed standardised row (NaN: none yet)
 
     @classmethod
     def example_params(cls) -> dict[str, Any]:
@@ -111,11 +92,28 @@ class PCAMonitor(GroupDetector):
 
     @staticmethod
     def fit_model(X, params):
+        if params.staged:
+            return fit_staged(X, params, X.shape[1] // 2 if params.detrend_t is not None else X.shape[1])
         return fit_pca(X, params)
 
     def _install(self, fitted: FittedModel) -> None:
         m = fitted.model
         self.mean, self.std, self.P, self.lam, self.lim = m["mean"], m["std"], m["P"], m["lam"], m["lim"]
+        if "drift" in m:
+            self.drift, self.ewma = np.asarray(m["drift"], dtype=bool), np.asarray(m["ewma"], dtype=np.float64)
+
+    def _row_width(self) -> int:
+        return 2 * self.n if self.params.detrend_t is not None else self.n
+
+    def _prepare(self, row, commit):
+        """Drift stage: the members, then each one's deviation from its slow baseline."""
+        if self.params.detrend_t is None:
+            return row
+        base = self.base if np.all(np.isfinite(self.base)) else row
+        if commit:
+            b = self.params.detrend_beta
+            self.base = b * base + (1 - b) * row
+        return np.concatenate([row, row - base])
 
     @property
     def fitted(self) -> bool:
@@ -125,16 +123,20 @@ class PCAMonitor(GroupDetector):
         self.P = np.zeros((self.n, 0))
         self.lam = np.zeros(0)
         self.lim = np.array([np.nan, np.nan, 0.0, 0.0])
+        self.drift = np.zeros(self.n, dtype=bool)
+        self.ewma = np.full(self.n, np.nan)
 
     def _state_arrays(self):
         return super()._state_arrays() | {"mean": self.mean, "std": self.std, "P": self.P, "lam": self.lam,
-                                          "lim": self.lim}
+                                          "lim": self.lim, "base": self.base, "drift": self.drift,
+                                          "ewma": self.ewma}
 
     def _stat_names(self):
         return ("t2", "t2_limit", "spe", "spe_limit")
 
     def statistics(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """T² and SPE of raw rows (k, n) under the current model (pure; for evaluation)."""
+        """T² and SPE of raw rows (k, n) under the current model (pure; for evaluation; without the
+        drift and smoothing stages)."""
         with np.errstate(over="ignore", invalid="ignore"):
             z = np.clip((np.atleast_2d(rows) - self.mean) / self.std, -Z_CLIP, Z_CLIP)
         sc = z @ self.P
@@ -142,9 +144,16 @@ class PCAMonitor(GroupDetector):
         e = z - sc @ self.P.T
         return np.minimum(t2, SCORE_CAP), np.minimum(np.sum(e ** 2, axis=1), SCORE_CAP)
 
-    def _score(self, row):
+    def _score(self, row, commit=True):
+        row = model_rows(row, self.n, self.drift)
         with np.errstate(over="ignore", invalid="ignore"):
             z = np.clip((row - self.mean) / self.std, -Z_CLIP, Z_CLIP)
+        s_ = self.params.smooth
+        if s_ > 0:
+            if np.all(np.isfinite(self.ewma)):
+                z = s_ * self.ewma + (1 - s_) * z
+            if commit:
+                self.ewma = z.copy()
         sc = self.P.T @ z
         t2 = float(np.sum(sc ** 2 / self.lam))
         e = z - self.P @ sc

@@ -49,26 +49,10 @@ TEP_DEFAULT: dict[str, Any] = {
 TEP_LITERATURE: dict[str, Any] = {"monitor": "pca", "columns": list(range(22)) + list(range(41, 52)),
                                   "n_components": 17, "alpha": 0.99}
 
-#: SKAB: PCA T²/SPE over the 8 channels, fitted on each file's first 400 rows (the benchmark's
-#: protocol), rows EWMA-smoothed (factor 0.9, ~10 s), both limits at the largest training-row score.
-#: Channels whose trend over those rows is significant (t > 8: the loop's temperatures, which fall
-#: through every experiment) are high-passed (``trend_highpass``, baseline memory ~330 s), and the
-#: alarm has hysteresis: on at 3.5 x the limit, held until the score falls below 2 x. Tuned on
-#: valve1 (the shared half of SKAB); the even/odd file halves and anomaly-free.csv are reported.
-SKAB_DEFAULT: dict[str, Any] = {
-    "monitor": "pca",
-    "train_rows": 400,
-    "n_components": 0.95,
-    "alpha": 0.99,
-    "smooth": 0.9,
-    "calibrate": 1.0,
-    "limit_scale": 1.0,
-    "detrend": {"min_trend_t": 8.0, "beta": 0.997, "settle": 50},
-    "alarm_on": 3.5,
-    "alarm_off": 2.0,
-}
-
-#: The SKAB configuration before drift compensation and hysteresis (limits at 3 x the largest
-#: training-row score, alarm above the limit).
-SKAB_PLAIN: dict[str, Any] = {"monitor": "pca", "train_rows": 400, "n_components": 0.95, "alpha": 0.99,
-                              "smooth": 0.9, "calibrate": 1.0, "limit_scale": 3.0}
+#: SKAB: the default monitor is the ``skab-pca`` entry of the shipped site config
+#: ``daemon/lab/sites/skab.yaml`` (``plantwatch eval skab`` reads it). This is the monitor before
+#: drift compensation and hysteresis, as ``pca_monitor`` params: fitted on the first 400 rows, rows
+#: smoothed, limits at 3 x the largest training-row score, alarm above the limit.
+SKAB_PLAIN: dict[str, Any] = {"window": 400, "min_rows": 400, "refit_every": 0, "variance": 0.95, "alpha": 0.99,
+                              "smooth": 0.9, "calibrate": 1.0, "limit_scale": 3.0, "confirm_rows": 1,
+                              "clear_rows": 1, "clear_ratio": 1.0}

@@ -121,7 +121,7 @@ class PyodGroup(GroupDetector):
     def _stat_names(self):
         return ("decision", "threshold")
 
-    def _score(self, row):
+    def _score(self, row, commit=True):
         with np.errstate(over="ignore", invalid="ignore"):
             z = np.clip((row - self.center) / self.scale, -Z_CLIP, Z_CLIP)
         with warnings.catch_warnings():

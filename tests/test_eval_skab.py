@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plantwatch.daemon.lab.evaluate.skab import decide, eval_skab
+from plantwatch.daemon.lab.evaluate.skab import eval_skab
 from plantwatch.detectors.presets import SKAB_PLAIN
 from plantwatch.detectors.scoring import skab
 
@@ -98,11 +98,3 @@ def test_default_runner_drift_and_hysteresis(tmp_path: Path) -> None:
     f.write_text("\n".join(drifted) + "\n")
     res = eval_skab(tmp_path, quiet=True)
     assert res["outlier"]["mar"] < 5 and res["outlier"]["far"] < 5
-
-
-def test_decide_hysteresis() -> None:
-    s = np.array([0.5, 3.6, 2.5, 2.1, 1.9, 3.0, 3.6])
-    assert decide(s, 3.5, 2.0).tolist() == [False, True, True, True, False, False, True]
-    assert decide(s, 3.5, 0.0).tolist() == [False, True, False, False, False, False, True]
-    with pytest.raises(ValueError, match="alarm_off"):
-        decide(s, 2.0, 3.0)

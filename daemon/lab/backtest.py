@@ -75,6 +75,8 @@ class _Run:
             if tag in index:
                 db_ids[index[tag]] = sid
         self.detectors = DetectorSet(cfg)
+        for w in self.detectors.watches:  # nothing fits group models off-loop here: refit inline when due
+            w.detector.defer_refit = False
         self.book = AlarmBook(db_ids)
         self.tag_of = tag_of
         self.area_of = {s.id: s.area for s in cfg.sensors}

@@ -2,26 +2,31 @@
 
 Any folder laid out like upstream's ``data/`` works (``valve1/``, ``valve2/``, ``other/``, ...):
 every ``;``-separated CSV with ``anomaly`` and ``changepoint`` columns is a labelled experiment
-(``anomaly-free/`` has no labels and is skipped). Per file, as in SKAB's leaderboard protocol,
-the first 400 rows fit the monitor and the remaining rows are scored, row by row. The outlier
-task is scored with pooled F1 / FAR / MAR, the changepoint task (changepoints = |diff| of the
-outlier prediction) with SKAB's NAB variant.
+(``anomaly-free/`` has no labels and is skipped). The monitor is the registered ``pca_monitor``
+group detector with the params of the ``pca_monitor`` entry of a site config (default: the
+shipped ``daemon/lab/sites/skab.yaml``), one fresh detector per file fed row by row as the daemon
+feeds it: it learns the first ``min_rows`` rows (400, SKAB's leaderboard protocol) and the
+remaining rows are scored; a row is in alarm when the detector's condition is raised. The
+outlier task is scored with pooled F1 / FAR / MAR, the changepoint task (changepoints = |diff|
+of the outlier prediction) with SKAB's NAB variant.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from plantwatch.detectors.decide import ThresholdDecider
-from plantwatch.detectors.pca_control import PCAMonitor
-from plantwatch.detectors.trend_highpass import TrendHighPass, TrendHighPassParams
-from plantwatch.detectors.presets import SKAB_DEFAULT
+from plantwatch.detectors import create
 from plantwatch.detectors.scoring import skab as skabscore
 
-from plantwatch.daemon.lab.evaluate.common import Timer, console, run_main, table, write_series_csv
+from plantwatch.daemon.config.model import load_config_text
+from plantwatch.daemon.lab.evaluate.common import Timer, console, run_main, sensors, table, write_series_csv
+
+#: the site config whose ``pca_monitor`` entry is the default monitor (package data)
+SITE = "sites/skab.yaml"
 
 #: SKAB leaderboard, outlier task: F1, FAR %, MAR % (datasets README)
 PUBLISHED = {
@@ -78,50 +83,41 @@ def _num(stem: str) -> tuple[int, str]:
     return (int(stem), "") if stem.isdigit() else (1 << 30, stem)
 
 
-def monitor(config: Mapping[str, Any]) -> PCAMonitor:
-    return PCAMonitor(n_components=config.get("n_components", 0.95), alpha=config.get("alpha", 0.99),
-                      limit_scale=config.get("limit_scale", 1.0), smooth=config.get("smooth", 0.0),
-                      calibrate=config.get("calibrate"))
+def site_params(path: str | Path | None = None) -> dict[str, Any]:
+    """Params of the ``pca_monitor`` entry of a site config (validated as the daemon validates
+    it); default: the shipped SKAB site."""
+    if path is None:
+        text, source = resources.files("plantwatch.daemon.lab").joinpath(SITE).read_text(encoding="utf-8"), \
+            "plantwatch/daemon/lab/" + SITE
+    else:
+        text, source = Path(path).read_text(encoding="utf-8"), str(path)
+    entries = [d for d in load_config_text(text, source=source).detectors if d.type == "pca_monitor"]
+    if len(entries) != 1:
+        raise ValueError(f"{source}: need exactly one pca_monitor detector, found {len(entries)}")
+    return dict(entries[0].params)
 
 
-def run_file(f: SkabFile, config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(score, alarm) of the test rows: fit on the first rows, warm the smoothing on them, stream.
-
-    With ``detrend``, channels that drift over the first rows are high-passed first (see
-    :mod:`plantwatch.detectors.trend_highpass`) and the model is fitted on the rows after its
-    settling. The alarm is the decision stage's: on at ``alarm_on`` times the limit, off below
-    ``alarm_off`` times it (default: on and off at the limit, no hysteresis).
-    """
-    n_train = int(config.get("train_rows", 400))
-    X, start = f.X, 0
-    if config.get("detrend"):
-        hp = TrendHighPass(TrendHighPassParams.model_validate(config["detrend"])).fit(f.X[:n_train])
-        X, start = hp.transform_rows(f.X), min(hp.params.settle, n_train - 2)
-    mon = monitor(config).fit(X[start:n_train])
-    mon.reset()
-    mon.score_rows(X[start:n_train])
-    t2, spe = mon.score_rows(X[n_train:])
-    score = mon.score(t2, spe)
-    return score, decide(score, float(config.get("alarm_on", 1.0)), float(config.get("alarm_off", 0.0)))
-
-
-def decide(score: np.ndarray, on: float, off: float) -> np.ndarray:
-    """Alarm per row from the project's threshold decider (hysteresis: on at ``on``, held down to ``off``)."""
-    off = on if off <= 0 else off
-    if not 0 < off <= on:
-        raise ValueError(f"SKAB config: need 0 < alarm_off <= alarm_on, got on={on}, off={off}")
-    d = ThresholdDecider(1, [on], clear_ratio=off / on)
-    idx, out = np.zeros(1, dtype=np.int64), np.zeros(len(score), dtype=bool)
-    for i, s in enumerate(score):
-        out[i] = d.step(idx, np.array([float(i)]), np.array([s]), np.zeros(1))[0] != 0
-    return out
+def run_file(f: SkabFile, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(score, alarm) of the test rows (after the first ``min_rows``): one fresh ``pca_monitor``
+    over the file's channels, one ``update`` per row with every channel (the daemon's round)."""
+    det = create("pca_monitor", params, sensors([f"c{i}" for i in range(f.X.shape[1])]))
+    idx = np.arange(f.X.shape[1], dtype=np.int64)
+    score, alarm = np.zeros(len(f.X)), np.zeros(len(f.X), dtype=bool)
+    for i, row in enumerate(f.X):
+        out = det.update(idx, np.full(len(idx), f.t[i]), row)
+        score[i], alarm[i] = out.score[0], bool(np.any(out.code != 0))
+    n_train = int(det.params.min_rows)
+    return score[n_train:], alarm[n_train:]
 
 
 def eval_skab(data_dir: str | Path, out: str | Path | None = None, config: Mapping[str, Any] | None = None,
-              *, quiet: bool = False) -> dict[str, Any]:
-    """Outlier (F1/FAR/MAR) and changepoint (NAB variant) scores pooled over every labelled file."""
-    config = dict(config or SKAB_DEFAULT)
-    n_train = int(config.get("train_rows", 400))
+              *, site: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Outlier (F1/FAR/MAR) and changepoint (NAB variant) scores pooled over every labelled file.
+
+    ``config``: ``pca_monitor`` params; default: those of the site config ``site`` (default: the
+    shipped SKAB site)."""
+    config = dict(config) if config is not None else site_params(site)
+    n_train = int(config.get("min_rows", 200))
     with Timer() as tm:
         files = load(Path(data_dir))
         preds = {f.name: run_file(f, config) for f in files}
@@ -141,7 +137,7 @@ def eval_skab(data_dir: str | Path, out: str | Path | None = None, config: Mappi
     free = [f for f in load(Path(data_dir), unlabelled=True) if len(f.t) > n_train + 1]  # too short to fit: skipped
     free_alarm = [run_file(f, config)[1] for f in free]
     free_rows = sum(len(a) for a in free_alarm)
-    seg_alarm = [run_file(g, config)[1] for f in free for g in segments(f, int(config.get("free_segment", 1150)))]
+    seg_alarm = [run_file(g, config)[1] for f in free for g in segments(f, FREE_SEGMENT)]
     seg_rows = sum(len(a) for a in seg_alarm)
     result = {
         "halves": halves,
@@ -164,6 +160,10 @@ def eval_skab(data_dir: str | Path, out: str | Path | None = None, config: Mappi
     if not quiet:
         show(result)
     return result
+
+
+#: rows of the experiment-sized pieces the anomaly-free run is cut into (valve1's typical length)
+FREE_SEGMENT = 1150
 
 
 def segments(f: SkabFile, length: int) -> list[SkabFile]:
@@ -190,24 +190,29 @@ def show(result: Mapping[str, Any]) -> None:
     rows += [[k, f"{v[0]:.2f}", v[1], v[2]] for k, v in PUBLISHED.items()]
     c = console()
     c.print(table(f"SKAB outlier task, pooled over {result['files']} files (test rows after the first "
-                  f"{result['config'].get('train_rows', 400)})", ["detector", "F1", "FAR %", "MAR %"], rows))
+                  f"{result['config'].get('min_rows', 200)})", ["detector", "F1", "FAR %", "MAR %"], rows))
     n, cc = result["changepoint_nab"], result["changepoint_counts"]
     c.print(table("SKAB changepoint task (NAB variant, 60 s windows right of each changepoint)",
                   ["profile", "NAB score", "missed CPs", "FPs", "true CPs", "mean delay s"],
                   [[k, v, cc["missed"], cc["fp"], cc["total"], cc["delay_s"]] for k, v in n.items()]))
     cfg = result["config"]
-    if cfg.get("detrend"):
-        c.print(f"detectors: PCA T²/SPE on EWMA-smoothed rows; channels drifting over the first rows (the loop's "
-                f"temperatures) high-passed by trend_highpass; alarm on at {cfg.get('alarm_on', 1.0)} x the limit, "
-                f"held down to {cfg.get('alarm_off', cfg.get('alarm_on', 1.0))} x (hysteresis)")
+    stages = [f"members drifting over the training rows (t > {cfg['detrend_t']}: the loop's temperatures) "
+              f"high-passed" if cfg.get("detrend_t") else "",
+              f"rows EWMA-smoothed ({cfg['smooth']})" if cfg.get("smooth") else "",
+              f"limits calibrated on the training rows (quantile {cfg['calibrate']})" if cfg.get("calibrate") else "",
+              f"raised at {cfg.get('limit_scale', 1.0)} x the limit, cleared below "
+              f"{cfg.get('clear_ratio', 0.8) * cfg.get('limit_scale', 1.0):.2g} x"]
+    c.print("detectors: pca_monitor (T²/SPE) from the site config; " + "; ".join(x for x in stages if x))
     c.print(f"time: {result['seconds']:.2f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_main(argv, name="skab", doc=__doc__, data="SKAB data folder (valve1/, valve2/, other/, ...)",
                     out="write per-file CSV (datetime, score, alarm) of the test rows here",
-                    config="JSON file overriding the default monitor settings",
-                    evaluate=lambda a, cfg: eval_skab(a.data, a.out, cfg))
+                    config="JSON file of pca_monitor params (instead of a site config's)",
+                    options=[("--site", "site config whose pca_monitor entry is the monitor (default: the shipped"
+                                        " daemon/lab/sites/skab.yaml)")],
+                    evaluate=lambda a, cfg: eval_skab(a.data, a.out, cfg, site=a.site))
 
 
 if __name__ == "__main__":
