@@ -166,7 +166,7 @@ const PW = (() => {
         data = await api("/api/console/alarms");
         const ids = new Set(data.alarms.map(a => a.id)); for (const id of selected) if (!ids.has(id)) selected.delete(id);
         horn(); render(what);
-        if (detailId && window.PWDetail) PWDetail.refresh();
+        if (detailId) PWDetail.refresh();
       } finally { fetching = null; }
       if (again) { again = false; await load(); }
     })();
