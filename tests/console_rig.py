@@ -17,10 +17,8 @@ from .helpers import DaemonProcess, new_metrics_port, publish_batches, site_conf
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
-DETECTORS = (
-    "detectors:\n"
-    "  - {id: h2s-limit, type: limit, select: {kind: gas}, params: {high: 5, high_high: 10, deadband: 0.5}}\n"
-    "  - {id: p-limit, type: limit, select: {kind: pressure}, params: {high: 30, high_high: 35, deadband: 0.5}}\n")
+GAS_LIMIT = "  - {id: h2s-limit, type: limit, select: {kind: gas}, params: {high: 5, high_high: 10, deadband: 0.5}}\n"
+PRESSURE_LIMIT = "  - {id: p-limit, type: limit, select: {kind: pressure}, params: {high: 30, high_high: 35, deadband: 0.5}}\n"
 
 
 class ConsoleSite:
@@ -34,7 +32,7 @@ class ConsoleSite:
                        "ins": ("inspector", "tok-ins-" + uuid.uuid4().hex)}
         self.port, mport = free_port(), new_metrics_port()
         toks = "\n".join(f"      - {{name: {n}, role: {r}, sha256: {hash_token(t)}}}" for n, (r, t) in self.tokens.items())
-        extra = (DETECTORS + "alarms:\n  incidents: {window: 600, close_after: 3600}\n"
+        extra = ("detectors:\n" + GAS_LIMIT + (PRESSURE_LIMIT if n_pressure else "") + "alarms:\n  incidents: {window: 600, close_after: 3600}\n"
                  "  positions: [{id: pos-gas, areas: [area1]}, {id: pos-press, areas: [area2]}]\n" + alarms +
                  f"api:\n  port: {self.port}\n  tokens:\n{toks}\n")
         cfg = tmp_path / "site.yaml"

@@ -81,8 +81,8 @@ async def test_console_summary_in_a_browser(tmp_path, mosquitto, db, topic_prefi
             # --- the row: priority by shape + text, alarmed condition kept on the cleared row, values with units
             g2, p0 = f"#alarm-{ids['G2']}", f"#alarm-{ids['P0']}"
             assert "high_high (cleared)" in txt(f"{g2} td.cond")
-            assert "P1" in txt(f"{g2} td.prio") and txt(f"{g2} td.prio .shape.p1") == ""
-            assert browser.execute_script(f"return !!document.querySelector('{g2} td.prio .shape.p1')")
+            assert "P1" in txt(f"{g2} td.pcell") and txt(f"{g2} td.pcell .shape.p1") == ""
+            assert browser.execute_script(f"return !!document.querySelector('{g2} td.pcell .shape.p1')")
             assert "12 ppm" in txt(f"{g2} td.val") and "live 1 ppm" in txt(f"{g2} td.val")  # at alarm, live
             assert txt(f"{g2} td.lim") == "10 ppm"
             assert txt(f"{g2} .ind span") == "RTN"

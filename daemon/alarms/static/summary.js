@@ -86,7 +86,7 @@ const PW = (() => {
     const ind = a.state === "unack" ? "<span title='unacknowledged'>!</span>" : a.state === "rtn_unack" ? "<span title='returned to normal, unacknowledged'>RTN</span>" : "";
     return `<tr id="alarm-${a.id}" class="${esc(a.state)}${selected.has(a.id) ? " sel-checked" : ""}${String(a.id) === String(detailId) ? " sel" : ""}" data-id="${a.id}" data-state="${esc(a.state)}" data-priority="${a.priority}">
       <td><input type="checkbox" class="pick" data-id="${a.id}" aria-label="select alarm ${a.id}"${selected.has(a.id) ? " checked" : ""}></td>
-      <td class="ind">${ind}</td><td class="prio">${prioCell(a.priority)}</td>
+      <td class="ind">${ind}</td><td class="pcell">${prioCell(a.priority)}</td>
       <td class="time"><time title="${ms(a.raised_at)}">${esc(when(a.raised_at).slice(11))}</time><br><span class="muted">${age(a.raised_at)}</span></td>
       <td class="tag">${esc(a.sensor)}<br><span class="muted">${esc(a.description || a.detector_id)}</span></td>
       <td>${esc(a.area)}<br><span class="muted">${esc(a.position)}</span></td>
