@@ -7,7 +7,7 @@ const PW = (() => {
   const STATES = ["active", "unack", "ack", "rtn_unack", "shelved", "suppressed", "out_of_service", "all"];
   const PAGE = 50;
   let data = null, selected = new Set(), shown = [], detailId = null;
-  let heard = null, hornOn = false, audio = null, beat = 0, lost = false, source = null, fetching = null, again = false;
+  let acking = false, heard = null, hornOn = false, audio = null, beat = 0, lost = false, source = null, fetching = null, again = false;
   const timings = [];
 
   const SKELETON = `
@@ -160,6 +160,7 @@ const PW = (() => {
   }
 
   async function load(what) {
+    if (acking) { again = true; return; }  // an acknowledgement is on its way: fetch once it is done
     if (fetching) { again = true; return fetching; }
     fetching = (async () => {
       try {
@@ -176,13 +177,21 @@ const PW = (() => {
   // --- actions ----------------------------------------------------------------------------------------
   async function ackMany(body, what) {
     const t0 = performance.now();
+    acking = true;
     try {
       const r = await api("/api/alarms/ack", {method: "POST", body: JSON.stringify(body)});
       status(`acknowledged ${r.acked.length} alarm(s)` + (r.skipped.length ? `, ${r.skipped.length} skipped (${esc(r.skipped[0].error)})` : ""), "ok");
-      r.acked.forEach(id => selected.delete(id));
+      // recorded (the answer comes after the commit): show it now; the push brings the full rows
+      const done = new Set(r.acked);
+      done.forEach(id => selected.delete(id));
+      data.alarms = data.alarms.filter(a => !(done.has(a.id) && a.state === "rtn_unack"));
+      data.alarms.forEach(a => { if (done.has(a.id) && a.state === "unack") a.state = "ack"; });
+      render();
     } catch (e) { status(`acknowledge failed: ${e.message}`, "err"); }
-    await load();
+    finally { acking = false; }
     timings.push({what, ms: performance.now() - t0});
+    again = false;
+    load();
   }
   const ackable = (a) => a.state === "unack" || a.state === "rtn_unack";
 
