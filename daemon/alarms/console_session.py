@@ -9,8 +9,8 @@ authenticated by the cookie must carry the CSRF token in ``X-CSRF-Token``, else 
 with 403. A request with ``Authorization: Bearer`` needs no CSRF token (nothing ambient).
 
 Sessions live in the daemon's memory (a restart logs the console out) and end after ``IDLE``
-seconds without a request, or at ``DELETE /api/session``. Session ids and CSRF tokens are 256
-random bits; the token itself is never kept.
+seconds without a request, or at log out (method delete on ``/api/session``). Session ids and
+CSRF tokens are 256 random bits; the token itself is never kept.
 """
 from __future__ import annotations
 
