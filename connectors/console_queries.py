@@ -18,6 +18,12 @@ _ALARMED = (
     " AND (a.raised_at IS NULL OR c.time >= a.raised_at)"
     " ORDER BY (c.condition IN ('high_high', 'low_low')) DESC, c.time DESC, c.id DESC LIMIT 1")
 
+#: the reading of the alarm's sensor when it was raised, and the latest one, from ``{t}`` (fixed
+#: sensors' readings, or a robot channel's robot_readings)
+_AT_ALARM = ("(SELECT r.value, r.time FROM {t} r WHERE r.sensor_id = a.sensor_id AND r.time <= a.raised_at"
+             " ORDER BY r.time DESC LIMIT 1)")
+_LIVE = "(SELECT r.value, r.time FROM {t} r WHERE r.sensor_id = a.sensor_id ORDER BY r.time DESC LIMIT 1)"
+
 _SUMMARY = (
     f"SELECT a.id, a.detector_id, s.tag AS sensor, s.description, {ALARM_AREA} AS area,"
     " coalesce(p.position, 'site') AS position, s.unit, a.state, a.active, a.condition, a.severity, a.priority,"
@@ -30,10 +36,10 @@ _SUMMARY = (
     " FROM alarms a JOIN sensors s ON s.id = a.sensor_id"
     f" LEFT JOIN operator_positions p ON p.area_id = {ALARM_AREA}"
     f" LEFT JOIN LATERAL ({_ALARMED}) ac ON true"
-    " LEFT JOIN LATERAL (SELECT r.value FROM readings r WHERE r.sensor_id = a.sensor_id AND r.time <= a.raised_at"
-    "   ORDER BY r.time DESC LIMIT 1) va ON true"
-    " LEFT JOIN LATERAL (SELECT r.value, r.time FROM readings r WHERE r.sensor_id = a.sensor_id"
-    "   ORDER BY r.time DESC LIMIT 1) lv ON true")
+    f" LEFT JOIN LATERAL ({_AT_ALARM.format(t='readings')} UNION ALL {_AT_ALARM.format(t='robot_readings')}"
+    "   ORDER BY time DESC LIMIT 1) va ON true"
+    f" LEFT JOIN LATERAL ({_LIVE.format(t='readings')} UNION ALL {_LIVE.format(t='robot_readings')}"
+    "   ORDER BY time DESC LIMIT 1) lv ON true")
 
 
 async def summary(conn: asyncpg.Connection) -> list[dict[str, Any]]:
@@ -50,10 +56,11 @@ async def summary_row(conn: asyncpg.Connection, alarm_id: int) -> dict[str, Any]
 
 async def trend(conn: asyncpg.Connection, sensor_tag: str, t0: float, t1: float,
                 limit: int = 5000) -> list[tuple[float, float]]:
-    """(time, value) of a sensor's readings in [t0, t1], oldest first, at most ``limit`` (the
-    newest are kept)."""
+    """(time, value) of a sensor's readings (or a robot channel's) in [t0, t1], oldest first, at
+    most ``limit`` (the newest are kept)."""
     rows = await conn.fetch(
-        "SELECT t, v FROM (SELECT extract(epoch FROM r.time)::float8 AS t, r.value AS v FROM readings r"
+        "SELECT t, v FROM (SELECT extract(epoch FROM r.time)::float8 AS t, r.value AS v FROM"
+        " (SELECT time, sensor_id, value FROM readings UNION ALL SELECT time, sensor_id, value FROM robot_readings) r"
         " JOIN sensors s ON s.id = r.sensor_id WHERE s.tag = $1 AND r.time BETWEEN $2 AND $3"
         " ORDER BY r.time DESC LIMIT $4) x ORDER BY t", sensor_tag, ts(t0), ts(t1), limit)
     return [(r["t"], r["v"]) for r in rows]
