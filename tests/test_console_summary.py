@@ -197,6 +197,7 @@ async def test_console_summary_in_a_browser(tmp_path, mosquitto, db, topic_prefi
             assert browser.execute_async_script(post, {}) == 403
             assert browser.execute_async_script(post, {"X-CSRF-Token": "forged"}) == 403
             assert browser.execute_async_script(post.replace("arguments[0]", "{'X-CSRF-Token': csrf}")) == 200
+            assert site.call("/api/alarms/ack", site.token("ins"), {"ids": [ids["G0"]]})[0] == 403  # reads only
             cookie = browser.get_cookie("pw_session")
             assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
 

@@ -241,9 +241,12 @@ const PW = (() => {
     $("#summary-wrap").classList.toggle("stale", lost);
   }
   setInterval(() => { if (source && !lost && Date.now() - beat > 3000) { lost = true; conn(); } }, 500);
+  // live values and ages move without alarm changes: fetch again every few seconds while shown
+  setInterval(() => { if (source && !lost && data && document.visibilityState === "visible") load(); }, 5000);
 
   async function start() {
     $("#view").innerHTML = SKELETON;
+    $("#bulk").hidden = !may("ack");  // an inspector reads only
     wire(); connect(); conn();
     const p = params(); detailId = p.sel || null;
     await load();
