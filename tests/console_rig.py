@@ -25,7 +25,7 @@ class ConsoleSite:
     """Config file, tokens and the daemon process of one console test."""
 
     def __init__(self, tmp_path: Path, mosquitto, db: str, topic_prefix: str, *, n_gas: int = 6, n_pressure: int = 2,
-                 alarms: str = ""):
+                 alarms: str = "", api: str = ""):
         self.mosquitto = mosquitto
         self.prefix = topic_prefix.rstrip("/")
         self.tokens = {"ann": ("operator", "tok-ann-" + uuid.uuid4().hex),
@@ -34,7 +34,7 @@ class ConsoleSite:
         toks = "\n".join(f"      - {{name: {n}, role: {r}, sha256: {hash_token(t)}}}" for n, (r, t) in self.tokens.items())
         extra = ("detectors:\n" + GAS_LIMIT + (PRESSURE_LIMIT if n_pressure else "") + "alarms:\n  incidents: {window: 600, close_after: 3600}\n"
                  "  positions: [{id: pos-gas, areas: [area1]}, {id: pos-press, areas: [area2]}]\n" + alarms +
-                 f"api:\n  port: {self.port}\n  tokens:\n{toks}\n")
+                 f"api:\n  port: {self.port}\n  tokens:\n{toks}\n" + api)
         cfg = tmp_path / "site.yaml"
         cfg.write_text(site_config(n_gas=n_gas, n_pressure=n_pressure, mqtt=(mosquitto.host, mosquitto.port),
                                    prefix=self.prefix, dsn=db, client_id=f"pw-{uuid.uuid4().hex[:8]}",

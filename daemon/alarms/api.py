@@ -39,6 +39,7 @@ from plantwatch.daemon.alarms.api_input import InputError, action_body, query_te
 from plantwatch.daemon.alarms.console_api import ConsoleRoutes
 from plantwatch.daemon.alarms.console_push import ConsolePush
 from plantwatch.daemon.alarms.console_session import CsrfRefused, Sessions
+from plantwatch.daemon.config.console_users import DUMMY, password_matches
 from plantwatch.daemon.config.model import ApiConfig
 from plantwatch.daemon.exits import StartupError
 from plantwatch.daemon.alarms.lifecycle import ACTIONS, ActionError, ManagedAlarmBook
@@ -60,15 +61,24 @@ def hash_token(token: str) -> str:
 
 
 class Tokens:
-    def __init__(self, entries: list[tuple[str, str, str]]):
+    """The tokens (by SHA-256) and the console's name-and-password users (``api.users``)."""
+
+    def __init__(self, entries: list[tuple[str, str, str]], users: list[tuple[str, str, str]] = ()):
         self._by_hash = {h: User(n, r) for n, r, h in entries}
+        self._users = {n: (User(n, r), stored) for n, r, stored in users}
 
     @classmethod
     def from_config(cls, api: ApiConfig) -> "Tokens":
         entries = [(t.name, t.role, t.sha256) for t in api.tokens]
         if api.token_file:
             entries += read_token_file(api.token_file)
-        return cls(entries)
+        return cls(entries, [(u.name, u.role, u.password_scrypt) for u in api.users])
+
+    def check_password(self, name: str, password: str) -> User | None:
+        """The user of a name and password (slow on purpose: scrypt; as slow for an unknown name)."""
+        user, stored = self._users.get(name, (None, DUMMY))
+        ok = password_matches(password, stored)
+        return user if ok and user is not None else None
 
     def check(self, token: str) -> User | None:
         h = hash_token(token)
@@ -162,7 +172,7 @@ class Api:
         self.report = report
         self.m = metrics
         self.push = push if push is not None else ConsolePush()
-        self.sessions = Sessions(tokens.check, secure=secure_cookie)
+        self.sessions = Sessions(tokens.check, secure=secure_cookie, check_password=tokens.check_password)
         self.console = ConsoleRoutes(records=records, book=book, submit=submit, push=self.push, site=site,
                                      json_response=_json, path_id=path_id)
 

@@ -1,6 +1,7 @@
 """Login per browser for the operator console: a session cookie after a token login.
 
-``POST /api/session`` with ``{"token": "..."}`` checks the token like a Bearer token and answers
+``POST /api/session`` with ``{"token": "..."}`` checks the token like a Bearer token (or, with
+``{"name": "...", "password": "..."}``, a console user's password: ``api.users``) and answers
 with a cookie ``pw_session`` (HttpOnly, SameSite=Strict, Path=/, Secure over HTTPS) and the
 session's CSRF token in the body. Every tab of the browser sends the cookie, so a Grafana link
 opened in a new tab is logged in; the tab gets the CSRF token from ``GET /api/session`` (a
@@ -14,6 +15,7 @@ CSRF tokens are 256 random bits; the token itself is never kept.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import time
@@ -50,8 +52,10 @@ class CsrfRefused(Exception):
 
 
 class Sessions:
-    def __init__(self, check_token: Callable[[str], Identity | None], *, secure: bool, clock=time.monotonic):
+    def __init__(self, check_token: Callable[[str], Identity | None], *, secure: bool, clock=time.monotonic,
+                 check_password: Callable[[str, str], Identity | None] | None = None):
         self._check = check_token
+        self._check_password = check_password
         self._secure = secure
         self._clock = clock
         self._by_id: dict[str, Session] = {}
@@ -95,12 +99,23 @@ class Sessions:
 
     async def login(self, request: web.Request) -> web.Response:
         doc = parse_json(await request.read() or b"{}")
-        token = doc.get("token") if isinstance(doc, dict) else None
-        if not isinstance(token, str) or not token.strip():
-            raise InputError(400, "body: token: missing")
-        user = self._check(token.strip())
-        if user is None:
-            return web.json_response({"error": "unknown token"}, status=401)
+        if not isinstance(doc, dict):
+            raise InputError(400, "body must be a JSON object")
+        if "name" in doc and self._check_password is not None:
+            name, password = doc.get("name"), doc.get("password")
+            if not isinstance(name, str) or not isinstance(password, str) or not name or not password \
+                    or len(name) > 64 or len(password) > 1024:
+                raise InputError(400, "body: name and password: missing or not text")
+            user = await asyncio.to_thread(self._check_password, name, password)  # scrypt: off the event loop
+            if user is None:
+                return web.json_response({"error": "unknown name or wrong password"}, status=401)
+        else:
+            token = doc.get("token")
+            if not isinstance(token, str) or not token.strip():
+                raise InputError(400, "body: token: missing")
+            user = self._check(token.strip())
+            if user is None:
+                return web.json_response({"error": "unknown token"}, status=401)
         self._evict()
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         self._by_id[sid] = Session(user, csrf, self._clock())

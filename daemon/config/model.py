@@ -20,6 +20,7 @@ from plantwatch.connectors.storable import text_problems_in
 from plantwatch.detectors import REGISTRY, SensorInfo
 from plantwatch.detectors.compose import CompositionConfig
 
+from plantwatch.daemon.config.console_users import ConsoleUser
 from plantwatch.daemon.config.checks import did_you_mean, entry_label, range_problems, reference_problems, valid_sensors
 from plantwatch.daemon.config.inventory import InventoryConfig, inventory_problems
 from plantwatch.daemon.config.loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
@@ -273,6 +274,8 @@ class ApiConfig(Model):
     tokens: list[ApiToken] = Field(default_factory=list)
     #: more tokens, one per line: ``name role sha256`` (``#`` comments); read at start
     token_file: str | None = None
+    #: console users who log in with name and password (daemon/config/console_users.py)
+    users: list[ConsoleUser] = Field(default_factory=list)
     #: seconds a request may wait for the database before it is answered 503
     db_timeout: float = Field(10.0, gt=0, le=300)
     #: serve the API and console over HTTPS (docs/tls.md)
