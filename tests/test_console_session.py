@@ -61,5 +61,10 @@ async def test_name_and_password_login_in_a_browser(tmp_path, mosquitto, db, top
             cookie = browser.get_cookie("pw_session")
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
             assert PASSWORD not in browser.page_source
+        # guessing is throttled: after 10 failures (per name, per address) the right password waits too
+        codes = [site.call("/api/session", body={"name": "olga", "password": "guess"})[0] for _ in range(10)]
+        assert codes[0] == 401 and codes[-1] == 429, codes
+        st, body = site.call("/api/session", body={"name": "olga", "password": PASSWORD})
+        assert st == 429 and "too many failed logins" in body["error"], (st, body)
     finally:
         site.stop()

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from aiohttp import web
 
 from plantwatch.daemon.alarms.api_input import InputError, parse_json
+
+log = logging.getLogger(__name__)
 
 COOKIE = "pw_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -33,6 +37,10 @@ IDLE = 12 * 3600.0
 #: at most this many sessions are kept (the oldest go first)
 MAX_SESSIONS = 1000
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: at most this many failed logins per name and per client address in ``FAIL_WINDOW`` seconds;
+#: beyond that a login is answered 429 until the window has passed
+FAIL_MAX = 10
+FAIL_WINDOW = 300.0
 
 
 class Identity(Protocol):
@@ -59,6 +67,7 @@ class Sessions:
         self._secure = secure
         self._clock = clock
         self._by_id: dict[str, Session] = {}
+        self._failed: dict[str, deque[float]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -101,6 +110,10 @@ class Sessions:
         doc = parse_json(await request.read() or b"{}")
         if not isinstance(doc, dict):
             raise InputError(400, "body must be a JSON object")
+        keys = [f"address:{request.remote}"] + ([f"name:{doc['name']}"] if isinstance(doc.get("name"), str) else [])
+        if (wait := self._throttled(keys)) is not None:
+            return web.json_response({"error": f"too many failed logins; try again in {wait:.0f} s"}, status=429,
+                                     headers={"Retry-After": f"{wait:.0f}"})
         if "name" in doc and self._check_password is not None:
             name, password = doc.get("name"), doc.get("password")
             if not isinstance(name, str) or not isinstance(password, str) or not name or not password \
@@ -108,6 +121,7 @@ class Sessions:
                 raise InputError(400, "body: name and password: missing or not text")
             user = await asyncio.to_thread(self._check_password, name, password)  # scrypt: off the event loop
             if user is None:
+                self._failure(keys)
                 return web.json_response({"error": "unknown name or wrong password"}, status=401)
         else:
             token = doc.get("token")
@@ -115,6 +129,7 @@ class Sessions:
                 raise InputError(400, "body: token: missing")
             user = self._check(token.strip())
             if user is None:
+                self._failure(keys)
                 return web.json_response({"error": "unknown token"}, status=401)
         self._evict()
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -139,6 +154,29 @@ class Sessions:
         resp = web.json_response({"ok": True})
         resp.del_cookie(COOKIE, path="/")
         return resp
+
+    def _throttled(self, keys: list[str]) -> float | None:
+        """Seconds to wait when a key had ``FAIL_MAX`` failed logins within the window, else None."""
+        now = self._clock()
+        wait = None
+        for k in keys:
+            q = self._failed.get(k)
+            while q and now - q[0] > FAIL_WINDOW:
+                q.popleft()
+            if q is not None and not q:
+                del self._failed[k]
+            elif q is not None and len(q) >= FAIL_MAX:
+                wait = max(wait or 0.0, FAIL_WINDOW - (now - q[0]))
+        return wait
+
+    def _failure(self, keys: list[str]) -> None:
+        now = self._clock()
+        log.warning("console: failed login (%s)", ", ".join(k for k in keys if k.startswith("address:")))
+        for k in keys:
+            self._failed.setdefault(k, deque(maxlen=FAIL_MAX)).append(now)
+        if len(self._failed) > 10 * MAX_SESSIONS:  # bounded: forget the oldest
+            for k in sorted(self._failed, key=lambda k: self._failed[k][-1])[:MAX_SESSIONS]:
+                del self._failed[k]
 
     def _evict(self) -> None:
         now = self._clock()

@@ -53,12 +53,17 @@ def _console_paths() -> dict[str, Any]:
             " a Bearer token needs none")
     return {
         "/api/session": {
-            "post": {"summary": "log the browser in with a token: sets the session cookie (HttpOnly,"
-                                " SameSite=Strict) and answers the CSRF token", "operationId": "session_login",
-                     "security": [],
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                         "type": "object", "properties": {"token": {"type": "string"}}, "required": ["token"]}}}},
-                     "responses": {"200": {"description": "name, role and csrf"}, "400": _ERR, "401": _ERR}},
+            "post": {"summary": "log the browser in with a token, or a console user's name and password (api.users):"
+                                " sets the session cookie (HttpOnly, SameSite=Strict) and answers the CSRF token",
+                     "operationId": "session_login", "security": [],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                         {"type": "object", "properties": {"token": {"type": "string"}}, "required": ["token"]},
+                         {"type": "object", "properties": {"name": {"type": "string", "maxLength": 64},
+                                                           "password": {"type": "string", "maxLength": 1024}},
+                          "required": ["name", "password"]}]}}}},
+                     "responses": {"200": {"description": "name, role and csrf"}, "400": _ERR, "401": _ERR,
+                                   "429": {**_ERR, "description": "too many failed logins for this name or address;"
+                                                                  " try again later"}}},
             "get": {"summary": "the session of the cookie: name, role and its CSRF token", "operationId": "session",
                     "security": [{"session": []}], "responses": {"200": {"description": "ok"}, "401": _ERR}},
             "delete": {"summary": "log out (needs X-CSRF-Token)", "operationId": "session_logout",
