@@ -101,12 +101,12 @@ def rows(browser) -> list[tuple[str, str]]:
         ".map(r => [r.querySelector('td.tag').firstChild.textContent, r.dataset.state])")]
 
 
-def wait_js(browser, script: str, timeout: float = 20.0, what: str = "page condition"):
-    """Poll a JavaScript expression (``return ...``) until truthy; returns its value."""
+def wait_js(browser, script: str, *args, timeout: float = 20.0, what: str = "page condition"):
+    """Poll a JavaScript expression (``return ...``, with ``arguments``) until truthy; returns its value."""
     end = time.monotonic() + timeout
     last = None
     while time.monotonic() < end:
-        last = browser.execute_script(script)
+        last = browser.execute_script(script, *args)
         if last:
             return last
         time.sleep(0.05)

@@ -90,7 +90,7 @@ const PW = (() => {
       <td class="time"><time title="${ms(a.raised_at)}">${esc(when(a.raised_at).slice(11))}</time><br><span class="muted">${age(a.raised_at)}</span></td>
       <td class="tag">${esc(a.sensor)}<br><span class="muted">${esc(a.description || a.detector_id)}</span></td>
       <td>${esc(a.area)}<br><span class="muted">${esc(a.position)}</span></td>
-      <td class="cond">${condText(a)}</td>
+      <td class="cond">${condText(a)}<br><span class="muted">${esc(a.detector_id)}</span></td>
       <td class="val">${withUnit(a.value_at_alarm, a.unit)}<br><span class="muted">live ${withUnit(a.live_value, a.unit)}</span></td>
       <td class="lim">${withUnit(a.limit, a.unit)}</td>
       <td class="state">${STATE_TEXT[a.state] || ""} ${marker(a)}</td>
