@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from . import alarm_db, audit, incident_facts
+from . import alarm_db, audit, console_queries, incident_facts
 from .errors import availability, driver_errors
 
 
@@ -58,6 +58,22 @@ class AlarmRecords:
             v.problems += await audit.verify_records(conn)
             return v
         return await self._run(read)
+
+    # --- the operator console (connectors/console_queries.py) --------------------------------------
+    async def console_summary(self) -> list[dict[str, Any]]:
+        return await self._run(console_queries.summary)
+
+    async def console_row(self, alarm_id: int) -> dict[str, Any] | None:
+        return await self._run(console_queries.summary_row, alarm_id)
+
+    async def trend(self, sensor_tag: str, t0: float, t1: float) -> list[tuple[float, float]]:
+        return await self._run(console_queries.trend, sensor_tag, t0, t1)
+
+    async def alarm_keys(self, alarm_ids: list[int]) -> dict[int, tuple[str, int]]:
+        return await self._run(console_queries.alarm_keys, alarm_ids)
+
+    async def incident_alarm_ids(self, incident_id: int) -> list[int] | None:
+        return await self._run(console_queries.incident_alarm_ids, incident_id)
 
     # --- the incident report ----------------------------------------------------------------------
     async def incident_facts(self, incident_id: int) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Why in the daemon: the AlarmBook (the authority on alarm state) lives here, and 
 action must be applied to it and written through the same ordered alarm write path as the
 detector-driven changes (see daemon/alarms/lifecycle.py). A separate web process would race.
 
-Authentication: ``Authorization: Bearer <token>``. Tokens are never stored: the config (or a
+Authentication: ``Authorization: Bearer <token>``, or the console's session cookie after a token
+login (daemon/alarms/console_session.py: HttpOnly, SameSite=Strict, a CSRF token for actions). Tokens are never stored: the config (or a
 token file) holds the SHA-256 of each token with a name and a role:
 
 * ``inspector`` — read only (alarms, incidents, reports, audit verification);
@@ -35,6 +36,10 @@ from plantwatch.connectors.errors import StoreUnavailable
 from plantwatch.connectors.tls import ServerTls
 
 from plantwatch.daemon.alarms.api_input import InputError, action_body, query_text
+from plantwatch.daemon.alarms.console_api import ConsoleRoutes
+from plantwatch.daemon.alarms.console_push import ConsolePush
+from plantwatch.daemon.alarms.console_session import CsrfRefused, Sessions
+from plantwatch.daemon.config.console_users import DUMMY, password_matches
 from plantwatch.daemon.config.model import ApiConfig
 from plantwatch.daemon.exits import StartupError
 from plantwatch.daemon.alarms.lifecycle import ACTIONS, ActionError, ManagedAlarmBook
@@ -56,15 +61,24 @@ def hash_token(token: str) -> str:
 
 
 class Tokens:
-    def __init__(self, entries: list[tuple[str, str, str]]):
+    """The tokens (by SHA-256) and the console's name-and-password users (``api.users``)."""
+
+    def __init__(self, entries: list[tuple[str, str, str]], users: list[tuple[str, str, str]] = ()):
         self._by_hash = {h: User(n, r) for n, r, h in entries}
+        self._users = {n: (User(n, r), stored) for n, r, stored in users}
 
     @classmethod
     def from_config(cls, api: ApiConfig) -> "Tokens":
         entries = [(t.name, t.role, t.sha256) for t in api.tokens]
         if api.token_file:
             entries += read_token_file(api.token_file)
-        return cls(entries)
+        return cls(entries, [(u.name, u.role, u.password_scrypt) for u in api.users])
+
+    def check_password(self, name: str, password: str) -> User | None:
+        """The user of a name and password (slow on purpose: scrypt; as slow for an unknown name)."""
+        user, stored = self._users.get(name, (None, DUMMY))
+        ok = password_matches(password, stored)
+        return user if ok and user is not None else None
 
     def check(self, token: str) -> User | None:
         h = hash_token(token)
@@ -146,7 +160,8 @@ class Api:
 
     def __init__(self, *, records: AlarmRecords, book: ManagedAlarmBook, submit: Callable[[list], Awaitable[asyncio.Future]],
                  tokens: Tokens, site: str, report: Callable[[int], Awaitable[str]] | None = None, metrics=None,
-                 health: Callable[[], tuple[bool, str]] | None = None, db_timeout: float = 10.0):
+                 health: Callable[[], tuple[bool, str]] | None = None, db_timeout: float = 10.0,
+                 push: ConsolePush | None = None, secure_cookie: bool = False):
         self.records = records
         self.health = health
         self.db_timeout = db_timeout
@@ -156,6 +171,10 @@ class Api:
         self.site = site
         self.report = report
         self.m = metrics
+        self.push = push if push is not None else ConsolePush()
+        self.sessions = Sessions(tokens.check, secure=secure_cookie, check_password=tokens.check_password)
+        self.console = ConsoleRoutes(records=records, book=book, submit=submit, push=self.push, site=site,
+                                     json_response=_json, path_id=path_id)
 
     # --- plumbing -------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -166,9 +185,12 @@ class Api:
         r.add_get("/alarms/{id:\\d+}", self.page)
         r.add_get("/incidents", self.page)
         r.add_get("/incidents/{id:\\d+}", self.page)
+        r.add_get("/static/{name}", self.static)
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/healthz", self.healthz)
         r.add_get("/api/whoami", self.whoami)
+        self.sessions.register(r)
+        self.console.register(r)
         r.add_get("/api/alarms", self.list_alarms)
         r.add_get("/api/alarms/{id}", self.get_alarm)
         for action in ACTIONS:
@@ -179,21 +201,25 @@ class Api:
         r.add_get("/api/audit/verify", self.audit_verify)
         return app
 
-    PUBLIC = ("/", "/console", "/incidents", "/openapi.json", "/healthz")
+    PUBLIC = ("/", "/console", "/incidents", "/openapi.json", "/healthz", "/api/session")
+    #: served without the database time limit: the live stream stays open
+    UNBOUNDED = ("/api/stream",)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
         path = request.path
-        if path in self.PUBLIC or path.startswith(("/alarms/", "/incidents/")):
+        if path in self.PUBLIC or path.startswith(("/alarms/", "/incidents/", "/static/")):
             resp = await self._bounded(handler, request)
         else:
-            h = request.headers.get("Authorization", "")
-            user = self.tokens.check(h[7:].strip()) if h.startswith("Bearer ") else None
+            try:
+                user = self.sessions.user(request)  # Bearer token, or the console's session cookie
+            except CsrfRefused:
+                return _err(403, "missing or wrong CSRF token (X-CSRF-Token) for an action of a console session")
             if user is None:
                 return web.json_response({"error": "missing or unknown token"}, status=401,
                                          headers={"WWW-Authenticate": 'Bearer realm="plantwatch"'})
             request["user"] = user
-            resp = await self._bounded(handler, request)
+            resp = await (handler(request) if path in self.UNBOUNDED else self._bounded(handler, request))
         resp.headers.setdefault("Cache-Control", "no-store")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         return resp
@@ -227,8 +253,18 @@ class Api:
     async def page(self, request: web.Request) -> web.Response:
         html = (STATIC / "console.html").read_text(encoding="utf-8").replace("{{SITE}}", self.site)
         return web.Response(text=html, content_type="text/html", headers={
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline';"
-                                       " img-src 'self' data: blob:; frame-src blob:"})
+            "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline';"
+                                       " style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; frame-src blob:",
+            "X-Frame-Options": "DENY"})
+
+    #: the console's scripts and styles (nothing else is served from static/)
+    ASSETS = {"summary.js": "text/javascript", "detail.js": "text/javascript", "summary.css": "text/css"}
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.ASSETS:
+            return _err(404, "no such file")
+        return web.Response(text=(STATIC / name).read_text(encoding="utf-8"), content_type=self.ASSETS[name])
 
     async def openapi(self, request: web.Request) -> web.Response:
         from plantwatch.daemon.alarms.openapi import spec

@@ -119,11 +119,15 @@ def parse_json(raw: bytes) -> Any:
 
 def action_body(action: str, raw: bytes) -> _Body:
     """The validated body of an operator action (an empty body is ``{}``)."""
+    return _validated(BODIES[action], raw)
+
+
+def _validated(model: type[_Body], raw: bytes) -> Any:
     doc = parse_json(raw) if raw.strip() else {}
     if not isinstance(doc, dict):
         raise InputError(400, "body must be a JSON object")
     try:
-        return BODIES[action].model_validate(doc)
+        return model.model_validate(doc)
     except ValidationError as err:
         raise InputError(400, "body: " + "; ".join(_describe(e) for e in err.errors(include_url=False)[:5])) from None
     except RecursionError:  # pydantic walking a deeply nested value of an unknown key
@@ -147,3 +151,22 @@ def query_text(value: str | None, name: str, max_chars: int = TAG_MAX) -> str | 
     if why is not None:
         raise InputError(400, f"{name} {why}")
     return value
+
+
+#: most alarms one acknowledgement may name (a page of the console is far smaller)
+ACK_MANY_MAX = 5000
+
+
+class AckManyBody(_Body):
+    #: the alarms to acknowledge (the selected rows or the visible page) ...
+    ids: Annotated[list[Annotated[int, Field(gt=0, le=2**63 - 1)]], Field(max_length=ACK_MANY_MAX)] | None = None
+    #: ... or every alarm of this incident
+    incident: Annotated[int, Field(gt=0, le=2**63 - 1)] | None = None
+
+
+def ack_many_body(raw: bytes) -> AckManyBody:
+    """The validated body of ``POST /api/alarms/ack``: exactly one of ``ids`` and ``incident``."""
+    body = _validated(AckManyBody, raw)
+    if (body.ids is None) == (body.incident is None):
+        raise InputError(400, "body: give either ids or incident")
+    return body

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plantwatch.daemon.alarms.api_input import BODIES, REASON_MAX
+from plantwatch.daemon.alarms.api_input import ACK_MANY_MAX, BODIES, REASON_MAX, AckManyBody
 from plantwatch.daemon.alarms.lifecycle import ACTIONS
 
 _ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -39,6 +39,58 @@ def _action(action: str) -> dict[str, Any]:
                       "413": {**_ERR, "description": "body larger than 64 KiB"},
                       "500": {**_ERR, "description": "the database refused to record the action: it is"
                                                      " quarantined in dead_letters (unstorable_alarm_op)"}}}}
+
+
+def _console_paths() -> dict[str, Any]:
+    """The console's own routes (daemon/alarms/console_api.py, console_session.py, console_push.py)."""
+    ack_many = {"type": "object", "additionalProperties": False, "properties": {
+        "ids": {"type": "array", "items": _ID, "maxItems": ACK_MANY_MAX, "description": "the alarms to acknowledge"},
+        "incident": {**_ID, "description": "... or every alarm of this incident"},
+        "reason": {"type": "string", "maxLength": REASON_MAX, "description": "why (optional)"}},
+        "description": "exactly one of ids and incident"}
+    assert set(ack_many["properties"]) == set(AckManyBody.model_fields)  # the model is the contract
+    csrf = ("a console session (cookie pw_session) must send its CSRF token in X-CSRF-Token (else 403);"
+            " a Bearer token needs none")
+    return {
+        "/api/session": {
+            "post": {"summary": "log the browser in with a token, or a console user's name and password (api.users):"
+                                " sets the session cookie (HttpOnly, SameSite=Strict) and answers the CSRF token",
+                     "operationId": "session_login", "security": [],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                         {"type": "object", "properties": {"token": {"type": "string"}}, "required": ["token"]},
+                         {"type": "object", "properties": {"name": {"type": "string", "maxLength": 64},
+                                                           "password": {"type": "string", "maxLength": 1024}},
+                          "required": ["name", "password"]}]}}}},
+                     "responses": {"200": {"description": "name, role and csrf"}, "400": _ERR, "401": _ERR,
+                                   "429": {**_ERR, "description": "too many failed logins for this name or address;"
+                                                                  " try again later"}}},
+            "get": {"summary": "the session of the cookie: name, role and its CSRF token", "operationId": "session",
+                    "security": [{"session": []}], "responses": {"200": {"description": "ok"}, "401": _ERR}},
+            "delete": {"summary": "log out (needs X-CSRF-Token)", "operationId": "session_logout",
+                       "security": [{"session": []}],
+                       "responses": {"200": {"description": "ok"}, "401": _ERR, "403": _ERR}}},
+        "/api/alarms/ack": {"post": {
+            "summary": "acknowledge many alarms: the selected rows, the visible page or an incident's alarms (roles:"
+                       " operator, engineer, security); one operator action per alarm. " + csrf,
+            "operationId": "alarms_ack",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ack_many}}},
+            "responses": {"200": {"description": "acked: the ids acknowledged; skipped: [{id, error}]"},
+                          "400": _ERR, "401": _ERR, "403": _ERR, "404": {**_ERR, "description": "no such incident"},
+                          "500": _ERR}}},
+        "/api/console/alarms": {"get": {
+            "summary": "the alarm summary: every alarm not normal with the condition that alarmed, value at alarm,"
+                       " live value, limit, unit, area and operator position; flood state per position",
+            "operationId": "console_alarms", "responses": {"200": {"description": "ok"}, "401": _ERR}}},
+        "/api/console/alarms/{id}": {"get": {
+            "summary": "one alarm's detail: summary row, life, trend (last 30 min and the alarm's span) with limits,"
+                       " detector config, incident", "operationId": "console_alarm",
+            "parameters": [{"$ref": "#/components/parameters/AlarmId"}],
+            "responses": {"200": {"description": "ok"}, "401": _ERR, "404": _ERR}}},
+        "/api/stream": {"get": {
+            "summary": "Server-Sent Events: 'alarms' after each alarm change, 'ping' every second otherwise",
+            "operationId": "stream",
+            "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "401": _ERR}}},
+    }
 
 
 def spec() -> dict[str, Any]:
@@ -97,16 +149,20 @@ def spec() -> dict[str, Any]:
     }
     for action in ACTIONS:
         paths[f"/api/alarms/{{id}}/{action.replace('_', '-')}"] = _action(action)
+    paths.update(_console_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "plantwatch operator API", "version": "1",
                  "description": "Alarms (ISA-18.2 states), operator actions, incidents and audit. Authenticate with"
                                 " `Authorization: Bearer <token>`; roles: inspector (read), operator (+ ack, shelve,"
-                                " unshelve, comment), engineer (+ out of service, return to service)."},
-        "security": [{"bearer": []}],
+                                " unshelve, comment), engineer (+ out of service, return to service). The console"
+                                " logs a browser in once (POST /api/session: a session cookie) and sends the"
+                                " session's CSRF token with every action."},
+        "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "session": {"type": "apiKey", "in": "cookie", "name": "pw_session"}},
             "parameters": {
                 # not a decimal number: 400; beyond bigint: 404 (no such row can exist)
                 "AlarmId": {"name": "id", "in": "path", "required": True, "schema": _ID},

@@ -18,6 +18,7 @@ from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.alarms.lifecycle import ManagedAlarmBook
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.alarms.notify import Notifications
+from plantwatch.daemon.alarms.console_push import ConsolePush
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,11 @@ class AlarmManagement:
         self.intake = intake
         self.notifications = Notifications(cfg, metrics, dict(book.tag_of))
         self.api_started = asyncio.Event()
+        self.console_push = ConsolePush()  # the console's live stream: told of every committed change
 
     def offer(self, writes: list[AlarmWrite]) -> None:
         self.notifications.offer(writes)
+        self.console_push.changed()
 
     async def submit(self, ops: list) -> asyncio.Future:
         return await self.intake.submit_alarm_ops(ops)
@@ -94,6 +97,7 @@ class AlarmManagement:
             return await incident_report_html(self.store.alarm_records, incident_id)
 
         api = Api(records=self.store.alarm_records, book=self.book, submit=self.submit, tokens=tokens, site=self.cfg.site.id,
-                  report=report, metrics=self.m, health=self.intake.health, db_timeout=api_cfg.db_timeout)
+                  report=report, metrics=self.m, health=self.intake.health, db_timeout=api_cfg.db_timeout,
+                  push=self.console_push, secure_cookie=api_cfg.tls is not None)
         await serve(api, api_cfg.host, api_cfg.port, self.api_started,
                     tls=api_cfg.tls.settings() if api_cfg.tls else None)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -217,6 +218,19 @@ def cmd_token_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_password(args: argparse.Namespace) -> int:
+    """A console user's password hash for ``api.users`` (the password is read, never printed)."""
+    import getpass
+
+    from plantwatch.daemon.config.console_users import PASSWORD_MIN, hash_password
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < PASSWORD_MIN:
+        err.print(f"error: a password needs at least {PASSWORD_MIN} characters", highlight=False)
+        return 2
+    print(f"config (api.users): - {{name: {args.name}, role: {args.role}, password_scrypt: '{hash_password(password)}'}}")
+    return 0
+
+
 def cmd_api_openapi(args: argparse.Namespace) -> int:
     from plantwatch.daemon.alarms.openapi import spec
     print(json.dumps(spec(), indent=2, sort_keys=True))
@@ -270,6 +284,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     tn.add_argument("--name", required=True)
     tn.add_argument("--role", required=True, choices=["inspector", "operator", "engineer"])
     tn.set_defaults(func=cmd_token_new)
+    tp = tsub.add_parser("password", help="hash a console user's password (read from the terminal or stdin)")
+    tp.add_argument("--name", required=True)
+    tp.add_argument("--role", required=True, choices=["inspector", "operator", "engineer"])
+    tp.set_defaults(func=cmd_token_password)
 
     ap = sub.add_parser("api", help="the operator API")
     apsub = ap.add_subparsers(dest="api_cmd", required=True)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from plantwatch.daemon.config.console_users import ConsoleUser
 from plantwatch.daemon.config.sensors import ID, Model
 from plantwatch.daemon.config.site import Severity
 from plantwatch.daemon.config.tls import ServerTlsConfig, exposed_needs
@@ -100,6 +101,8 @@ class ApiConfig(Model):
     tokens: list[ApiToken] = Field(default_factory=list)
     #: more tokens, one per line: ``name role sha256`` (``#`` comments); read at start
     token_file: str | None = None
+    #: console users who log in with name and password (daemon/config/console_users.py)
+    users: list[ConsoleUser] = Field(default_factory=list)
     #: seconds a request may wait for the database before it is answered 503
     db_timeout: float = Field(10.0, gt=0, le=300)
     #: serve the API and console over HTTPS (docs/tls.md)

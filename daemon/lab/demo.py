@@ -4,7 +4,9 @@ With no arguments it needs nothing installed beyond plantwatch itself: an embedd
 and an embedded PostgreSQL start in ``--data-dir``, the simulator publishes the demo site with its
 scripted incidents, the daemon ingests, stores, detects and alarms, and a table at the end shows
 each injected incident, whether and how fast it was alarmed, and the false alarms. ``--mqtt`` and
-``--dsn`` point the same run at a real broker and database.
+``--dsn`` point the same run at a real broker and database. ``--keep`` leaves the daemon, the
+broker, the database and the operator console running after the table, with an operator and an
+inspector login printed, until Ctrl-C.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +27,7 @@ from plantwatch.connectors import demo_queries, inspection
 from plantwatch.connectors.mqtt import BrokerAddress
 from plantwatch.connectors.tls import ClientTls
 
-from plantwatch.daemon.config.model import DatabaseConfig, MetricsConfig, MqttConfig
+from plantwatch.daemon.config.model import ApiConfig, ApiToken, DatabaseConfig, MetricsConfig, MqttConfig
 from plantwatch.daemon.config.broker_options import BrokerArgumentError, add_broker_arguments, broker_from
 from plantwatch.daemon.lab.demo_site import demo_config_text, load_demo_config
 from plantwatch.daemon.metrics import Metrics
@@ -63,12 +66,13 @@ def _progress(m: Metrics, daemon: Daemon, started: float, duration: float, stats
 async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str | None = None,
                    data_dir: str = ".plantwatch", out_dir: str | None = None, speed: float = 1.0,
                    scenario_path: str | None = None, console: Console | None = None, live: bool = True,
-                   tls: ClientTls | None = None) -> dict:
-    """Run the demo; returns {"report": DemoReport, "dsn": ..., "truth": path, "incident_report": path|None}."""
+                   tls: ClientTls | None = None, keep: bool = False, console_port: int = 8110) -> dict:
+    """Run the demo; returns {"report": DemoReport, "dsn": ..., "truth": path, "incident_report": path|None}.
+    ``keep``: after the table, the daemon, services and console stay up until cancelled (Ctrl-C)."""
     from plantwatch.daemon.lab.simulator.collector import run_simulator
     from plantwatch.daemon.lab.simulator.scenario import load_scenario
 
-    from plantwatch.daemon.lab.demo_report import fetch_report, render_report
+    from plantwatch.daemon.lab.demo_report import fetch_report
 
     console = console or Console()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -97,6 +101,12 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             "mqtt": MqttConfig(host=broker.host, port=broker.port, topic_prefix=prefix,
                                client_id=f"plantwatch-demo-{stamp}"),
             "database": DatabaseConfig(dsn=dsn), "metrics": MetricsConfig(port=0)})
+        logins = {}
+        if keep:  # the console, with a fresh operator and inspector token of this run (never stored)
+            logins = {"operator": secrets.token_urlsafe(18), "inspector": secrets.token_urlsafe(18)}
+            from plantwatch.daemon.alarms.api import hash_token
+            cfg = cfg.model_copy(update={"api": ApiConfig(port=console_port, tokens=[
+                ApiToken(name=role, role=role, sha256=hash_token(tok)) for role, tok in logins.items()])})
         metrics = Metrics()
         daemon = Daemon(cfg, Endpoints(broker, dsn), config_text=demo_config_text(), metrics=metrics)
         dtask = asyncio.create_task(daemon.run(), name="daemon")
@@ -127,19 +137,46 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
                 lv.update(_progress(metrics, daemon, started, duration / speed, stats))
         finally:
             stop_sim.set()
-            daemon.stop.set()
-            await dtask
+            if not keep or dtask.done():
+                daemon.stop.set()
+                await dtask
         async with inspection.connection(dsn) as conn:
             report = await fetch_report(conn, truth_path, config=cfg)
         incident_report = await _leak_report(report, dsn, out)
+        if keep:
+            _summary(console, report, stats, truth_path, dsn, incident_report)
+            await _kept(console, cfg, logins, daemon, dtask)
+    if keep:
+        return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
+                "incident_report": incident_report}
+    _summary(console, report, stats, truth_path, dsn, incident_report)
+    return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
+            "incident_report": incident_report}
+
+
+def _summary(console: Console, report, stats, truth_path: Path, dsn: str, incident_report: str | None) -> None:
+    from plantwatch.daemon.lab.demo_report import render_report
+
     console.print()
     render_report(report, console)
     console.print(f"simulator: {stats.published:,} batches, {stats.readings:,} readings published; ground truth "
                   f"{truth_path}; database {dsn}")
     if incident_report:
         console.print(f"incident report for the leak (for inspectors): {incident_report}")
-    return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
-            "incident_report": incident_report}
+
+
+async def _kept(console: Console, cfg, logins: dict[str, str], daemon: Daemon, dtask: asyncio.Task) -> None:
+    """Keep the demo running (daemon, broker, database, console) until cancelled (Ctrl-C)."""
+    await daemon.alarm_mgmt.listening()
+    console.print(f"\nconsole: {cfg.api.url}/", highlight=False)
+    for role, tok in logins.items():
+        console.print(f"  {role} login token: {tok}", highlight=False)
+    console.print("the daemon, broker, database and console keep running; Ctrl-C stops them", highlight=False)
+    try:
+        await asyncio.shield(dtask)  # Ctrl-C cancels this wait, not the daemon: it stops in order below
+    finally:
+        daemon.stop.set()
+        await dtask
 
 
 async def _leak_report(report, dsn: str, out: Path) -> str | None:
@@ -165,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=".plantwatch", help="where the embedded services keep their data")
     p.add_argument("--out", help="folder for the ground truth and reports (default: DATA_DIR/demo/<time>)")
     p.add_argument("--scenario", help="scenario file (default: the shipped demo scenario)")
+    p.add_argument("--keep", action="store_true", help="after the table, keep the daemon, broker, database and"
+                   " console running (prints the console's URL and logins) until Ctrl-C")
+    p.add_argument("--console-port", type=int, default=8110, help="the console's port with --keep (default 8110)")
     add_broker_arguments(p, broker=False)
     args = p.parse_args(argv)
     tls = None
@@ -174,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         except BrokerArgumentError as e:
             p.error(str(e))
     console = Console() if Console().is_terminal else Console(width=160)  # logs and CI: do not squeeze the table
-    res = asyncio.run(run_demo(duration=args.duration, mqtt=args.mqtt, dsn=args.dsn, data_dir=args.data_dir,
-                               out_dir=args.out, speed=args.speed, scenario_path=args.scenario, console=console,
-                               tls=tls))
+    try:
+        res = asyncio.run(run_demo(duration=args.duration, mqtt=args.mqtt, dsn=args.dsn, data_dir=args.data_dir,
+                                   out_dir=args.out, speed=args.speed, scenario_path=args.scenario, console=console,
+                                   tls=tls, keep=args.keep, console_port=args.console_port))
+    except KeyboardInterrupt:
+        if not args.keep:
+            raise
+        console.print("stopped: daemon, console, broker and database")
+        return 0
     return 0 if res["report"] is not None else 1
