@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from plantwatch.connectors.edge import SOURCES
 from plantwatch.connectors.wire import RESERVED_COLLECTORS
 
-from plantwatch.daemon.config.model import ID, ConfigError, _at, _problems
+from plantwatch.daemon.config.model import ID, ConfigError
+from plantwatch.daemon.config.problems import located_problem, validation_problems
 from plantwatch.daemon.config.tls import BasicAuthConfig, ClientTlsConfig, ServerTlsConfig, exposed_needs
 from plantwatch.daemon.config.loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 
@@ -183,13 +184,13 @@ def parse_collect_config(located: Located) -> CollectConfig:
     try:
         cfg = CollectConfig.model_validate(located.data)
     except ValidationError as err:
-        problems = _problems(_Untagged(err), located, CollectConfig)
+        problems = validation_problems(_Untagged(err), located, CollectConfig)
         raise ConfigError(located.source, [_by_name(p, located) for p in problems]) from None
     base = Path(located.source).resolve().parent if located.source not in ("", "<string>") else Path.cwd()
     if not cfg.buffer.path.is_absolute():
         cfg = cfg.model_copy(update={"buffer": cfg.buffer.model_copy(update={"path": base / cfg.buffer.path})})
     cfg = cfg.model_copy(update={"sources": [s.resolve_paths(base) for s in cfg.sources]})
-    missing = [_by_name(_at(located, ("sources", i) + path, text), located)
+    missing = [_by_name(located_problem(located, ("sources", i) + path, text), located)
                for i, s in enumerate(cfg.sources) for path, text in s.path_problems()]
     if missing:
         raise ConfigError(located.source, missing)
