@@ -139,6 +139,8 @@ class Daemon:
             self.alarm_mgmt = AlarmManagement(cfg, store, self.m, book, self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
+                if self.cluster is None:  # several instances: each partition's nodes when it is taken
+                    self.sparkplug.restore(await store.sparkplug_sessions(cfg.sparkplug.groups))
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
