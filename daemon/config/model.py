@@ -24,6 +24,7 @@ from plantwatch.daemon.config.checks import did_you_mean, entry_label, range_pro
 from plantwatch.daemon.config.inventory import InventoryConfig, inventory_problems
 from plantwatch.daemon.config.loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 from plantwatch.daemon.config.sensors import ID, Model, Selector, Sensor
+from plantwatch.daemon.config.sparkplug import HostId
 from plantwatch.daemon.config.tls import (BasicAuthConfig, ClientTlsConfig, DatabaseTlsConfig, ServerTlsConfig, dsn_with_tls,
                          exposed_needs)
 
@@ -371,6 +372,9 @@ class SparkplugConfig(Model):
     metrics: list[SparkplugMetric] = Field(default_factory=list)
     #: a metric not listed in `metrics` whose name is a sensor id feeds that sensor
     by_name: bool = False
+    #: Sparkplug 3.0 primary host id: the daemon publishes its STATE on `spBv1.0/STATE/{host_id}`
+    #: (retained, QoS 1; with `cluster`: `{host_id}-p{k}` per partition). Omitted: no STATE
+    host_id: HostId | None = None
 
 
 def _sparkplug_problems(cfg: "Config", sensors: dict[str, Sensor]) -> list[str]:
@@ -379,7 +383,7 @@ def _sparkplug_problems(cfg: "Config", sensors: dict[str, Sensor]) -> list[str]:
     sp = cfg.sparkplug
     if sp is None:
         return []
-    out = ["sparkplug: not supported together with cluster"] if cfg.cluster is not None else []
+    out = []
     stale = [d for d in cfg.detectors if d.type == "stale" and d.enabled]
     seen: dict[tuple[str, str], int] = {}
     fed: dict[str, int] = {}
