@@ -28,6 +28,7 @@ from plantwatch.daemon.alarms.publisher import AlarmPublisher
 from plantwatch.daemon.alarms.service import AlarmManagement, load_book
 from plantwatch.daemon.broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
 from plantwatch.daemon.ingest.cluster import ClusterRunner
+from plantwatch.daemon.ingest.partitioning import ClusterPartitioning
 from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.detection import DetectorSet
 from plantwatch.daemon.metrics import Metrics
@@ -127,17 +128,19 @@ class Daemon:
             book = await load_book(cfg, store, reg.db_id, config_hash=digest)  # lifecycle-aware, state as committed
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
-            if cfg.cluster is not None:  # several instances share the site: this one reads the partitions it holds
-                self.cluster = ClusterRunner(self)
+            # several instances share the site: this one reads and writes the partitions it holds
+            parts = ClusterPartitioning(cfg, reg.db_id) if cfg.cluster is not None else None
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification,
                                      journal=journaling, publish_wait=cfg.alarms.publish_wait,
-                                     partitioning=self.cluster, on_commit=self._committed)
+                                     partitioning=parts, on_commit=self._committed)
             self.pipeline.restore_sequences(await store.last_sequences())
             self.alarm_mgmt = AlarmManagement(cfg, store, self.m, book, self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
-                if self.cluster is None:  # several instances: each partition's nodes when it is taken
+                if parts is None:  # several instances: each partition's nodes when it is taken
                     self.sparkplug.restore(await store.sparkplug_sessions(cfg.sparkplug.groups))
+            if parts is not None:
+                self.cluster = ClusterRunner(cfg, parts, store, self.ep.dsn, self._intake_deps(), self.client_id)
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
