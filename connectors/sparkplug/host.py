@@ -29,6 +29,10 @@ def state_topic(host_id: str) -> str:
     return f"{NAMESPACE}/STATE/{host_id}"
 
 
+def is_state(topic: str) -> bool:
+    return topic.startswith(f"{NAMESPACE}/STATE/")
+
+
 def state_payload(online: bool, timestamp_ms: int) -> bytes:
     return json.dumps({"online": online, "timestamp": timestamp_ms}).encode()
 

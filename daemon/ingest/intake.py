@@ -21,7 +21,7 @@ import aiomqtt
 
 from plantwatch.connectors.leases import DB_UNAVAILABLE
 from plantwatch.connectors.mqtt import BrokerAddress, Subscriber
-from plantwatch.connectors.sparkplug.host import STATE_QOS, HostState
+from plantwatch.connectors.sparkplug.host import STATE_QOS, HostState, is_state
 
 from plantwatch.daemon.broker_session import BrokerSessions, ConnectProblems
 from plantwatch.daemon.config.model import Config
@@ -126,11 +126,12 @@ class Intake:
                 return
             topic, ack = str(msg.topic), partial(self._ack, sub, msg, gen)
             payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
-            if self.host is not None and topic == self.host.topic:
-                again = self.host.answer(bytes(payload))
-                if again is not None:  # an OFFLINE of our host id while we are here: say ONLINE again
-                    await sub.publish(self.host.topic, again, qos=STATE_QOS, retain=True)
-                p.defer_ack(ack)
+            if is_state(topic):
+                if self.host is not None and topic == self.host.topic:
+                    again = self.host.answer(bytes(payload))
+                    if again is not None:  # an OFFLINE of our host id while we are here: say ONLINE again
+                        await sub.publish(self.host.topic, again, qos=STATE_QOS, retain=True)
+                p.defer_ack(ack)  # another host id's STATE (kept by the session from an earlier config): no data
                 continue
             if self.mine is not None and not self.mine(topic):
                 p.defer_ack(ack)  # another partition's: its holder stores it
