@@ -143,6 +143,15 @@ async def test_primary_host_state_and_history_flush(tmp_path, mosquitto, db):
             await node.measure(_ms(), 50.0)  # the same value live: alarmed
             await _until(conn, LIMIT_ALARMS, 1)
 
+            # an OFFLINE of its host id while it is connected (a late Will): the host says ONLINE again
+            seen = len(node.states)
+            await pub.publish(f"spBv1.0/STATE/{host_id}", ps.State(second.timestamp, False).encode(), qos=1, retain=True)
+            for _ in range(100):
+                if len(node.states) >= seen + 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert [st for st, _ in node.states[seen:]] == [ps.State(second.timestamp, False), ps.State(second.timestamp, True)]
+
             # the host dies (SIGKILL): the broker publishes its Will, OFFLINE with that connection's timestamp
             d.kill()
             await _until_state(node, online=False)

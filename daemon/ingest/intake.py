@@ -127,7 +127,8 @@ class Intake:
             topic, ack = str(msg.topic), partial(self._ack, sub, msg, gen)
             payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
             if is_state(topic):
-                if self.host is not None and topic == self.host.topic:
+                if self.host is not None and topic == self.host.topic and not msg.retain:
+                    # (a retained one is what was there before this connection's ONLINE)
                     again = self.host.answer(bytes(payload))
                     if again is not None:  # an OFFLINE of our host id while we are here: say ONLINE again
                         await sub.publish(self.host.topic, again, qos=STATE_QOS, retain=True)
