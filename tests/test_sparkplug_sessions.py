@@ -98,3 +98,34 @@ async def test_restart_while_a_node_keeps_publishing_loses_nothing(tmp_path, mos
         await conn.close()
         if d.proc and d.proc.poll() is None:
             d.kill()
+
+
+async def test_stored_sessions_follow_arrival_order_on_both_databases(any_db):
+    """Units commit in parallel: a change written after a newer one does not undo it (an older
+    birth, an older seq, a death older than the birth after it); plain PostgreSQL and TimescaleDB."""
+    from plantwatch.connectors.sparkplug.session import MetricTable, SessionChange
+    from plantwatch.connectors.store import Store
+
+    store = await Store.open(any_db)
+    try:
+        old, new = MetricTable({1: "a"}, {"a": 9}), MetricTable({2: "b"}, {"b": 10})
+        dev = MetricTable({3: "c"}, {"c": 9})
+        await store.write(None, sessions=[SessionChange("nbirth", "g", "n", 20, 0, 5, table=new),
+                                          SessionChange("dbirth", "g", "n", 21, 1, device="d", table=dev),
+                                          SessionChange("seq", "g", "n", 22, 2)])
+        # an older unit committing late: its birth, its seq and its death change nothing
+        await store.write(None, sessions=[SessionChange("nbirth", "g", "n", 10, 0, 4, table=old),
+                                          SessionChange("seq", "g", "n", 11, 7),
+                                          SessionChange("ndeath", "g", "n", 12)])
+        [s] = await store.sparkplug_sessions(["g"])
+        assert (s.bd_seq, s.seq, s.table, s.devices) == (5, 2, new, {"d": dev})
+        await store.write(None, sessions=[SessionChange("ddeath", "g", "n", 30, 3, device="d")])
+        [s] = await store.sparkplug_sessions(["g"])
+        assert (s.seq, s.devices) == (3, {})
+        await store.write(None, sessions=[SessionChange("ndeath", "g", "n", 40)])
+        assert await store.sparkplug_sessions(["g"]) == []
+        # a late seq of the dead session leaves no session behind (no birth: unknown)
+        await store.write(None, sessions=[SessionChange("seq", "g", "n", 35, 4)])
+        assert await store.sparkplug_sessions(["g"]) == [] and await store.sparkplug_sessions(["other"]) == []
+    finally:
+        await store.close()
