@@ -20,6 +20,7 @@ from plantwatch.daemon.ingest.partitions import Partitioner
 
 from .helpers import DaemonProcess, new_metrics_port, site_config
 from .test_sparkplug import DT, _ms, _until
+from .test_sparkplug_sessions import watch_commands
 
 P, LEASE, RENEW = 2, 4.0, 1.0
 
@@ -102,14 +103,7 @@ async def test_node_sessions_move_with_their_partitions(tmp_path, mosquitto, db)
         await _until(conn, "SELECT count(*) FROM partition_leases WHERE holder = 'a' AND expires_at > now()", P)
         async with aiomqtt.Client(mosquitto.host, mosquitto.port, max_inflight_messages=1000) as pub, \
                 aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher:
-            await watcher.subscribe(f"spBv1.0/{group}/NCMD/#", qos=1)
-            commands: list[str] = []
-
-            async def watch():
-                async for m in watcher.messages:
-                    commands.append(str(m.topic))
-            watching = asyncio.create_task(watch())
-            watching.add_done_callback(lambda f: f.cancelled() or f.exception())
+            commands, watching = await watch_commands(watcher, group)
             nodes = [Node(pub, group, n) for n in names]
             t = _ms() - 120_000
             for n in nodes:

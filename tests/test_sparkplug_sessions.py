@@ -45,6 +45,20 @@ def test_sessions_say_what_to_store_and_restore_it():
     assert gap.gap and gap.rebirth
 
 
+async def watch_commands(watcher: aiomqtt.Client, group: str) -> tuple[list[str], asyncio.Task]:
+    """The topics of the NCMDs (rebirth requests) sent to the group's nodes, as they come, and
+    the task that collects them (cancel it at the end)."""
+    await watcher.subscribe(f"spBv1.0/{group}/NCMD/#", qos=1)
+    commands: list[str] = []
+
+    async def watch():
+        async for m in watcher.messages:
+            commands.append(str(m.topic))
+    task = asyncio.create_task(watch())
+    task.add_done_callback(lambda f: f.cancelled() or f.exception())  # the broker going away at the end
+    return commands, task
+
+
 ROUNDS_DOWN, ROUNDS_UP = 8, 8  # rounds of NDATA + 2 DDATA while the daemon is down, and after it is back
 
 
@@ -57,13 +71,7 @@ async def test_restart_while_a_node_keeps_publishing_loses_nothing(tmp_path, mos
         await d.wait_connected()
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher, \
                 aiomqtt.Client(mosquitto.host, mosquitto.port, max_inflight_messages=1000) as pub:
-            await watcher.subscribe(f"spBv1.0/{group}/NCMD/#", qos=1)
-            commands: list[str] = []
-
-            async def watch():
-                async for m in watcher.messages:
-                    commands.append(str(m.topic))
-            watching = asyncio.create_task(watch())
+            commands, watching = await watch_commands(watcher, group)
             node = EdgeNode(pub, group)
             t = round(time.time() - 60, 3)
             await node.births(t, 1.0)
