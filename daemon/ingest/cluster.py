@@ -1,7 +1,13 @@
-"""Several daemon instances sharing one site: partitions of collectors, held through fenced leases.
+"""Several daemon instances sharing one site: partitions of collectors and Sparkplug B nodes, held
+through fenced leases.
 
 * A collector belongs to partition ``crc32(collector) % partitions`` (``daemon/ingest/partitions.py``;
-  collectors not listed in ``cluster.collectors``, when that list is given, belong to partition 0).
+  collectors not listed in ``cluster.collectors``, when that list is given, belong to partition 0);
+  a Sparkplug node the config maps metrics of to ``crc32("group/node") % partitions``, any other
+  node to partition 0. A node's session (births, last ``seq``) is restored with its partition.
+* Each partition's MQTT session is an :class:`~plantwatch.daemon.ingest.intake.Intake`, the same
+  as a single instance's; what the write path asks of partitions is
+  :class:`~plantwatch.daemon.ingest.partitioning.ClusterPartitioning`, kept up to date here.
 * A partition is held through a row in ``partition_leases`` (holder instance and *incarnation*,
   expiry, epoch; SQL in ``connectors/leases.py``), renewed every ``renew_interval``. Each process
   makes a new incarnation token at start: a lease is renewed only by the incarnation that took
