@@ -185,9 +185,12 @@ class Subscriber:
     """``async with Subscriber(...) as sub: async for msg in sub.messages(): ...; sub.ack(msg)``"""
 
     def __init__(self, broker: BrokerAddress, *, client_id: str, topics: list[str], keepalive: int = 30,
-                 receive_window: int = 1000):
+                 receive_window: int = 1000, will: tuple[str, bytes] | None = None):
+        """``will``: (topic, payload) the broker publishes retained at QoS 1 when this connection
+        is lost (a Sparkplug host application's OFFLINE STATE)."""
         self.broker = broker
         self.client_id = client_id
+        self.will = will
         self.topics = topics
         self.keepalive = keepalive
         self.receive_window = receive_window
@@ -196,8 +199,9 @@ class Subscriber:
         self._client: _Client | None = None
 
     async def __aenter__(self) -> "Subscriber":
+        will = aiomqtt.Will(self.will[0], self.will[1], qos=1, retain=True) if self.will else None
         self._client = client(self.broker, identifier=self.client_id, clean_session=False, keepalive=self.keepalive,
-                              max_inflight_messages=self.receive_window, timeout=10)
+                              max_inflight_messages=self.receive_window, timeout=10, will=will)
         # paho: do not PUBACK on receipt; we call ack() after the data is durable.
         self._client._client.manual_ack_set(True)  # noqa: SLF001 - the route of aiomqtt issue #345
         await connect(self._client, self.broker)
@@ -237,10 +241,10 @@ class Subscriber:
         if msg.qos > 0 and self._client is not None:
             self._client._client.ack(msg.mid, msg.qos)  # noqa: SLF001
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 0) -> None:
-        """Publish on the intake connection (Sparkplug B rebirth requests to edge nodes)."""
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        """Publish on the intake connection (Sparkplug B rebirth requests to edge nodes, the host's STATE)."""
         assert self._client is not None
-        await self._client.publish(topic, payload, qos=qos)
+        await self._client.publish(topic, payload, qos=qos, retain=retain)
 
     @property
     def pending_queue(self) -> int:

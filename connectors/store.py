@@ -24,6 +24,8 @@ from .errors import availability, driver_errors, refusals
 from .leases import Fence, check_fence
 from .migrations import migrate, timescaledb_status
 from .storable import safe_text
+from .sparkplug.session import SessionChange
+from .sparkplug_births import load_sessions, write_session_changes
 from .records import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, EventEnd,  # noqa: F401 - re-exported
                       EventStart, ReadingRows, RobotRows, Transfer, WriteResult)
 
@@ -115,6 +117,10 @@ class Store:
             rows = await conn.fetch("SELECT tag, id FROM sensors WHERE tag = ANY($1::text[])", tags)
         return {r["tag"]: r["id"] for r in rows}
 
+    async def sparkplug_sessions(self, groups: Iterable[str]):
+        """The stored Sparkplug B node sessions of ``groups`` (connectors/sparkplug_births.py)."""
+        return await load_sessions(self.pool, groups)
+
     async def last_sequences(self) -> dict[str, tuple[int, float | None, int, int]]:
         """(last seq in arrival order, its ``sent``, gaps of its episode, arrival order) per
         collector (gap counting across restarts and partition hand-overs)."""
@@ -143,18 +149,20 @@ class Store:
     async def write(self, readings: ReadingRows | None, robot: RobotRows | None = None,
                     dead: Sequence[DeadLetter] = (), collectors: Sequence[CollectorSeen] = (),
                     alarm_ops: Sequence[AlarmOp] = (), before_alarms=None,
-                    transfers: Sequence[Transfer] = (), fence: Fence | None = None) -> WriteResult:
-        """Write one unit in one transaction (:meth:`_write_unit`). A refusal of the data itself
+                    transfers: Sequence[Transfer] = (), fence: Fence | None = None,
+                    sessions: Sequence[SessionChange] = ()) -> WriteResult:
+        """Write one unit in one transaction (:meth:`_write_unit`); ``sessions``: what its Sparkplug B
+        messages did to their nodes' sessions (connectors/sparkplug_births.py). A refusal of the data itself
         is raised as :class:`~plantwatch.connectors.errors.StoreRefused` (the driver's error is
         its ``__cause__``); anything else (unavailability, a stale fence) as it came."""
         with refusals():
             return await self._write_unit(readings, robot, dead, collectors, alarm_ops, before_alarms, transfers,
-                                          fence)
+                                          fence, sessions)
 
     async def _write_unit(self, readings: ReadingRows | None, robot: RobotRows | None,
                           dead: Sequence[DeadLetter], collectors: Sequence[CollectorSeen],
                           alarm_ops: Sequence[AlarmOp], before_alarms, transfers: Sequence[Transfer],
-                          fence: Fence | None) -> WriteResult:
+                          fence: Fence | None, sessions: Sequence[SessionChange] = ()) -> WriteResult:
         """Write one unit in one transaction. ``before_alarms`` is awaited before a unit with alarm
         operations begins, so alarm writes keep their order across concurrent writers. It is
         awaited before the transaction takes any lock: a unit waiting here for the previous
@@ -192,6 +200,8 @@ class Store:
                     [(c.collector, c.seq, _ts(c.t), c.gaps, c.batches, c.restarts,
                       _ts(c.seq_sent) if c.seq_sent is not None else None, c.episode_gaps, c.order)
                      for c in collectors])
+            if sessions:
+                await write_session_changes(conn, sessions)
             if transfers:
                 await conn.executemany(
                     "INSERT INTO transfers (sensor_id, start_at, end_at, quantity, declared_by, reference, msg_key,"

@@ -15,13 +15,12 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass
-from functools import partial
 
-import aiomqtt
 
 from plantwatch.connectors.alarm_journal import AlarmJournal, JournalInUse
 from plantwatch.connectors.errors import StoreError
-from plantwatch.connectors.mqtt import BrokerAddress, Subscriber
+from plantwatch.connectors.mqtt import BrokerAddress
+from plantwatch.connectors.sparkplug.host import HostState
 from plantwatch.connectors.store import AlarmWrite, Store
 
 from plantwatch.daemon.ingest.alarm_journal import Journaling, journal_path, replay
@@ -29,16 +28,16 @@ from plantwatch.daemon.alarms.publisher import AlarmPublisher
 from plantwatch.daemon.alarms.service import AlarmManagement, load_book
 from plantwatch.daemon.broker_session import BrokerSessions, ConnectProblems, SessionLost, system_alarm
 from plantwatch.daemon.ingest.cluster import ClusterRunner
+from plantwatch.daemon.ingest.partitioning import ClusterPartitioning
 from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.detection import DetectorSet
 from plantwatch.daemon.metrics import Metrics
-from plantwatch.daemon.ingest.mqtt_read import raise_if_cancelling, read_until
+from plantwatch.daemon.ingest.intake import Intake, IntakeDeps
 from plantwatch.daemon.ingest.partitions import instance_client_id
 from plantwatch.daemon.exits import GraceExceeded, StartupError
 from plantwatch.daemon.ingest.pipeline import Pipeline
-from plantwatch.daemon.ingest.reconnect import Backoff
 from plantwatch.daemon.ingest.site_status import SiteAnnouncer
-from plantwatch.daemon.ingest.sparkplug import SparkplugIngest, is_sparkplug
+from plantwatch.daemon.ingest.sparkplug import SparkplugIngest
 from plantwatch.daemon.ingest.sparkplug import topics as sparkplug_topics
 from plantwatch.daemon.ingest.validate import Registry
 
@@ -93,7 +92,6 @@ class Daemon:
         self.store: Store | None = None
         self.pipeline: Pipeline | None = None
         self.alarm_mgmt: AlarmManagement | None = None
-        self._gen = 0
         self.connect_problems = ConnectProblems(self.m)  # a refused connect is logged once, by any connection
         # each instance's own connections carry its instance id (several share mqtt.client_id)
         pub_id = instance_client_id(self.client_id, cfg.cluster, "pub")
@@ -130,15 +128,19 @@ class Daemon:
             book = await load_book(cfg, store, reg.db_id, config_hash=digest)  # lifecycle-aware, state as committed
             for sev, n in book.counts_by_severity().items():
                 self.m.active_alarms.labels(sev).set(n)
-            if cfg.cluster is not None:  # several instances share the site: this one reads the partitions it holds
-                self.cluster = ClusterRunner(self)
+            # several instances share the site: this one reads and writes the partitions it holds
+            parts = ClusterPartitioning(cfg, reg.db_id) if cfg.cluster is not None else None
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification,
                                      journal=journaling, publish_wait=cfg.alarms.publish_wait,
-                                     partitioning=self.cluster, on_commit=self._committed)
+                                     partitioning=parts, on_commit=self._committed)
             self.pipeline.restore_sequences(await store.last_sequences())
             self.alarm_mgmt = AlarmManagement(cfg, store, self.m, book, self.pipeline)
             if cfg.sparkplug is not None:
                 self.sparkplug = SparkplugIngest(cfg, reg, self.m.registry)
+                if parts is None:  # several instances: each partition's nodes when it is taken
+                    self.sparkplug.restore(await store.sparkplug_sessions(cfg.sparkplug.groups))
+            if parts is not None:
+                self.cluster = ClusterRunner(cfg, parts, store, self.ep.dsn, self._intake_deps(), self.client_id)
             n_writers = cfg.database.writers if cfg.database else 2
             async with asyncio.TaskGroup() as tg:
                 writers = [tg.create_task(self.pipeline.writer(), name=f"writer-{i}") for i in range(n_writers)]
@@ -155,7 +157,7 @@ class Daemon:
                 if self.cluster is not None:
                     ingest = tg.create_task(self.cluster.run(), name="cluster")
                 else:
-                    ingest = tg.create_task(self._ingest(), name="ingest")
+                    ingest = tg.create_task(self._single_intake().run(self.stop), name="ingest")
                 await self.stop.wait()
                 grace = cfg.ingest.shutdown_grace
                 log.info("stopping: no more intake; flushing and draining (at most %g s)", grace)
@@ -206,58 +208,16 @@ class Daemon:
         return GraceExceeded(f"graceful stop exceeded ingest.shutdown_grace ({grace:g} s)")
 
     # --- stages -----------------------------------------------------------------------------------
-    async def _ingest(self) -> None:
-        """Read MQTT until ``stop``; then stop reading, wait until everything received is
-        committed and acknowledged on this same connection, and only then disconnect (an
-        acknowledgement sent after the disconnect is lost, and the broker would redeliver
-        readings that are already stored)."""
-        in_topics = topics(self.cfg)[0] + sparkplug_topics(self.cfg)
-        mq = self.cfg.mqtt
-        backoff = Backoff()
-        while not self.stop.is_set():
-            self._gen += 1
-            gen = self._gen
-            try:
-                async with Subscriber(self.ep.broker, client_id=self.client_id, topics=in_topics,
-                                      keepalive=mq.keepalive if mq else 30,
-                                      receive_window=mq.receive_window if mq else 1000) as sub:
-                    raise_if_cancelling()  # the MQTT client's connect can swallow a cancellation
-                    self.m.connected.set(1)
-                    self.connect_problems.ok()
-                    await self.broker_sessions.connected(self.client_id, sub.session_present)
-                    self.ready.set()
-                    self.pipeline.detectors.restart_clocks(time.time())  # readings may have been missed until now
-                    backoff.reset()
-                    log.info("subscribed to %s on %s", ", ".join(in_topics), self.ep.broker)
-                    await read_until(self._read(sub, gen), self.stop, name="mqtt-read")
-                    await self.pipeline.drain()
-                    log.info("drained: every message received is committed and acknowledged; disconnecting")
-                    return
-            except aiomqtt.MqttError as e:
-                self.m.connected.set(0)
-                if self.stop.is_set():
-                    return
-                delay = backoff.next()
-                self.connect_problems.failed(e, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), delay)
+    def _intake_deps(self) -> IntakeDeps:
+        return IntakeDeps(self.cfg, self.ep.broker, self.pipeline, self.m, self.connect_problems, self.broker_sessions,
+                          self.ready, self.sparkplug)
 
-    async def _read(self, sub: Subscriber, gen: int) -> None:
-        async for msg in sub.messages():
-            payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
-            topic, ack = str(msg.topic), partial(self._ack, sub, msg, gen)
-            if self.sparkplug is not None and is_sparkplug(topic):
-                await self.sparkplug.submit(self.pipeline, sub.publish, topic, bytes(payload), ack)
-            else:
-                self.pipeline.submit(topic, bytes(payload), ack)
-            if self.pipeline.due():
-                await self.pipeline.flush()
-
-    def _ack(self, sub: Subscriber, msg: aiomqtt.Message, gen: int) -> None:
-        # A message from an earlier connection cannot be acknowledged on this one: the broker
-        # redelivers it, and the idempotent write makes the second copy harmless.
-        if gen == self._gen:
-            sub.ack(msg)
+    def _single_intake(self) -> Intake:
+        """One instance: one session for the whole site (wire format and Sparkplug B)."""
+        sp = self.cfg.sparkplug
+        host = HostState(sp.host_id) if sp is not None and sp.host_id else None
+        return Intake(self._intake_deps(), client_id=self.client_id,
+                      topics=topics(self.cfg)[0] + sparkplug_topics(self.cfg), host=host)
 
     async def _timer(self) -> None:
         p = self.pipeline

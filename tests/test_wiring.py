@@ -9,7 +9,7 @@ from pathlib import Path
 import plantwatch.daemon as daemon_pkg
 from plantwatch.daemon.alarms.service import AlarmIntake, AlarmManagement
 from plantwatch.daemon.ingest.cluster import ClusterRunner
-from plantwatch.daemon.ingest.partitioning import Partitioning
+from plantwatch.daemon.ingest.partitioning import ClusterPartitioning, Partitioning
 from plantwatch.daemon.ingest.pipeline import Pipeline
 
 DAEMON = Path(daemon_pkg.__file__).parent
@@ -68,7 +68,10 @@ def test_alarm_management_gets_book_and_intake_at_construction():
 def test_pipeline_gets_partitioning_at_construction():
     params = inspect.signature(Pipeline).parameters
     assert {"partitioning", "on_commit"} <= set(params)
-    assert issubclass(ClusterRunner, Partitioning)
+    assert issubclass(ClusterPartitioning, Partitioning)
+    # the cluster's runner gets what it uses at construction, not the daemon
+    assert "daemon" not in inspect.signature(ClusterRunner).parameters
+    assert {"parts", "store", "intake"} <= set(inspect.signature(ClusterRunner).parameters)
     single = Partitioning()  # single mode: every sensor held here, no fence, publish at once
     assert (single.col_part, single.active, single.fence_of(object())) == (None, None, None)
     assert single.may_publish(object()) is True

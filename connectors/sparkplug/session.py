@@ -8,11 +8,17 @@ publish its births again. An NDEATH ends the session only when its ``bdSeq`` is 
 (a late Last Will of an older session must not kill the new one).
 
 Pure state, no I/O: :meth:`Sessions.handle` says what a message means and whether a rebirth
-must be requested; the caller publishes the request and maps the metrics.
+must be requested; the caller publishes the request and maps the metrics. Each message that
+changes a session also says how (:class:`SessionChange`): the caller writes that in the same
+transaction as the message's readings (``connectors/sparkplug_births.py``), and a restarted host
+gives the stored sessions to :meth:`Sessions.restore`, so data redelivered after a restart is
+understood without asking the node for its births again.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..storable import unstorable_char
 from . import payload as sp
@@ -26,6 +32,41 @@ REBIRTH_EVERY = 5.0
 class MetricTable:
     by_alias: dict[int, str] = field(default_factory=dict)
     types: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"aliases": {str(a): n for a, n in self.by_alias.items()}, "types": dict(self.types)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "MetricTable":
+        return cls({int(a): str(n) for a, n in d.get("aliases", {}).items()},
+                   {str(n): int(t) for n, t in d.get("types", {}).items()})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    """What one message did to its node's session, to be stored with it. ``order`` is the
+    message's arrival order (increasing, also across restarts: microseconds of the wall clock)."""
+
+    kind: Literal["nbirth", "dbirth", "ddeath", "ndeath", "seq"]
+    group: str
+    node: str
+    order: int
+    seq: int | None = None
+    bd_seq: int | None = None
+    device: str | None = None
+    table: MetricTable | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNode:
+    """A node's session as stored: its birth's ``bdSeq`` and metric tables, its last ``seq``."""
+
+    group: str
+    node: str
+    bd_seq: int | None
+    seq: int | None
+    table: MetricTable
+    devices: dict[str, MetricTable] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -46,6 +87,7 @@ class MetricValue:
     error: sp.MetricError | None = None
     flag: int = 0  # 0 none, 1 over range, 2 signal failure (wire.FLAG_CODES)
     raw: bytes = b""
+    historical: bool = False  # is_historical: store-and-forward history, not a live value
 
 
 @dataclass(slots=True)
@@ -56,6 +98,7 @@ class Outcome:
     rebirth: bool = False  # publish NCMD Node Control/Rebirth to this node
     why: str = ""  # the first reason a rebirth is needed: sequence_gap, sp_no_birth, sp_unknown_alias
     gap: bool = False
+    change: SessionChange | None = None  # what the message did to its node's session (stored with it)
     #: "node" (the node and all its devices) or "device" (the topic's device) died
     died: str | None = None
     ignored_death: bool = False  # an NDEATH whose bdSeq is not the current session's
@@ -64,6 +107,25 @@ class Outcome:
 class Sessions:
     def __init__(self) -> None:
         self.nodes: dict[tuple[str, str], NodeSession] = {}
+        self._order = 0
+
+    def restore(self, stored: list[StoredNode]) -> int:
+        """Sessions as stored (at start, or when a partition is taken over): they replace what is
+        kept here for those nodes. Returns how many were restored."""
+        for n in stored:
+            self.nodes[(n.group, n.node)] = NodeSession(bd_seq=n.bd_seq, seq=n.seq, node=n.table,
+                                                        devices=dict(n.devices))
+        return len(stored)
+
+    def forget(self, keep) -> None:  # noqa: ANN001 - a predicate on (group, node)
+        """Drop the sessions of the nodes ``keep`` says no (a partition given up: its next
+        holder has their state)."""
+        for key in [k for k in self.nodes if not keep(k)]:
+            del self.nodes[key]
+
+    def _next_order(self) -> int:
+        self._order = max(self._order + 1, time.time_ns() // 1000)
+        return self._order
 
     def handle(self, t: SpTopic, raw: bytes, now: float) -> Outcome:
         try:
@@ -86,12 +148,17 @@ class Sessions:
                                                why="sp_no_birth"))
         out = Outcome()
         self._check_seq(s, p, out)
+        order = self._next_order()
         if t.type == "DBIRTH":
             s.devices[t.device] = self._table(p, out)
+            out.change = SessionChange("dbirth", t.group, t.node, order, s.seq, device=t.device,
+                                       table=s.devices[t.device])
         elif t.type == "DDEATH":
             s.devices.pop(t.device, None)
             out.died = "device"
+            out.change = SessionChange("ddeath", t.group, t.node, order, s.seq, device=t.device)
         else:
+            out.change = SessionChange("seq", t.group, t.node, order, s.seq)
             table = s.node if t.type == "NDATA" else s.devices.get(t.device)
             if table is None:
                 out.refused = ("sp_no_birth", f"DDATA from {t.source} before its DBIRTH")
@@ -108,6 +175,7 @@ class Sessions:
         s = NodeSession(bd_seq=sp.bd_seq(p), seq=p.seq if p.HasField("seq") else 0)
         s.node = self._table(p, out)
         self.nodes[key] = s
+        out.change = SessionChange("nbirth", key[0], key[1], self._next_order(), s.seq, s.bd_seq, table=s.node)
         return out
 
     def _ndeath(self, key: tuple[str, str], s: NodeSession | None, p: sp.Payload) -> Outcome:
@@ -115,14 +183,14 @@ class Sessions:
         if s is not None and s.bd_seq is not None and bd != s.bd_seq:
             return Outcome(ignored_death=True)
         self.nodes.pop(key, None)
-        return Outcome(died="node")
+        return Outcome(died="node", change=SessionChange("ndeath", key[0], key[1], self._next_order()))
 
     def _table(self, p: sp.Payload, out: Outcome) -> MetricTable:
         """Names, aliases and datatypes of a BIRTH; its values are readings too."""
         table = MetricTable()
         for m in p.metrics:
-            if not m.name or not isinstance(m.name, str):  # a name that is not text: refused by _data
-                continue
+            if not m.name or not isinstance(m.name, str) or unstorable_char(m.name) is not None:
+                continue  # a name that is not storable text: refused by _data
             table.types[m.name] = m.datatype
             if m.HasField("alias"):
                 table.by_alias[m.alias] = m.name
@@ -161,12 +229,14 @@ class Sessions:
                 out.metrics.append(MetricValue(name, t, None, error=e, raw=m.SerializeToString()))
                 continue
             quality, flag = sp.quality_and_flag(m)
-            out.metrics.append(MetricValue(name, t, value, quality, flag=flag))
+            out.metrics.append(MetricValue(name, t, value, quality, flag=flag, historical=m.is_historical))
 
     @staticmethod
     def _check_seq(s: NodeSession, p: sp.Payload, out: Outcome) -> None:
         seq = p.seq if p.HasField("seq") else None
         expected = None if s.seq is None else (s.seq + 1) % 256
+        if seq is not None and seq == s.seq:
+            return  # the last message again (redelivered after a restart): its readings are stored once
         if seq is None or seq != expected:
             out.gap = True
             out.why = "sequence_gap"

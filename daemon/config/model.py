@@ -80,7 +80,7 @@ class Config(Model):
             data, sensors = self.model_dump(), list(self.sensors)
             problems += [f"{fmt_path(p)}: {m}"
                          for p, m in reference_problems(data, sensors) + range_problems(data, sensors)]
-        problems += sparkplug_problems(self.sparkplug, clustered=self.cluster is not None, detectors=self.detectors,
+        problems += sparkplug_problems(self.sparkplug, detectors=self.detectors,
                                        sensors={s.id: s for s in self.sensors})  # on the validated model only
         problems += inventory_problems(self)
         if problems:

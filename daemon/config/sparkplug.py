@@ -2,11 +2,18 @@
 (docs/sparkplug.md), and its checks against the sensor registry and the detectors."""
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
 
 from plantwatch.daemon.config.checks import did_you_mean
 from plantwatch.daemon.config.sensors import ID, Model, Sensor
 from plantwatch.daemon.config.site import DetectorConfig
+
+
+#: a Sparkplug host application id: one topic level of ``spBv1.0/STATE/<host_id>`` (no ``/``,
+#: ``+``, ``#`` or white space)
+HostId = Annotated[str, StringConstraints(pattern=r"^[^/#+\s]+$", max_length=64)]
 
 
 class SparkplugMetric(Model):
@@ -29,15 +36,18 @@ class SparkplugConfig(Model):
     metrics: list[SparkplugMetric] = Field(default_factory=list)
     #: a metric not listed in `metrics` whose name is a sensor id feeds that sensor
     by_name: bool = False
+    #: Sparkplug 3.0 primary host id: the daemon publishes its STATE on `spBv1.0/STATE/{host_id}`
+    #: (retained, QoS 1; with `cluster`: `{host_id}-p{k}` per partition). Omitted: no STATE
+    host_id: HostId | None = None
 
 
-def sparkplug_problems(sp: SparkplugConfig | None, *, clustered: bool, detectors: list[DetectorConfig],
+def sparkplug_problems(sp: SparkplugConfig | None, *, detectors: list[DetectorConfig],
                        sensors: dict[str, Sensor]) -> list[str]:
     """Each mapped sensor exists, is a fixed instrument fed from one place, and is watched by a
     stale detector (a DEATH raises its sensor-health alarm through it)."""
     if sp is None:
         return []
-    out = ["sparkplug: not supported together with cluster"] if clustered else []
+    out: list[str] = []
     stale = [d for d in detectors if d.type == "stale" and d.enabled]
     seen: dict[tuple[str, str], int] = {}
     fed: dict[str, int] = {}

@@ -1,7 +1,13 @@
-"""Several daemon instances sharing one site: partitions of collectors, held through fenced leases.
+"""Several daemon instances sharing one site: partitions of collectors and Sparkplug B nodes, held
+through fenced leases.
 
 * A collector belongs to partition ``crc32(collector) % partitions`` (``daemon/ingest/partitions.py``;
-  collectors not listed in ``cluster.collectors``, when that list is given, belong to partition 0).
+  collectors not listed in ``cluster.collectors``, when that list is given, belong to partition 0);
+  a Sparkplug node the config maps metrics of to ``crc32("group/node") % partitions``, any other
+  node to partition 0. A node's session (births, last ``seq``) is restored with its partition.
+* Each partition's MQTT session is an :class:`~plantwatch.daemon.ingest.intake.Intake`, the same
+  as a single instance's; what the write path asks of partitions is
+  :class:`~plantwatch.daemon.ingest.partitioning.ClusterPartitioning`, kept up to date here.
 * A partition is held through a row in ``partition_leases`` (holder instance and *incarnation*,
   expiry, epoch; SQL in ``connectors/leases.py``), renewed every ``renew_interval``. Each process
   makes a new incarnation token at start: a lease is renewed only by the incarnation that took
@@ -36,159 +42,105 @@ import logging
 import math
 import time
 import zlib
-from functools import partial
 from typing import Any
 
-import aiomqtt
 import numpy as np
 
-from plantwatch.connectors.alarm_journal import JournalApplied
-from plantwatch.connectors.leases import (DB_UNAVAILABLE, Fence, FencedOut, Leases, lease_pool,
-                                          read_partition_readings)
-from plantwatch.connectors.mqtt import Subscriber
+from plantwatch.connectors.leases import DB_UNAVAILABLE, Leases, lease_pool, read_partition_readings
+from plantwatch.connectors.sparkplug.host import HostState
+from plantwatch.connectors.store import Store
 
 from plantwatch.daemon.config.model import ClusterConfig, Config
-from plantwatch.daemon.ingest.mqtt_read import raise_if_cancelling, read_until
-from plantwatch.daemon.ingest.ownership import PartitionOwnership
-from plantwatch.daemon.ingest.partitioning import Partitioning
-from plantwatch.daemon.ingest.partitions import partition_of, partition_state, partition_topics, restore_partition
-from plantwatch.daemon.ingest.reconnect import Backoff
+from plantwatch.daemon.ingest.intake import Intake, IntakeDeps
+from plantwatch.daemon.ingest.partitioning import ClusterPartitioning
+from plantwatch.daemon.ingest.partitions import partition_state, restore_partition
 
 log = logging.getLogger("plantwatch.cluster")
 
-class ClusterRunner(Partitioning):
-    """Holds this process's share of the partitions: leases, one MQTT session per partition,
-    per-partition detector state. Runs in place of the single ``Daemon._ingest`` task."""
 
-    def __init__(self, daemon) -> None:
-        self.d = daemon
-        self.cfg: Config = daemon.cfg
-        self.cc: ClusterConfig = daemon.cfg.cluster
-        self.listed = frozenset(self.cc.collectors)
+class ClusterRunner:
+    """Holds this process's share of the partitions: leases, one MQTT session per partition
+    (:class:`~plantwatch.daemon.ingest.intake.Intake`, as the single instance's), per-partition
+    detector state and Sparkplug B node sessions. Runs in place of the single intake task; what
+    the write path asks of partitions is ``parts`` (given to the pipeline at its construction)."""
+
+    def __init__(self, cfg: Config, parts: ClusterPartitioning, store: Store, dsn: str, intake: IntakeDeps,
+                 client_id: str) -> None:
+        self.cfg = cfg
+        self.cc: ClusterConfig = cfg.cluster
+        self.parts = parts
+        self.ownership = parts.ownership
+        self.store = store
+        self.dsn = dsn
+        self.intake = intake
+        self.pipeline = intake.pipeline
+        self.client_id = client_id
         self.tasks: dict[int, Any] = {}  # partition -> its ingest task
-        self.ownership = PartitionOwnership(self.cfg.site.id, lease_seconds=self.cc.lease_seconds)
+        self.intakes: dict[int, Intake] = {}
         self.leases: Leases | None = None  # on its own connections (connectors/leases.lease_pool), made in run()
-        self.gen: dict[int, int] = {}
         self.stopping: dict[int, asyncio.Event] = {}  # partition -> stop reading, drain, disconnect
         #: partition -> (time taken, epoch), for tests and logs
         self.taken: dict[int, tuple[float, int]] = {}
-        self._fenced: set[int] = set()  # partitions a write was refused for, stopped at the next round
-        self._wake = asyncio.Event()
         self._free_before: set[int] = set()
         self._released: dict[int, float] = {}  # partition -> monotonic time released here (no churn)
-        self._db_down_since: float | None = None
-        self._session_up: set[int] = set()  # partitions whose MQTT session (client id ...-p{k}) is connected here
         self._trust_after = 0.0  # monotonic: take no expired lease of another holder before this
-        self._col_of: dict[int, int] = {}
         self._part_cols: dict[int, np.ndarray] | None = None
-        # the pipeline's partitioning (given to it at construction, daemon/ingest/partitioning.py):
-        # partition of each sensor column (-1: not seen yet), and the columns held here
-        n = len(self.cfg.sensors)
-        self.col_part = np.full(n, -1, dtype=np.int16)
-        self.active = np.zeros(n, dtype=bool)
 
-    def part_of(self, collector: str) -> int:
-        return partition_of(collector, self.cc, self.listed)
-
-    def learn(self, v) -> None:  # noqa: ANN001 - a Validated message
-        """The partition of a message's sensors, from the collector it comes from."""
-        if v.collector is not None and len(v.col):
-            self.col_part[v.col] = self.part_of(v.collector)
+    def part_of(self, key: str) -> int:
+        return self.parts.part_of(key)
 
     @property
     def held(self) -> set[int]:
         return set(self.ownership.epochs())
 
-    # --- the write path's view ----------------------------------------------------------------------
-    def fence_of(self, unit) -> Fence:
-        """The fence of a unit: the epochs of the partitions its messages and alarm changes belong to."""
-        parts = {self.part_of(v.collector) for v in unit.items if v.collector is not None}
-        col_part = self.col_part
-        for op in unit.ops:
-            if isinstance(op, JournalApplied):  # the journal's marker, about no sensor
-                continue
-            c = self._col_of.get(op.sensor_id)
-            if c is not None and col_part[c] >= 0:
-                parts.add(int(col_part[c]))
-        return self.ownership.fence(parts, idle_timeout=min(2.0, self.cc.lease_seconds / 2))
-
-    def may_publish(self, w) -> bool:
-        """Whether an alarm change may go out before its commit: while this process holds the
-        partition of its sensor by its own clock; or, while the database does not answer (no lease
-        can be renewed), while the partition's MQTT session is still connected here. The broker lets
-        one client hold a client id: a new holder of the partition connects with the same id and
-        disconnects this one, so a connected session proves nobody else reads the partition's
-        messages (docs/scaling.md, "Alarms during a database outage"). An operator's action on a
-        sensor no partition here reads is the API's, and goes out."""
-        c = self._col_of.get(w.sensor_id)
-        k = int(self.col_part[c]) if c is not None else -1
-        if k < 0 or self.ownership.may_publish(k):
-            return True
-        return self._db_down_since is not None and k in self._session_up
-
-    def on_fenced(self, fence: Fence, e: FencedOut) -> None:
-        """A write was refused for a stale epoch: those partitions are another holder's now. The
-        other partitions of the refused unit are stopped too (their messages were not stored nor
-        acknowledged, and their detectors went past them): their leases are released at the next
-        heartbeat and taken again from the saved state, so the messages are delivered again."""
-        parts = set(e.partitions) | set(fence.epochs)
-        log.warning("partition(s) %s: write refused, the lease was taken over; stopping %s here",
-                    ", ".join(map(str, e.partitions)), ", ".join(map(str, sorted(parts))))
-        for k in parts:
-            self.ownership.lost(k)
-        self._fenced.update(parts)
-        self._wake.set()
-
     def _update_active(self) -> None:
-        self.active = np.isin(self.col_part, np.fromiter(self.tasks, dtype=np.int16, count=len(self.tasks)))
+        self.parts.set_active(list(self.tasks))
 
     # --- the loop -----------------------------------------------------------------------------------
     async def run(self) -> None:
-        p = self.d.pipeline
-        self._col_of = {int(db): c for c, db in enumerate(p.reg.db_id.tolist())}
-        pool = await lease_pool(self.d.ep.dsn)
+        pool = await lease_pool(self.dsn)
         self.leases = Leases(pool, self.cfg.site.id, self.cc.instance_id, partitions=self.cc.partitions,
                              lease_seconds=self.cc.lease_seconds)
         try:
             while True:
                 try:
                     await self._round()
-                    if self._db_down_since is not None:
+                    away = self.parts.db_answered(True)
+                    if away is not None:
                         log.warning("cluster: database answering again after %.1f s; held: %s",
-                                    time.monotonic() - self._db_down_since, sorted(self.held) or "none")
-                        self._db_down_since = None
+                                    away, sorted(self.held) or "none")
                 except DB_UNAVAILABLE as e:
-                    if self._db_down_since is None:
-                        self._db_down_since = time.monotonic()
+                    if self.parts.db_down_since is None:
+                        self.parts.db_answered(False)
                         log.error("cluster: lease heartbeat failed (%s: %s); intake goes on, retrying every %g s",
                                   type(e).__name__, e, self.cc.renew_interval)
-                self._wake.clear()
+                self.parts.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.cc.renew_interval)
+                    await asyncio.wait_for(self.parts.wake.wait(), self.cc.renew_interval)
         finally:
             for k in list(self.tasks):
                 await self._stop_ingest(k, drain=True)
 
     async def _round(self) -> None:
         leases, P = self.leases, self.cc.partitions
-        if self._fenced:
-            for k in sorted(self._fenced):
+        if self.parts.fenced:
+            for k in sorted(self.parts.fenced):
                 await self._stop_ingest(k)
             # A refused unit also held the deferred acknowledgements of wildcard sessions (other
             # partitions' messages, which were never its to store): they were dropped with it, and
             # unacknowledged they would fill the session's receive window. Reconnecting makes the
             # broker deliver them again.
-            for k in [k for k in self.tasks if partition_topics(self.cfg, k)[1]]:
+            for k in [k for k in self.tasks if self.parts.partitioner.topics(k)[1]]:
                 await self._stop_ingest(k)
                 self._start_ingest(k)
-        self._fenced.clear()
+        self.parts.fenced.clear()
         for k in [k for k, t in self.tasks.items() if t.done()]:  # an intake that ended: no lease without it
             self.ownership.lost(k)
             await self._stop_ingest(k)
         sent = time.monotonic()
         held = self.ownership.epochs()
         beat = await leases.heartbeat(held)
-        if self._db_down_since is not None:  # the first renewal after the database was away
+        if self.parts.db_down_since is not None:  # the first renewal after the database was away
             self._trust_after = sent + self.cc.lease_seconds + self.cc.renew_interval
         self.ownership.renewed(beat.renewed, sent)
         for k in [k for k in held if k not in beat.renewed]:
@@ -226,17 +178,23 @@ class ClusterRunner(Partitioning):
                 await self._gain(k, epoch, sent)
 
     async def _gain(self, k: int, epoch: int, sent: float) -> None:
-        d, p = self.d, self.d.pipeline
-        saved = await d.store.load_detector_states(prefix=f"p{k}:")
+        p, store = self.pipeline, self.store
+        saved = await store.load_detector_states(prefix=f"p{k}:")
         # the previous holder advanced the partition's sequence numbers: start from the stored ones
-        seqs = {c: q for c, q in (await d.store.last_sequences()).items() if self.part_of(c) == k}
-        alarms = await d.store.load_alarms()
+        seqs = {c: q for c, q in (await store.last_sequences()).items() if self.part_of(c) == k}
+        alarms = await store.load_alarms()
+        sp = self.intake.sparkplug
+        if sp is not None:  # the partition's Sparkplug node sessions, as its last holder stored them
+            nodes = [n for n in await store.sparkplug_sessions(self.cfg.sparkplug.groups)
+                     if self.part_of(f"{n.group}/{n.node}") == k]
+            sp.sessions.forget(lambda key: self.part_of(f"{key[0]}/{key[1]}") != k)
+            sp.restore(nodes)
         # What this instance remembers of the partition from an earlier holding (or from units the
         # database refused) is not the truth: the saved state and the committed alarms are.
-        before = np.flatnonzero(self.col_part == k)
+        before = np.flatnonzero(self.parts.col_part == k)
         p.detectors.last_t[before] = -np.inf
         cols = restore_partition(p.detectors, saved)
-        self.col_part[cols] = k
+        self.parts.assign(cols, k)
         p.restore_sequences(seqs)
         await self._replay(k, cols)
         ids = set(p.reg.db_id[np.union1d(before, cols)].tolist())
@@ -255,7 +213,7 @@ class ClusterRunner(Partitioning):
         change (their alarm changes were committed with them, in the same transactions). Without
         it, an alarm raised after the last snapshot by a holder that died would never clear
         here: the restored detector would not know its condition was active."""
-        p = self.d.pipeline
+        p = self.pipeline
         cols = self._cols_of(k)
         if not len(cols):
             return
@@ -264,25 +222,33 @@ class ClusterRunner(Partitioning):
         now = time.time()
         since = float(lt.min()) if len(lt) else now - 2 * self.cfg.state.snapshot_interval
         since = max(since, now - 3600.0)
-        sid, t, val, q = await read_partition_readings(self.d.store.pool, p.reg.db_id[cols].tolist(), since, now + 1.0)
+        sid, t, val, q = await read_partition_readings(self.store.pool, p.reg.db_id[cols].tolist(), since, now + 1.0)
         if len(sid):
-            col = np.fromiter((self._col_of[int(x)] for x in sid), dtype=np.int64, count=len(sid))
+            col = np.fromiter((self.parts.col_of[int(x)] for x in sid), dtype=np.int64, count=len(sid))
             dropped = p.detectors.process(col, t, val, quality=q)
             log.info("partition %d: %d stored reading(s) since %.1f s ago replayed (%d condition change(s) already"
                      " committed)", k, len(sid), now - since, len(dropped))
 
     def _cols_of(self, k: int) -> np.ndarray:
-        """Columns of the sensors whose collector belongs to partition ``k`` (robot channels excepted)."""
+        """Columns of the sensors whose collector or Sparkplug node belongs to partition ``k`` (robot
+        channels excepted)."""
         if self._part_cols is None:
-            parts = np.array([self.part_of(self.cfg.collector_of(s)) for s in self.cfg.sensors], dtype=np.int64)
+            parts = np.array([self.parts.partitioner.part_of_sensor(s) for s in self.cfg.sensors], dtype=np.int64)
             fixed = np.array([s.kind != "robot" for s in self.cfg.sensors], dtype=bool)
             self._part_cols = {j: np.flatnonzero((parts == j) & fixed) for j in range(self.cc.partitions)}
         return self._part_cols.get(k, np.empty(0, np.int64))
 
     def _start_ingest(self, k: int) -> None:
-        self.gen[k] = self.gen.get(k, 0) + 1
+        sp = self.cfg.sparkplug
+        partitioner = self.parts.partitioner
+        topics, shared = partitioner.topics(k)
+        intake = Intake(self.intake, client_id=f"{self.client_id}-p{k}", topics=topics, what=f"partition {k}",
+                        mine=partitioner.mine(k) if shared else None,
+                        host=HostState(f"{sp.host_id}-p{k}") if sp is not None and sp.host_id else None,
+                        on_session=lambda up: (self.parts.session_up.add if up else self.parts.session_up.discard)(k))
+        self.intakes[k] = intake
         self.stopping[k] = asyncio.Event()
-        self.tasks[k] = asyncio.create_task(self._ingest(k, self.gen[k]), name=f"ingest-p{k}")
+        self.tasks[k] = asyncio.create_task(intake.run(self.stopping[k]), name=f"ingest-p{k}")
         self._update_active()
 
     async def _stop_ingest(self, k: int, *, drain: bool = False) -> None:
@@ -295,7 +261,9 @@ class ClusterRunner(Partitioning):
         if t is not None and drain and stopping is not None and not t.done():
             stopping.set()
             await asyncio.wait({t})
-        self.gen[k] = self.gen.get(k, 0) + 1  # its messages can no longer be acknowledged
+        intake = self.intakes.pop(k, None)
+        if intake is not None:
+            intake.invalidate()  # its messages can no longer be acknowledged
         if t is not None and not t.done():
             t.cancel()
             await asyncio.wait({t})
@@ -307,7 +275,7 @@ class ClusterRunner(Partitioning):
     async def _hand_over(self, k: int) -> None:
         """Graceful release: stop intake, commit what was received, save state, free the lease."""
         await self._stop_ingest(k, drain=True)
-        await self.d.pipeline.drain()
+        await self.pipeline.drain()
         epoch = self.ownership.epoch(k)
         if epoch is None:  # refused meanwhile: another holder's already
             return
@@ -318,10 +286,9 @@ class ClusterRunner(Partitioning):
         log.info("partition %d released", k)
 
     async def save(self, k: int) -> None:
-        p = self.d.pipeline
-        cols = np.flatnonzero(self.col_part == k)
-        states = [(f"p{k}:{i}", fp, st) for i, fp, st in partition_state(p.detectors, cols)]
-        await self.d.store.save_detector_states(states)
+        cols = np.flatnonzero(self.parts.col_part == k)
+        states = [(f"p{k}:{i}", fp, st) for i, fp, st in partition_state(self.pipeline.detectors, cols)]
+        await self.store.save_detector_states(states)
 
     async def snapshot(self) -> None:
         """Save the state of each partition whose lease is still valid by this process's clock (a
@@ -349,62 +316,3 @@ class ClusterRunner(Partitioning):
                       type(e).__name__, e, self.cc.lease_seconds)
         finally:
             self.leases.pool.terminate()
-
-    def _ack(self, sub, msg, k: int, gen: int) -> None:
-        if self.gen.get(k) == gen:
-            sub.ack(msg)
-
-    async def _ingest(self, k: int, gen: int) -> None:
-        d, p = self.d, self.d.pipeline
-        topics, shared = partition_topics(self.cfg, k)
-        mq = self.cfg.mqtt
-        stopping = self.stopping.get(k) or asyncio.Event()
-        backoff = Backoff()
-
-        async def read(sub) -> None:
-            async for msg in sub.messages():
-                if self.gen.get(k) != gen:
-                    return
-                topic = str(msg.topic)
-                ack = partial(self._ack, sub, msg, k, gen)
-                if shared:
-                    parts = topic.rsplit("/", 2)
-                    if len(parts) == 3 and self.part_of(parts[1]) != k:
-                        p.defer_ack(ack)  # another partition's collector: its holder stores it
-                        continue
-                payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
-                p.submit(topic, bytes(payload), ack)
-                if p.due():
-                    await p.flush()
-
-        while not stopping.is_set():
-            try:
-                async with Subscriber(d.ep.broker, client_id=f"{d.client_id}-p{k}", topics=topics,
-                                      keepalive=mq.keepalive if mq else 30,
-                                      receive_window=mq.receive_window if mq else 1000) as sub:
-                    raise_if_cancelling()  # the MQTT client's connect can swallow a cancellation
-                    d.m.connected.set(1)
-                    d.connect_problems.ok(f"partition {k}")
-                    try:
-                        await d.broker_sessions.connected(f"{d.client_id}-p{k}", sub.session_present)
-                    except DB_UNAVAILABLE as e:  # only the record of the session: intake goes on
-                        log.warning("partition %d: session not recorded (%s: %s)", k, type(e).__name__, e)
-                    d.ready.set()
-                    p.detectors.restart_clocks(time.time())  # readings may have been missed until now
-                    backoff.reset()
-                    log.info("partition %d: subscribed to %s", k, ", ".join(topics[:4]) + (" …" if len(topics) > 4 else ""))
-                    self._session_up.add(k)
-                    try:
-                        await read_until(read(sub), stopping, name=f"mqtt-read-p{k}")  # an MqttError: reconnect below
-                    finally:
-                        self._session_up.discard(k)
-                    if stopping.is_set():
-                        await p.drain()  # committed and acknowledged before the disconnect
-                    return
-            except aiomqtt.MqttError as e:
-                if stopping.is_set():
-                    return
-                delay = backoff.next()
-                d.connect_problems.failed(e, delay, what=f"partition {k}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), delay)

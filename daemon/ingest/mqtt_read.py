@@ -1,5 +1,5 @@
-"""Reading an MQTT subscription until told to stop (the single intake in ``service.py`` and each
-partition's intake in ``cluster.py``)."""
+"""Reading an MQTT subscription until told to stop (``intake.py``: the single intake and each
+partition's)."""
 from __future__ import annotations
 
 import asyncio

@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from plantwatch.connectors.sparkplug import topic as sptopic
+
 from plantwatch.daemon.config.model import ClusterConfig, Config
+from plantwatch.daemon.config.sensors import Sensor
 
 log = logging.getLogger("plantwatch.cluster")
 
@@ -25,13 +28,75 @@ def partition_of(collector: str, cc: ClusterConfig | None, listed: frozenset[str
 def partition_topics(cfg: Config, k: int) -> tuple[list[str], bool]:
     """Topics partition ``k``'s session subscribes to, and whether they are wildcards that also
     bring other partitions' messages (which are then acknowledged and left alone)."""
-    cc = cfg.cluster
-    prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
-    base = f"{prefix}/{cfg.site.id}"
-    if cc is None or cc.partitions == 1 or not cc.collectors or k == 0:
-        return [f"{base}/+/readings", f"{base}/+/robot"], cc is not None and cc.partitions > 1
-    mine = [c for c in cc.collectors if partition_of(c, cc) == k]
-    return [f"{base}/{c}/{kind}" for c in mine for kind in ("readings", "robot")], False
+    return Partitioner(cfg).topics(k)
+
+
+def sparkplug_nodes(cfg: Config) -> dict[str, str]:
+    """The Sparkplug B nodes the config maps metrics of (``group/node`` -> itself), and each mapped
+    sensor's node (sensor id -> ``group/node``)."""
+    out: dict[str, str] = {}
+    for m in cfg.sparkplug.metrics if cfg.sparkplug else []:
+        group, node = m.source.split("/")[:2]
+        out[m.sensor] = f"{group}/{node}"
+    return out
+
+
+class Partitioner:
+    """Which partition a collector or a Sparkplug B node (``group/node``) belongs to, and what
+    each partition's session subscribes to. A collector: ``crc32(collector) % partitions`` (not
+    listed in ``cluster.collectors`` when that list is given: partition 0). A Sparkplug node the
+    config maps metrics of: ``crc32("group/node") % partitions``; any other node (``by_name``):
+    partition 0."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.cc = cfg.cluster
+        self.listed = frozenset(self.cc.collectors) if self.cc else frozenset()
+        self.sensor_node = sparkplug_nodes(cfg)
+        self.nodes = frozenset(self.sensor_node.values())
+
+    def part_of(self, key: str) -> int:
+        """The partition of a collector id, or of a Sparkplug node ``group/node``."""
+        if "/" not in key:
+            return partition_of(key, self.cc, self.listed)
+        if self.cc is None or self.cc.partitions == 1 or key not in self.nodes:
+            return 0
+        return zlib.crc32(key.encode()) % self.cc.partitions
+
+    def part_of_sensor(self, s: Sensor) -> int:
+        node = self.sensor_node.get(s.id)
+        return self.part_of(node) if node is not None else self.part_of(self.cfg.collector_of(s))
+
+    def topics(self, k: int) -> tuple[list[str], bool]:
+        cfg, cc = self.cfg, self.cc
+        prefix = cfg.mqtt.topic_prefix if cfg.mqtt else "plantwatch"
+        base = f"{prefix}/{cfg.site.id}"
+        several = cc is not None and cc.partitions > 1
+        if not several or not cc.collectors or k == 0:
+            out, shared = [f"{base}/+/readings", f"{base}/+/robot"], several
+        else:
+            mine = [c for c in cc.collectors if partition_of(c, cc) == k]
+            out, shared = [f"{base}/{c}/{kind}" for c in mine for kind in ("readings", "robot")], False
+        sp = cfg.sparkplug
+        if sp is None:
+            return out, shared
+        if not several or (k == 0 and sp.by_name):  # every node of the groups (unmapped ones are partition 0's)
+            return out + [sptopic.subscription(g) for g in sp.groups], shared or several
+        for key in sorted(n for n in self.nodes if self.part_of(n) == k):
+            group, node = key.split("/")
+            out += [f"{sptopic.NAMESPACE}/{group}/+/{node}", f"{sptopic.NAMESPACE}/{group}/+/{node}/+"]
+        return out, shared
+
+    def mine(self, k: int):  # noqa: ANN201 - a predicate on topics
+        """Whether a message on a topic is partition ``k``'s to store (the others a wildcard
+        brings are only acknowledged)."""
+        def mine(topic: str) -> bool:
+            t = sptopic.parse(topic)
+            if t is not None:
+                return self.part_of(f"{t.group}/{t.node}") == k
+            parts = topic.rsplit("/", 2)
+            return not (len(parts) == 3 and self.part_of(parts[1]) != k)
+        return mine
 
 
 # --- detector state of one partition ---------------------------------------------------------

@@ -183,7 +183,13 @@ class Pipeline(WritePath):
             self.detectors.declare_transfer(v.transfer_tank, x.start, x.end, x.quantity)
         # each detector judges the reading classes it declares (quality, over range, signal failure)
         changes = list(ticks)
-        changes += self.detectors.process(col, t, val, quality=q, flag=flags_of(fixed))
+        live = _live(fixed)
+        if live is None:
+            changes += self.detectors.process(col, t, val, quality=q, flag=flags_of(fixed))
+        else:
+            flags = flags_of(fixed)
+            changes += self.detectors.process(col[live], t[live], val[live], quality=q[live],
+                                              flag=None if flags is None else flags[live])
         if len(rcol):
             pos = np.column_stack([np.concatenate([v.x for v in robots]), np.concatenate([v.y for v in robots])])
             changes += self.detectors.process(rcol, rt, rval, pos, quality=np.concatenate([v.quality for v in robots]),
@@ -203,7 +209,7 @@ class Pipeline(WritePath):
         unit = Unit(self._unit_seq, p.acks, readings, robot, [d for v in p.items for d in v.rejected],
                     _collectors_seen(p.items, gaps), ops, [v.transfer for v in transfers], [v.sent for v in p.items if v.sent is not None],
                     float(max(t.max() if len(t) else 0.0, rt.max() if len(rt) else 0.0)), len(p.acks),
-                    items=p.items, sources=p.sources, gaps=gaps,
+                    items=p.items, sources=p.sources, gaps=gaps, sessions=[v.session for v in p.items if v.session],
                     received=p.since if p.acks else time.time(), release=decided)
         unit.fence = self.partitioning.fence_of(unit)
         if ops:
@@ -276,3 +282,10 @@ class Pipeline(WritePath):
     @property
     def idle(self) -> bool:
         return not self._in_flight and not self._pending.acks and self.units.empty()
+
+
+def _live(fixed: list[Validated]) -> np.ndarray | None:
+    """Which of the unit's fixed readings detectors judge; None: all (no historical readings)."""
+    if all(v.live is None for v in fixed):
+        return None
+    return np.concatenate([v.live if v.live is not None else np.ones(len(v.col), bool) for v in fixed])

@@ -60,6 +60,10 @@ class SparkplugMetrics:
         self.deaths_ignored = Counter(p + "deaths_ignored", "NDEATH whose bdSeq is not the current session's",
                                       registry=registry)
         self.unmapped = Counter(p + "unmapped_metrics", "Metric values with no sensor mapped to them", registry=registry)
+        self.historical = Counter(p + "historical_readings", "Readings of is_historical metrics (store and forward):"
+                                  " stored with their own times, not judged by detectors", registry=registry)
+        self.restored = Counter(p + "sessions_restored", "Node sessions restored from the database (start, takeover)",
+                                registry=registry)
 
 
 class SparkplugIngest:
@@ -98,6 +102,14 @@ class SparkplugIngest:
         if h.rebirth is not None:
             await publish(*h.rebirth)
 
+    def restore(self, stored) -> None:  # noqa: ANN001 - connectors.sparkplug.session.StoredNode list
+        """Node sessions as stored with their messages (at start, or when a partition is taken over)."""
+        n = self.sessions.restore(stored)
+        self.m.restored.inc(n)
+        if n:
+            log.info("Sparkplug: %d node session(s) restored: %s", n,
+                     ", ".join(f"{x.group}/{x.node} (seq {x.seq})" for x in stored[:10]) + (" …" if n > 10 else ""))
+
     def _column(self, source: str, name: str) -> int:
         col = self.columns.get((source, name))
         if col is None and self.by_name:
@@ -123,7 +135,7 @@ class SparkplugIngest:
                 topic, t.source, None, "oversized", oversized_detail(payload, self.cfg.ingest.max_payload_bytes),
                 payload[:self.cfg.ingest.max_payload_bytes], _key(topic, payload, "batch"))]))
         o = self.sessions.handle(t, payload, now)
-        out = Validated(None, None, None)
+        out = Validated(None, None, None, session=o.change)
         h = Handled(out)
         if o.gap:
             self.m.seq_gaps.inc()
@@ -177,6 +189,10 @@ class SparkplugIngest:
         out.quality = np.array([mv.quality for _, mv in take], dtype=np.int16)[ok]
         if any(mv.flag for _, mv in take):
             out.flag = np.array([mv.flag for _, mv in take], dtype=np.int8)[ok]
+        if any(mv.historical for _, mv in take):
+            historical = np.array([mv.historical for _, mv in take], dtype=bool)[ok]
+            self.m.historical.inc(int(historical.sum()))
+            out.live = ~historical
         return h
 
 

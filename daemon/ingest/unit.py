@@ -41,6 +41,7 @@ class Unit:
     quarantined: list = field(default_factory=list)  # alarm ops the database refused (dead-lettered)
     release: Any = None  # its alarm changes waiting to go out (daemon/alarms/release.py)
     fence: Any = None  # several instances: the partition epochs the unit was made under (connectors/leases.py)
+    sessions: list = field(default_factory=list)  # Sparkplug B session changes, stored in its transaction
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -113,6 +114,11 @@ class Validated:
     rejected: list[DeadLetter] = field(default_factory=list)
     transfer: Transfer | None = None
     transfer_tank: str | None = None
+    #: readings detectors judge (bool per reading); None: all of them. Sparkplug B historical
+    #: metrics (store-and-forward) are stored with their own times but not judged as live
+    live: np.ndarray | None = None
+    #: what a Sparkplug B message did to its node's session, stored in the same transaction
+    session: Any = None
 
     @property
     def robot(self) -> bool:

@@ -165,7 +165,7 @@ class WritePath(SplitOnDataError):
                 turn = unit.alarm_turn if ops else None
                 return await self.store.write(readings, robot, dead, collectors, ops,
                                               before_alarms=(lambda: asyncio.shield(turn)) if turn else None,
-                                              transfers=transfers, fence=unit.fence)
+                                              transfers=transfers, fence=unit.fence, sessions=unit.sessions)
             except FencedOut:
                 raise
             except StoreRefused:
