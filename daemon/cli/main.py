@@ -13,7 +13,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+#: diagnostics (errors, warnings, progress) go to stderr; results to stdout (``out``)
 console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -34,14 +36,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     try:
         if args.site or args.collect or _is_collect(args.file):
             for line in check_collect_files(args.file, site=args.site, collect=args.collect or []):
-                console.print(escape(line), highlight=False, soft_wrap=True)
+                out.print(escape(line), highlight=False, soft_wrap=True)
             return 0
         cfg = load_config(args.file, check_files=not args.skip_files)
     except ConfigError as e:
         console.print(f"[red]{escape(str(e))}[/red]", highlight=False, soft_wrap=True)
         return 2
     n_watch = sum(len(cfg.watched(d)) for d in cfg.detectors)
-    console.print(f"[green]{args.file}: OK[/green] — site {cfg.site.id!r}, {len(cfg.site.areas)} areas, "
+    out.print(f"[green]{args.file}: OK[/green] — site {cfg.site.id!r}, {len(cfg.site.areas)} areas, "
                   f"{len(cfg.sensors)} sensors, {len(cfg.detectors)} detectors watching {n_watch} sensor slots; "
                   f"mqtt: {'embedded' if cfg.mqtt is None else f'{cfg.mqtt.host}:{cfg.mqtt.port}'}, "
                   f"database: {'embedded' if cfg.database is None else 'configured'}", highlight=False)
@@ -208,12 +210,9 @@ def cmd_passthrough(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_grafana(args: argparse.Namespace, rest: list[str]) -> int:
-    from plantwatch.connectors import grafana
+    from plantwatch.daemon.cli.grafana import main as grafana_main
 
-    if rest[:1] != ["push"]:
-        console.print("usage: plantwatch grafana push --url URL --token TOKEN [options]  (see plantwatch grafana push --help)")
-        return 2
-    return grafana.main(rest[1:])
+    return grafana_main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_) in PASSTHROUGH.items():
         sub.add_parser(name, help=help_, add_help=False).set_defaults(func=cmd_passthrough, passthrough=True)
 
-    g = sub.add_parser("grafana", help="Grafana: push dashboards, data source and alert rules (see grafana push --help)",
+    g = sub.add_parser("grafana", help="Grafana: push dashboards, data sources and alert rules, or render them for provisioning",
                        add_help=False)
     g.set_defaults(func=cmd_grafana, passthrough=True)
 
