@@ -6,9 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-USAGE = ("usage: plantwatch grafana {push,render} ...\n"
+USAGE = ("usage: plantwatch grafana {push,render} ...\n\n"
+         "plantwatch's dashboards, data sources and alert rules for a Grafana.\n\n"
          "  push     create or update the folder, data sources, dashboards and alert rules in a Grafana\n"
-         "  render   write the dashboards with the site's console URL and time zone, for file provisioning\n"
+         "  render   write the dashboards with the site's console URL and time zone, for file provisioning\n\n"
          "(plantwatch grafana push --help, plantwatch grafana render --help)")
 
 

@@ -145,9 +145,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except ConfigError as e:
         console.print(f"[red]{e}[/red]", highlight=False)
         return 2
-    dsn = args.dsn or (candidate.database.url if candidate.database else None)
+    dsn = args.dsn or (candidate.database.url if candidate.database else None) or os.environ.get("PLANTWATCH_DSN")
     if not dsn:
-        console.print("[red]no database: give --dsn or a config with database.dsn[/red]")
+        console.print("[red]no database: give --dsn, a config with database.dsn or PLANTWATCH_DSN[/red]")
         return 2
 
     async def go() -> int:
@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    r = sub.add_parser("run", help="run the daemon")
-    r.add_argument("--config", required=True, help="site config (YAML)")
+    r = sub.add_parser("run", help="run the daemon", epilog=RUN_ENV, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--config", required=True, help="site config (YAML; docs/config.md)")
     r.set_defaults(func=cmd_run)
 
     co = sub.add_parser("collect", help="edge collector: read Modbus / OPC UA devices, publish readings (store and forward)")
@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--from", dest="start", required=True, help="start: ISO 8601 (UTC unless an offset is given) or Unix seconds")
     b.add_argument("--to", dest="end", required=True, help="end, same forms")
     b.add_argument("--labels", help="labelled past incidents (JSON, the simulator's ground-truth format)")
-    b.add_argument("--dsn", help="database (default: the candidate config's database.dsn)")
+    b.add_argument("--dsn", help="database (default: the candidate config's database.dsn, else the environment"
+                   " variable PLANTWATCH_DSN)")
     b.add_argument("--warmup", type=float, default=3600.0, help="seconds replayed before --from to warm detectors up")
     b.add_argument("--json", help="also write the results as JSON here")
     b.set_defaults(func=cmd_backtest)
@@ -265,7 +266,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     from plantwatch.daemon.cli.alarms import register  # audit, incident, alarms, token, api
     register(sub)
+    _describe(p)
     return p
+
+
+RUN_ENV = """environment:
+  PLANTWATCH_MQTT_PASSWORD  the broker password when the config's mqtt section has none
+  PGPASSWORD                the database password when the DSN has none (or ~/.pgpass)
+  NOTIFY_SOCKET             set by systemd (Type=notify): the daemon reports READY and WATCHDOG
+signals:
+  SIGTERM, SIGINT           graceful stop within ingest.shutdown_grace (a second one: at once)
+  SIGHUP                    reload the config file (checked; refused as a whole if invalid)"""
+
+
+def _describe(p: argparse.ArgumentParser) -> None:
+    """Every subcommand's --help says what it does: its line of the command list when it has no
+    description of its own."""
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            helps = {c.dest: c.help for c in a._choices_actions}
+            for name, sp in a.choices.items():
+                if not sp.description and helps.get(name):
+                    sp.description = helps[name][:1].upper() + helps[name][1:] + "."
+                _describe(sp)
 
 
 def main(argv: list[str] | None = None) -> int:

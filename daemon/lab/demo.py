@@ -157,7 +157,7 @@ async def _leak_report(report, dsn: str, out: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="plantwatch demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="plantwatch demo", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--duration", type=float, default=60.0, help="simulated seconds (default 60)")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second")
     p.add_argument("--mqtt", help="HOST:PORT of a real broker (default: embedded)")

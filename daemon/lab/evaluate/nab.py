@@ -159,7 +159,7 @@ def show(result: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch eval nab", description=__doc__)
+    ap = argparse.ArgumentParser(prog="plantwatch eval nab", description=__doc__.replace("``", ""))
     ap.add_argument("--data", required=True, help="NAB folder (with data/ and labels/)")
     ap.add_argument("--out", help="write per-file CSV (timestamp, score, alarm) here")
     ap.add_argument("--labels", help="window file (default DATA/labels/combined_windows.json)")

@@ -206,7 +206,7 @@ def show(result: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch eval skab", description=__doc__)
+    ap = argparse.ArgumentParser(prog="plantwatch eval skab", description=__doc__.replace("``", ""))
     ap.add_argument("--data", required=True, help="SKAB data folder (valve1/, valve2/, other/, ...)")
     ap.add_argument("--out", help="write per-file CSV (datetime, score, alarm) of the test rows here")
     ap.add_argument("--config", help="JSON file overriding the default monitor settings")

@@ -176,7 +176,7 @@ def show(result: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch eval tep", description=__doc__)
+    ap = argparse.ArgumentParser(prog="plantwatch eval tep", description=__doc__.replace("``", ""))
     ap.add_argument("--data", required=True, help="folder with d00.dat, d00_te.dat, dXX.dat, dXX_te.dat")
     ap.add_argument("--out", help="write per-file CSV (row, score, alarm, t2, spe) here")
     ap.add_argument("--config", help="JSON file overriding the default PCA settings")
