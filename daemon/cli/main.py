@@ -295,11 +295,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     _setup_logging(args.verbose if args.cmd not in ("run", "collect") else max(1, args.verbose))
-    if getattr(args, "passthrough", False):
-        return int(args.func(args, rest) or 0)  # subcommands that own their argument parsing
-    if rest:
+    if not getattr(args, "passthrough", False) and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return int(args.func(args) or 0)
+    try:
+        if getattr(args, "passthrough", False):
+            return int(args.func(args, rest) or 0)  # subcommands that own their argument parsing
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # one line; the traceback with -v
+        if args.verbose:
+            raise
+        print(f"plantwatch {args.cmd}: error: {_one_line(e)} (-v shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    leaves = _leaves(e)
+    text = "; ".join(f"{type(x).__name__}: {x}" if str(x) else type(x).__name__ for x in leaves)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
 
             b = await stack.enter_async_context(EmbeddedBroker())
             broker = BrokerAddress(b.host, b.port)
+        embedded_db = None
         if dsn is None:
             from plantwatch.connectors.embedded import EmbeddedPostgres
 
@@ -93,6 +94,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             pg = await stack.enter_async_context(EmbeddedPostgres(Path(data_dir) / "pgdata"))
             dbname = f"demo_{stamp.replace('-', '_')}"
             dsn = await demo_queries.create_database(pg.dsn, dbname)
+            embedded_db = dbname
         cfg = base.model_copy(update={
             "mqtt": MqttConfig(host=broker.host, port=broker.port, topic_prefix=prefix,
                                client_id=f"plantwatch-demo-{stamp}"),
@@ -135,11 +137,27 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
     console.print()
     render_report(report, console)
     console.print(f"simulator: {stats.published:,} batches, {stats.readings:,} readings published; ground truth "
-                  f"{truth_path}; database {dsn}")
+                  f"{truth_path}")
+    if embedded_db is not None:  # stopped with the demo: its DSN would lead nowhere
+        console.print(f"database: {embedded_db} in the embedded PostgreSQL in {Path(data_dir) / 'pgdata'}, stopped"
+                      " with the demo; to browse the results afterwards (plantwatch incident list --dsn DSN), run"
+                      " the demo against a database of yours: plantwatch demo --dsn DSN")
+    else:
+        console.print(f"database: {_without_password(dsn)} (plantwatch incident list --dsn DSN)")
     if incident_report:
         console.print(f"incident report for the leak (for inspectors): {incident_report}")
     return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
             "incident_report": incident_report}
+
+
+def _without_password(dsn: str) -> str:
+    """The DSN as it may be shown: a password in it is replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(dsn)
+    if u.password is None:
+        return dsn
+    return urlunsplit(u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@", 1)))
 
 
 async def _leak_report(report, dsn: str, out: Path) -> str | None:
