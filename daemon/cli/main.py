@@ -50,6 +50,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_apply(args: argparse.Namespace) -> int:
+    from plantwatch.daemon.cli.config_apply import apply
+
+    return apply(args.file, args.timeout, out, console)
+
+
 def _is_collect(path: str) -> bool:
     from plantwatch.daemon.collect.config import is_collect_config
 
@@ -67,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[red]{e}[/red]", highlight=False)
         return 2
     text = Path(args.config).read_text(encoding="utf-8")
-    return asyncio.run(_supervise(run_with_services(cfg, config_text=text)))
+    return asyncio.run(_supervise(run_with_services(cfg, config_text=text, config_path=args.config)))
 
 
 async def _supervise(handle) -> int:
@@ -100,6 +106,14 @@ async def _supervise(handle) -> int:
 
     for s in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(s, on_signal, s)
+    reloads: set[asyncio.Task] = set()
+
+    def on_hangup() -> None:  # reload the config file (daemon/runtime.py: checked, applied or refused whole)
+        task = loop.create_task(handle.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await handle.run()
     except Exception as e:  # a crashed task: exit non-zero so that the service manager restarts us
@@ -263,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--skip-files", action="store_true",
                     help="do not check the certificate and password files the config names (checking on another machine)")
     cc.set_defaults(func=cmd_config_check)
+    ca = csub.add_parser("apply", help="check a changed site config and have the running daemon apply it, without a"
+                         " restart (active alarms, learned state and the operators' screens are kept)")
+    ca.add_argument("file", help="the site config the daemon runs with (plantwatch run --config FILE), changed")
+    ca.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the daemon's answer (default 60)")
+    ca.set_defaults(func=cmd_config_apply)
 
     from plantwatch.daemon.cli.alarms import register  # audit, incident, alarms, token, api
     register(sub)
