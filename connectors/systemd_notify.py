@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 def notify(*fields: str, env: Mapping[str, str] | None = None) -> bool:
     """Send ``fields`` (``"READY=1"``, ...) to systemd; False when not run by systemd. An
-    unreachable socket raises OSError (the caller decides: the daemon logs it once)."""
+    unreachable or full socket raises OSError at once (the caller decides: the daemon logs it
+    once); it never blocks."""
     env = os.environ if env is None else env
     addr = env.get("NOTIFY_SOCKET")
     if not addr:
@@ -22,6 +23,7 @@ def notify(*fields: str, env: Mapping[str, str] | None = None) -> bool:
     if addr.startswith("@"):  # an abstract socket
         addr = "\0" + addr[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.setblocking(False)  # a reader that lags (a full queue) must never stall the event loop
         s.connect(addr)
         s.sendall("\n".join(fields).encode())
     return True

@@ -182,7 +182,8 @@ def _carry_detectors(old: DetectorSet, new: DetectorSet, old_cfg: Config, new_cf
     """Put what ``old`` learned into ``new``: detectors unchanged as they are, detectors with the
     same parameters over a changed sensor list per sensor; each sensor's newest reading time by
     its id. Detectors that start fresh start their clocks now. Returns how many kept state."""
-    saved = {wid: (fp, st) for wid, fp, st in old.states()}
+    fingerprints = {w.fingerprint for w in [*new.watches, *new.compositions]} | {new.sensors_fingerprint()}
+    saved = {wid: (fp, st) for wid, fp, st in old.states() if fp in fingerprints}  # the others: below
     kept = set(new.restore(saved))
     before = {w.cfg.id: w for w in old.watches}
     for w in new.watches:
