@@ -95,13 +95,13 @@ def test_missing_file_is_a_config_error(tmp_path):
 
 
 def test_readme_config_reference_is_current():
-    """README's config reference is generated from the models; it must match them."""
+    """The config reference (docs/config.md) is generated from the models; it must match them."""
     from pathlib import Path
 
     from plantwatch.daemon.config import doc as config_doc
 
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    assert config_doc.main(["--check", str(readme)]) == 0
+    reference = Path(__file__).resolve().parents[1] / config_doc.TARGET
+    assert config_doc.main(["--check", str(reference)]) == 0
 
 
 def test_cluster_section_defaults_to_one_instance_and_checks_renewal():
