@@ -94,7 +94,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             pg = await stack.enter_async_context(EmbeddedPostgres(Path(data_dir) / "pgdata"))
             dbname = f"demo_{stamp.replace('-', '_')}"
             dsn = await demo_queries.create_database(pg.dsn, dbname)
-            embedded_db = dbname
+            embedded_db = f"{dbname} in the embedded PostgreSQL in {pg.data_dir}"
         cfg = base.model_copy(update={
             "mqtt": MqttConfig(host=broker.host, port=broker.port, topic_prefix=prefix,
                                client_id=f"plantwatch-demo-{stamp}"),
@@ -139,11 +139,11 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
     console.print(f"simulator: {stats.published:,} batches, {stats.readings:,} readings published; ground truth "
                   f"{truth_path}")
     if embedded_db is not None:  # stopped with the demo: its DSN would lead nowhere
-        console.print(f"database: {embedded_db} in the embedded PostgreSQL in {Path(data_dir) / 'pgdata'}, stopped"
-                      " with the demo; to browse the results afterwards (plantwatch incident list --dsn DSN), run"
-                      " the demo against a database of yours: plantwatch demo --dsn DSN")
+        console.print(f"database: {embedded_db}, stopped with the demo; to browse the results afterwards"
+                      " (plantwatch incident list --dsn DSN), run the demo against a database of yours:"
+                      " plantwatch demo --dsn DSN", soft_wrap=True)
     else:
-        console.print(f"database: {_without_password(dsn)} (plantwatch incident list --dsn DSN)")
+        console.print(f"database: {_without_password(dsn)} (plantwatch incident list --dsn DSN)", soft_wrap=True)
     if incident_report:
         console.print(f"incident report for the leak (for inspectors): {incident_report}")
     return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
