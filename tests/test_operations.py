@@ -304,3 +304,26 @@ def test_a_unit_file_drift_is_caught(tmp_path):
     with pytest.raises(SystemExit):
         parse_cli(["plantwatch", "run", "--site-config", "/etc/plantwatch/site.yaml"])
     assert time.time() > 0
+
+
+def test_sd_notify_never_blocks_on_a_reader_that_lags():
+    """A notify socket nobody reads fills up (net.unix.max_dgram_qlen); the daemon's event loop
+    must not wait on it: the send fails at once instead (seen: a graceful stop hung on it)."""
+    from plantwatch.connectors.systemd_notify import notify, watchdog_interval
+
+    d = tempfile.mkdtemp(prefix="pw-notify-")
+    path = os.path.join(d, "n")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(path)
+        t0 = time.monotonic()
+        with pytest.raises(BlockingIOError):
+            for _ in range(10_000):
+                notify("WATCHDOG=1", env={"NOTIFY_SOCKET": path})
+        assert time.monotonic() - t0 < 5
+        s.settimeout(1)
+        assert s.recv(100) == b"WATCHDOG=1"
+    os.unlink(path)
+    os.rmdir(d)
+    assert notify("READY=1", env={}) is False
+    assert watchdog_interval({"WATCHDOG_USEC": "60000000"}) == 30.0
+    assert watchdog_interval({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "1"}) is None

@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True, help="site config (YAML; docs/config.md)")
     r.set_defaults(func=cmd_run)
 
-    co = sub.add_parser("collect", help="edge collector: read Modbus / OPC UA devices, publish readings (store and forward)")
+    co = sub.add_parser("collect", help="edge collector: read Modbus / OPC UA devices, publish readings (store and forward)",
+                        epilog="environment: PLANTWATCH_MQTT_PASSWORD (the broker password when collect.yaml has none)")
     co.add_argument("--config", required=True, help="collect config (YAML; see docs/edge.md)")
     co.add_argument("--site", help="the site config: refuse to start when the channels disagree with it")
     co.set_defaults(func=cmd_collect)
