@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiomqtt
+import numpy as np
 
 from plantwatch.connectors.mqtt import BrokerAddress, Publisher
 from plantwatch.connectors.systemd_notify import notify, watchdog_interval
@@ -113,7 +114,8 @@ class DaemonHandle:
             try:
                 ok, message, digest = await self._reload(path)
             finally:
-                self._notify("READY=1", f"STATUS=ingesting site {self.cfg.site.id}")
+                if self.daemon is not None and self.daemon.ready.is_set():  # never READY before the start is
+                    self._notify("READY=1", f"STATUS=ingesting site {self.cfg.site.id}")
             (log.warning if ok else log.error)("config reload: %s", message)
             try:
                 reloading.write_outcome(self.cfg, digest, ok, message)
@@ -132,6 +134,11 @@ class DaemonHandle:
         except reloading.ReloadRefused as e:
             return False, f"refused: {e}", None
         new = cand.cfg
+        try:  # what the swap below builds, built first: a failure here leaves everything as it was
+            detectors = DetectorSet(new)
+            ManagedAlarmBook(np.zeros(len(new.sensors), dtype=np.int32), new)
+        except Exception as e:  # noqa: BLE001 - the refusal says it (log and config apply's outcome)
+            return False, f"refused: {path}: {type(e).__name__}: {e}; nothing was applied", None
         try:
             ids = await d.store.sync_registry(new.site, new.sensors)
             await d.store.sync_limits(limit_rows(new), ids)
@@ -139,7 +146,6 @@ class DaemonHandle:
         except Exception as e:  # noqa: BLE001 - the refusal says it (log and config apply's outcome)
             return False, f"refused: the database did not take the new config ({type(e).__name__}: {e})", None
         reg = Registry.build(new, ids)
-        detectors = DetectorSet(new)
         p = d.pipeline
         await p.flush()
         while p.due(math.inf):  # what arrived meanwhile was validated against the old registry
