@@ -111,16 +111,20 @@ class DaemonHandle:
         async with self._reloading:
             path = path or self.config_path
             self._notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", "STATUS=reloading")
+            ok, message, digest = False, "refused: the reload failed", None
             try:
                 ok, message, digest = await self._reload(path)
+            except Exception as e:  # a fault of the reload itself: logged with its traceback, the daemon runs on
+                log.exception("config reload failed")
+                message = f"failed: {type(e).__name__}: {e} (the daemon runs on; restart it to be sure of its config)"
             finally:
+                (log.warning if ok else log.error)("config reload: %s", message)
+                try:  # written before READY=1: whoever waits for one finds the other
+                    reloading.write_outcome(self.cfg, digest, ok, message)
+                except OSError as e:
+                    log.warning("cannot write the reload outcome for plantwatch config apply: %s", e)
                 if self.daemon is not None and self.daemon.ready.is_set():  # never READY before the start is
                     self._notify("READY=1", f"STATUS=ingesting site {self.cfg.site.id}")
-            (log.warning if ok else log.error)("config reload: %s", message)
-            try:
-                reloading.write_outcome(self.cfg, digest, ok, message)
-            except OSError as e:
-                log.warning("cannot write the reload outcome for plantwatch config apply: %s", e)
             return ok, message
 
     async def _reload(self, path) -> tuple[bool, str, str | None]:

@@ -216,7 +216,13 @@ async def test_the_shipped_stack_carries_every_collectors_readings_and_the_simul
             n = len(cfg.sensors)
             sql = (f"SELECT (SELECT count(*) FROM readings WHERE time = to_timestamp({t0}))"
                    f" + (SELECT count(*) FROM robot_readings WHERE time = to_timestamp({t0}))")
-            await until(lambda: _is(db, sql, n), 30, f"the {n} readings of {names} stored")
+            try:
+                await until(lambda: _is(db, sql, n), 60, f"the {n} readings of {names} stored")
+            except AssertionError:
+                stored = await _count(db, sql)
+                dead = await _rows(db, "SELECT topic, reason, detail FROM dead_letters")
+                raise AssertionError(f"{stored} of {n} readings stored; dead letters {dead};"
+                                     f" broker log:\n{broker.log_path.read_text()[-3000:]}") from None
             assert await _count(db, f"SELECT count(*) FROM readings WHERE time = to_timestamp({t0 - 1})") == 0
 
             # the demo profile's simulator, its command as compose runs it, for a few seconds
@@ -243,6 +249,14 @@ async def test_the_shipped_stack_carries_every_collectors_readings_and_the_simul
             await asyncio.wait_for(task, 60)
     finally:
         await asyncio.to_thread(broker.stop)
+
+
+async def _rows(dsn: str, sql: str) -> list:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
 
 
 async def _is(dsn: str, sql: str, n: int) -> bool:
