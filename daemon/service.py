@@ -102,6 +102,7 @@ class Daemon:
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
         self.broker_sessions: BrokerSessions | None = None  # a lost persistent session -> system alarm
         self.journal: AlarmJournal | None = None  # alarm operations decided, not yet committed
+        self.announcer: SiteAnnouncer | None = None  # told a reloaded config (daemon/runtime.py)
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -152,8 +153,8 @@ class Daemon:
                 timer = tg.create_task(self._timer(), name="timer")
                 stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
                 status_id = instance_client_id(self.client_id, cfg.cluster, "status")
-                status = tg.create_task(SiteAnnouncer(cfg, self.ep.broker, client_id=status_id, ready=self.ready).run(),
-                                        name="site-status")
+                self.announcer = SiteAnnouncer(cfg, self.ep.broker, client_id=status_id, ready=self.ready)
+                status = tg.create_task(self.announcer.run(), name="site-status")
                 if self.cluster is not None:
                     ingest = tg.create_task(self.cluster.run(), name="cluster")
                 else:

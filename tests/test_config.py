@@ -95,13 +95,13 @@ def test_missing_file_is_a_config_error(tmp_path):
 
 
 def test_readme_config_reference_is_current():
-    """README's config reference is generated from the models; it must match them."""
+    """The config reference (docs/config.md) is generated from the models; it must match them."""
     from pathlib import Path
 
     from plantwatch.daemon.config import doc as config_doc
 
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    assert config_doc.main(["--check", str(readme)]) == 0
+    reference = Path(__file__).resolve().parents[1] / config_doc.TARGET
+    assert config_doc.main(["--check", str(reference)]) == 0
 
 
 def test_cluster_section_defaults_to_one_instance_and_checks_renewal():
@@ -125,9 +125,19 @@ def test_every_sensor_resolves_to_a_collector():
     assert [cfg.collector_of(s) for s in cfg.sensors] == ["edge1", "edge7", "robot1"]
     text = site_config(n_gas=2).replace(", collector: edge1}", "}")
     ps = problems(text)
-    assert len(ps) == 2 and all(p.startswith("site.yaml:") for p in ps), ps
-    assert "sensors[G0]: sensor 'G0' has no collector" in ps[0] and "area 'area1'" in ps[0]
-    assert ps[0].split(":")[1] != ps[1].split(":")[1]  # each names its own line
+    assert len(ps) == 1 and ps[0].startswith("site.yaml:4:"), ps  # at the area, the one place to fix
+    assert "site.areas[area1]: area 'area1' has no collector, and 2 of its sensors name none (G0, G1)" in ps[0], ps
+
+
+def test_a_missing_area_collector_is_reported_once_at_the_area_not_per_sensor():
+    """Regression: twelve sensors of an area without a collector made twelve problems."""
+    text = site_config(n_gas=12).replace("    - {id: area1, bounds: [0, 0, 100, 100], collector: edge1}",
+                                         "    - {id: area1, bounds: [0, 0, 100, 100]}")
+    text = text.replace("  - {id: G11, kind: gas", "  - {id: G11, collector: edge9, kind: gas")
+    ps = problems(text)
+    assert len(ps) == 1, ps
+    assert ps[0].startswith("site.yaml:4:") and "area 'area1' has no collector, and 11 of its sensors" in ps[0], ps
+    assert "(G0, G1, G2, G3, G4 and 6 more)" in ps[0], ps
 
 
 def check_cli(tmp_path, text: str) -> subprocess.CompletedProcess:

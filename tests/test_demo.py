@@ -34,6 +34,8 @@ async def test_demo_on_embedded_services(tmp_path):
     _check(res)
     text = out.getvalue()
     assert "incidents detected" in text and "leak-" in text
+    # the embedded database stops with the demo: no DSN that would lead to a refused connection
+    assert "stopped with the demo" in text and res["dsn"] not in text, text[-600:]
     # the demo ends with the inspectors' report of the leak's incident: self-contained, with plots
     html = open(res["incident_report"], encoding="utf-8").read()
     assert html.count("<svg") >= 2 and "TF-H2S" in html

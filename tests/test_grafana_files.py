@@ -3,6 +3,7 @@ fields Grafana requires, dashboards refer only to things that exist, and deploy/
 mounts the very files these tests check, with consistent names, roles, ports and paths."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -216,7 +217,15 @@ def test_grafana_mounts_the_tested_files():
     assert mounts["/etc/grafana/provisioning/dashboards"] == (PROV / "dashboards").resolve()
     assert mounts["/etc/grafana/provisioning/alerting"] == (PROV / "alerting").resolve()
     (provider,) = PROVIDERS["providers"]
-    assert mounts[provider["options"]["path"]] == (DEFAULT_DIR / "json").resolve()
+    # the dashboards: a volume the `dashboards` service fills by rendering the tested files (with the
+    # site's console URL and time zone: plantwatch grafana render)
+    volumes = {dst: src for src, dst in _volumes("grafana") if not src.startswith(".")}
+    rendered = volumes[provider["options"]["path"]]
+    render = COMPOSE["services"]["dashboards"]
+    out = render["command"][render["command"].index("--out") + 1]
+    assert (rendered, out) in _volumes("dashboards") and render["command"][:3] == ["plantwatch", "grafana", "render"]
+    assert render["image"] == COMPOSE["services"]["plantwatch"]["image"]
+    assert "COPY dashboards ./dashboards" in (SITE / "Dockerfile").read_text()
 
 
 def test_names_roles_ports_are_consistent():
@@ -245,7 +254,9 @@ def test_names_roles_ports_are_consistent():
     # then over HTTPS with basic authentication, never published on the host
     assert cfg.metrics.port == 9108 and cfg.metrics.host == "0.0.0.0" and "9108" in svc["plantwatch"]["expose"]
     assert cfg.metrics.tls is not None and cfg.metrics.basic_auth is not None
-    assert "ports" not in svc["plantwatch"] and "ports" not in svc["prometheus"]
+    # published: the operator API and console only (HTTPS, api: in site.yaml), never /metrics
+    assert svc["plantwatch"]["ports"] == [f"{cfg.api.port}:{cfg.api.port}"] and cfg.api.tls is not None
+    assert "ports" not in svc["prometheus"]
     prom = _yaml(SITE / "prometheus" / "prometheus.yml")
     (job,) = [job for job in prom["scrape_configs"] if job["job_name"] == "plantwatch"]
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
@@ -417,3 +428,29 @@ def test_every_panel_has_the_unit_of_what_it_shows():
         assert sorted(panels) == sorted(UNITS[path.name]), path.name
         for title, p in panels.items():
             assert panel_units(p) == UNITS[path.name][title], f"{path.name}: {title}"
+
+
+# --- time zone ---------------------------------------------------------------------------------
+
+def test_dashboards_show_utc_and_say_so_like_the_console_cli_and_reports():
+    """Regression: every dashboard used the browser's time zone while every other view uses UTC."""
+    for path, d in DASHBOARDS:
+        assert d["timezone"] == "utc", f"{path.name}: timezone {d['timezone']!r}"
+        assert d["description"].endswith("Times are shown in UTC."), path.name
+
+
+def test_a_site_renders_them_in_local_time_when_it_wants(tmp_path):
+    from plantwatch.connectors.grafana_files import GrafanaPushError, render, with_timezone
+
+    files = render(tmp_path, console_url="https://pw.plant.example:8110", timezone="Europe/Berlin")
+    assert sorted(f.name for f in files) == sorted(p.name for p, _ in DASHBOARDS)
+    for f in files:
+        d = json.loads(f.read_text())
+        assert d["timezone"] == "Europe/Berlin" and d["description"].endswith("Times are shown in Europe/Berlin.")
+        assert d["description"].count("Times are shown") == 1
+        assert {v["query"] for v in d["templating"]["list"] if v["name"] == "console_url"} == {
+            "https://pw.plant.example:8110"}
+    browser = with_timezone(DASHBOARDS[0][1], "browser")
+    assert browser["timezone"] == "browser" and "the viewer's browser time" in browser["description"]
+    with pytest.raises(GrafanaPushError, match="not a time zone"):
+        with_timezone(DASHBOARDS[0][1], "Mars/Olympus Mons; DROP")

@@ -57,7 +57,8 @@ def parse_time(s: str | None, default: datetime | None = None) -> datetime | Non
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dsn", help="PostgreSQL DSN")
+    p.add_argument("--dsn", help="PostgreSQL DSN (default: --config's database.dsn, else the environment"
+                   " variable PLANTWATCH_DSN; the password: PGPASSWORD or ~/.pgpass, never the command line)")
     p.add_argument("--config", help="site config naming the database")
 
 
@@ -255,11 +256,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     i = sub.add_parser("incident", help="incidents: related alarms grouped")
     isub = i.add_subparsers(dest="incident_cmd", required=True)
-    il = isub.add_parser("list")
+    il = isub.add_parser("list", help="incidents of a time range, newest first")
     _add_db(il)
     il.add_argument("--limit", type=int, default=50)
     il.set_defaults(func=cmd_incident_list)
-    ish = isub.add_parser("show")
+    ish = isub.add_parser("show", help="one incident: its cause, alarms, sensors and operator actions")
     _add_db(ish)
     ish.add_argument("id", type=int)
     ish.set_defaults(func=cmd_incident_show)

@@ -55,7 +55,7 @@ def report(cfg, horizon: float) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch inventory", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="plantwatch inventory", description=__doc__.split("\n\n")[0].replace("``", ""))
     ap.add_argument("--config", required=True, help="site config")
     ap.add_argument("--horizon", type=float, default=6.0, help="hours within which a loss must be found (default 6)")
     args = ap.parse_args(argv)

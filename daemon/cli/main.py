@@ -13,7 +13,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+#: diagnostics (errors, warnings, progress) go to stderr; results to stdout (``out``)
 console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -34,18 +36,24 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     try:
         if args.site or args.collect or _is_collect(args.file):
             for line in check_collect_files(args.file, site=args.site, collect=args.collect or []):
-                console.print(escape(line), highlight=False, soft_wrap=True)
+                out.print(escape(line), highlight=False, soft_wrap=True)
             return 0
         cfg = load_config(args.file, check_files=not args.skip_files)
     except ConfigError as e:
         console.print(f"[red]{escape(str(e))}[/red]", highlight=False, soft_wrap=True)
         return 2
     n_watch = sum(len(cfg.watched(d)) for d in cfg.detectors)
-    console.print(f"[green]{args.file}: OK[/green] — site {cfg.site.id!r}, {len(cfg.site.areas)} areas, "
+    out.print(f"[green]{args.file}: OK[/green] — site {cfg.site.id!r}, {len(cfg.site.areas)} areas, "
                   f"{len(cfg.sensors)} sensors, {len(cfg.detectors)} detectors watching {n_watch} sensor slots; "
                   f"mqtt: {'embedded' if cfg.mqtt is None else f'{cfg.mqtt.host}:{cfg.mqtt.port}'}, "
                   f"database: {'embedded' if cfg.database is None else 'configured'}", highlight=False)
     return 0
+
+
+def cmd_config_apply(args: argparse.Namespace) -> int:
+    from plantwatch.daemon.cli.config_apply import apply
+
+    return apply(args.file, args.timeout, out, console)
 
 
 def _is_collect(path: str) -> bool:
@@ -65,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[red]{e}[/red]", highlight=False)
         return 2
     text = Path(args.config).read_text(encoding="utf-8")
-    return asyncio.run(_supervise(run_with_services(cfg, config_text=text)))
+    return asyncio.run(_supervise(run_with_services(cfg, config_text=text, config_path=args.config)))
 
 
 async def _supervise(handle) -> int:
@@ -98,6 +106,14 @@ async def _supervise(handle) -> int:
 
     for s in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(s, on_signal, s)
+    reloads: set[asyncio.Task] = set()
+
+    def on_hangup() -> None:  # reload the config file (daemon/runtime.py: checked, applied or refused whole)
+        task = loop.create_task(handle.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await handle.run()
     except Exception as e:  # a crashed task: exit non-zero so that the service manager restarts us
@@ -136,9 +152,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except ConfigError as e:
         console.print(f"[red]{e}[/red]", highlight=False)
         return 2
-    dsn = args.dsn or (candidate.database.url if candidate.database else None)
+    dsn = args.dsn or (candidate.database.url if candidate.database else None) or os.environ.get("PLANTWATCH_DSN")
     if not dsn:
-        console.print("[red]no database: give --dsn or a config with database.dsn[/red]")
+        console.print("[red]no database: give --dsn, a config with database.dsn or PLANTWATCH_DSN[/red]")
         return 2
 
     async def go() -> int:
@@ -203,12 +219,9 @@ def cmd_passthrough(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_grafana(args: argparse.Namespace, rest: list[str]) -> int:
-    from plantwatch.connectors import grafana
+    from plantwatch.daemon.cli.grafana import main as grafana_main
 
-    if rest[:1] != ["push"]:
-        console.print("usage: plantwatch grafana push --url URL --token TOKEN [options]  (see plantwatch grafana push --help)")
-        return 2
-    return grafana.main(rest[1:])
+    return grafana_main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    r = sub.add_parser("run", help="run the daemon")
-    r.add_argument("--config", required=True, help="site config (YAML)")
+    r = sub.add_parser("run", help="run the daemon", epilog=RUN_ENV, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--config", required=True, help="site config (YAML; docs/config.md)")
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("backtest", help="replay stored readings through a candidate config and the active one")
@@ -226,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--from", dest="start", required=True, help="start: ISO 8601 (UTC unless an offset is given) or Unix seconds")
     b.add_argument("--to", dest="end", required=True, help="end, same forms")
     b.add_argument("--labels", help="labelled past incidents (JSON, the simulator's ground-truth format)")
-    b.add_argument("--dsn", help="database (default: the candidate config's database.dsn)")
+    b.add_argument("--dsn", help="database (default: the candidate config's database.dsn, else the environment"
+                   " variable PLANTWATCH_DSN)")
     b.add_argument("--warmup", type=float, default=3600.0, help="seconds replayed before --from to warm detectors up")
     b.add_argument("--json", help="also write the results as JSON here")
     b.set_defaults(func=cmd_backtest)
@@ -234,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_) in PASSTHROUGH.items():
         sub.add_parser(name, help=help_, add_help=False).set_defaults(func=cmd_passthrough, passthrough=True)
 
-    g = sub.add_parser("grafana", help="Grafana: push dashboards, data source and alert rules (see grafana push --help)",
+    g = sub.add_parser("grafana", help="Grafana: push dashboards, data sources and alert rules, or render them for provisioning",
                        add_help=False)
     g.set_defaults(func=cmd_grafana, passthrough=True)
 
@@ -253,21 +267,62 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--skip-files", action="store_true",
                     help="do not check the certificate and password files the config names (checking on another machine)")
     cc.set_defaults(func=cmd_config_check)
+    ca = csub.add_parser("apply", help="check a changed site config and have the running daemon apply it, without a"
+                         " restart (active alarms, learned state and the operators' screens are kept)")
+    ca.add_argument("file", help="the site config the daemon runs with (plantwatch run --config FILE), changed")
+    ca.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the daemon's answer (default 60)")
+    ca.set_defaults(func=cmd_config_apply)
 
     from plantwatch.daemon.cli.alarms import register  # audit, incident, alarms, token, api
     register(sub)
+    _describe(p)
     return p
+
+
+RUN_ENV = """environment:
+  PLANTWATCH_MQTT_PASSWORD  the broker password when the config's mqtt section has none
+  PGPASSWORD                the database password when the DSN has none (or ~/.pgpass)
+  NOTIFY_SOCKET             set by systemd (Type=notify): the daemon reports READY and WATCHDOG
+signals:
+  SIGTERM, SIGINT           graceful stop within ingest.shutdown_grace (a second one: at once)
+  SIGHUP                    reload the config file (checked; refused as a whole if invalid)"""
+
+
+def _describe(p: argparse.ArgumentParser) -> None:
+    """Every subcommand's --help says what it does: its line of the command list when it has no
+    description of its own."""
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            helps = {c.dest: c.help for c in a._choices_actions}
+            for name, sp in a.choices.items():
+                if not sp.description and helps.get(name):
+                    sp.description = helps[name][:1].upper() + helps[name][1:] + "."
+                _describe(sp)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     _setup_logging(args.verbose if args.cmd not in ("run", "collect") else max(1, args.verbose))
-    if getattr(args, "passthrough", False):
-        return int(args.func(args, rest) or 0)  # subcommands that own their argument parsing
-    if rest:
+    if not getattr(args, "passthrough", False) and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return int(args.func(args) or 0)
+    try:
+        if getattr(args, "passthrough", False):
+            return int(args.func(args, rest) or 0)  # subcommands that own their argument parsing
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # one line; the traceback with -v
+        if args.verbose:
+            raise
+        print(f"plantwatch {args.cmd}: error: {_one_line(e)} (-v shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    leaves = _leaves(e)
+    text = "; ".join(f"{type(x).__name__}: {x}" if str(x) else type(x).__name__ for x in leaves)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

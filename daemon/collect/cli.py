@@ -21,7 +21,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwatch collect",
                                 description="edge collector: read Modbus / OPC UA devices, publish readings "
                                             "(store and forward); 'plantwatch collect certs' makes its OPC UA "
-                                            "certificate")
+                                            "certificate",
+                                epilog="environment: PLANTWATCH_MQTT_PASSWORD (the broker password when collect.yaml "
+                                       "has none)")
     p.add_argument("--config", required=True, help="collect config (YAML; see docs/edge.md)")
     p.add_argument("--site", help="the site config: refuse to start when the channels disagree with it")
     return p

@@ -86,6 +86,7 @@ def reference_problems(data: Any, valid: list[Any]) -> list[Problem]:
             area_collector.setdefault(aid, a.get("collector"))
     sensors = [s for s in _list(data, "sensors") if isinstance(s, dict)]
     known: dict[str, int] = {}  # sensor id -> first position
+    orphans: dict[str, list[str]] = {}  # area without a collector -> its sensors that name none
     for i, s in enumerate(_list(data, "sensors")):
         if not isinstance(s, dict):
             continue
@@ -97,7 +98,11 @@ def reference_problems(data: Any, valid: list[Any]) -> list[Problem]:
         if isinstance(s.get("area"), str) and s["area"] not in areas:
             out.append((("sensors", i, "area"), f"unknown area {s['area']!r}{did_you_mean(s['area'], areas)}"))
         elif isinstance(s.get("area"), str) and s.get("collector") is None and area_collector[s["area"]] is None:
-            out.append((("sensors", i), f"sensor {sid!r} has no collector: set collector on it or on its area {s['area']!r}"))
+            orphans.setdefault(s["area"], []).append(sid if isinstance(sid, str) else f"sensors[{i}]")
+    for aid, names in orphans.items():  # once, at the area: the one place that fixes them all
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        out.append((("site", "areas", areas[aid]), f"area {aid!r} has no collector, and {len(names)} of its sensors"
+                    f" name none ({shown}): set collector on the area, or on each of those sensors"))
     ids = list(known)
     for i, s in enumerate(_list(data, "sensors")):
         for n in _str_list(s.get("neighbours") if isinstance(s, dict) else None):

@@ -69,7 +69,7 @@ async def run(sensors: int, hours: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch bench-backtest", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="plantwatch bench-backtest", description=__doc__.split("\n\n")[0].replace("``", ""))
     ap.add_argument("--sensors", type=int, default=500)
     ap.add_argument("--hours", type=int, default=2)
     ap.add_argument("--json", help="also write the figures here")

@@ -145,7 +145,7 @@ def render(report: dict[str, Any], console=None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch bench detectors", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="plantwatch bench-detectors", description=__doc__.split("\n\n")[0].replace("``", "").replace("plantwatch bench detectors", "plantwatch bench-detectors"))
     ap.add_argument("--sensors", type=int, nargs="+", default=[1000, 10000], help="sensor counts (default 1000 10000)")
     ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per detector and size (default 2)")
     ap.add_argument("--detectors", nargs="+", help="detector types to run (default: every univariate one)")

@@ -90,6 +90,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
 
             b = await stack.enter_async_context(EmbeddedBroker())
             broker = BrokerAddress(b.host, b.port)
+        embedded_db = None
         if dsn is None:
             from plantwatch.connectors.embedded import EmbeddedPostgres
 
@@ -97,6 +98,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             pg = await stack.enter_async_context(EmbeddedPostgres(Path(data_dir) / "pgdata"))
             dbname = f"demo_{stamp.replace('-', '_')}"
             dsn = await demo_queries.create_database(pg.dsn, dbname)
+            embedded_db = f"{dbname} in the embedded PostgreSQL in {pg.data_dir}"
         cfg = base.model_copy(update={
             "mqtt": MqttConfig(host=broker.host, port=broker.port, topic_prefix=prefix,
                                client_id=f"plantwatch-demo-{stamp}"),
@@ -160,7 +162,13 @@ def _summary(console: Console, report, stats, truth_path: Path, dsn: str, incide
     console.print()
     render_report(report, console)
     console.print(f"simulator: {stats.published:,} batches, {stats.readings:,} readings published; ground truth "
-                  f"{truth_path}; database {dsn}")
+                  f"{truth_path}")
+    if embedded_db is not None:  # stopped with the demo: its DSN would lead nowhere
+        console.print(f"database: {embedded_db}, stopped with the demo; to browse the results afterwards"
+                      " (plantwatch incident list --dsn DSN), run the demo against a database of yours:"
+                      " plantwatch demo --dsn DSN", soft_wrap=True)
+    else:
+        console.print(f"database: {_without_password(dsn)} (plantwatch incident list --dsn DSN)", soft_wrap=True)
     if incident_report:
         console.print(f"incident report for the leak (for inspectors): {incident_report}")
 
@@ -179,6 +187,16 @@ async def _kept(console: Console, cfg, logins: dict[str, str], daemon: Daemon, d
         await dtask
 
 
+def _without_password(dsn: str) -> str:
+    """The DSN as it may be shown: a password in it is replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(dsn)
+    if u.password is None:
+        return dsn
+    return urlunsplit(u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@", 1)))
+
+
 async def _leak_report(report, dsn: str, out: Path) -> str | None:
     """The inspectors' HTML report of the incident the injected leak became (None if none did)."""
     from plantwatch.daemon.alarms.report import latest_incident_for, write_incident_report
@@ -194,7 +212,7 @@ async def _leak_report(report, dsn: str, out: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="plantwatch demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="plantwatch demo", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--duration", type=float, default=60.0, help="simulated seconds (default 60)")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second")
     p.add_argument("--mqtt", help="HOST:PORT of a real broker (default: embedded)")

@@ -150,7 +150,7 @@ def table(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plantwatch security-eval", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="plantwatch security-eval", description=__doc__.split("\n\n")[0].replace("``", ""))
     ap.add_argument("--quick", action="store_true", help="two simulated days per case (for tests)")
     ap.add_argument("--case", action="append", choices=CASES, help="only this case (repeatable)")
     ap.add_argument("--json", help="also write the results here")

@@ -27,7 +27,7 @@ LATENCY_LOADS = (0.5, 0.8)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plantwatch bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="plantwatch bench", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--quick", action="store_true", help="about 2 minutes: smaller volumes, shorter phases")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--sensors", default="1000,10000,50000", help="sensor counts for the end-to-end runs")

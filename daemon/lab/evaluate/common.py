@@ -24,7 +24,7 @@ def run_main(argv: Sequence[str] | None, *, name: str, doc: str | None, data: st
     runner's own ``options`` ((flag, help) pairs) and ``--config`` (a JSON file), then
     ``evaluate(args, config)``. A config the runner refuses (a ``ValueError``: bad detector
     parameters, an unknown mode) is one line on stderr and exit code 2, no traceback."""
-    ap = argparse.ArgumentParser(prog=f"plantwatch eval {name}", description=doc)
+    ap = argparse.ArgumentParser(prog=f"plantwatch eval {name}", description=doc.replace("``", "") if doc else None)
     ap.add_argument("--data", required=True, help=data)
     ap.add_argument("--out", help=out)
     for flag, text in options:

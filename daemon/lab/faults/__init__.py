@@ -38,7 +38,7 @@ from plantwatch.daemon.lab.faults.watch import drain
 
 
 def build_parser(prog: str = "plantwatch faults") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--quick", action="store_true",
                    help="short outages (5 s), one repetition each, 5,000 readings/s: a few minutes")
     p.add_argument("--only", default="", help="comma-separated faults to run (default: all; see docs/faults.md)")

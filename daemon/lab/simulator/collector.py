@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from plantwatch.connectors.tls import ClientTls
 from plantwatch.connectors.wire import encode_batch, topic as wire_topic
 
 from plantwatch.daemon.lab.simulator.plant import Frame, Plant
-from plantwatch.daemon.lab.simulator.scenario import Scenario, default_scenario, load_scenario
+from plantwatch.daemon.lab.simulator.scenario import Scenario, check_against, default_scenario, load_scenario
 from plantwatch.daemon.lab.simulator.truth import build_truth, close_truth, write_truth
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -250,13 +251,18 @@ async def run_simulator(config: "Config", mqtt_host: str, mqtt_port: int, prefix
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="plantwatch simulate",
-                                 description="Simulate the plant's edge collectors and publish readings over MQTT.")
+                                 description="Simulate the plant's edge collectors and publish readings over MQTT."
+                                 " Prints a one-line summary when it ends (-v: progress as it runs).",
+                                 epilog="environment: PLANTWATCH_MQTT_PASSWORD (the MQTT password when --password is"
+                                 " not given)")
     ap.add_argument("--config", type=Path, help="site config (default: the demo site)")
     ap.add_argument("--host", help="MQTT broker host (default: the config's mqtt.host or 127.0.0.1)")
     ap.add_argument("--port", type=int, help="MQTT broker port (default: the config's mqtt.port or 1883)")
+    ap.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker, instead of --host and --port")
     ap.add_argument("--prefix", help="topic prefix (default: the config's mqtt.topic_prefix or plantwatch)")
-    ap.add_argument("--username")
-    ap.add_argument("--password")
+    ap.add_argument("--username", help="MQTT user (default: none; the config's mqtt.username only when publishing"
+                    " to the config's own broker). A broker that takes certificates names the user by --tls-cert")
+    ap.add_argument("--password", help="MQTT password (default: the environment variable PLANTWATCH_MQTT_PASSWORD)")
     ap.add_argument("--duration", type=float, help="simulated seconds to run (default: until Ctrl-C)")
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second (default 1)")
     ap.add_argument("--scenario", type=Path, help="scenario YAML/JSON (default: the demo scenario)")
@@ -275,23 +281,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     from plantwatch.daemon.lab.demo_site import load_demo_config
 
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        config = load_config(args.config) if args.config else load_demo_config()
+        # the daemon's own files (certificates, password files) are not the simulator's business
+        config = load_config(args.config, check_files=False) if args.config else load_demo_config()
         scenario = load_scenario(args.scenario) if args.scenario else default_scenario()
     except (ConfigError, OSError, ValueError) as e:
-        print(f"plantwatch simulate: {e}")
+        print(f"plantwatch simulate: {e}", file=sys.stderr)
+        return 2
+    if args.config and not args.scenario and check_against(scenario, {s.id for s in config.sensors},
+                                                           {a.id for a in config.site.areas}):
+        print(f"plantwatch simulate: the demo scenario names sensors {args.config} does not have: give --scenario"
+              " with one written for this site (deploy/site/plantwatch/scenario.yaml is the site stack's)",
+              file=sys.stderr)
         return 2
     from plantwatch.daemon.config.broker_options import BrokerArgumentError, broker_from
 
     mq = config.mqtt
     prefix = args.prefix or (mq.topic_prefix if mq else "plantwatch")
-    username = args.username or (mq.username if mq else None)
-    password = args.password or (mq.password if mq and username == mq.username else None)
+    host, port = args.host, args.port
+    if args.broker:
+        h, sep, p = args.broker.rpartition(":")
+        if not sep or not h or not p.isdigit():
+            print(f"plantwatch simulate: --broker {args.broker!r}: give HOST:PORT", file=sys.stderr)
+            return 2
+        host, port = h, int(p)
+    own_broker = mq is not None and host in (None, mq.host) and port in (None, mq.port)
+    # the config's user is the daemon's: the simulator uses it only on the daemon's own broker
+    username = args.username or (mq.username if mq and own_broker else None)
+    password = args.password or (mq.password if mq and own_broker and username == mq.username else None)
+    args.broker = None
     try:
-        broker = broker_from(args, mq, username=username, password=password, host=args.host, port=args.port)
+        broker = broker_from(args, mq, username=username, password=password, host=host, port=port)
     except BrokerArgumentError as e:
-        print(f"plantwatch simulate: {e}")
+        print(f"plantwatch simulate: {e}", file=sys.stderr)
         return 2
     host, port = broker.host, broker.port
 
@@ -313,10 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         stats = asyncio.run(_run())
     except ValueError as e:
-        print(f"plantwatch simulate: {e}")
+        print(f"plantwatch simulate: {e}", file=sys.stderr)
         return 2
-    log.info("done: %d s simulated, %d batches, %d acknowledged (%d readings), %d resent, %d dropped, %d unsent",
-             stats.seconds, stats.batches, stats.published, stats.readings, stats.resent, stats.dropped, stats.unsent)
+    print(f"simulated {stats.seconds} s of site {config.site.id!r} to {host}:{port}: {stats.batches} batches,"
+          f" {stats.published} acknowledged ({stats.readings} readings), {stats.resent} resent, {stats.dropped}"
+          f" dropped, {stats.unsent} unsent" + (f"; last broker error: {stats.errors[-1]}" if stats.errors else ""))
     return 0 if stats.unsent == 0 and stats.dropped == 0 else 1
 
 
