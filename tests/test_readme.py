@@ -45,7 +45,7 @@ def test_readme_is_short_and_keeps_the_two_commands_and_the_screenshot():
     assert len(text.splitlines()) < 150
     assert ("bash deploy/dev/demo.sh   # the demo: a simulated site, embedded broker and database, about a minute\n"
             "bash deploy/dev/test.sh   # the whole test suite against a real Mosquitto and a real TimescaleDB\n") in text
-    assert "![console](docs/screenshots/console-demo-leak.png)" in text  # written by tests/test_console_summary.py
+    assert "![console](docs/screenshots/console-demo-leak.png)" in text  # written by tests/test_demo_keep.py
     for guide in ("docs/operations.md", "docs/config.md", "docs/architecture.md", "docs/benchmarks.md",
                   "docs/evaluation.md"):
         assert f"]({guide})" in text, guide
