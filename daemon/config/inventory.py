@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from plantwatch.daemon.config.model import Config
     from plantwatch.daemon.config.sensors import Sensor
 
 ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
@@ -69,6 +68,19 @@ class InventoryConfig(_Model):
     security: SecurityRoutingConfig = SecurityRoutingConfig()
 
 
+class InventorySite(Protocol):
+    """What the inventory reads of the site's config (:class:`~plantwatch.daemon.config.model.Config`)."""
+
+    @property
+    def sensors(self) -> Sequence[Sensor]: ...
+
+    @property
+    def detectors(self) -> Sequence[Any]: ...
+
+    @property
+    def inventory(self) -> InventoryConfig: ...
+
+
 def is_percent(unit: str) -> bool:
     return unit.strip().lower() in PERCENT_UNITS
 
@@ -100,7 +112,7 @@ class TankScale:
         return " or ".join(units + ([self.unit] if self.unit else []))
 
 
-def _detector_capacity(cfg: "Config", s: "Sensor") -> float | None:
+def _detector_capacity(cfg: InventorySite, s: "Sensor") -> float | None:
     for d in cfg.detectors:
         if d.type in INVENTORY_DETECTORS and d.enabled and d.select.matches(s):
             cap = d.params.get("capacity")
@@ -110,7 +122,7 @@ def _detector_capacity(cfg: "Config", s: "Sensor") -> float | None:
     return None
 
 
-def tank_scale(cfg: "Config", s: "Sensor") -> TankScale:
+def tank_scale(cfg: InventorySite, s: "Sensor") -> TankScale:
     """The inventory scale of level sensor ``s``."""
     pct = is_percent(s.unit)
     tank = next((t for t in cfg.inventory.tanks if t.sensor == s.id), None)
@@ -168,7 +180,7 @@ def to_quantity(scale: TankScale, quantity: float, unit: str | None, start: floa
     return q
 
 
-def inventory_problems(cfg: "Config") -> list[str]:
+def inventory_problems(cfg: InventorySite) -> list[str]:
     """Each tank is a level sensor listed once; a sensor not in % reports in the tank's unit; a
     capacity given to a loss detector too agrees with the tank's."""
     out: list[str] = []
@@ -204,7 +216,7 @@ def inventory_problems(cfg: "Config") -> list[str]:
     return out
 
 
-def inventory_params(detector_type: str, params: dict[str, Any], sensors: list["Sensor"], cfg: "Config") -> dict[str, Any]:
+def inventory_params(detector_type: str, params: dict[str, Any], sensors: list["Sensor"], cfg: InventorySite) -> dict[str, Any]:
     """``params`` of an inventory detector with the configured tanks' capacities filled in."""
     if detector_type not in INVENTORY_DETECTORS or not cfg.inventory.tanks:
         return params

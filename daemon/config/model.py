@@ -31,12 +31,14 @@ from plantwatch.daemon.config.services import (ClusterConfig, DatabaseConfig, In
                                                StateConfig)
 from plantwatch.daemon.config.site import SEVERITIES, Area, DetectorConfig, Severity, Site
 from plantwatch.daemon.config.sparkplug import SparkplugConfig, SparkplugMetric, sparkplug_problems
+from plantwatch.daemon.config.tls import BasicAuthConfig, ClientTlsConfig, DatabaseTlsConfig, ServerTlsConfig
 
-__all__ = ["SEVERITIES", "AlarmRef", "AlarmsConfig", "ApiConfig", "ApiToken", "Area", "ClusterConfig", "Config",
-           "ConfigError", "DatabaseConfig", "DetectorConfig", "FloodConfig", "ID", "IncidentConfig", "IngestConfig",
-           "MetricsConfig", "Model", "MqttConfig", "NotifyConfig", "Position", "Selector", "Sensor", "Severity", "Site",
-           "SparkplugConfig", "SparkplugMetric", "StateConfig", "SuppressRule", "Webhook", "config_hash", "load_config",
-           "load_config_text", "parse_config"]
+__all__ = ["SEVERITIES", "AlarmRef", "AlarmsConfig", "ApiConfig", "ApiToken", "Area", "BasicAuthConfig",
+           "ClientTlsConfig", "ClusterConfig", "Config", "ConfigError", "DatabaseConfig", "DatabaseTlsConfig",
+           "DetectorConfig", "FloodConfig", "ID", "IncidentConfig", "IngestConfig", "MetricsConfig", "Model",
+           "MqttConfig", "NotifyConfig", "Position", "Selector", "Sensor", "ServerTlsConfig", "Severity", "Site",
+           "SparkplugConfig", "SparkplugMetric", "StateConfig", "SuppressRule", "Webhook", "config_hash",
+           "load_config", "load_config_text", "parse_config"]
 
 
 class Config(Model):

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import Callable
 
 from plantwatch.connectors.errors import StoreRefused
 from plantwatch.connectors.leases import FencedOut
@@ -38,7 +39,7 @@ class WritePath(SplitOnDataError):
     partitioning: Partitioning
     release: DecidedChanges
     committed: asyncio.Event
-    on_commit: object  # Callable[[Unit], None] | None
+    on_commit: Callable[[Unit], None] | None
     last_write_error: str | None
     fenced_units: int
     _pending: Pending

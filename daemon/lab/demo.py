@@ -72,6 +72,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
     from plantwatch.daemon.lab.simulator.collector import run_simulator
     from plantwatch.daemon.lab.simulator.scenario import load_scenario
 
+    from plantwatch.daemon.lab.demo_explain import explain
     from plantwatch.daemon.lab.demo_report import fetch_report
 
     console = console or Console()
@@ -143,7 +144,7 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
                 daemon.stop.set()
                 await dtask
         async with inspection.connection(dsn) as conn:
-            report = await fetch_report(conn, truth_path, config=cfg)
+            report = explain(await fetch_report(conn, truth_path), cfg)
         incident_report = await _leak_report(report, dsn, out)
         if keep:
             _summary(console, report, stats, truth_path, dsn, incident_report)

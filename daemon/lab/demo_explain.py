@@ -16,14 +16,11 @@ For every sensor that should have alarmed and did not, the first reason that app
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from plantwatch.detectors import REGISTRY
 
 from plantwatch.daemon.config.model import Config, DetectorConfig
-
-if TYPE_CHECKING:  # demo_report calls explain(); the report types are annotations here
-    from plantwatch.daemon.lab.demo_report import DemoReport, IncidentResult
+from plantwatch.daemon.lab.demo_report import DemoReport, IncidentResult
 
 
 def explain(report: DemoReport, config: Config, run_end: float | None = None) -> DemoReport:

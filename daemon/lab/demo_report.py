@@ -192,10 +192,10 @@ def match_alarms(truth: Truth | Mapping[str, Any], alarms: Iterable[AlarmRow | M
 # --- database ---------------------------------------------------------------------------------
 async def fetch_report(conn: Any, truth: Truth | Mapping[str, Any] | str | Path, *, lead: float = DEFAULT_LEAD,
                        margin: float = DEFAULT_MARGIN, until: float | None = None,
-                       source: str = "alarms", config: Any = None) -> DemoReport:
+                       source: str = "alarms") -> DemoReport:
     """Read alarm raises (``source="alarms"``) or detector events (``"events"``) from the database
     over the run's span and score them. ``until`` defaults to the last incident's window end or now.
-    With the site ``config``, a missed incident says why (:mod:`.demo_explain`)."""
+    Why a missed incident was missed is :func:`.demo_explain.explain`'s to say."""
     from plantwatch.connectors import demo_queries
 
     if isinstance(truth, (str, Path)):
@@ -213,12 +213,7 @@ async def fetch_report(conn: Any, truth: Truth | Mapping[str, Any] | str | Path,
         rows = await demo_queries.fetch_alarm_raises(conn, since, until)
     else:
         raise ValueError(f"source must be 'alarms' or 'events', not {source!r}")
-    report = match_alarms(truth, rows, lead=lead, margin=margin, source=source)
-    if config is not None:
-        from plantwatch.daemon.lab.demo_explain import explain
-
-        explain(report, config)
-    return report
+    return match_alarms(truth, rows, lead=lead, margin=margin, source=source)
 
 
 # --- rendering --------------------------------------------------------------------------------
