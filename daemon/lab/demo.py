@@ -147,17 +147,20 @@ async def run_demo(*, duration: float = 60.0, mqtt: str | None = None, dsn: str 
             report = explain(await fetch_report(conn, truth_path), cfg)
         incident_report = await _leak_report(report, dsn, out)
         if keep:
-            _summary(console, report, stats, truth_path, dsn, incident_report)
+            _summary(console, report, stats, truth_path, dsn, incident_report, None)  # still running
             await _kept(console, cfg, logins, daemon, dtask)
     if keep:
         return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
                 "incident_report": incident_report}
-    _summary(console, report, stats, truth_path, dsn, incident_report)
+    _summary(console, report, stats, truth_path, dsn, incident_report, embedded_db)
     return {"report": report, "dsn": dsn, "truth": str(truth_path), "out": str(out), "stats": stats,
             "incident_report": incident_report}
 
 
-def _summary(console: Console, report, stats, truth_path: Path, dsn: str, incident_report: str | None) -> None:
+def _summary(console: Console, report, stats, truth_path: Path, dsn: str, incident_report: str | None,
+             embedded_db: str | None) -> None:
+    """The result table and where things are; ``embedded_db``: the embedded database that stopped
+    with the demo (its DSN would lead nowhere)."""
     from plantwatch.daemon.lab.demo_report import render_report
 
     console.print()
