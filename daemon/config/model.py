@@ -22,6 +22,7 @@ from plantwatch.detectors.compose import CompositionConfig
 
 from plantwatch.daemon.config.checks import did_you_mean, entry_label, range_problems, reference_problems, valid_sensors
 from plantwatch.daemon.config.inventory import InventoryConfig, inventory_problems
+from plantwatch.daemon.config.record import RecordConfig
 from plantwatch.daemon.config.loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 from plantwatch.daemon.config.sensors import ID, Model, Selector, Sensor
 from plantwatch.daemon.config.tls import (BasicAuthConfig, ClientTlsConfig, DatabaseTlsConfig, ServerTlsConfig, dsn_with_tls,
@@ -438,6 +439,8 @@ class Config(Model):
     sparkplug: SparkplugConfig | None = None
     #: tanks whose inventory is reconciled against declared transfers (docs/security.md)
     inventory: InventoryConfig = InventoryConfig()
+    #: readings sealed in time slices in the audit chain (docs/audit.md)
+    record: RecordConfig = RecordConfig()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo):
