@@ -47,3 +47,14 @@ async def session(dsn: str) -> AsyncIterator[asyncpg.Connection]:
             yield conn
         finally:
             await conn.close()
+
+
+async def migrate_dsn(dsn: str) -> list[int]:
+    """``plantwatch db migrate``: apply the missing migrations over a connection of its own."""
+    from .migrations import migrate
+    with driver_errors(), availability():
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()

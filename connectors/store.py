@@ -284,7 +284,9 @@ class Store(Rollups):
     async def latest_config_text(self) -> str | None:
         """The config most recently loaded by a daemon (``config_versions``), or None."""
         async with self.pool.acquire() as conn:
-            return await conn.fetchval("SELECT content FROM config_versions ORDER BY last_loaded_at DESC LIMIT 1")
+            full = await conn.fetchval("SELECT has_column_privilege('config_versions', 'content', 'SELECT')")
+            column = "content" if full else "public_content"  # the read-only role: the part without credentials
+            return await conn.fetchval(f"SELECT {column} FROM config_versions ORDER BY last_loaded_at DESC LIMIT 1")
 
     async def active_alarms(self) -> list[dict[str, Any]]:
         """Alarms not in state normal, for the retained MQTT topic and the API. A database that

@@ -135,6 +135,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 # --- backtest ----------------------------------------------------------------------------------
 def cmd_backtest(args: argparse.Namespace) -> int:
+    from plantwatch.daemon.cli.dbaccess import one_line
     from plantwatch.daemon.config.model import ConfigError, load_config, load_config_text
 
     try:
@@ -153,7 +154,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
         from plantwatch.daemon.lab import backtest as bt
 
-        store = await Store.open(dsn)
+        store = await Store.open(dsn, migrate_schema=False)  # reads only: the read-only role is enough
         try:
             act = active
             if act is None:
@@ -173,7 +174,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             Path(args.json).write_text(json.dumps(bt.to_json(res), indent=2))
         return 0
 
-    return asyncio.run(go())
+    return one_line(lambda _: asyncio.run(go()))(args)
 
 
 # --- transfer ----------------------------------------------------------------------------------
@@ -264,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not check the certificate and password files the config names (checking on another machine)")
     cc.set_defaults(func=cmd_config_check)
 
-    from plantwatch.daemon.cli.alarms import register  # audit, incident, alarms, token, api
-    register(sub)
+    from plantwatch.daemon.cli import alarms, audit, db, incident
+    for group in (audit, incident, db, alarms):  # audit; incident; db migrate; alarms, token, api
+        group.register(sub)
     return p
 
 
