@@ -48,8 +48,26 @@ async def write_readings(rig: Rig) -> dict[str, int]:
 
 
 @pytest.fixture
+async def incident(rig: Rig, db):  # noqa: F811
+    """An incident (G0 raised first, G1 joined and became the cause), an acknowledgement, readings."""
+    ids = await write_readings(rig)
+    rig.now["t"] = T0 + 5
+    await rig.change("G0", "normal", "high", T0)
+    await rig.change("G1", "normal", "high_high", T0 + 10)
+    await rig.act("G0", "ack")
+    rig.dsn = db
+    admin = await asyncpg.connect(superuser_dsn(db))
+    try:
+        async with rig.store.pool.acquire() as conn:
+            iid = await alarm_db.latest_incident_id(conn, ["G0"])
+        yield rig, admin, iid, ids
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
 async def record(rig: Rig, db):  # noqa: F811
-    """An incident (G0 the cause, G1 joined), an acknowledgement, readings sealed in 60 s slices."""
+    """:func:`incident` with its readings sealed in 60 s slices."""
     ids = await write_readings(rig)
     rig.now["t"] = T0 + 5
     await rig.change("G0", "normal", "high", T0)
@@ -81,16 +99,16 @@ def verify_cli(dsn: str, *extra: str) -> str:
 
 
 # --- the three cases that passed verification before (issue 16) -----------------------------------
-async def test_incident_title_changed_is_named(record):
-    rig, admin, iid, _ = record
+async def test_incident_title_changed_is_named(incident):
+    rig, admin, iid, _ = incident
     await admin.execute("UPDATE incidents SET title = 'routine check' WHERE id = $1", iid)
     out = verify_cli(rig.dsn)
     assert "audit chain BROKEN" in out, out
     assert f"incidents row {iid} differs from its audit entry: column title" in out and "'routine check'" in out, out
 
 
-async def test_incident_membership_deleted_is_named(record):
-    rig, admin, iid, ids = record
+async def test_incident_membership_deleted_is_named(incident):
+    rig, admin, iid, ids = incident
     alarm = await admin.fetchval("SELECT alarm_id FROM incident_alarms WHERE incident_id = $1 AND role = 'consequence'",
                                  iid)
     await admin.execute("DELETE FROM incident_alarms WHERE incident_id = $1 AND alarm_id = $2", iid, alarm)
