@@ -1,6 +1,6 @@
 """What a saved incident report records about the chain, and its offline check.
 
-A report embeds (``<script type="application/json" id="record">``) the chain head at the time
+A report embeds (``<pre id="record" hidden>``, JSON) the chain head at the time
 it was written, the audit entries about the incident, the slice digests that cover the readings
 it shows, and the facts it states (title, time span, cause, members and their roles).
 :func:`check_report` checks that record against an export (``plantwatch audit export``): the
@@ -16,19 +16,19 @@ from typing import Any
 from .audit_base import Problem
 from .audit_rows import fold_incidents
 
-_RECORD = re.compile(r'<script type="application/json" id="record">(.*?)</script>', re.S)
+_RECORD = re.compile(r'<pre id="record" hidden>(.*?)</pre>', re.S)
 
 
 def embed(record: dict[str, Any]) -> str:
-    text = json.dumps(record, sort_keys=True).replace("</", "<\\/")
-    return f'<script type="application/json" id="record">{text}</script>'
+    """The record as an inert element of the page (no script: the report runs nothing)."""
+    return f'<pre id="record" hidden>{html.escape(json.dumps(record, sort_keys=True))}</pre>'
 
 
 def extract(page: str) -> dict[str, Any]:
     m = _RECORD.search(page)
     if m is None:
         raise ValueError("no chain record in this file (not a plantwatch incident report?)")
-    return json.loads(html.unescape(m.group(1)) if m.group(1).lstrip().startswith("&") else m.group(1))
+    return json.loads(html.unescape(m.group(1)))
 
 
 def check_report(record: dict[str, Any], entries: list[dict[str, Any]]) -> list[Problem]:

@@ -9,7 +9,7 @@ import json
 import re
 from datetime import datetime, timezone
 
-from plantwatch.connectors import alarm_db
+from plantwatch.connectors import alarm_db, report_record
 
 from .test_alarm_db import Rig, rig  # noqa: F401 - fixture
 from .test_audit_record import T0, cli, reader_dsn, record, write_readings  # noqa: F401 - fixture
@@ -60,7 +60,7 @@ async def test_saved_report_verifies_offline_against_an_export(record, tmp_path)
     assert cli("incident", "report", str(iid), "--dsn", ro, "--out", str(report)).returncode == 0
     assert cli("audit", "export", "--dsn", ro, "--out", str(export)).returncode == 0
     html = report.read_text(encoding="utf-8")
-    rec = json.loads(html.split('<script type="application/json" id="record">', 1)[1].split("</script>", 1)[0])
+    rec = report_record.extract(html)
     head = await admin.fetchrow("SELECT seq, hash FROM audit_head")
     assert rec["head"] == {"seq": head["seq"], "hash": head["hash"]}
     assert {s["sensor"] for s in rec["slices"]} >= {"G0", "G1"} and all(s["digest"] for s in rec["slices"])
@@ -73,8 +73,7 @@ async def test_saved_report_verifies_offline_against_an_export(record, tmp_path)
     rec2 = json.loads(json.dumps(rec))
     rec2["facts"]["title"] = "routine check"
     rec2["slices"][0]["digest"] = "0" * 64
-    forged.write_text(html.replace(json.dumps(rec, sort_keys=True).replace("</", "<\\/"),
-                                   json.dumps(rec2, sort_keys=True)), encoding="utf-8")
+    forged.write_text(html.replace(report_record.embed(rec), report_record.embed(rec2)), encoding="utf-8")
     r = cli("audit", "verify", "--export", str(export), "--report", str(forged))
     assert r.returncode == 1 and "title: the chain says" in r.stdout and "'routine check'" in r.stdout, r.stdout
     assert f"the report's digest of readings slice {rec['slices'][0]['start']}" in r.stdout, r.stdout
@@ -83,3 +82,58 @@ async def test_saved_report_verifies_offline_against_an_export(record, tmp_path)
     assert cli("incident", "report", str(iid), "--dsn", ro, "--out", str(report)).returncode == 0
     r = cli("audit", "verify", "--export", str(export), "--report", str(report))
     assert r.returncode == 1 and "title: the chain says" in r.stdout, r.stdout
+
+
+async def test_console_open_report_is_the_stable_report_address(record):
+    """In a real browser: the incident page's "Open report" goes to /incidents/{id}/report, which
+    shows the report at that address (with the tab's token), not a blob: URL."""
+    import asyncio
+    import uuid
+
+    from aiohttp import web
+
+    from plantwatch.connectors.services import free_port
+    from plantwatch.daemon.alarms.api import Api, Tokens, hash_token
+    from plantwatch.daemon.alarms.report import incident_report_html
+
+    from .browser import chromium
+
+    rig, _, iid, _ = record
+    token = "tok-" + uuid.uuid4().hex
+
+    async def no_actions(ops):  # this test only reads
+        raise AssertionError("no action expected")
+
+    api = Api(records=rig.store.alarm_records, book=rig.book, submit=no_actions,
+              tokens=Tokens([("ins", "inspector", hash_token(token))]), site="s1",
+              report=lambda i: incident_report_html(rig.store.alarm_records, i))
+    runner = web.AppRunner(api.app())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+
+    def browse() -> tuple[str, str, str, str]:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        with chromium() as b:
+            wait = WebDriverWait(b, 30)
+            b.get(f"{base}/incidents/{iid}/report")  # no token yet: says where to log in
+            no_token = wait.until(EC.presence_of_element_located((By.ID, "status"))).text
+            b.execute_script("sessionStorage.setItem('pw-token', arguments[0])", token)
+            b.get(f"{base}/incidents/{iid}")
+            link = wait.until(EC.element_to_be_clickable((By.ID, "open-report")))
+            href = link.get_attribute("href")
+            link.click()
+            title = wait.until(EC.presence_of_element_located((By.ID, "title"))).text
+            return no_token, href, b.current_url, title
+
+    try:
+        no_token, href, url, title = await asyncio.to_thread(browse)
+    finally:
+        await runner.cleanup()
+    assert "Log in" in no_token, no_token
+    assert href == f"{base}/incidents/{iid}/report" and url == href, (href, url)
+    assert title.startswith(f"Incident {iid}:"), title

@@ -35,6 +35,7 @@ from plantwatch.connectors.errors import StoreUnavailable
 from plantwatch.connectors.tls import ServerTls
 
 from plantwatch.daemon.alarms.api_input import InputError, action_body, query_text
+from plantwatch.daemon.alarms.report_route import add_report_route
 from plantwatch.daemon.config.model import ApiConfig
 from plantwatch.daemon.exits import StartupError
 from plantwatch.daemon.alarms.lifecycle import ACTIONS, ActionError, ManagedAlarmBook
@@ -176,6 +177,7 @@ class Api:
         r.add_get("/api/incidents", self.list_incidents)
         r.add_get("/api/incidents/{id}", self.get_incident)
         r.add_get("/api/incidents/{id}/report", self.incident_report)
+        add_report_route(r)  # the stable address /incidents/{id}/report (daemon/alarms/report_route.py)
         r.add_get("/api/audit/verify", self.audit_verify)
         return app
 

@@ -65,9 +65,9 @@ def record_of(d: dict[str, Any]) -> dict[str, Any]:
                       "members": sorted({(a["alarm_id"], a["role"]) for a in inc["alarms"]})}}
 
 
-def _robot_section(d: dict[str, Any]) -> tuple[str, str]:
+def _robot_section(d: dict[str, Any]) -> str:
     """The robot readings that matter — of the involved channels within the incident window — as
-    rows, and a summary of the rest (per channel: count and range)."""
+    rows, then one summary row per channel for the rest (count and range)."""
     inc = d["incident"]
     t_a, t_b = inc["started_at"], d["t_end"]
     keep = [r for r in d["robot"] if r["tag"] in inc["sensors"] and t_a <= r["t"] <= t_b]
@@ -77,10 +77,11 @@ def _robot_section(d: dict[str, Any]) -> tuple[str, str]:
     for r in d["robot"]:
         if not (r["tag"] in inc["sensors"] and t_a <= r["t"] <= t_b):
             rest.setdefault(r["tag"], []).append(r)
-    summary = "".join(f"<li>{_e(tag)}: {len(rs)} reading(s), {min(x['value'] for x in rs):.3g} –"
-                      f" {max(x['value'] for x in rs):.3g} {_e(rs[0]['unit'])}</li>" for tag, rs in sorted(rest.items()))
-    return rows, (f"<p class=\"muted\">Not listed (other channels, or outside the incident):</p><ul id=\"robot-rest\">"
-                  f"{summary}</ul>" if summary else "")
+    summary = "".join(f'<tr class="summary"><td colspan="5">{_e(tag)}: {len(rs)} more reading(s) not listed'
+                      f" ({'outside the incident' if tag in inc['sensors'] else 'a channel not involved'}),"
+                      f" {min(x['value'] for x in rs):.3g} – {max(x['value'] for x in rs):.3g} {_e(rs[0]['unit'])}</td></tr>"
+                      for tag, rs in sorted(rest.items()))
+    return rows + summary
 
 
 def render(d: dict[str, Any]) -> str:
@@ -109,7 +110,7 @@ def render(d: dict[str, Any]) -> str:
     rows_events = "".join(f"<tr><td>{_e(q if q is not None else '')}</td><td>{_fmt(t)}</td><td>{_fmt(r) if r else ''}</td>"
                           f"<td>{_e(k)}</td><td>{_e(s)}</td><td>{_e(w)}</td><td>{_e(b)}</td></tr>"
                           for q, t, r, k, s, w, b in events)
-    robot_rows, robot_rest = _robot_section(d)
+    robot_rows = _robot_section(d)
     audit_rows = "".join(f"<tr><td>{r['seq']}</td><td>{_e(r['time'].isoformat())}</td><td>{_e(r['kind'])}</td>"
                          f"<td>{_e(r['ref'])}</td><td><code>{_e(r['hash'])}</code></td></tr>" for r in d["audit"])
     slice_rows = "".join(f"<tr><td>{_e(iso(s['start']))}</td><td>{_e(s['table'])}</td><td>{_e(s['sensor'])}</td>"
@@ -146,7 +147,6 @@ action made, <em>processed</em> when plantwatch recorded it.</p>
 <div class="plot" id="plot-map">{_robot_maps(d)}</div>
 <p class="muted">Readings of the involved robot channels during the incident ({_fmt(inc['started_at'])} – {_fmt(d['t_end'])}).</p>
 <table id="robot"><tr><th>time</th><th>channel</th><th>value</th><th>x, y</th><th>area</th></tr>{robot_rows}</table>
-{robot_rest}
 <h2>Detector configuration in force</h2>
 <pre id="detectors">{_e(detectors_yaml(cfg_text, list(inc['sensors'])))}</pre>
 <h2>Audit trail</h2>
