@@ -50,37 +50,35 @@ def _unpaired(r: Any, table: str, what: str, problems: list[Problem]) -> bool:
     return False
 
 
-async def _alarm_changes(conn: asyncpg.Connection, problems: list[Problem]) -> None:
-    rows = await conn.fetch(
-        "SELECT c.id, c.alarm_id, c.from_state, c.to_state, c.condition, c.severity, c.cause::text AS cause,"
-        " extract(epoch FROM c.time)::float8 AS time, c.seq AS row_seq, l.seq, l.body::text AS body"
-        " FROM alarm_changes c FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = 'alarm_change') l"
-        " ON l.ref = 'alarm_change:' || c.id ORDER BY coalesce(l.seq, 0), c.id")
-    for r in rows:
-        if _unpaired(r, "alarm_changes", "alarm change", problems):
-            continue
-        b = json.loads(r["body"])
-        now = {"alarm_id": r["alarm_id"], "from": r["from_state"], "to": r["to_state"], "condition": r["condition"],
-               "severity": r["severity"], "cause": json.loads(r["cause"]), "time": r["time"], "seq": r["row_seq"]}
-        then = {k: b.get(k) for k in now} | {"seq": r["seq"]}
-        _columns("alarm_changes", str(r["id"]), r["seq"], now, then, problems, times=("time",))
+#: rows with one audit entry each: table -> (entry kind, what, columns, the row as the entry's body names it)
+_PER_ROW = {
+    "alarm_changes": ("alarm_change", "alarm change",
+                      "x.alarm_id, x.from_state, x.to_state, x.condition, x.severity, x.cause::text AS cause",
+                      lambda r: {"alarm_id": r["alarm_id"], "from": r["from_state"], "to": r["to_state"],
+                                 "condition": r["condition"], "severity": r["severity"], "cause": json.loads(r["cause"])}),
+    "operator_actions": ("operator_action", "operator action",
+                         "x.alarm_id, x.action, x.actor, x.role, x.reason, x.params::text AS params, x.from_state,"
+                         " x.to_state",
+                         lambda r: {"alarm_id": r["alarm_id"], "action": r["action"], "actor": r["actor"],
+                                    "role": r["role"], "reason": r["reason"], "params": json.loads(r["params"]),
+                                    "from": r["from_state"], "to": r["to_state"]}),
+}
 
 
-async def _operator_actions(conn: asyncpg.Connection, problems: list[Problem]) -> None:
-    rows = await conn.fetch(
-        "SELECT o.id, o.alarm_id, o.action, o.actor, o.role, o.reason, o.params::text AS params, o.from_state,"
-        " o.to_state, extract(epoch FROM o.time)::float8 AS time, o.seq AS row_seq, l.seq, l.body::text AS body"
-        " FROM operator_actions o FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = 'operator_action') l"
-        " ON l.ref = 'operator_action:' || o.id ORDER BY coalesce(l.seq, 0), o.id")
-    for r in rows:
-        if _unpaired(r, "operator_actions", "operator action", problems):
-            continue
-        b = json.loads(r["body"])
-        now = {"alarm_id": r["alarm_id"], "action": r["action"], "actor": r["actor"], "role": r["role"],
-               "reason": r["reason"], "params": json.loads(r["params"]), "from": r["from_state"], "to": r["to_state"],
-               "time": r["time"], "seq": r["row_seq"]}
-        then = {k: b.get(k) for k in now} | {"seq": r["seq"]}
-        _columns("operator_actions", str(r["id"]), r["seq"], now, then, problems, times=("time",))
+async def _per_row(conn: asyncpg.Connection, problems: list[Problem]) -> None:
+    """Alarm changes and operator actions: each row against its entry, its place ``seq`` included."""
+    for table, (kind, what, cols, as_body) in _PER_ROW.items():
+        rows = await conn.fetch(
+            f"SELECT x.id, {cols}, extract(epoch FROM x.time)::float8 AS time, x.seq AS row_seq, l.seq,"
+            f" l.body::text AS body FROM {table} x FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = $1) l"
+            f" ON l.ref = $1 || ':' || x.id ORDER BY coalesce(l.seq, 0), x.id", kind)
+        for r in rows:
+            if _unpaired(r, table, what, problems):
+                continue
+            b = json.loads(r["body"])
+            now = as_body(r) | {"time": r["time"], "seq": r["row_seq"]}
+            then = {k: b.get(k) for k in now} | {"seq": r["seq"]}
+            _columns(table, str(r["id"]), r["seq"], now, then, problems, times=("time",))
 
 
 def fold_incidents(entries: list[tuple[int, dict[str, Any]]]) -> tuple[dict[int, dict], dict[tuple, dict]]:
@@ -186,6 +184,6 @@ async def _alarm_states(conn: asyncpg.Connection, problems: list[Problem]) -> No
 async def verify_rows(conn: asyncpg.Connection) -> list[Problem]:
     """Every row a report shows compared with what the (verified) chain recorded."""
     problems: list[Problem] = []
-    for check in (_alarm_changes, _operator_actions, _incidents, _configs, _alarm_states):
+    for check in (_per_row, _incidents, _configs, _alarm_states):
         await check(conn, problems)
     return problems

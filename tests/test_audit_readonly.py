@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 
 from .test_alarm_db import rig  # noqa: F401 - fixture
-from .test_audit_record import T0, cli, reader_dsn, record  # noqa: F401 - fixture
+from .test_audit_record import T0, cli, incident, reader_dsn, record  # noqa: F401 - fixture
 from .test_lifecycle import CFG_TEXT
 
 

@@ -66,25 +66,13 @@ async def incident(rig: Rig, db):  # noqa: F811
 
 
 @pytest.fixture
-async def record(rig: Rig, db):  # noqa: F811
+async def record(incident):
     """:func:`incident` with its readings sealed in 60 s slices."""
-    ids = await write_readings(rig)
-    rig.now["t"] = T0 + 5
-    await rig.change("G0", "normal", "high", T0)
-    await rig.change("G1", "normal", "high_high", T0 + 10)
-    await rig.act("G0", "ack")
-    sealed = await rig.store.sealer(width=60, horizon=0).seal(T0 + 600)
-    assert sealed >= 4
-    rig.dsn = db
-    admin = await asyncpg.connect(superuser_dsn(db))
-    try:
-        v = await inspection.verify_audit(db)
-        assert v.ok, [str(p) for p in v.problems]
-        async with rig.store.pool.acquire() as conn:
-            iid = await alarm_db.latest_incident_id(conn, ["G0"])
-        yield rig, admin, iid, ids
-    finally:
-        await admin.close()
+    rig = incident[0]
+    assert await rig.store.sealer(width=60, horizon=0).seal(T0 + 600) >= 4
+    v = await inspection.verify_audit(rig.dsn)
+    assert v.ok, [str(p) for p in v.problems]
+    return incident
 
 
 async def problems(rig: Rig, **kw) -> list[str]:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from plantwatch.connectors import alarm_db, report_record
 
 from .test_alarm_db import Rig, rig  # noqa: F401 - fixture
-from .test_audit_record import T0, cli, reader_dsn, record, write_readings  # noqa: F401 - fixture
+from .test_audit_record import T0, cli, incident, reader_dsn, record, write_readings  # noqa: F401 - fixture
 
 
 def _rows(html: str, table: str) -> list[list[str]]:
