@@ -93,3 +93,19 @@ def test_refused_and_unreachable_databases_are_one_line(postgres):
             lines = r.stderr.strip().splitlines()
             assert r.returncode == 1 and len(lines) == 1 and what in lines[0], (argv, r.stderr)
             assert "Traceback" not in r.stderr
+
+
+def test_the_public_part_of_a_config_leaves_credentials_out():
+    from plantwatch.connectors.config_record import public_config
+    from plantwatch.daemon.config.model import load_config_text
+
+    text = (CFG_TEXT + "mqtt: {host: broker.site, port: 8883, password_file: /etc/plantwatch/mqtt.pw}\n"
+            'database:\n  dsn: "postgresql://plantwatch:s3cret@db/plantwatch"\n'
+            "api:\n  tokens:\n    - {name: ann, role: operator, sha256: " + "ab" * 32 + "}\n"
+            "notify:\n  webhooks:\n    - {url: 'https://hooks.example/T0KEN'}\n")
+    public = public_config(text)
+    for secret in ("s3cret", "mqtt.pw", "ab" * 32, "T0KEN", "broker.site"):
+        assert secret not in public
+    cfg = load_config_text(public, "public")  # the report loads it: detectors, sensors, alarms as configured
+    assert [d.id for d in cfg.detectors] == ["h2s", "p"] and len(cfg.sensors) == 5
+    assert cfg.alarms.incidents.close_after == 60
