@@ -28,22 +28,24 @@ class Rollups:
         #: minutes were re-rolled since the hour's own rollup (see ``refresh_dirty``)
         self.dirty_minutes: set[int] = set()
         self.dirty_hours: set[int] = set()
-        #: minutes written since the sealer last took them (``take_seal_marks``)
-        self.seal_marks: set[int] = set()
+        #: (earliest, latest) reading time of each write since the sealer last took them
+        #: (``take_seal_marks``): a write below the sealed point gets a sealed delta
+        self.seal_marks: list[tuple[float, float]] = []
 
     def _mark_dirty(self, t: np.ndarray, *, rollup: bool = True) -> None:
-        lo, hi = int(t.min() // 60), int(t.max() // 60)
+        t_min, t_max = float(t.min()), float(t.max())
+        self.seal_marks.append((t_min, t_max))
+        if not rollup:
+            return
+        lo, hi = int(t_min // 60), int(t_max // 60)
         if hi - lo <= 3:
-            minutes = range(lo, hi + 1)
+            self.dirty_minutes.update(range(lo, hi + 1))
         else:  # a batch spanning many minutes (catching up): its distinct minutes only
-            minutes = np.unique((t // 60).astype(np.int64)).tolist()
-        if rollup:
-            self.dirty_minutes.update(minutes)
-        self.seal_marks.update(minutes)
+            self.dirty_minutes.update(np.unique((t // 60).astype(np.int64)).tolist())
 
-    def take_seal_marks(self) -> set[int]:
-        """The minutes written since the last call (after their commit)."""
-        marks, self.seal_marks = self.seal_marks, set()
+    def take_seal_marks(self) -> list[tuple[float, float]]:
+        """The reading time spans written since the last call (each after its commit)."""
+        marks, self.seal_marks = self.seal_marks, []
         return marks
 
     async def refresh_rollups(self, since: float, until: float) -> int:

@@ -13,8 +13,9 @@ letters are sealed by the time they were received, one fingerprint per row.
 
 A reading that arrives after its slice was sealed is stored as usual and the slice gets a
 *sealed delta*: a further ``seal`` entry with the sensor's new count and digest (``delta``:
-true), never a silent change. The writers mark the minutes they wrote (``Store.take_seal_marks``);
-:meth:`Sealer.reseal` recomputes the sealed slices among them and chains what changed. At start
+true), never a silent change. The writers note the reading times of each write
+(``Store.take_seal_marks``); :meth:`Sealer.reseal` recomputes the sealed slices they reach and
+chains what changed. At start
 the last hour before ``sealed_until`` is rechecked (marks of a run that crashed are lost).
 
 :func:`verify_readings` recomputes the digests (all, or a window) and names each slice and
@@ -158,10 +159,11 @@ class Sealer:
             await conn.execute("UPDATE seal_state SET sealed_until = $1, updated_at = now() WHERE id = 1", _ts(hi))
         return (hi - lo) // w_us
 
-    async def reseal(self, minutes: set[int] | None = None, *, recheck: float = 0.0) -> int:
-        """Chain a sealed delta for each sealed slice among ``minutes`` (Unix minutes written to)
-        whose rows changed since it was sealed — or, with ``recheck`` seconds, for every sealed
-        slice of that last stretch before ``sealed_until``. Returns the entries appended."""
+    async def reseal(self, spans: list[tuple[float, float]] | None = None, *, recheck: float = 0.0) -> int:
+        """Chain a sealed delta for each sealed slice that ``spans`` (reading times written,
+        Unix s) reach and whose rows changed since it was sealed — or, with ``recheck`` seconds,
+        for every sealed slice of that last stretch before ``sealed_until``. Writes of live
+        readings lie above the sealed point and cost nothing here. Returns the entries appended."""
         w_us = self.width * 1_000_000
         n = 0
         async with self.pool.acquire() as conn, conn.transaction():
@@ -169,7 +171,11 @@ class Sealer:
             if until is None:
                 return 0
             until_us = audit.micros(until)
-            starts = {m * 60_000_000 // w_us * w_us for m in (minutes or ())}
+            starts: set[int] = set()
+            for lo, hi in spans or ():
+                if lo * 1e6 < until_us:
+                    first = math.floor(lo * 1e6 / w_us) * w_us
+                    starts |= set(range(first, min(until_us, math.floor(hi * 1e6 / w_us) * w_us + w_us), w_us))
             if recheck:
                 lo = math.floor((until_us - recheck * 1e6) / w_us) * w_us
                 starts |= set(range(lo, until_us, w_us))

@@ -13,11 +13,12 @@ from plantwatch.connectors import alarm_db, report_record
 
 from .test_alarm_db import Rig, rig  # noqa: F401 - fixture
 from .test_audit_record import T0, cli, incident, reader_dsn, record, write_readings  # noqa: F401 - fixture
+from .test_incident_report import report  # noqa: F401 - fixture
 
 
 def _rows(html: str, table: str) -> list[list[str]]:
     body = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
-    return [re.findall(r"<td>(.*?)</td>", r, flags=re.S) for r in re.findall(r"<tr>(.*?)</tr>", body, flags=re.S)][1:]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S) for r in re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)][1:]
 
 
 def _utc(t: float) -> str:
@@ -137,3 +138,15 @@ async def test_console_open_report_is_the_stable_report_address(record):
     assert "Log in" in no_token, no_token
     assert href == f"{base}/incidents/{iid}/report" and url == href, (href, url)
     assert title.startswith(f"Incident {iid}:"), title
+
+
+def test_robot_readings_collapsed_to_the_involved_channels_in_the_incident_window(report):
+    """A daemon run (tests/test_incident_report.py): R0's readings raised the incident's robot alarm,
+    R1 (another quantity) stayed low. The robot table lists R0's readings during the incident and
+    only a summary row for R1."""
+    html, _ = report
+    rows = _rows(html, "robot")
+    listed = [r for r in rows if len(r) == 5]
+    summary = [r[0] for r in rows if len(r) == 1]
+    assert listed and {r[1] for r in listed} == {"R0"}, rows
+    assert any(s.startswith("R1: 5 more reading(s) not listed (a channel not involved)") for s in summary), summary

@@ -15,23 +15,34 @@ from plantwatch.daemon.config.record import RecordConfig
 RECHECK_AT_START = 3600.0
 
 
+def merged(spans: list[tuple[float, float]], gap: float = 1.0) -> list[tuple[float, float]]:
+    """Overlapping or nearly adjacent spans as one (what is kept while the database is away
+    stays small: live writes form one span)."""
+    out: list[tuple[float, float]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1] + gap:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 class SealingTask:
-    def __init__(self, sealer: Sealer, take_marks: Callable[[], set[int]], cfg: RecordConfig,
+    def __init__(self, sealer: Sealer, take_marks: Callable[[], list[tuple[float, float]]], cfg: RecordConfig,
                  failed: Callable[[str, Exception], None], clock: Callable[[], float] = time.time):
         self.sealer, self.take_marks, self.cfg, self.failed, self.clock = sealer, take_marks, cfg, failed, clock
-        self.pending: set[int] = set()
+        self.pending: list[tuple[float, float]] = []
         self.rechecked = False
 
     async def round(self) -> None:
         if not self.rechecked:
             await self.sealer.reseal(recheck=RECHECK_AT_START)
             self.rechecked = True
-        self.pending |= self.take_marks()
-        marks, self.pending = self.pending, set()
+        marks, self.pending = merged(self.pending + self.take_marks()), []
         try:
             await self.sealer.reseal(marks)
         except BaseException:
-            self.pending |= marks
+            self.pending = marks + self.pending
             raise
         while await self.sealer.seal(self.clock()) >= self.sealer.MAX_SLICES:
             await asyncio.sleep(0)  # a backlog: the next rounds at once
