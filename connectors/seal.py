@@ -4,8 +4,9 @@ Readings are far too many to chain one by one. Once a slice of time (``width`` s
 complete — its end at least ``horizon`` seconds in the past, so readings arriving that late are
 still in it — :meth:`Sealer.seal` computes, in the database, one digest per sensor of the slice:
 
-    sha256 over the sensor's rows in time order, each row = int8 microseconds since the epoch,
-    float8 value, int2 quality (robot readings: also float8 x, float8 y and the area id)
+    sha256 over the sensor's rows in time order, each row = the time as PostgreSQL sends it
+    (int8 microseconds since 2000-01-01), float8 value, int2 quality (robot readings: also
+    float8 x, float8 y and the area id)
 
 and appends one audit entry (kind ``seal``) per slice and table holding every sensor's row count
 and digest, then one entry saying up to where everything is sealed (``sealed_until``). Dead
@@ -34,11 +35,11 @@ import asyncpg
 from . import audit
 
 #: the rows of one sensor in one slice, each as fixed-width bytes, hashed in time order
+#: (``timestamptz_send``: the stored int8 of microseconds since 2000-01-01, no arithmetic per row)
 _ROW = {
-    "readings": "int8send((extract(epoch FROM time) * 1000000)::bigint) || float8send(value) || int2send(quality)",
-    "robot_readings": ("int8send((extract(epoch FROM time) * 1000000)::bigint) || float8send(value)"
-                       " || int2send(quality) || float8send(x) || float8send(y)"
-                       " || convert_to(coalesce(area_id, ''), 'UTF8')"),
+    "readings": "timestamptz_send(time) || float8send(value) || int2send(quality)",
+    "robot_readings": ("timestamptz_send(time) || float8send(value) || int2send(quality) || float8send(x)"
+                       " || float8send(y) || convert_to(coalesce(area_id, ''), 'UTF8')"),
 }
 TABLES = tuple(_ROW)
 #: the dead letter columns a seal fingerprints (long ones by their SHA-256)
@@ -46,8 +47,8 @@ DEAD_COLS = ("topic", "collector", "seq", "reason", "msg_key", "detail_sha256", 
 
 
 def _digest_sql(table: str) -> str:
-    return (f"SELECT floor(extract(epoch FROM time) / $3)::bigint AS slice, sensor_id, count(*) AS n,"
-            f" encode(sha256(string_agg({_ROW[table]}, ''::bytea ORDER BY time)), 'hex') AS digest"
+    return (f"SELECT date_bin(make_interval(secs => $3), time, timestamptz 'epoch') AS slice, sensor_id,"
+            f" count(*) AS n, encode(sha256(string_agg({_ROW[table]}, ''::bytea ORDER BY time)), 'hex') AS digest"
             f" FROM {table} WHERE time >= $1 AND time < $2 GROUP BY 1, 2")
 
 
@@ -63,7 +64,7 @@ async def digests(conn: asyncpg.Connection, table: str, lo_us: int, hi_us: int,
                   width: int) -> dict[tuple[int, int], tuple[int, str]]:
     """(slice start in µs, sensor id) -> (rows, digest) of ``table`` in [lo, hi)."""
     rows = await conn.fetch(_digest_sql(table), _ts(lo_us), _ts(hi_us), float(width))
-    return {(int(r["slice"]) * width * 1_000_000, r["sensor_id"]): (r["n"], r["digest"]) for r in rows}
+    return {(audit.micros(r["slice"]), r["sensor_id"]): (r["n"], r["digest"]) for r in rows}
 
 
 async def dead_letter_rows(conn: asyncpg.Connection, lo_us: int, hi_us: int) -> dict[int, dict[str, Any]]:
