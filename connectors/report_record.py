@@ -52,8 +52,8 @@ def check_report(record: dict[str, Any], entries: list[dict[str, Any]]) -> list[
     for x in upto:
         b = x["body"]
         if x["kind"] == "seal" and "sensors" in b:
-            for sid, (n, d) in b["sensors"].items():
-                sealed[(b["table"], b["start"], int(sid))] = (n, d)
+            for sid, n, d in b["sensors"]:
+                sealed[(b["table"], b["start"], sid)] = (n, d)
     for s in record["slices"]:
         got = sealed.get((s["table"], s["start"], s["sensor_id"]))
         if got != (s["n"], s["digest"]):

@@ -8,8 +8,8 @@ still in it — :meth:`Sealer.seal` computes, in the database, one digest per se
     (int8 microseconds since 2000-01-01), float8 value, int2 quality (robot readings: also
     float8 x, float8 y and the area id)
 
-and appends one audit entry (kind ``seal``) per slice and table holding every sensor's row count
-and digest, then one entry saying up to where everything is sealed (``sealed_until``). Dead
+and appends one audit entry (kind ``seal``) per slice and table holding every sensor's
+``[sensor id, row count, digest]``, then one entry saying up to where everything is sealed (``sealed_until``). Dead
 letters are sealed by the time they were received, one fingerprint per row.
 
 A reading that arrives after its slice was sealed is stored as usual and the slice gets a
@@ -108,8 +108,8 @@ async def chained(conn: asyncpg.Connection, lo_us: int | None = None, hi_us: int
             for k, v in b["rows"].items():
                 st.dead[int(k)] = (v, r["seq"])
         else:
-            for sid, (n, d) in b["sensors"].items():
-                st.slices[(b["table"], b["start"], int(sid))] = (n, d, r["seq"])
+            for sid, n, d in b["sensors"]:
+                st.slices[(b["table"], b["start"], sid)] = (n, d, r["seq"])
     return st
 
 
@@ -145,12 +145,13 @@ class Sealer:
             found = {t: await digests(conn, t, lo, hi, self.width) for t in TABLES}
             dead = await dead_letter_rows(conn, lo, hi)
             for table, dg in found.items():
-                by_slice: dict[int, dict[str, list]] = {}
+                by_slice: dict[int, list[list]] = {}
                 for (start, sid), (n, d) in sorted(dg.items()):
-                    by_slice.setdefault(start, {})[str(sid)] = [n, d]
+                    by_slice.setdefault(start, []).append([sid, n, d])
                 for start, sensors in sorted(by_slice.items()):
                     await audit.append(conn, "seal", f"slice:{table}:{start}", {
-                        "table": table, "start": start, "width": self.width, "delta": False, "sensors": sensors})
+                        "table": table, "start": start, "width": self.width, "delta": False, "sensors": sensors},
+                        plain=True)
             if dead:
                 await audit.append(conn, "seal", f"slice:dead_letters:{lo}", {
                     "table": "dead_letters", "start": lo, "width": (hi - lo) // 1_000_000, "delta": False,
@@ -188,12 +189,12 @@ class Sealer:
                 for table in TABLES:
                     now_ = await digests(conn, table, start, start + w_us, self.width)
                     was = {sid: (c, d) for (t, s, sid), (c, d, _) in have.slices.items() if t == table and s == start}
-                    changed = {str(sid): list(v) for (_, sid), v in now_.items() if was.get(sid) != v}
-                    changed |= {str(sid): [0, None] for sid, v in was.items() if v[0] and (start, sid) not in now_}
+                    changed = {sid: [sid, *v] for (_, sid), v in now_.items() if was.get(sid) != v}
+                    changed |= {sid: [sid, 0, None] for sid, v in was.items() if v[0] and (start, sid) not in now_}
                     if changed:
                         await audit.append(conn, "seal", f"slice:{table}:{start}", {
                             "table": table, "start": start, "width": self.width, "delta": True,
-                            "sensors": dict(sorted(changed.items()))})
+                            "sensors": [changed[k] for k in sorted(changed)]})
                         n += 1
         return n
 

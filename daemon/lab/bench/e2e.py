@@ -22,6 +22,19 @@ async def _count(dsn: str, table: str = "readings") -> int:
         await conn.close()
 
 
+async def _sealed(dsn: str) -> dict:
+    """Seal entries chained, sealed deltas among them, and the rows their first seals cover."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        r = await conn.fetchrow(
+            "SELECT count(*) AS entries, count(*) FILTER (WHERE body->>'delta' = 'true') AS deltas,"
+            " coalesce(sum((SELECT sum((v->>1)::bigint) FROM jsonb_array_elements(body->'sensors') AS e(v)))"
+            "  FILTER (WHERE body->>'delta' = 'false'), 0)::bigint AS rows FROM audit_log WHERE kind = 'seal'")
+    finally:
+        await conn.close()
+    return {"seal_entries": r["entries"], "seal_deltas": r["deltas"], "sealed_rows": r["rows"]}
+
+
 async def start_daemon(svc: Services, workdir: Path, n: int, *, name: str = "daemon", ingest: str = "",
                        database: str = "", cluster: str = "", client_id: str | None = None,
                        dsn: str | None = None, record: str = "") -> tuple[Daemon, str, str]:
@@ -81,7 +94,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             if sa > 0:
                 break
         rows = await _count(dsn)
-        sealed = await _count(dsn, "audit_log WHERE kind = 'seal'")  # sealing entries chained during the run
+        sealed = await _sealed(dsn)  # what was sealed during the run
         m = d.metrics()
         rss_end = d.sample_rss()
         # steady state: rate between 10 % and 90 % of the total stored
@@ -95,7 +108,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             "publish_seconds": res["t_end"] - res["t_start"],
             "publish_rate": res["sent"] / max(1e-9, res["t_end"] - res["t_start"]),
             "seconds": t_done - res["t_start"], "rate": rows / max(1e-9, t_done - res["t_start"]),
-            "steady_rate": steady, "cpu_s": cpu, "seal_entries": sealed,
+            "steady_rate": steady, "cpu_s": cpu, **sealed,
             "cpu_us_per_reading": {k: v / max(1, rows) * 1e6 for k, v in cpu.items() if k != "wall"},
             "peak_rss": max(d.peak_rss, d.hwm()), "rss_end": rss_end, "write_batches": m.get("plantwatch_write_batches_total", 0),
             "duplicates": m.get("plantwatch_readings_duplicate_total", 0),
