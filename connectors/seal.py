@@ -274,3 +274,17 @@ async def verify_dead_letters(conn: asyncpg.Connection, st: SealedState) -> list
                     out.append(audit.Problem(seq, "altered", f"dead_letters row {i} column {col}: chained"
                                                              f" {fp.get(col)!r}, stored {row[col]!r}"))
     return out
+
+
+async def sealed_summary(dsn: str) -> dict[str, int]:
+    """Seal entries chained, sealed deltas among them, and the rows their first seals cover
+    (the benchmark's sealing phase)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        r = await conn.fetchrow(
+            "SELECT count(*) AS entries, count(*) FILTER (WHERE body->>'delta' = 'true') AS deltas,"
+            " coalesce(sum((SELECT sum((v->>1)::bigint) FROM jsonb_array_elements(body->'sensors') AS e(v)))"
+            "  FILTER (WHERE body->>'delta' = 'false'), 0)::bigint AS rows FROM audit_log WHERE kind = 'seal'")
+    finally:
+        await conn.close()
+    return {"seal_entries": r["entries"], "seal_deltas": r["deltas"], "sealed_rows": r["rows"]}

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiomqtt
 import asyncpg
 
+from plantwatch.connectors.seal import sealed_summary
 from plantwatch.daemon.lab.bench.env import SITE, CpuMeter, Daemon, Services, new_port, site_yaml
 from plantwatch.daemon.lab.bench.load import LoadSpec, Publisher
 
@@ -20,19 +21,6 @@ async def _count(dsn: str, table: str = "readings") -> int:
         return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
     finally:
         await conn.close()
-
-
-async def _sealed(dsn: str) -> dict:
-    """Seal entries chained, sealed deltas among them, and the rows their first seals cover."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        r = await conn.fetchrow(
-            "SELECT count(*) AS entries, count(*) FILTER (WHERE body->>'delta' = 'true') AS deltas,"
-            " coalesce(sum((SELECT sum((v->>1)::bigint) FROM jsonb_array_elements(body->'sensors') AS e(v)))"
-            "  FILTER (WHERE body->>'delta' = 'false'), 0)::bigint AS rows FROM audit_log WHERE kind = 'seal'")
-    finally:
-        await conn.close()
-    return {"seal_entries": r["entries"], "seal_deltas": r["deltas"], "sealed_rows": r["rows"]}
 
 
 async def start_daemon(svc: Services, workdir: Path, n: int, *, name: str = "daemon", ingest: str = "",
@@ -94,7 +82,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             if sa > 0:
                 break
         rows = await _count(dsn)
-        sealed = await _sealed(dsn)  # what was sealed during the run
+        sealed = await sealed_summary(dsn)  # what was sealed during the run
         m = d.metrics()
         rss_end = d.sample_rss()
         # steady state: rate between 10 % and 90 % of the total stored
