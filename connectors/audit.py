@@ -15,48 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 import asyncpg
 
+from .audit_rows import verify_rows
+from .audit_base import Problem, canonical, clean, micros  # noqa: F401 - re-exported
+
 GENESIS = "0" * 64
 EXPORT_FORMAT = "plantwatch-audit-export/1"
-
-
-def clean(obj: Any) -> Any:
-    """A JSON value that survives jsonb unchanged: non-finite floats become strings, -0.0 is 0.0,
-    NUL characters are dropped, keys are strings."""
-    if isinstance(obj, float):
-        if not math.isfinite(obj):
-            return repr(obj)
-        return 0.0 if obj == 0 else obj
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, str):
-        return obj.replace("\x00", "")
-    if isinstance(obj, (bool, int)) or obj is None:
-        return obj
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return str(obj)
-
-
-def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
-
-
-def micros(t: datetime) -> int:
-    """Exact microseconds since the epoch (what timestamptz stores)."""
-    return (t - _EPOCH) // _US
 
 
 def entry_hash(prev_hash: str, seq: int, time_us: int, kind: str, ref: str, body: Any) -> str:
@@ -65,12 +34,14 @@ def entry_hash(prev_hash: str, seq: int, time_us: int, kind: str, ref: str, body
 
 
 async def append(conn: asyncpg.Connection, kind: str, ref: str, body: dict[str, Any],
-                 time: datetime | None = None) -> tuple[int, str]:
-    """Append one entry inside the caller's transaction; returns (seq, hash)."""
+                 time: datetime | None = None, *, plain: bool = False) -> tuple[int, str]:
+    """Append one entry inside the caller's transaction; returns (seq, hash). ``plain``: the body
+    holds only ints, finite floats, plain strings, lists and string-keyed dicts already (a seal
+    of thousands of sensors: no second walk through it)."""
     head = await conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
     seq = head["seq"] + 1
     t = time or datetime.now(timezone.utc)
-    body = clean(body)
+    body = body if plain else clean(body)
     h = entry_hash(head["hash"], seq, micros(t), kind, ref, body)
     await conn.execute("INSERT INTO audit_log (seq, time, kind, ref, body, prev_hash, hash)"
                        " VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7)",
@@ -81,23 +52,13 @@ async def append(conn: asyncpg.Connection, kind: str, ref: str, body: dict[str, 
 
 # --- verification ------------------------------------------------------------------------------
 @dataclass
-class Problem:
-    seq: int | None
-    kind: str  # altered | inserted | deleted | moved | head
-    detail: str
-
-    def __str__(self) -> str:
-        where = f"seq {self.seq}" if self.seq is not None else "chain"
-        return f"{where}: {self.kind}: {self.detail}"
-
-
-@dataclass
 class Verdict:
     entries: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
     last_hash: str = GENESIS
     problems: list[Problem] = field(default_factory=list)
+    sealed: tuple[int | None, int | None] = (None, None)  # µs: readings sealed in [from, until)
 
     @property
     def ok(self) -> bool:
@@ -223,63 +184,50 @@ def verify_lines(lines: Iterable[str], *, anchor: str | None = None, last_hash: 
                  head=(last, end) if last is not None and end else None)
 
 
+# --- external anchoring: the chain against a head exported earlier ------------------------------
+def earlier_head(text: str) -> tuple[int, str, dict[int, str]]:
+    """An earlier exported head: ``SEQ:HASH`` or an earlier export's JSON lines (whose last
+    entry is the head; its entries let the first rewritten one be named)."""
+    text = text.strip()
+    if ":" in text.splitlines()[0] and not text.startswith("{"):
+        seq, h = text.split(":", 1)
+        return int(seq), h.strip(), {}
+    lines = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+    if not lines or lines[0].get("format") != EXPORT_FORMAT:
+        raise ValueError("not a plantwatch audit export nor SEQ:HASH")
+    hashes = {int(e["seq"]): e["hash"] for e in lines[1:]}
+    if not hashes:
+        raise ValueError("the earlier export holds no entries")
+    last = max(hashes)
+    return last, hashes[last], hashes
+
+
+def against_earlier(current: dict[int, str], head: tuple[int, str, dict[int, str]]) -> list[Problem]:
+    """``current`` (seq -> hash) checked against an earlier exported head: the chain must still
+    hold that head at its seq. A chain truncated and rebuilt from a point (every hash recomputed,
+    so it verifies on its own) differs there; with the earlier entries, the first rewritten one
+    is named."""
+    seq, h, earlier = head
+    if not current or max(current) < seq:
+        last = max(current) if current else 0
+        return [Problem(last + 1, "deleted", f"the chain ends at seq {last}, before the earlier exported head"
+                                             f" (seq {seq}, {h[:16]}…): truncated")]
+    if seq not in current:
+        return [Problem(seq, "deleted", f"seq {seq} (the earlier exported head) is not in this range")]
+    if current[seq] == h:
+        return []
+    first = next((s for s in sorted(earlier) if s in current and current[s] != earlier[s]), seq)
+    return [Problem(first, "rewritten", f"the chain was rewritten from seq {first}: the earlier export has"
+                                        f" {earlier.get(first, h)[:16]}… there, the chain now {current[first][:16]}…"
+                                        f" (earlier head seq {seq} {h[:16]}…)")]
+
+
+async def hashes(conn: asyncpg.Connection, lo: int, hi: int) -> dict[int, str]:
+    return {r["seq"]: r["hash"] for r in await conn.fetch(
+        "SELECT seq, hash FROM audit_log WHERE seq BETWEEN $1 AND $2", lo, hi)}
+
+
 # --- cross-check: do the tables still say what the chain recorded? ------------------------------
-def _unpaired(r: Any, table: str, what: str, problems: list[Problem]) -> bool:
-    """A row of ``table`` full-joined with its audit entries: record a missing side, if any."""
-    if r["id"] is None:
-        problems.append(Problem(r["seq"], "deleted", f"the {what} it records is gone from {table}"))
-        return True
-    if r["seq"] is None:
-        problems.append(Problem(None, "inserted", f"{table} row {r['id']} has no audit entry"))
-        return True
-    return False
-
-
 async def verify_records(conn: asyncpg.Connection) -> list[Problem]:
-    """Compare alarm changes, operator actions, config versions and the alarms' current state
-    with what the (verified) chain recorded: a row edited, deleted or added behind the chain's
-    back is named. ``seq`` in a problem is the audit entry concerned (None: no entry)."""
-    problems: list[Problem] = []
-
-    def differs(a: Any, b: Any) -> bool:
-        return canonical(clean(a)) != canonical(clean(b))
-
-    rows = await conn.fetch(
-        "SELECT c.id, c.alarm_id, c.from_state, c.to_state, c.condition, c.severity, c.cause::text AS cause,"
-        " c.time, l.seq, l.body::text AS body FROM alarm_changes c"
-        " FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = 'alarm_change') l"
-        " ON l.ref = 'alarm_change:' || c.id ORDER BY coalesce(l.seq, 0), c.id")
-    for r in rows:
-        if _unpaired(r, "alarm_changes", "alarm change", problems):
-            continue
-        b = json.loads(r["body"])
-        now = {"alarm_id": r["alarm_id"], "from": r["from_state"], "to": r["to_state"], "condition": r["condition"],
-               "severity": r["severity"], "cause": json.loads(r["cause"])}
-        then = {k: b.get(k) for k in now}
-        if differs(now, then) or abs(r["time"].timestamp() - float(b.get("time", 0))) > 1e-5:
-            problems.append(Problem(r["seq"], "altered", f"alarm_changes row {r['id']} differs from its audit entry"))
-    rows = await conn.fetch(
-        "SELECT o.id, o.alarm_id, o.action, o.actor, o.role, o.reason, o.params::text AS params, o.from_state,"
-        " o.to_state, l.seq, l.body::text AS body FROM operator_actions o"
-        " FULL JOIN (SELECT seq, ref, body FROM audit_log WHERE kind = 'operator_action') l"
-        " ON l.ref = 'operator_action:' || o.id ORDER BY coalesce(l.seq, 0), o.id")
-    for r in rows:
-        if _unpaired(r, "operator_actions", "operator action", problems):
-            continue
-        b = json.loads(r["body"])
-        now = {"alarm_id": r["alarm_id"], "action": r["action"], "actor": r["actor"], "role": r["role"],
-               "reason": r["reason"], "params": json.loads(r["params"]), "from": r["from_state"], "to": r["to_state"]}
-        if differs(now, {k: b.get(k) for k in now}):
-            problems.append(Problem(r["seq"], "altered", f"operator_actions row {r['id']} differs from its audit entry"))
-    for r in await conn.fetch("SELECT hash, content FROM config_versions"):
-        import hashlib as _h
-        if _h.sha256(r["content"].encode()).hexdigest() != r["hash"]:
-            problems.append(Problem(None, "altered", f"config_versions {r['hash'][:12]}…: content does not match its hash"))
-        elif not await conn.fetchval("SELECT 1 FROM audit_log WHERE kind = 'config' AND ref = $1", f"config:{r['hash']}"):
-            problems.append(Problem(None, "inserted", f"config_versions {r['hash'][:12]}… has no audit entry"))
-    for r in await conn.fetch(
-            "SELECT a.id, a.state, c.to_state FROM alarms a LEFT JOIN LATERAL (SELECT to_state FROM alarm_changes"
-            " WHERE alarm_id = a.id ORDER BY id DESC LIMIT 1) c ON true WHERE c.to_state IS DISTINCT FROM a.state"):
-        problems.append(Problem(None, "altered", f"alarm {r['id']} is in state {r['state']!r} but its last recorded"
-                                                 f" change says {r['to_state']!r}"))
-    return problems
+    """Every row a report shows against the chain (``connectors/audit_rows.py``)."""
+    return await verify_rows(conn)

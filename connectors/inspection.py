@@ -1,5 +1,6 @@
-"""The record read over a connection of its own, for the command line (audit, incidents, the
-alarm system's health): the schema is brought up to date first, the connection closed after."""
+"""The record read over a read-only connection of its own, for the command line (audit,
+incidents, the alarm system's health): the schema is checked, never migrated
+(``connectors/readonly.py``); the connection is closed after."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -9,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from . import alarm_db, audit, health
-from .migrations import migrate
+from . import alarm_db, audit, health, seal
+from .readonly import session
 
 
 @asynccontextmanager
@@ -23,19 +24,21 @@ async def connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-@asynccontextmanager
-async def session(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """:func:`connection` with the schema brought up to date first."""
-    async with connection(dsn) as conn:
-        await migrate(conn)
-        yield conn
-
-
-async def verify_audit(dsn: str) -> audit.Verdict:
-    """The audit chain checked end to end, and the tables against what the chain recorded."""
+async def verify_audit(dsn: str, since: datetime | None = None, until: datetime | None = None,
+                       head: tuple[int, str, dict[int, str]] | None = None) -> audit.Verdict:
+    """The audit chain checked end to end; the tables against what the chain recorded; the
+    sealed readings of [since, until) (all when not given) against their chained digests; and,
+    given a head exported earlier, the chain against it."""
     async with session(dsn) as conn:
-        v = await audit.verify(conn)
-        v.problems += await audit.verify_records(conn)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            v = await audit.verify(conn)
+            v.problems += await audit.verify_records(conn)
+            st, slices = await seal.verify_readings(conn, since, until)
+            v.problems += [audit.Problem(p.seq, p.kind, str(p)) for p in slices]
+            v.problems += await seal.verify_dead_letters(conn, st)
+            if head is not None:
+                v.problems += audit.against_earlier(await audit.hashes(conn, 1, max(head[0], v.last_seq or 0)), head)
+        v.sealed = (st.sealed_from, st.sealed_until)
         return v
 
 

@@ -9,6 +9,7 @@ this transaction commits (see ``daemon/ingest/pipeline.py``).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -22,7 +23,11 @@ from .alarm_db import ALARM_AREA, audit_alarm_write
 from .alarm_records import AlarmRecords
 from .errors import availability, driver_errors, refusals
 from .leases import Fence, check_fence
+from .config_record import public_config
 from .migrations import migrate, timescaledb_status
+from .readonly import schema_current
+from .rollups import Rollups
+from .seal import Sealer
 from .storable import safe_text
 from .sparkplug.session import SessionChange
 from .sparkplug_births import load_sessions, write_session_changes
@@ -48,7 +53,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class Store:
+class Store(Rollups):
     """A pool of connections to the plantwatch database."""
 
     #: units written through staging + ON CONFLICT after a duplicate was met, before trying direct COPY again
@@ -59,21 +64,21 @@ class Store:
         self.timescale = timescale
         self._units = 0  # reading units written
         self._direct_after = 0  # unit count from which direct COPY is tried again
-        #: minutes (Unix s // 60) written since their rollup was last computed, and hours whose
-        #: minutes were re-rolled since the hour's own rollup (see ``refresh_dirty``)
-        self.dirty_minutes: set[int] = set()
-        self.dirty_hours: set[int] = set()
+        super().__init__()  # the rollups' dirty minutes, the sealer's marks (connectors/rollups.py)
         #: the alarm room's reads (operator API, the book at start, incident reports)
         self.alarm_records = AlarmRecords(pool)
 
     @classmethod
-    async def open(cls, dsn: str, *, connections: int = 3) -> "Store":
+    async def open(cls, dsn: str, *, connections: int = 3, migrate_schema: bool = True) -> "Store":
+        """A pool; ``migrate_schema``: bring the schema up to date first (``plantwatch run``),
+        else only check it is (read commands: :class:`~plantwatch.connectors.readonly.SchemaOutdated`)."""
         async def init(conn: asyncpg.Connection) -> None:
             await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-            await conn.execute(_STAGE_SQL)  # temp tables live as long as the pooled connection
+            if migrate_schema:
+                await conn.execute(_STAGE_SQL)  # temp tables live as long as the pooled connection
 
         async with _connect(dsn) as conn:
-            await migrate(conn)
+            await (migrate(conn) if migrate_schema else schema_current(conn))
             ts = await timescaledb_status(conn)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=connections, init=init,
                                          command_timeout=60)
@@ -87,6 +92,10 @@ class Store:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+    def sealer(self, *, width: int, horizon: float) -> Sealer:
+        """The sealer of readings over this store's pool (``connectors/seal.py``)."""
+        return Sealer(self.pool, width=width, horizon=horizon)
 
     # --- registry -----------------------------------------------------------------------------
     async def sync_registry(self, site: Any, sensors: Sequence[Any]) -> dict[str, int]:
@@ -139,11 +148,14 @@ class Store:
                 [(ids[tag], det, ll, lo, hi, hh) for tag, det, ll, lo, hi, hh in limits])
 
     async def record_config(self, digest: str, content: str) -> None:
+        """The config loaded, and its part an inspector may read (no credentials), chained."""
+        public = public_config(content)
         async with self.pool.acquire() as conn, conn.transaction():
             new = await conn.fetchval(
-                "INSERT INTO config_versions (hash, content) VALUES ($1, $2) "
-                "ON CONFLICT (hash) DO UPDATE SET last_loaded_at = now() RETURNING (xmax = 0)", digest, content)
-            await audit.append(conn, "config", f"config:{digest}", {"hash": digest, "first_load": bool(new)})
+                "INSERT INTO config_versions (hash, content, public_content) VALUES ($1, $2, $3) "
+                "ON CONFLICT (hash) DO UPDATE SET last_loaded_at = now() RETURNING (xmax = 0)", digest, content, public)
+            await audit.append(conn, "config", f"config:{digest}", {
+                "hash": digest, "first_load": bool(new), "public_sha256": hashlib.sha256(public.encode()).hexdigest()})
 
     # --- the write path -------------------------------------------------------------------------
     async def write(self, readings: ReadingRows | None, robot: RobotRows | None = None,
@@ -174,6 +186,7 @@ class Store:
         whole unit (:class:`~plantwatch.connectors.leases.FencedOut`) when one is stale. Without
         it (one instance) nothing changes."""
         res = WriteResult()
+        robot_t = None
         if alarm_ops and before_alarms is not None:
             await before_alarms()
         async with self.pool.acquire() as conn, conn.transaction():
@@ -182,6 +195,7 @@ class Store:
                 res.duplicates = len(readings) - res.inserted
             if robot is not None and len(robot):
                 res.robot_inserted = await self._copy_robot(conn, robot)
+                robot_t = robot.t
                 res.duplicates += len(robot) - res.robot_inserted
             if dead:
                 res.dead_lettered = await self._dead_letters(conn, dead)
@@ -215,14 +229,9 @@ class Store:
                 await check_fence(conn, fence)  # last: the fences are held only until the commit
         if readings is not None and len(readings):
             self._mark_dirty(readings.t)
+        if robot_t is not None:
+            self._mark_dirty(np.asarray(robot_t, dtype=np.float64), rollup=False)
         return res
-
-    def _mark_dirty(self, t: np.ndarray) -> None:
-        lo, hi = int(t.min() // 60), int(t.max() // 60)
-        if hi - lo <= 3:
-            self.dirty_minutes.update(range(lo, hi + 1))
-        else:  # a batch spanning many minutes (catching up): its distinct minutes only
-            self.dirty_minutes.update(np.unique((t // 60).astype(np.int64)).tolist())
 
     async def _copy_readings(self, conn: asyncpg.Connection, r: ReadingRows) -> int:
         data = pgcopy.encode([("timestamptz", r.t), ("int4", r.sensor_id), ("float8", r.value), ("int2", r.quality)])
@@ -285,7 +294,9 @@ class Store:
     async def latest_config_text(self) -> str | None:
         """The config most recently loaded by a daemon (``config_versions``), or None."""
         async with self.pool.acquire() as conn:
-            return await conn.fetchval("SELECT content FROM config_versions ORDER BY last_loaded_at DESC LIMIT 1")
+            full = await conn.fetchval("SELECT has_column_privilege('config_versions', 'content', 'SELECT')")
+            column = "content" if full else "public_content"  # the read-only role: the part without credentials
+            return await conn.fetchval(f"SELECT {column} FROM config_versions ORDER BY last_loaded_at DESC LIMIT 1")
 
     async def active_alarms(self) -> list[dict[str, Any]]:
         """Alarms not in state normal, for the retained MQTT topic and the API. A database that
@@ -338,69 +349,6 @@ class Store:
             return np.empty(0, np.int32), np.empty(0), np.empty(0), np.empty(0, np.int16)
         t, sid, val, q = pgcopy.decode_fixed(data, ["timestamptz", "int4", "float8", "int2"])
         return sid, t, val, q
-
-    async def refresh_rollups(self, since: float, until: float) -> int:
-        """Recompute the 1-minute rollups of the buckets in [since, until)."""
-        async with self.pool.acquire() as conn:
-            status = await conn.execute(
-                "INSERT INTO readings_1m (bucket, sensor_id, n, avg, min, max, last)"
-                " SELECT date_trunc('minute', time) AS b, sensor_id, count(*), avg(value), min(value), max(value),"
-                " (array_agg(value ORDER BY time DESC))[1]"
-                " FROM readings WHERE time >= date_trunc('minute', $1::timestamptz) AND time < $2"
-                " GROUP BY b, sensor_id"
-                " ON CONFLICT (sensor_id, bucket) DO UPDATE SET n = EXCLUDED.n, avg = EXCLUDED.avg,"
-                " min = EXCLUDED.min, max = EXCLUDED.max, last = EXCLUDED.last",
-                _ts(since), _ts(until))
-        return _count(status)
-
-    async def refresh_hourly(self, since: float, until: float) -> int:
-        """Recompute the 1-hour rollups of the hours in [since, until) from the 1-minute ones."""
-        async with self.pool.acquire() as conn:
-            status = await conn.execute(
-                "INSERT INTO readings_1h (bucket, sensor_id, n, avg, min, max, last)"
-                " SELECT date_trunc('hour', bucket) AS b, sensor_id, sum(n), sum(avg * n) / sum(n), min(min),"
-                " max(max), (array_agg(last ORDER BY bucket DESC))[1]"
-                " FROM readings_1m WHERE bucket >= date_trunc('hour', $1::timestamptz) AND bucket < $2"
-                " GROUP BY b, sensor_id"
-                " ON CONFLICT (sensor_id, bucket) DO UPDATE SET n = EXCLUDED.n, avg = EXCLUDED.avg,"
-                " min = EXCLUDED.min, max = EXCLUDED.max, last = EXCLUDED.last",
-                _ts(since), _ts(until))
-        return _count(status)
-
-    async def refresh_dirty(self, now: float, *, settle: float = 5.0) -> int:
-        """Roll up what was written since the last call: each closed minute that received readings
-        (a minute is closed ``settle`` seconds after its end), then each closed hour whose minutes
-        changed. Every reading is aggregated about once, instead of re-aggregating a fixed trailing
-        window at every call. Late readings mark their minute (and hour) dirty again."""
-        ready = sorted(m for m in self.dirty_minutes if (m + 1) * 60 <= now - settle)
-        n = 0
-        for lo, hi in _runs(ready):
-            n += await self.refresh_rollups(lo * 60.0, (hi + 1) * 60.0)
-            self.dirty_minutes.difference_update(range(lo, hi + 1))
-            self.dirty_hours.update(range(lo // 60, hi // 60 + 1))
-        for lo, hi in _runs(sorted(h for h in self.dirty_hours if (h + 1) * 3600 <= now - settle - 60)):
-            n += await self.refresh_hourly(lo * 3600.0, (hi + 1) * 3600.0)
-            self.dirty_hours.difference_update(range(lo, hi + 1))
-        return n
-
-    async def mark_unrolled(self, now: float, *, lookback: float = 7200.0) -> None:
-        """At start: readings written after the newest rollup (before a crash) become dirty."""
-        async with self.pool.acquire() as conn:
-            last = await conn.fetchval("SELECT extract(epoch FROM max(bucket))::float8 FROM readings_1m"
-                                       " WHERE bucket > $1", _ts(now - lookback))
-        t0 = last if last is not None else now - lookback
-        self.dirty_minutes.update(range(int(t0 // 60), int(now // 60) + 1))
-
-
-def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:
-    """[1, 2, 3, 7, 8] -> [(1, 3), (7, 8)]"""
-    out: list[tuple[int, int]] = []
-    for x in sorted_ints:
-        if out and x == out[-1][1] + 1:
-            out[-1] = (out[-1][0], x)
-        else:
-            out.append((x, x))
-    return out
 
 
 async def apply_alarm_ops(conn: asyncpg.Connection, ops: Sequence[AlarmOp]) -> list[int]:

@@ -33,6 +33,7 @@ from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.detection import DetectorSet
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.ingest.intake import Intake, IntakeDeps
+from plantwatch.daemon.ingest.sealing import SealingTask
 from plantwatch.daemon.ingest.partitions import instance_client_id
 from plantwatch.daemon.exits import GraceExceeded, StartupError
 from plantwatch.daemon.ingest.pipeline import Pipeline
@@ -152,6 +153,7 @@ class Daemon:
                 notifier = tg.create_task(self.alarm_pub.run(), name="alarm-publisher")
                 timer = tg.create_task(self._timer(), name="timer")
                 stalls = tg.create_task(self.pipeline.watch_stalls(), name="stall-watch")
+                sealing = tg.create_task(self._sealing(), name="sealing")  # readings sealed in the audit chain
                 status_id = instance_client_id(self.client_id, cfg.cluster, "status")
                 self.announcer = SiteAnnouncer(cfg, self.ep.broker, client_id=status_id, ready=self.ready)
                 status = tg.create_task(self.announcer.run(), name="site-status")
@@ -164,7 +166,7 @@ class Daemon:
                 log.info("stopping: no more intake; flushing and draining (at most %g s)", grace)
                 try:
                     async with asyncio.timeout(grace):
-                        await self._shut_down(writers, notifier, (timer, stalls, status), alarm_mgmt, ingest)
+                        await self._shut_down(writers, notifier, (timer, stalls, status, sealing), alarm_mgmt, ingest)
                 except TimeoutError:
                     raise self._give_up(grace) from None
         finally:
@@ -259,6 +261,12 @@ class Daemon:
             await self.store.refresh_dirty(now)
         except Exception as e:  # noqa: BLE001 - counted and logged; the dirty minutes are retried
             self._failed("rollup", e)
+
+    async def _sealing(self) -> None:
+        rec = self.cfg.record
+        if rec.seal:
+            sealer = self.store.sealer(width=rec.slice_seconds, horizon=rec.horizon_seconds)
+            await SealingTask(sealer, self.store.take_seal_marks, rec, self._failed).run()
 
     def _failed(self, task: str, e: Exception, what: str = "") -> None:
         """Background work that failed and is retried: counted and logged, never silent."""

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_bench_tiny_run_writes_json_and_accounts_for_every_reading(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = main(["--quick", "--sensors", "200", "--readings", "20000", "--latency-seconds", "3",
+    rc = main(["--quick", "--sensors", "200", "--seal-sensors", "200", "--readings", "20000", "--latency-seconds", "3",
                "--query-rows", "100000", "--fast-db", "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
@@ -25,5 +25,7 @@ def test_bench_tiny_run_writes_json_and_accounts_for_every_reading(tmp_path, cap
         assert r["store"]["n"] > 0 and r["alarm"]["n"] > 0, r["why_empty"]
         assert r["why_empty"] == {} and r["errors"] == {}
     assert res["naive"]["rows"] > 0
+    sc = res["seal_cost"]  # the rate with sealing off and on, in the same run
+    assert sc["all_accounted"] and [r["seal"] for r in sc["runs"]] == [False, True, True, False], sc["runs"]
     assert res["queries"]["rows"] > 0 and res["queries"]["site_7d"]["rows_returned"] > 0
     assert "plantwatch bench" in capsys.readouterr().out

@@ -40,6 +40,7 @@ from plantwatch.daemon.alarms.console_api import ConsoleRoutes
 from plantwatch.daemon.alarms.console_push import ConsolePush
 from plantwatch.daemon.alarms.console_session import CsrfRefused, Sessions
 from plantwatch.daemon.config.console_users import DUMMY, password_matches
+from plantwatch.daemon.alarms.report_route import add_report_route
 from plantwatch.daemon.config.model import ApiConfig
 from plantwatch.daemon.exits import StartupError
 from plantwatch.daemon.alarms.lifecycle import ACTIONS, ActionError, ManagedAlarmBook
@@ -198,6 +199,7 @@ class Api:
         r.add_get("/api/incidents", self.list_incidents)
         r.add_get("/api/incidents/{id}", self.get_incident)
         r.add_get("/api/incidents/{id}/report", self.incident_report)
+        add_report_route(r)  # the stable address /incidents/{id}/report (daemon/alarms/report_route.py)
         r.add_get("/api/audit/verify", self.audit_verify)
         return app
 

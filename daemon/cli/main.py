@@ -144,6 +144,7 @@ def _leaves(e: BaseException) -> list[BaseException]:
 
 # --- backtest ----------------------------------------------------------------------------------
 def cmd_backtest(args: argparse.Namespace) -> int:
+    from plantwatch.daemon.cli.dbaccess import one_line
     from plantwatch.daemon.config.model import ConfigError, load_config, load_config_text
 
     try:
@@ -162,7 +163,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
         from plantwatch.daemon.lab import backtest as bt
 
-        store = await Store.open(dsn)
+        store = await Store.open(dsn, migrate_schema=False)  # reads only: the read-only role is enough
         try:
             act = active
             if act is None:
@@ -182,7 +183,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             Path(args.json).write_text(json.dumps(bt.to_json(res), indent=2))
         return 0
 
-    return asyncio.run(go())
+    return one_line(lambda _: asyncio.run(go()))(args)
 
 
 # --- transfer ----------------------------------------------------------------------------------
@@ -273,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the daemon's answer (default 60)")
     ca.set_defaults(func=cmd_config_apply)
 
-    from plantwatch.daemon.cli.alarms import register  # audit, incident, alarms, token, api
-    register(sub)
+    from plantwatch.daemon.cli import alarms, audit, db, incident
+    for group in (audit, incident, db, alarms):  # audit; incident; db migrate; alarms, token, api
+        group.register(sub)
     _describe(p)
     return p
 

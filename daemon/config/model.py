@@ -23,6 +23,7 @@ from plantwatch.daemon.config.alarm_sections import (AlarmRef, AlarmsConfig, Api
                                                      NotifyConfig, Position, SuppressRule, Webhook)
 from plantwatch.daemon.config.checks import range_problems, reference_problems, valid_sensors
 from plantwatch.daemon.config.inventory import InventoryConfig, inventory_problems
+from plantwatch.daemon.config.record import RecordConfig
 from plantwatch.daemon.config.loader import ConfigSyntaxError, Located, load_yaml, load_yaml_file
 from plantwatch.daemon.config.problems import (ConfigError, fmt_path, line_col, located_problem, param_problems,
                                                validation_problems)
@@ -74,6 +75,8 @@ class Config(Model):
     sparkplug: SparkplugConfig | None = None
     #: tanks whose inventory is reconciled against declared transfers (docs/security.md)
     inventory: InventoryConfig = InventoryConfig()
+    #: readings sealed in time slices in the audit chain (docs/audit.md)
+    record: RecordConfig = RecordConfig()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo):

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-message", type=int, default=100, help="readings per MQTT message")
     p.add_argument("--query-rows", type=int, default=None, help="rows in the query table (default 1M quick, 20M full)")
     p.add_argument("--latency-seconds", type=float, default=None, help="length of the latency phase")
-    p.add_argument("--skip", default="", help="comma-separated phases to skip: limits,e2e,latency,naive,queries")
+    p.add_argument("--skip", default="", help="comma-separated phases to skip: limits,e2e,seal,latency,naive,queries")
+    p.add_argument("--seal-sensors", type=int, default=10_000, help="sensors of the sealing-cost phase (rate with"
+                                                                     " sealing off and on, alternated)")
     p.add_argument("--plain-postgres", action="store_true", help="PostgreSQL without TimescaleDB")
     p.add_argument("--fast-db", action="store_true", help="fsync off (not honest for storage numbers; reported)")
     p.add_argument("--profile", metavar="DIR", help="py-spy record the daemon during the end-to-end runs")
@@ -93,6 +95,13 @@ async def _main(args: argparse.Namespace) -> int:
                 r = await e2e.throughput(svc, workdir, n, total, per_message=args.per_message, profile=prof)
                 res["e2e"].append(r)
                 step(f"  {r['rate']:,.0f} readings/s, rows {r['rows']:,} of {r['published']:,}")
+        if "seal" not in skip:
+            from plantwatch.daemon.lab.bench.seal_cost import seal_cost
+            step(f"sealing cost: {args.seal_sensors} sensors, {total} readings, sealing off and on alternated")
+            res["seal_cost"] = s = await seal_cost(svc, workdir, args.seal_sensors, total, per_message=args.per_message,
+                                                   step=step)
+            step(f"  sealing: {s['rate_off']:,.0f} readings/s off, {s['rate_on']:,.0f} on: cost {s['cost_pct']:.1f} %"
+                 f" (target ≤ {s['target_pct']:g} %)")
         if "latency" not in skip:
             n = max(sizes)
             # the maximum is the run's overall rate (rows over the time from first publish to last row): its

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiomqtt
 
 from plantwatch.connectors.rig_db import RigDb
+from plantwatch.connectors.seal import sealed_summary
 from plantwatch.daemon.lab.bench.env import SITE, CpuMeter, Daemon, Services, new_port, site_yaml
 from plantwatch.daemon.lab.bench.load import LoadSpec, Publisher
 
@@ -21,13 +22,13 @@ async def _count(dsn: str, table: str = "readings") -> int:
 
 async def start_daemon(svc: Services, workdir: Path, n: int, *, name: str = "daemon", ingest: str = "",
                        database: str = "", cluster: str = "", client_id: str | None = None,
-                       dsn: str | None = None) -> tuple[Daemon, str, str]:
+                       dsn: str | None = None, record: str = "") -> tuple[Daemon, str, str]:
     dsn = dsn or await svc.fresh_db()
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     port = new_port()
     y = site_yaml(n, host=svc.broker.host, port=svc.broker.port, prefix=prefix, dsn=dsn,
                   client_id=client_id or f"pw-{uuid.uuid4().hex[:8]}", metrics_port=port, ingest=ingest,
-                  cluster=cluster, database=database)
+                  cluster=cluster, database=database, record=record)
     d = Daemon(workdir, y, port, name=name)
     d.start()
     await d.wait_connected()
@@ -36,9 +37,10 @@ async def start_daemon(svc: Services, workdir: Path, n: int, *, name: str = "dae
 
 async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_message: int = 100,
                      profile: Path | None = None, ingest: str = "", database: str = "",
-                     max_ahead: int | None = 400_000) -> dict:
+                     max_ahead: int | None = 400_000, record: str = "") -> dict:
     """Publish ``total`` readings as fast as possible; sustained rate = rows stored per second."""
-    d, dsn, prefix = await start_daemon(svc, workdir, n, name=f"daemon-{n}", ingest=ingest, database=database)
+    d, dsn, prefix = await start_daemon(svc, workdir, n, name=f"daemon-{n}", ingest=ingest, database=database,
+                                        record=record)
     spy = None
     try:
         if profile is not None:
@@ -77,6 +79,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             if sa > 0:
                 break
         rows = await _count(dsn)
+        sealed = await sealed_summary(dsn)  # what was sealed during the run
         m = d.metrics()
         rss_end = d.sample_rss()
         # steady state: rate between 10 % and 90 % of the total stored
@@ -90,7 +93,7 @@ async def throughput(svc: Services, workdir: Path, n: int, total: int, *, per_me
             "publish_seconds": res["t_end"] - res["t_start"],
             "publish_rate": res["sent"] / max(1e-9, res["t_end"] - res["t_start"]),
             "seconds": t_done - res["t_start"], "rate": rows / max(1e-9, t_done - res["t_start"]),
-            "steady_rate": steady, "cpu_s": cpu,
+            "steady_rate": steady, "cpu_s": cpu, **sealed,
             "cpu_us_per_reading": {k: v / max(1, rows) * 1e6 for k, v in cpu.items() if k != "wall"},
             "peak_rss": max(d.peak_rss, d.hwm()), "rss_end": rss_end, "write_batches": m.get("plantwatch_write_batches_total", 0),
             "duplicates": m.get("plantwatch_readings_duplicate_total", 0),

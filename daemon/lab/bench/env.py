@@ -67,7 +67,7 @@ def area_of(i: int) -> str:
 
 def site_yaml(n: int, *, host: str, port: int, prefix: str, dsn: str, client_id: str, metrics_port: int,
               ingest: str = "", cluster: str = "", detectors: str | None = None, database: str = "",
-              per_collector: int = SENSORS_PER_COLLECTOR, state: str = "") -> str:
+              per_collector: int = SENSORS_PER_COLLECTOR, state: str = "", record: str = "") -> str:
     areas = ", ".join(f"A{a}" for a in range(N_AREAS))
     lines = [f"site: {{id: {SITE}, areas: [{', '.join('{id: A%d}' % a for a in range(N_AREAS))}]}}",
              f"mqtt: {{host: {host}, port: {port}, topic_prefix: {prefix}, client_id: {client_id}}}",
@@ -79,6 +79,8 @@ def site_yaml(n: int, *, host: str, port: int, prefix: str, dsn: str, client_id:
         lines.append(f"cluster: {cluster}")
     if state:
         lines.append(f"state: {state}")
+    if record:
+        lines.append(f"record: {record}")
     lines.append("sensors:")
     for i in range(n):
         k = i % 5

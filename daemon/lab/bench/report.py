@@ -101,6 +101,13 @@ def render(res: dict, console: Console | None = None) -> None:
         t.add_row(f"daemon peak RSS, {r['sensors']:,} sensors", f"{r['peak_rss'] / 2**20:,.0f} MiB",
                   f"peak (VmHWM, includes loading the config); {r.get('rss_end', 0) / 2**20:,.0f} MiB after the run",
                   f"< 1 GiB {_ok(v.get('rss'))}")
+    sc = res.get("seal_cost")
+    if sc:
+        cpu = sc["cpu_us_per_reading"]
+        t.add_row(f"sealing cost, {sc['sensors']:,} sensors", f"{sc['cost_pct']:.1f} % of the rate",
+                  f"{sc['rate_off']:,.0f}/s off, {sc['rate_on']:,.0f}/s on (median of {sc['rounds']}); CPU µs/reading "
+                  f"daemon {cpu['daemon'][0]:.2f} → {cpu['daemon'][1]:.2f}, DB {cpu['db'][0]:.2f} → {cpu['db'][1]:.2f}",
+                  f"≤ {sc['target_pct']:g} % {_ok(sc['cost_pct'] <= sc['target_pct'])}")
     runs = latency_runs(res)
     if runs:
         t.add_section()
