@@ -22,7 +22,7 @@ def test_an_unreachable_database_is_one_line_and_the_traceback_needs_v():
     p = plantwatch("incident", "list", "--dsn", dsn)
     assert p.returncode == 1 and p.stdout == "", p
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("plantwatch incident: error: ConnectionRefusedError"), p.stderr
+    assert len(lines) == 1 and lines[0].startswith("plantwatch: database unreachable: ConnectionRefusedError"), p.stderr
     v = plantwatch("-v", "incident", "list", "--dsn", dsn)
     assert v.returncode == 1 and "Traceback" in v.stderr, v.stderr
 

@@ -123,7 +123,10 @@ async def test_console_open_report_is_the_stable_report_address(record):
             wait = WebDriverWait(b, 30)
             b.get(f"{base}/incidents/{iid}/report")  # no token yet: says where to log in
             no_token = wait.until(EC.presence_of_element_located((By.ID, "status"))).text
-            b.execute_script("sessionStorage.setItem('pw-token', arguments[0])", token)
+            # log in as the console does: a session cookie for the whole browser
+            b.execute_async_script("""const done = arguments[arguments.length - 1];
+                fetch('/api/session', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                       body: JSON.stringify({token: arguments[0]})}).then(r => done(r.status));""", token)
             b.get(f"{base}/incidents/{iid}")
             link = wait.until(EC.element_to_be_clickable((By.ID, "open-report")))
             href = link.get_attribute("href")

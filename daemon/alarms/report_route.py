@@ -1,10 +1,10 @@
 """The stable address of an incident report: ``/incidents/{id}/report``.
 
-The report itself is ``GET /api/incidents/{id}/report`` (a token with any role). Browsers do not
-send the console's token with a plain link, so this address serves a small page without data
-that fetches the report with the token the console keeps for this tab and shows it in place:
-the address stays the report's (bookmarkable, printable), never a ``blob:`` URL. Without a token
-it says where to log in."""
+The report itself is ``GET /api/incidents/{id}/report`` (a token or the console's session with
+any role). This address serves a small page without data that fetches the report with the
+browser's console session (the cookie; or a token kept by a tab, for scripts) and shows it in
+place: the address stays the report's (bookmarkable, printable), never a ``blob:`` URL. Not
+logged in, it says where to log in."""
 from __future__ import annotations
 
 from aiohttp import web
@@ -17,8 +17,9 @@ PAGE = """<!doctype html>
   const id = location.pathname.split("/")[2];
   const token = sessionStorage.getItem("pw-token");
   const say = (html) => { document.getElementById("status").innerHTML = html; };
-  if (!token) { say(`Log in at the <a href="/incidents/${id}">console</a> first, then open the report again.`); return; }
-  const r = await fetch(`/api/incidents/${id}/report`, {headers: {"Authorization": "Bearer " + token}});
+  const r = await fetch(`/api/incidents/${id}/report`, {credentials: "same-origin",
+                        headers: token ? {"Authorization": "Bearer " + token} : {}});
+  if (r.status === 401) { say(`Log in at the <a href="/incidents/${id}">console</a> first, then open the report again.`); return; }
   if (!r.ok) { say(`The report could not be loaded (HTTP ${r.status}). <a href="/incidents/${id}">Back to the console</a>`); return; }
   const html = await r.text();
   document.open(); document.write(html); document.close();

@@ -29,7 +29,9 @@ def dsn_of(args: argparse.Namespace) -> str:
 
 
 def add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dsn", help="PostgreSQL DSN (the read-only role is enough for every read command)")
+    p.add_argument("--dsn", help="PostgreSQL DSN (default: --config's database.dsn, else the environment variable"
+                   " PLANTWATCH_DSN; the password: PGPASSWORD or ~/.pgpass, never the command line); the read-only"
+                   " role is enough for every read command")
     p.add_argument("--config", help="site config naming the database")
 
 

@@ -86,11 +86,11 @@ def cmd_incident_report(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("incident", help="incidents: related alarms grouped (read-only role is enough)")
     isub = i.add_subparsers(dest="incident_cmd", required=True)
-    il = isub.add_parser("list")
+    il = isub.add_parser("list", help="incidents, newest first: when, title, areas, sensors, alarms, flood")
     add_db(il)
     il.add_argument("--limit", type=int, default=50)
     il.set_defaults(func=cmd_incident_list)
-    ish = isub.add_parser("show")
+    ish = isub.add_parser("show", help="one incident: its cause, alarms in audit order, sensors and operator actions")
     add_db(ish)
     ish.add_argument("id", type=int)
     ish.set_defaults(func=cmd_incident_show)
