@@ -30,7 +30,7 @@ from .rollups import Rollups
 from .seal import Sealer
 from .storable import safe_text
 from .sparkplug.session import SessionChange
-from .sparkplug_births import load_sessions, write_session_changes
+from .sparkplug.births import load_sessions, write_session_changes
 from .records import (AlarmOp, AlarmWrite, CollectorSeen, DeadLetter, EventEnd,  # noqa: F401 - re-exported
                       EventStart, ReadingRows, RobotRows, Transfer, WriteResult)
 
@@ -127,7 +127,7 @@ class Store(Rollups):
         return {r["tag"]: r["id"] for r in rows}
 
     async def sparkplug_sessions(self, groups: Iterable[str]):
-        """The stored Sparkplug B node sessions of ``groups`` (connectors/sparkplug_births.py)."""
+        """The stored Sparkplug B node sessions of ``groups`` (connectors/sparkplug/births.py)."""
         return await load_sessions(self.pool, groups)
 
     async def last_sequences(self) -> dict[str, tuple[int, float | None, int, int]]:
@@ -164,7 +164,7 @@ class Store(Rollups):
                     transfers: Sequence[Transfer] = (), fence: Fence | None = None,
                     sessions: Sequence[SessionChange] = ()) -> WriteResult:
         """Write one unit in one transaction (:meth:`_write_unit`); ``sessions``: what its Sparkplug B
-        messages did to their nodes' sessions (connectors/sparkplug_births.py). A refusal of the data itself
+        messages did to their nodes' sessions (connectors/sparkplug/births.py). A refusal of the data itself
         is raised as :class:`~plantwatch.connectors.errors.StoreRefused` (the driver's error is
         its ``__cause__``); anything else (unavailability, a stale fence) as it came."""
         with refusals():

@@ -10,7 +10,7 @@ publish its births again. An NDEATH ends the session only when its ``bdSeq`` is 
 Pure state, no I/O: :meth:`Sessions.handle` says what a message means and whether a rebirth
 must be requested; the caller publishes the request and maps the metrics. Each message that
 changes a session also says how (:class:`SessionChange`): the caller writes that in the same
-transaction as the message's readings (``connectors/sparkplug_births.py``), and a restarted host
+transaction as the message's readings (``connectors/sparkplug/births.py``), and a restarted host
 gives the stored sessions to :meth:`Sessions.restore`, so data redelivered after a restart is
 understood without asking the node for its births again.
 """

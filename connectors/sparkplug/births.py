@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from .sparkplug.session import MetricTable, SessionChange, StoredNode
+from .session import MetricTable, SessionChange, StoredNode
 
 
 async def write_session_changes(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> None:
