@@ -97,7 +97,9 @@ class ShapeNovelty(Detector):
     def _push(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Scores of the readings, in rounds of distinct sensors (a sensor's readings in order)."""
         idx = np.asarray(idx, dtype=np.int64)
-        if len(np.unique(idx)) == len(idx):
+        mark = np.zeros(self.n, dtype=bool)
+        mark[idx] = True
+        if int(mark.sum()) == len(idx):
             return self.bank.push(idx, x)
         order = np.argsort(idx, kind="stable")
         first = np.r_[True, idx[order][1:] != idx[order][:-1]]
