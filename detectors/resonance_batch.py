@@ -22,6 +22,7 @@ import numpy as np
 from .resonance_core import ShapeMemory
 
 _SQ2 = math.sqrt(2.0)
+CHUNK = 256  # sensors matched at once (their match arrays stay in the cache)
 
 
 def _unit_scale(v: np.ndarray) -> np.ndarray:
@@ -202,8 +203,26 @@ class ShapeBank:
 
     # --- fuzzy ART, all ready sensors at once --------------------------------------------------
     def _train(self, D: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(new cluster?, best match, its level-match) per sensor, as :meth:`.FuzzyArt.train`.
+        Many sensors are matched in groups of similar category counts (less padding)."""
         x = np.concatenate([f, 1.0 - f], axis=1)
         k = self.k[D]
+        new, a, ae = np.zeros(len(D), dtype=bool), np.zeros(len(D)), np.zeros(len(D))
+        add = np.zeros(len(D), dtype=bool)
+        if len(D) <= CHUNK:
+            groups = [np.arange(len(D))]
+        else:
+            g = (k + 7) // 8
+            order = np.argsort(g, kind="stable")
+            cuts = np.flatnonzero(np.diff(g[order])) + 1
+            cuts = np.union1d(cuts, np.arange(CHUNK, len(D), CHUNK))  # chunks small enough to stay in cache
+            groups = np.split(order, cuts)
+        for sel in groups:
+            new[sel], a[sel], ae[sel], add[sel] = self._match(D[sel], x[sel], k[sel])
+        self._add(D[add], x[add])
+        return new, a, ae
+
+    def _match(self, D: np.ndarray, x: np.ndarray, k: np.ndarray):
         K = max(1, int(k.max()))
         every = len(D) == self.n and bool((D[1:] > D[:-1]).all())  # all sensors in order: views, no copies
         Wd = self.W[:, :K] if every else self.W[D, :K]
@@ -227,9 +246,7 @@ class ShapeBank:
         self.W[D[ri], ci] = em[ri, ci]
         self.nW[D[ri], ci] = esum[ri, ci]
         add = ~up.any(axis=1)
-        new = add & ~empty & (a < self.rho_lb[D])
-        self._add(D[add], x[add])
-        return new, a, ae
+        return add & ~empty & (a < self.rho_lb[D]), a, ae, add
 
     def _add(self, rows: np.ndarray, x: np.ndarray) -> None:
         if not len(rows):
