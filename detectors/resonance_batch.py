@@ -314,7 +314,7 @@ class ShapeBank:
 
     def _adapt(self, j: int, i: int) -> None:
         """:meth:`.ShapeMemory._adapt` on sensor ``j``."""
-        lo_sim = min(self.sims.ordered(j))
+        lo_sim = float(self.sims.v[j, : self.sims.len[j]].min())  # the min needs no order
         ub = min(self.rho_cap, float(self.sim_sum[j]) / int(self.sim_n[j]))
         lb = float(self.rho_lb[j])
         if lb <= lo_sim:
