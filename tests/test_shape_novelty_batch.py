@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from plantwatch.daemon.lab.evaluate.common import sensors
+from plantwatch.detectors import create
 from plantwatch.detectors.resonance_batch import ShapeBank
 from plantwatch.detectors.resonance_core import ShapeMemory
 
@@ -73,3 +75,22 @@ def test_batch_equals_reference_on_random_series_and_params() -> None:
         hits = compare(X, kw, rng)
         print(kw, "detections", hits)
         assert hits > 0
+
+
+def test_several_readings_of_a_sensor_in_one_update_are_taken_in_order() -> None:
+    """The detector splits a batch with repeated sensors into rounds of distinct sensors."""
+    rng = np.random.default_rng(3)
+    X = nab_like(rng, 3, 900)
+    params = {"learn": 200, "stride": 3, "threshold": 0.4}
+    one, batched = create("shape_novelty", params, sensors(["a", "b", "c"])), \
+        create("shape_novelty", params, sensors(["a", "b", "c"]))
+    want = np.zeros_like(X)
+    for k in range(X.shape[1]):
+        want[:, k] = one.update(np.arange(3), np.full(3, float(k)), X[:, k]).score
+    got = np.zeros_like(X)
+    for k in range(0, X.shape[1], 4):  # four readings of each sensor per call, interleaved
+        idx = np.tile(np.arange(3), 4)
+        col = np.repeat(np.arange(k, k + 4), 3)
+        got[idx, col] = batched.update(idx, col.astype(float), X[idx, col]).score
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert (want > 0).sum() > 0
