@@ -1,4 +1,7 @@
-"""The per-sensor engine of :mod:`.resonance_novelty` (an adaptive-resonance shape memory).
+"""The per-sensor engine of :mod:`.shape_novelty` (an adaptive-resonance shape memory).
+
+It runs each sensor's warm-up and is the reference the vectorised :mod:`.resonance_batch` is
+tested against (same scores); the detector itself steps all sensors together in that module.
 
 One :class:`ShapeMemory` watches one sensor. Every ``stride`` readings it forms one *level*: the
 block's extreme reading (the one furthest from a short moving average, or the block mean when the

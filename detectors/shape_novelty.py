@@ -14,12 +14,13 @@ changed pattern inside the known range (a lost daily cycle, a new oscillation, a
 inside the range), and it is blind where the warm-up range was too narrow to resolve (``margin``
 widens it). Every reading is remembered, flagged or not, like range novelty: the shapes a
 signal *has* shown are a fact, so :meth:`update` is overridden to record all readings.
-Cost: one pass over the sensor's categories every ``stride`` readings (a Python loop per sensor;
-meant for tens to hundreds of sensors, not thousands).
+Cost: all sensors of the detector step together (:mod:`.resonance_batch`: the readings of a round
+are buffered with array operations; the sensors whose block is full form their shapes and match
+them against their padded categories in one masked numpy pass), so the cost per reading falls
+with the number of sensors; the per-sensor engine :class:`~.resonance_core.ShapeMemory` is the
+reference it is tested against and runs each sensor's warm-up.
 """
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 from pydantic import Field
@@ -27,7 +28,7 @@ from pydantic import Field
 from .base import Detector, Output, debounce
 from .decide import Decider, ThresholdDecider
 from .registry import register
-from .resonance_core import ShapeMemory
+from .resonance_batch import ShapeBank
 
 
 class ShapeNoveltyParams(debounce()):
@@ -64,14 +65,11 @@ class ShapeNovelty(Detector):
     def __init__(self, params: ShapeNoveltyParams, sensors):
         super().__init__(params, sensors)
         self.warmup = params.learn
-        self.memory = [self._new() for _ in range(self.n)]
-
-    def _new(self) -> ShapeMemory:
-        p: ShapeNoveltyParams = self.params
+        p = params
         stride = p.stride or max(1, p.learn // (p.window * p.warmup_shapes))
-        return ShapeMemory(learn=p.learn, stride=stride, window=p.window, levels=p.levels, margin=p.margin,
-                           chomp=p.chomp, rho0=p.rho0, rho_cap=p.rho_cap, mask=p.mask, grow=p.grow,
-                           settle=p.settle, extreme=p.extreme)
+        self.bank = ShapeBank(self.n, learn=p.learn, stride=stride, window=p.window, levels=p.levels,
+                              margin=p.margin, chomp=p.chomp, rho0=p.rho0, rho_cap=p.rho_cap, mask=p.mask,
+                              grow=p.grow, settle=p.settle, extreme=p.extreme)
 
     def make_decider(self) -> Decider:
         p: ShapeNoveltyParams = self.params
@@ -79,30 +77,49 @@ class ShapeNovelty(Detector):
 
     def get_state(self):
         state = super().get_state()
-        for j, m in enumerate(self.memory):
-            state.update({f"memory.{j}.{k}": v for k, v in m.to_arrays().items()})
+        for j in range(self.n):
+            state.update({f"memory.{j}.{k}": v for k, v in self.bank.export(j).to_arrays().items()})
         return state
 
     def set_state(self, state):
         super().set_state({k: v for k, v in state.items() if not k.startswith("memory.")})
-        for j, m in enumerate(self.memory):
+        for j in range(self.n):
             pre = f"memory.{j}."
+            m = self.bank.export(j)
             m.from_arrays({k[len(pre):]: v for k, v in state.items() if k.startswith(pre)})
+            self.bank.load(j, m)
 
     def score_many(self, idx, t, x):
-        return np.array([copy.deepcopy(self.memory[j]).push(float(v)) for j, v in zip(idx, x)], dtype=np.float64)
+        return np.array([self.bank.export(j).push(float(v)) for j, v in zip(idx, x)], dtype=np.float64)
+
+    def _push(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Scores of the readings, in rounds of distinct sensors (a sensor's readings in order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        mark = np.zeros(self.n, dtype=bool)
+        mark[idx] = True
+        if int(mark.sum()) == len(idx):
+            return self.bank.push(idx, x)
+        order = np.argsort(idx, kind="stable")
+        first = np.r_[True, idx[order][1:] != idx[order][:-1]]
+        starts = np.flatnonzero(first)
+        rank = np.empty(len(idx), dtype=np.int64)
+        rank[order] = np.arange(len(idx)) - np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
+        score = np.zeros(len(idx))
+        for r in range(int(rank.max()) + 1):
+            sel = np.flatnonzero(rank == r)
+            score[sel] = self.bank.push(idx[sel], np.asarray(x)[sel])
+        return score
 
     def update(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> Output:
         """Score, decide and record every reading (see the module docstring)."""
-        score = np.array([self.memory[j].push(float(v)) for j, v in zip(idx, x)], dtype=np.float64)
+        score = self._push(idx, x)
         self.seen[idx] += 1
         code = self.decider.step(idx, t, score, x)
         return Output(idx, t, score, code)
 
     def learn_many(self, idx, t, x):
         self.seen[idx] += 1
-        for j, v in zip(idx, x):
-            self.memory[j].push(float(v))
+        self._push(idx, x)
 
     @classmethod
     def example_params(cls):

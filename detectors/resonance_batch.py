@@ -1,0 +1,375 @@
+"""All sensors of one ``shape_novelty`` detector in one set of arrays (vectorised :mod:`.resonance_core`).
+
+:class:`ShapeBank` holds, for ``n`` sensors, what one :class:`~.resonance_core.ShapeMemory` holds
+for one: the reading block, the value scale, the level histogram, the last ``window`` levels, the
+fuzzy ART categories (padded to the largest count, ``k`` per sensor says how many are in use) and
+the vigilance bookkeeping. ``push(idx, x)`` takes one round of distinct sensors: the readings are
+buffered with array operations, and the sensors whose block is full form their level, shape and
+ART step together (masked numpy over the padded categories). The results equal the per-sensor
+engine's (``tests/test_shape_novelty_batch.py`` compares them on random and NAB-like series).
+
+Rare steps run per sensor on the sensor's slice of the arrays, with the reference code's
+arithmetic: the warm-up (once per sensor, by the reference engine itself, whose result is then
+loaded), widening the scale to a never-seen value, the vigilance update (every ``trend // 2``
+shapes) and the list of anomaly matches.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .resonance_core import ShapeMemory
+
+_SQ2 = math.sqrt(2.0)
+CHUNK = 256  # sensors matched at once (their match arrays stay in the cache)
+
+
+def _unit_scale(v: np.ndarray) -> np.ndarray:
+    """Row-wise :func:`.resonance_core.unit_scale`."""
+    v = v - v.min(axis=1, keepdims=True)
+    top = v.max(axis=1, keepdims=True)
+    return np.divide(v, top, out=v.copy(), where=top > 0)
+
+
+def _haar(v: np.ndarray) -> np.ndarray:
+    """Row-wise :func:`.resonance_core.haar`."""
+    out, a = [], v
+    while a.shape[1] > 1:
+        ev, od = a[:, 0::2], a[:, 1::2]
+        out.append((ev - od) / _SQ2)
+        a = (ev + od) / _SQ2
+    out.append(a)
+    return np.concatenate(out[::-1], axis=1)
+
+
+class _Ring:
+    """The last ``cap`` values of a list per sensor (what the reference keeps with append + pop(0))."""
+
+    def __init__(self, n: int, cap: int, fill: float):
+        self.v = np.full((n, cap), fill)
+        self.pos = np.zeros(n, dtype=np.int64)
+        self.len = np.zeros(n, dtype=np.int64)
+        self.cap = cap
+
+    def push(self, rows: np.ndarray, vals: np.ndarray) -> None:
+        self.v[rows, self.pos[rows]] = vals
+        self.pos[rows] = (self.pos[rows] + 1) % self.cap
+        self.len[rows] = np.minimum(self.len[rows] + 1, self.cap)
+
+    def ordered(self, j: int) -> list[float]:
+        n, p = int(self.len[j]), int(self.pos[j])
+        row = self.v[j]
+        vals = row[:n] if n < self.cap else np.concatenate([row[p:], row[:p]])
+        return [float(u) for u in vals]
+
+    def load(self, j: int, vals: list[float]) -> None:
+        vals = vals[-self.cap:]
+        self.v[j, : len(vals)] = vals
+        self.len[j] = len(vals)
+        self.pos[j] = len(vals) % self.cap
+
+
+class ShapeBank:
+    """``n`` sensors' shape memories; ``push(idx, x)`` scores one round of distinct sensors."""
+
+    def __init__(self, n: int, **kw):
+        self.kw = kw
+        self.n, self.learn, self.stride, self.w = n, kw["learn"], kw["stride"], kw["window"]
+        self.levels, self.chomp, self.rho_cap, self.mask = kw["levels"], kw["chomp"], kw["rho_cap"], kw["mask"]
+        self.grow, self.settle, self.extreme = kw.get("grow", True), kw.get("settle", 0.0), kw.get("extreme", 0.0)
+        self.trend = max(2 * self.w, self.learn // self.stride)
+        w = self.w
+        self.count = np.zeros(n, dtype=np.int64)
+        self.buf: list[list[float]] = [[] for _ in range(n)]  # warm-up readings
+        self.block = np.zeros((n, self.stride))
+        self.blen = np.zeros(n, dtype=np.int64)
+        self.lo, self.span, self.ma = (np.full(n, np.nan) for _ in range(3))
+        self.hist = np.zeros((n, self.levels + 1), dtype=np.int64)
+        self.shape = np.zeros((n, w))
+        self.slen = np.zeros(n, dtype=np.int64)
+        self.W = np.zeros((n, 4, 4 * w))
+        self._em = np.empty((0, 0, 4 * w))
+        self.nW = np.zeros((n, 4))  # the sum of each category (kept with W, so each match reads W once)
+        self.k = np.zeros(n, dtype=np.int64)
+        self.rho_lb, self.rho_ub = np.zeros(n), np.zeros(n)
+        self.step, self.sim_n, self.last_rho, self.quiet, self.first_scored = (
+            np.zeros(n, dtype=np.int64) for _ in range(5))
+        self.last_anomaly = np.full(n, -10**9, dtype=np.int64)
+        self.sim_sum, self.last_anomaly_sim = np.zeros(n), np.zeros(n)
+        self.mask_after_new = np.zeros(n, dtype=bool)
+        self.sims = _Ring(n, self.trend // 2 + 1, np.inf)
+        self.diffs = _Ring(n, self.trend + 1, 0.0)
+        self.anomaly_sims: list[list[float]] = [[] for _ in range(n)]
+
+    # --- one round ---------------------------------------------------------------------------
+    def push(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Scores of readings ``x`` of the distinct sensors ``idx`` (learned either way)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        x = np.asarray(x, dtype=np.float64)
+        score = np.zeros(len(idx))
+        fin = np.isfinite(x)
+        warming = fin & (self.count[idx] < self.learn)
+        for p in np.flatnonzero(warming):
+            self._warm_one(int(idx[p]), float(x[p]))
+        live = np.flatnonzero(fin & ~warming)
+        if not len(live):
+            return score
+        rows = idx[live]
+        self.count[rows] += 1
+        self.block[rows, self.blen[rows]] = x[live]
+        self.blen[rows] += 1
+        full = self.blen[rows] >= self.stride
+        if full.any():
+            R = rows[full]
+            self.blen[R] = 0
+            score[live[full]] = self._level_step(R)
+        return score
+
+    def _warm_one(self, j: int, v: float) -> None:
+        self.count[j] += 1
+        self.buf[j].append(v)
+        if self.count[j] == self.learn:
+            m = ShapeMemory(**self.kw)
+            m.count, m.buf = self.learn, self.buf[j]
+            m._warm_up()
+            self.load(j, m)
+
+    def _level_step(self, R: np.ndarray) -> np.ndarray:
+        """Form the level of the full blocks of sensors ``R``, then their shapes and ART step."""
+        B = self.block[R]
+        mean, hi, lo = B.mean(axis=1), B.max(axis=1), B.min(axis=1)
+        ma = self.ma[R]
+        ma = np.where(np.isnan(ma), mean, (ma + mean) / 2)
+        self.ma[R] = ma
+        v = np.where(np.abs(hi - ma) < np.abs(lo - ma), lo, hi)
+        v = np.where(np.abs(v - mean) >= 0.1 * np.abs(mean), v, mean)
+        slo, span = self.lo[R], self.span[R]
+        with np.errstate(invalid="ignore"):
+            widened = (span > 0) & np.isfinite(v) & ~((slo <= v) & (v <= slo + span))
+        if self.grow and widened.any():
+            for r in np.flatnonzero(widened):
+                self._widen(int(R[r]), float(v[r]))
+            slo, span = self.lo[R], self.span[R]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            u = np.where(span > 0, (v - slo) / np.where(span > 0, span, 1.0), 0.5)
+        u = np.where(np.isfinite(u), np.minimum(1.0, np.maximum(0.0, u)), 0.5)
+        q = np.rint(u * self.levels).astype(np.int64)
+        self.hist[R, q] += 1
+        cum = np.cumsum(self.hist[R], axis=1)
+        med = (cum < ((cum[:, -1] + 1) // 2)[:, None]).sum(axis=1) / self.levels
+        u = q / self.levels
+        level = np.where(np.abs(u - med) < self.chomp, med, u)
+        # the last `window` levels
+        sl = self.slen[R]
+        short = sl < self.w
+        if short.any():
+            self.shape[R[short], sl[short]] = level[short]
+            self.slen[R[short]] += 1
+        fullw = ~short
+        if fullw.any():
+            Rf = R[fullw]
+            self.shape[Rf, :-1] = self.shape[Rf, 1:]
+            self.shape[Rf, -1] = level[fullw]
+        ready = self.slen[R] >= self.w
+        out = np.zeros(len(R))
+        if ready.any():
+            D = R[ready]
+            win = self.shape[D]
+            f = np.concatenate([_unit_scale(_haar(_unit_scale(win))), win], axis=1)
+            self.step[D] += 1
+            out[ready] = self._detect(D, f, widened[ready])
+        return out
+
+    def _widen(self, j: int, v: float) -> None:
+        """:meth:`.ShapeMemory._widen` on sensor ``j``'s slice."""
+        lo0, span0 = float(self.lo[j]), float(self.span[j])
+        lo, hi = min(lo0, v), max(lo0 + span0, v)
+        if not math.isfinite(hi - lo) or hi <= lo:
+            return
+        a, b = span0 / (hi - lo), (lo0 - lo) / (hi - lo)
+        self.lo[j], self.span[j] = lo, hi - lo
+        s = int(self.slen[j])
+        self.shape[j, :s] = [float(u) * a + b for u in self.shape[j, :s]]
+        w, k = self.w, int(self.k[j])
+        Wj = self.W[j]
+        Wj[:k, w:2 * w] = Wj[:k, w:2 * w] * a + b
+        Wj[:k, 3 * w:] = 1.0 - ((1.0 - Wj[:k, 3 * w:]) * a + b)
+        self.nW[j, :k] = Wj[:k].sum(axis=1)
+        q = np.rint((np.arange(self.levels + 1) * a + b * self.levels)).astype(np.int64)
+        hist = np.zeros(self.levels + 1, dtype=np.int64)
+        np.add.at(hist, np.clip(q, 0, self.levels), self.hist[j])
+        self.hist[j] = hist
+
+    # --- fuzzy ART, all ready sensors at once --------------------------------------------------
+    def _train(self, D: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(new cluster?, best match, its level-match) per sensor, as :meth:`.FuzzyArt.train`.
+        Many sensors are matched in groups of similar category counts (less padding)."""
+        x = np.concatenate([f, 1.0 - f], axis=1)
+        k = self.k[D]
+        new, a, ae = np.zeros(len(D), dtype=bool), np.zeros(len(D)), np.zeros(len(D))
+        add = np.zeros(len(D), dtype=bool)
+        if len(D) <= CHUNK:
+            groups = [np.arange(len(D))]
+        else:
+            g = (k + 7) // 8
+            order = np.argsort(g, kind="stable")
+            cuts = np.flatnonzero(np.diff(g[order])) + 1
+            cuts = np.union1d(cuts, np.arange(CHUNK, len(D), CHUNK))  # chunks small enough to stay in cache
+            groups = np.split(order, cuts)
+        for sel in groups:
+            new[sel], a[sel], ae[sel], add[sel] = self._match(D[sel], x[sel], k[sel])
+        self._add(D[add], x[add])
+        return new, a, ae
+
+    def _match(self, D: np.ndarray, x: np.ndarray, k: np.ndarray):
+        K = max(1, int(k.max()))
+        every = len(D) == self.n and bool((D[1:] > D[:-1]).all())  # all sensors in order: views, no copies
+        Wd = self.W[:, :K] if every else self.W[D, :K]
+        nW = self.nW[:, :K] if every else self.nW[D, :K]
+        if self._em.shape[0] < len(D) or self._em.shape[1] < K:  # scratch, reused: no fresh pages per step
+            self._em = np.empty((self.n, self.W.shape[1], self.W.shape[2]))
+        em = np.minimum(x[:, None, :], Wd, out=self._em[: len(D), :K])
+        esum = em.sum(axis=2)
+        feat = esum / np.where(nW == 0, 1e-3, nW)
+        e = 2 * self.w - 1
+        energy = (em[:, :, e] + em[:, :, -1]) / np.maximum(Wd[:, :, e] + Wd[:, :, -1], 1e-300)
+        m = feat**3 * energy**2
+        valid = np.arange(K)[None, :] < k[:, None]
+        best = np.argmax(np.where(valid, m, -np.inf), axis=1)
+        r = np.arange(len(D))
+        empty = k == 0
+        a = np.where(empty, 0.0, m[r, best])
+        ae = np.where(empty, 0.0, energy[r, best])
+        up = valid & (m >= self.rho_ub[D][:, None])
+        ri, ci = np.nonzero(up)
+        self.W[D[ri], ci] = em[ri, ci]
+        self.nW[D[ri], ci] = esum[ri, ci]
+        add = ~up.any(axis=1)
+        return add & ~empty & (a < self.rho_lb[D]), a, ae, add
+
+    def _add(self, rows: np.ndarray, x: np.ndarray) -> None:
+        if not len(rows):
+            return
+        need = int(self.k[rows].max()) + 1
+        if need > self.W.shape[1]:
+            self._capacity(need)
+        self.W[rows, self.k[rows]] = x
+        self.nW[rows, self.k[rows]] = x.sum(axis=1)
+        self.k[rows] += 1
+
+    def _capacity(self, need: int) -> None:
+        cap = max(need, 2 * self.W.shape[1])
+        W = np.zeros((self.n, cap, self.W.shape[2]))
+        W[:, : self.W.shape[1]] = self.W
+        nW = np.zeros((self.n, cap))
+        nW[:, : self.nW.shape[1]] = self.nW
+        self.W, self.nW = W, nW
+
+    def _detect(self, D: np.ndarray, f: np.ndarray, widened: np.ndarray) -> np.ndarray:
+        """:meth:`.ShapeMemory._detect` (scoring) for the sensors ``D`` with shapes ``f``."""
+        i = self.step[D]
+        since = i - self.last_anomaly[D]
+        clear = self.mask_after_new[D] & (i > self.trend + self.mask) & (self.quiet[D] >= self.mask)
+        self.mask_after_new[D[clear]] = False
+        new, a, ae = self._train(D, f)
+        self.quiet[D] = np.where(new, 0, self.quiet[D] + 1)
+        self.sim_sum[D] += a
+        self.sim_n[D] += 1
+        self.sims.push(D, a)
+        self.diffs.push(D, self.rho_ub[D] - a)
+        for r in np.flatnonzero(since < self.mask):
+            an = self.anomaly_sims[D[r]]
+            if an and a[r] < an[-1]:
+                an[-1] = float(a[r])
+        masked = self.mask_after_new[D] | (since <= self.mask)
+        worse = a < self.last_anomaly_sim[D] * np.where(since <= self.mask, 0.9, 0.7)
+        fs = self.first_scored[D]
+        self.first_scored[D] = np.where(fs == 0, i, fs)
+        hit = new & (~masked | worse)
+        score = np.zeros(len(D))
+        if hit.any():
+            H = D[hit]
+            score[hit] = self._weigh(self._confidence(H, a[hit], ae[hit]), H, i[hit], widened[hit])
+            for j, v in zip(H, a[hit]):
+                self.anomaly_sims[j].append(float(v))
+            self.last_anomaly_sim[H], self.last_anomaly[H] = a[hit], i[hit]
+        self.mask_after_new[D] |= new
+        for r in np.flatnonzero((since == self.mask) | (i - self.last_rho[D] >= self.trend // 2)):
+            self._adapt(int(D[r]), int(i[r]))
+        return score
+
+    def _confidence(self, H: np.ndarray, a: np.ndarray, ae: np.ndarray) -> np.ndarray:
+        a = np.minimum(0.999, a)
+        ub = ((1 - a) - (1 - self.rho_ub[H])) / (1 - a)
+        lb = ((1 - a) - (1 - self.rho_lb[H])) / (1 - a)
+        return np.minimum(1.0, 0.35 * ub + 0.65 * lb + 1.5 * (1.0 - ae))
+
+    def _weigh(self, score: np.ndarray, H: np.ndarray, i: np.ndarray, widened: np.ndarray) -> np.ndarray:
+        if self.settle > 0:
+            score = score * np.minimum(1.0, (i - self.first_scored[H] + 1) / (self.settle * self.trend))
+        if self.extreme > 0:
+            score = np.where(widened, np.maximum(score, self.extreme), score)
+        return score
+
+    def _adapt(self, j: int, i: int) -> None:
+        """:meth:`.ShapeMemory._adapt` on sensor ``j``."""
+        lo_sim = float(self.sims.v[j, : self.sims.len[j]].min())  # the min needs no order
+        ub = min(self.rho_cap, float(self.sim_sum[j]) / int(self.sim_n[j]))
+        lb = float(self.rho_lb[j])
+        if lb <= lo_sim:
+            lb += (lo_sim - lb) * 0.19
+        else:
+            d = [min(0.37, v) for v in self.diffs.ordered(j) if v > 0.05] if i > 2 * self.trend else []
+            lb -= max(0.01, float(np.mean(d)) if d else 0.0) / 2
+            if self.anomaly_sims[j]:
+                lb = max(float(np.mean(self.anomaly_sims[j])), lb)
+        self.rho_lb[j], self.rho_ub[j] = min(ub, lb), ub
+        self.last_rho[j] = i
+        self.mask_after_new[j] = True
+
+    # --- one sensor as a reference memory (state, what-if scores) ----------------------------
+    _SCALARS = ("count", "lo", "span", "ma", "step", "sim_sum", "sim_n", "last_anomaly", "last_anomaly_sim",
+                "last_rho", "quiet", "first_scored")
+
+    def export(self, j: int) -> ShapeMemory:
+        """Sensor ``j``'s state as a :class:`ShapeMemory` (a copy)."""
+        m = ShapeMemory(**self.kw)
+        for name in self._SCALARS:
+            val = getattr(self, name)[j]
+            setattr(m, name, float(val) if val.dtype.kind == "f" else int(val))
+        m.mask_after_new = bool(self.mask_after_new[j])
+        m.buf = list(self.buf[j])
+        m.block = [float(u) for u in self.block[j, : self.blen[j]]]
+        m.hist = self.hist[j].copy()
+        m.shape = [float(u) for u in self.shape[j, : self.slen[j]]]
+        k = int(self.k[j])
+        m.art.W = np.zeros((max(64, k), 4 * self.w))
+        m.art.W[:k], m.art.k = self.W[j, :k], k
+        m.art.rho_lb, m.art.rho_ub = float(self.rho_lb[j]), float(self.rho_ub[j])
+        m.sims, m.sim_diffs = self.sims.ordered(j), self.diffs.ordered(j)
+        m.anomaly_sims = list(self.anomaly_sims[j])
+        return m
+
+    def load(self, j: int, m: ShapeMemory) -> None:
+        """Put a :class:`ShapeMemory`'s state into sensor ``j``'s slice."""
+        for name in self._SCALARS:
+            getattr(self, name)[j] = getattr(m, name)
+        self.mask_after_new[j] = bool(m.mask_after_new)
+        self.buf[j] = list(m.buf)
+        self.blen[j] = len(m.block)
+        self.block[j, : len(m.block)] = m.block
+        self.hist[j] = m.hist
+        self.slen[j] = len(m.shape)
+        self.shape[j, : len(m.shape)] = m.shape
+        k = m.art.k
+        if k > self.W.shape[1]:
+            self._capacity(k)
+        self.W[j] = 0.0
+        self.W[j, :k], self.k[j] = m.art.W[:k], k
+        self.nW[j] = 0.0
+        self.nW[j, :k] = self.W[j, :k].sum(axis=1)
+        self.rho_lb[j], self.rho_ub[j] = m.art.rho_lb, m.art.rho_ub
+        self.sims.load(j, m.sims)
+        self.diffs.load(j, m.sim_diffs)
+        self.anomaly_sims[j] = list(m.anomaly_sims)
