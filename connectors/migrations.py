@@ -68,15 +68,16 @@ async def _enable_timescaledb(conn: asyncpg.Connection) -> None:
                     "CREATE EXTENSION timescaledb in this database before plantwatch's first start", e)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Bring the schema up to date; returns the versions applied now."""
+async def migrate(conn: asyncpg.Connection, *, timescaledb: bool = True) -> list[int]:
+    """Bring the schema up to date; returns the versions applied now. ``timescaledb=False``
+    builds a new database's tables on plain PostgreSQL even where the extension could be enabled."""
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())")
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        if not done:  # a new database: the tables become hypertables only if the extension is there now
+        if not done and timescaledb:  # a new database: hypertables only if the extension is there now
             await _enable_timescaledb(conn)
         applied = []
         for version, name, sql in available():

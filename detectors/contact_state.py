@@ -18,15 +18,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .base import MEASUREMENTS, Detector, DetectorParams, SensorInfo
+from .base import MEASUREMENTS, Detector, SensorInfo, debounce
 from .decide import BandDecider, Decider
 from .registry import register
 
 
-class ContactStateParams(DetectorParams):
+class ContactStateParams(debounce()):  # on_delay: contact bounce; off_delay: back in the normal state
     alarm_when: Literal["open", "closed"] = Field("open", description="the contact state that is the alarm: open (reading 0, fail-safe wiring) or closed (reading 1)")
-    on_delay: float = Field(0.0, ge=0, le=3600, description="seconds the contact must stay in the alarm state before alarming (contact bounce)")
-    off_delay: float = Field(0.0, ge=0, le=3600, description="seconds back in the normal state before the alarm clears")
 
 
 @register

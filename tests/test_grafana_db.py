@@ -81,11 +81,7 @@ async def _new_database(postgres, *, timescaledb: bool):
     await provision(postgres.admin_dsn, dsn, role=APP_ROLE, database=name, timescaledb=timescaledb)
     conn = await asyncpg.connect(_dsn(dsn, user=APP_ROLE))
     try:
-        if timescaledb:
-            await migrations.migrate(conn)
-        else:  # plain PostgreSQL: the migration files without the extension
-            for _, _, sql in migrations.available():
-                await conn.execute(sql)
+        await migrations.migrate(conn, timescaledb=timescaledb)  # the files branch on pg_extension
         await conn.execute(DEMO_SQL)
     finally:
         await conn.close()

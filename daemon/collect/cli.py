@@ -29,6 +29,10 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the parser of ``plantwatch collect`` as every passthrough command names it (``certs`` has its own)
+_parser = _run_parser
+
+
 def _certs_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwatch collect certs",
                                 description="create the collector's OPC UA application instance certificate and key "
