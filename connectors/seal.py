@@ -2,7 +2,9 @@
 
 Readings are far too many to chain one by one. Once a slice of time (``width`` seconds) is
 complete — its end at least ``horizon`` seconds in the past, so readings arriving that late are
-still in it — :meth:`Sealer.seal` computes, in the database, one digest per sensor of the slice:
+still in it — :meth:`Sealer.seal` chains one digest per sensor of the slice, taken from the
+daemon (``local``: computed from the rows it committed, daemon/ingest/seal_digests.py) or, for a
+slice the daemon did not see whole, computed in the database:
 
     sha256 over the sensor's rows in time order, each row = the time as PostgreSQL sends it
     (int8 microseconds since 2000-01-01), float8 value, int2 quality (robot readings: also
