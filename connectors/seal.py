@@ -132,11 +132,13 @@ class Sealer:
         self.sealed_local = self.sealed_db = 0
 
     async def _slice_digests(self, conn: asyncpg.Connection, table: str, lo: int, hi: int
-                             ) -> dict[tuple[int, int], tuple[int, str]]:
+                             ) -> tuple[dict[tuple[int, int], tuple[int, str]], set[int]]:
+        """The digests of [lo, hi), and the slice starts whose digests came from the daemon."""
         if self.local is None or table != "readings":
-            return await digests(conn, table, lo, hi, self.width)
+            return await digests(conn, table, lo, hi, self.width), set()
         w_us = self.width * 1_000_000
         out: dict[tuple[int, int], tuple[int, str]] = {}
+        mine_starts: set[int] = set()
         for start in range(lo, hi, w_us):
             mine = self.local(start)
             if mine is None:
@@ -144,8 +146,9 @@ class Sealer:
                 self.sealed_db += 1
             else:
                 out.update({(start, sid): v for sid, v in mine.items()})
+                mine_starts.add(start)
                 self.sealed_local += 1
-        return out
+        return out, mine_starts
 
     async def seal(self, now: float) -> int:
         """Seal every complete slice not sealed yet (at most :attr:`MAX_SLICES`); returns how
@@ -168,14 +171,14 @@ class Sealer:
                 return 0
             found = {t: await self._slice_digests(conn, t, lo, hi) for t in TABLES}
             dead = await dead_letter_rows(conn, lo, hi)
-            for table, dg in found.items():
+            for table, (dg, mine) in found.items():
                 by_slice: dict[int, list[list]] = {}
                 for (start, sid), (n, d) in sorted(dg.items()):
                     by_slice.setdefault(start, []).append([sid, n, d])
                 for start, sensors in sorted(by_slice.items()):
                     await audit.append(conn, "seal", f"slice:{table}:{start}", {
-                        "table": table, "start": start, "width": self.width, "delta": False, "sensors": sensors},
-                        plain=True)
+                        "table": table, "start": start, "width": self.width, "delta": False, "sensors": sensors,
+                        "by": "daemon" if start in mine else "database"}, plain=True)
             if dead:
                 await audit.append(conn, "seal", f"slice:dead_letters:{lo}", {
                     "table": "dead_letters", "start": lo, "width": (hi - lo) // 1_000_000, "delta": False,
@@ -301,14 +304,16 @@ async def verify_dead_letters(conn: asyncpg.Connection, st: SealedState) -> list
 
 
 async def sealed_summary(dsn: str) -> dict[str, int]:
-    """Seal entries chained, sealed deltas among them, and the rows their first seals cover
-    (the benchmark's sealing phase)."""
+    """Seal entries chained, sealed deltas among them, slices whose digests the daemon computed,
+    and the rows their first seals cover (the benchmark's sealing phase)."""
     conn = await asyncpg.connect(dsn)
     try:
         r = await conn.fetchrow(
             "SELECT count(*) AS entries, count(*) FILTER (WHERE body->>'delta' = 'true') AS deltas,"
+            " count(*) FILTER (WHERE body->>'by' = 'daemon') AS by_daemon,"
             " coalesce(sum((SELECT sum((v->>1)::bigint) FROM jsonb_array_elements(body->'sensors') AS e(v)))"
             "  FILTER (WHERE body->>'delta' = 'false'), 0)::bigint AS rows FROM audit_log WHERE kind = 'seal'")
     finally:
         await conn.close()
-    return {"seal_entries": r["entries"], "seal_deltas": r["deltas"], "sealed_rows": r["rows"]}
+    return {"seal_entries": r["entries"], "seal_deltas": r["deltas"], "sealed_rows": r["rows"],
+            "seal_by_daemon": r["by_daemon"]}

@@ -71,6 +71,10 @@ async def test_sealing_uses_daemon_digests_and_verify_still_finds_a_change(rig: 
     sealer = rig.store.sealer(width=W, horizon=0, local=acc.take)
     assert await sealer.seal(T0 + 4 * W) == 5
     assert (sealer.sealed_local, sealer.sealed_db) == (4, 1)
+    async with rig.store.pool.acquire() as conn:
+        by = await conn.fetch("SELECT body->>'by' AS by, count(*) AS n FROM audit_log WHERE kind = 'seal'"
+                              " AND body->>'table' = 'readings' GROUP BY 1")
+    assert {r["by"]: r["n"] for r in by} == {"daemon": 2, "database": 1}  # entries for slices with rows
     v = await inspection.verify_audit(db)
     assert v.ok, [str(p) for p in v.problems]
     admin = await asyncpg.connect(superuser_dsn(db))  # the superuser: the tamper trigger lets it through
