@@ -79,6 +79,16 @@ async def dead_letter_rows(conn: asyncpg.Connection, lo_us: int, hi_us: int) -> 
     return {r["id"]: {k: r[k] for k in DEAD_COLS} for r in rows}
 
 
+async def first_whole_slice(pool: asyncpg.Pool, now: float, width: int) -> float:
+    """The start (Unix s) of the first slice a daemon starting at ``now`` can see whole: the
+    slice holding ``now`` when no reading of it (or later) is stored yet, else the next one."""
+    start = math.floor(now / width) * width
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM readings WHERE time >= $1)",
+                                     datetime.fromtimestamp(start, tz=timezone.utc))
+    return start + width if stored else start
+
+
 @dataclass
 class SealedState:
     """What the chain says: the sealed range and each (table, slice, sensor)'s current digest."""

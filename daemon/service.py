@@ -33,6 +33,7 @@ from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.detection import DetectorSet
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.ingest.intake import Intake, IntakeDeps
+from plantwatch.connectors.seal import first_whole_slice
 from plantwatch.daemon.ingest.seal_digests import SliceDigests
 from plantwatch.daemon.ingest.sealing import SealingTask
 from plantwatch.daemon.ingest.partitions import instance_client_id
@@ -135,8 +136,9 @@ class Daemon:
             # several instances share the site: this one reads and writes the partitions it holds
             parts = ClusterPartitioning(cfg, reg.db_id) if cfg.cluster is not None else None
             # slice digests from the committed rows; several instances: the database computes them
-            self.seal_digests = (SliceDigests(cfg.record.slice_seconds, time.time(), enabled=parts is None)
-                                 if cfg.record.seal else None)
+            if cfg.record.seal:
+                whole_from = await first_whole_slice(store.pool, time.time(), cfg.record.slice_seconds)
+                self.seal_digests = SliceDigests(cfg.record.slice_seconds, whole_from, enabled=parts is None)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification,
                                      journal=journaling, publish_wait=cfg.alarms.publish_wait,
                                      partitioning=parts, on_commit=self._committed,

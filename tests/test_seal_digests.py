@@ -101,3 +101,11 @@ async def test_slices_not_seen_whole_fall_back_to_the_database(rig: Rig):  # noq
     off = SliceDigests(W, T0, enabled=False)  # several instances
     off.committed(u[1], whole=True)
     assert off.take(int((T0 + W) * 1e6)) is None
+
+
+async def test_the_slice_of_the_start_is_whole_only_if_nothing_of_it_is_stored(rig: Rig):  # noqa: F811
+    ids = sorted(k[1] for k in rig.key.values())[:1]
+    assert await seal.first_whole_slice(rig.store.pool, T0 + 3, W) == T0  # nothing stored yet
+    await rig.store.write(ReadingRows(np.array(ids, np.int32), np.array([T0 + 1]), np.ones(1), np.zeros(1, np.int16)))
+    assert await seal.first_whole_slice(rig.store.pool, T0 + 3, W) == T0 + W  # a previous run wrote into it
+    assert await seal.first_whole_slice(rig.store.pool, T0 + W + 3, W) == T0 + W

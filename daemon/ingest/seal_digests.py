@@ -9,7 +9,8 @@ microseconds since 2000-01-01, big-endian; the COPY path's own conversion), the 
 value and the int2 quality. A slice the daemon did not see whole answers ``None`` and the sealer
 falls back to the database's digest for it:
 
-- a slice that began before this daemon started (a previous run may have written into it);
+- a slice that began before this daemon started and already held readings then (a previous run
+  wrote into it; ``connectors.seal.first_whole_slice``);
 - a slice a unit wrote into with duplicates (rows the database kept from an earlier write) or
   that was split after a refusal (some of its rows quarantined);
 - every slice when several instances share the site (``cluster``), or of a table this module
@@ -55,8 +56,8 @@ class SliceDigests:
     """The committed readings of the slices not sealed yet, per slice start (Unix µs)."""
 
     def __init__(self, width: int, started: float, *, enabled: bool = True):
-        """``started``: the Unix time this daemon began writing (slices that began earlier may
-        hold rows of a previous run); ``enabled``: False in cluster mode (other instances write
+        """``started``: the Unix time from which this daemon writes every reading (slices that
+        began earlier may hold rows of a previous run); ``enabled``: False in cluster mode (other instances write
         too): every slice falls back to the database."""
         self.w_us = int(width) * 1_000_000
         self.enabled = enabled
