@@ -2,7 +2,9 @@
 
 Readings are far too many to chain one by one. Once a slice of time (``width`` seconds) is
 complete — its end at least ``horizon`` seconds in the past, so readings arriving that late are
-still in it — :meth:`Sealer.seal` computes, in the database, one digest per sensor of the slice:
+still in it — :meth:`Sealer.seal` chains one digest per sensor of the slice, taken from the
+daemon (``local``: computed from the rows it committed, daemon/ingest/seal_digests.py) or, for a
+slice the daemon did not see whole, computed in the database:
 
     sha256 over the sensor's rows in time order, each row = the time as PostgreSQL sends it
     (int8 microseconds since 2000-01-01), float8 value, int2 quality (robot readings: also
@@ -28,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import asyncpg
 
@@ -77,6 +79,16 @@ async def dead_letter_rows(conn: asyncpg.Connection, lo_us: int, hi_us: int) -> 
     return {r["id"]: {k: r[k] for k in DEAD_COLS} for r in rows}
 
 
+async def first_whole_slice(pool: asyncpg.Pool, now: float, width: int) -> float:
+    """The start (Unix s) of the first slice a daemon starting at ``now`` can see whole: the
+    slice holding ``now`` when no reading of it (or later) is stored yet, else the next one."""
+    start = math.floor(now / width) * width
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM readings WHERE time >= $1)",
+                                     datetime.fromtimestamp(start, tz=timezone.utc))
+    return start + width if stored else start
+
+
 @dataclass
 class SealedState:
     """What the chain says: the sealed range and each (table, slice, sensor)'s current digest."""
@@ -120,8 +132,33 @@ class Sealer:
     #: slices sealed per round at most (a long backlog is sealed over several rounds)
     MAX_SLICES = 30
 
-    def __init__(self, pool: asyncpg.Pool, *, width: int, horizon: float):
-        self.pool, self.width, self.horizon = pool, int(width), float(horizon)
+    def __init__(self, pool: asyncpg.Pool, *, width: int, horizon: float,
+                 local: Callable[[int], dict[int, tuple[int, str]] | None] | None = None):
+        """``local``: the digests of a ``readings`` slice (by its start, Unix µs) computed by the
+        daemon from the rows it committed, or None for a slice it did not see whole; the
+        database computes those (and all of them without ``local``)."""
+        self.pool, self.width, self.horizon, self.local = pool, int(width), float(horizon), local
+        #: slices sealed from the daemon's digests, and from the database's (the bench, docs)
+        self.sealed_local = self.sealed_db = 0
+
+    async def _slice_digests(self, conn: asyncpg.Connection, table: str, lo: int, hi: int
+                             ) -> tuple[dict[tuple[int, int], tuple[int, str]], set[int]]:
+        """The digests of [lo, hi), and the slice starts whose digests came from the daemon."""
+        if self.local is None or table != "readings":
+            return await digests(conn, table, lo, hi, self.width), set()
+        w_us = self.width * 1_000_000
+        out: dict[tuple[int, int], tuple[int, str]] = {}
+        mine_starts: set[int] = set()
+        for start in range(lo, hi, w_us):
+            mine = self.local(start)
+            if mine is None:
+                out.update(await digests(conn, table, start, start + w_us, self.width))
+                self.sealed_db += 1
+            else:
+                out.update({(start, sid): v for sid, v in mine.items()})
+                mine_starts.add(start)
+                self.sealed_local += 1
+        return out, mine_starts
 
     async def seal(self, now: float) -> int:
         """Seal every complete slice not sealed yet (at most :attr:`MAX_SLICES`); returns how
@@ -142,16 +179,16 @@ class Sealer:
             hi = min(cutoff, lo + self.MAX_SLICES * w_us)
             if hi <= lo:
                 return 0
-            found = {t: await digests(conn, t, lo, hi, self.width) for t in TABLES}
+            found = {t: await self._slice_digests(conn, t, lo, hi) for t in TABLES}
             dead = await dead_letter_rows(conn, lo, hi)
-            for table, dg in found.items():
+            for table, (dg, mine) in found.items():
                 by_slice: dict[int, list[list]] = {}
                 for (start, sid), (n, d) in sorted(dg.items()):
                     by_slice.setdefault(start, []).append([sid, n, d])
                 for start, sensors in sorted(by_slice.items()):
                     await audit.append(conn, "seal", f"slice:{table}:{start}", {
-                        "table": table, "start": start, "width": self.width, "delta": False, "sensors": sensors},
-                        plain=True)
+                        "table": table, "start": start, "width": self.width, "delta": False, "sensors": sensors,
+                        "by": "daemon" if start in mine else "database"}, plain=True)
             if dead:
                 await audit.append(conn, "seal", f"slice:dead_letters:{lo}", {
                     "table": "dead_letters", "start": lo, "width": (hi - lo) // 1_000_000, "delta": False,
@@ -277,14 +314,16 @@ async def verify_dead_letters(conn: asyncpg.Connection, st: SealedState) -> list
 
 
 async def sealed_summary(dsn: str) -> dict[str, int]:
-    """Seal entries chained, sealed deltas among them, and the rows their first seals cover
-    (the benchmark's sealing phase)."""
+    """Seal entries chained, sealed deltas among them, slices whose digests the daemon computed,
+    and the rows their first seals cover (the benchmark's sealing phase)."""
     conn = await asyncpg.connect(dsn)
     try:
         r = await conn.fetchrow(
             "SELECT count(*) AS entries, count(*) FILTER (WHERE body->>'delta' = 'true') AS deltas,"
+            " count(*) FILTER (WHERE body->>'by' = 'daemon') AS by_daemon,"
             " coalesce(sum((SELECT sum((v->>1)::bigint) FROM jsonb_array_elements(body->'sensors') AS e(v)))"
             "  FILTER (WHERE body->>'delta' = 'false'), 0)::bigint AS rows FROM audit_log WHERE kind = 'seal'")
     finally:
         await conn.close()
-    return {"seal_entries": r["entries"], "seal_deltas": r["deltas"], "sealed_rows": r["rows"]}
+    return {"seal_entries": r["entries"], "seal_deltas": r["deltas"], "sealed_rows": r["rows"],
+            "seal_by_daemon": r["by_daemon"]}

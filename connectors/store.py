@@ -93,9 +93,9 @@ class Store(Rollups):
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    def sealer(self, *, width: int, horizon: float) -> Sealer:
+    def sealer(self, *, width: int, horizon: float, local=None) -> Sealer:
         """The sealer of readings over this store's pool (``connectors/seal.py``)."""
-        return Sealer(self.pool, width=width, horizon=horizon)
+        return Sealer(self.pool, width=width, horizon=horizon, local=local)
 
     # --- registry -----------------------------------------------------------------------------
     async def sync_registry(self, site: Any, sensors: Sequence[Any]) -> dict[str, int]:

@@ -33,6 +33,8 @@ from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.detection import DetectorSet
 from plantwatch.daemon.metrics import Metrics
 from plantwatch.daemon.ingest.intake import Intake, IntakeDeps
+from plantwatch.connectors.seal import first_whole_slice
+from plantwatch.daemon.ingest.seal_digests import SliceDigests
 from plantwatch.daemon.ingest.sealing import SealingTask
 from plantwatch.daemon.ingest.partitions import instance_client_id
 from plantwatch.daemon.exits import GraceExceeded, StartupError
@@ -103,6 +105,7 @@ class Daemon:
         self.cluster = None  # ClusterRunner when cfg.cluster is set (several instances share the site)
         self.broker_sessions: BrokerSessions | None = None  # a lost persistent session -> system alarm
         self.journal: AlarmJournal | None = None  # alarm operations decided, not yet committed
+        self.seal_digests: SliceDigests | None = None  # committed readings kept for the slice digests
         self.announcer: SiteAnnouncer | None = None  # told a reloaded config (daemon/runtime.py)
 
     async def run(self) -> None:
@@ -132,9 +135,14 @@ class Daemon:
                 self.m.active_alarms.labels(sev).set(n)
             # several instances share the site: this one reads and writes the partitions it holds
             parts = ClusterPartitioning(cfg, reg.db_id) if cfg.cluster is not None else None
+            # slice digests from the committed rows; several instances: the database computes them
+            if cfg.record.seal:
+                whole_from = await first_whole_slice(store.pool, time.time(), cfg.record.slice_seconds)
+                self.seal_digests = SliceDigests(cfg.record.slice_seconds, whole_from, enabled=parts is None)
             self.pipeline = Pipeline(cfg, store, reg, detectors, book, self.m, on_alarms=self._queue_notification,
                                      journal=journaling, publish_wait=cfg.alarms.publish_wait,
-                                     partitioning=parts, on_commit=self._committed)
+                                     partitioning=parts, on_commit=self._committed,
+                                     seal_digests=self.seal_digests)
             self.pipeline.restore_sequences(await store.last_sequences())
             self.alarm_mgmt = AlarmManagement(cfg, store, self.m, book, self.pipeline)
             if cfg.sparkplug is not None:
@@ -265,7 +273,8 @@ class Daemon:
     async def _sealing(self) -> None:
         rec = self.cfg.record
         if rec.seal:
-            sealer = self.store.sealer(width=rec.slice_seconds, horizon=rec.horizon_seconds)
+            sealer = self.store.sealer(width=rec.slice_seconds, horizon=rec.horizon_seconds,
+                                       local=self.seal_digests.take if self.seal_digests is not None else None)
             await SealingTask(sealer, self.store.take_seal_marks, rec, self._failed).run()
 
     def _failed(self, task: str, e: Exception, what: str = "") -> None:

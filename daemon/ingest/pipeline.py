@@ -38,6 +38,7 @@ from plantwatch.connectors.store import AlarmOp, AlarmWrite, ReadingRows, RobotR
 
 from plantwatch.daemon.ingest.alarm_journal import Journaling
 from plantwatch.daemon.ingest.partitioning import Partitioning
+from plantwatch.daemon.ingest.seal_digests import SliceDigests
 from plantwatch.daemon.alarms.release import Decided, DecidedChanges
 from plantwatch.daemon.alarms.book import AlarmBook
 from plantwatch.daemon.config.model import Config
@@ -59,7 +60,7 @@ class Pipeline(WritePath):
                  metrics: Metrics, *, on_alarms: Callable[[list[AlarmWrite]], None] | None = None,
                  queue_units: int = 0, journal: Journaling | None = None,
                  partitioning: Partitioning | None = None, publish_wait: float = 0.2,
-                 on_commit: Callable[[Unit], None] | None = None):
+                 on_commit: Callable[[Unit], None] | None = None, seal_digests: SliceDigests | None = None):
         """``on_alarms``: publishes alarm changes the moment they are decided (must not block);
         ``queue_units``: units waiting for a writer (0: no bound of its own; the receive window
         bounds them); ``journal``: keeps decided alarm operations on local disk until the database commits
@@ -88,6 +89,7 @@ class Pipeline(WritePath):
         self._tick_changes: list = []
         self.committed = asyncio.Event()  # pulsed after each commit (tests, graceful drain)
         self.on_commit = on_commit
+        self.seal_digests = seal_digests  # committed readings kept for the sealer's digests
         #: the write path's state, read by /healthz and the metrics thread (plain floats and str)
         self.last_write_error: str | None = None
         self._wait_since: float | None = None  # arrival of the oldest message or op not yet committed

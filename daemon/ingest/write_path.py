@@ -21,6 +21,7 @@ from plantwatch.daemon.alarms.release import DecidedChanges
 from plantwatch.daemon.config.model import Config
 from plantwatch.daemon.ingest.alarm_journal import Journaling
 from plantwatch.daemon.ingest.partitioning import Partitioning
+from plantwatch.daemon.ingest.seal_digests import SliceDigests
 from plantwatch.daemon.ingest.splitting import SplitOnDataError
 from plantwatch.daemon.ingest.unit import Pending, Unit
 from plantwatch.daemon.metrics import Metrics
@@ -40,6 +41,7 @@ class WritePath(SplitOnDataError):
     release: DecidedChanges
     committed: asyncio.Event
     on_commit: Callable[[Unit], None] | None
+    seal_digests: SliceDigests | None
     last_write_error: str | None
     fenced_units: int
     _pending: Pending
@@ -118,6 +120,7 @@ class WritePath(SplitOnDataError):
 
     async def _write(self, unit: Unit) -> None:
         t0 = time.perf_counter()
+        split = False
         try:
             try:
                 res = await self._store(unit, unit.readings, unit.robot, unit.dead, unit.collectors, unit.ops,
@@ -125,6 +128,7 @@ class WritePath(SplitOnDataError):
             except StoreRefused as e:
                 log.error("write of unit %d refused (%s); splitting its %d message(s) and %d alarm operation(s)",
                           unit.seq, e, len(unit.items), len(unit.ops))
+                split = True
                 res = await self._bisect(unit, list(range(len(unit.items))), unit.ops, e)
         except FencedOut as e:
             self._fenced(unit, e)
@@ -146,6 +150,8 @@ class WritePath(SplitOnDataError):
         unit.done = True
         self._release_acks()
         self.release.committed(unit.release)
+        if self.seal_digests is not None:  # the rows as stored, for the slice digests (docs/audit.md)
+            self.seal_digests.committed(unit.readings, whole=not split and res.duplicates == 0)
         if self.journal is not None and unit.ops:
             self.journal.committed(unit.ops)
         if self.on_commit is not None:

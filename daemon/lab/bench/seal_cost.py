@@ -32,7 +32,8 @@ async def seal_cost(svc: Services, workdir: Path, n: int, total: int, *, per_mes
             r["seal"] = on
             runs.append(r)
             step(f"  sealing {'on ' if on else 'off'}: {r['rate']:,.0f} readings/s, {r['sealed_rows']:,} readings sealed"
-                 f" during the run ({r['seal_entries']} entries, {r['seal_deltas']} deltas), "
+                 f" during the run ({r['seal_entries']} entries, {r['seal_deltas']} deltas, {r['seal_by_daemon']} slices"
+                 f" digested by the daemon), "
                  f"CPU µs/reading daemon {r['cpu_us_per_reading']['daemon']:.2f}, DB {r['cpu_us_per_reading']['db']:.2f}")
 
     def med(on: bool, f) -> float:
@@ -45,6 +46,6 @@ async def seal_cost(svc: Services, workdir: Path, n: int, total: int, *, per_mes
             "cost_pct": 100.0 * (1.0 - on_rate / off_rate) if off_rate else None, "cpu_us_per_reading": cpu,
             "all_accounted": all(r["accounted"] for r in runs), "sealed": all(r["seal_entries"] > 0 for r in runs
                                                                                if r["seal"]),
-            "runs": [{k: r[k] for k in ("seal", "rate", "rows", "published", "seal_entries", "seal_deltas", "sealed_rows",
+            "runs": [{k: r[k] for k in ("seal", "rate", "rows", "published", "seal_entries", "seal_deltas", "seal_by_daemon", "sealed_rows",
                                         "cpu_us_per_reading")}
                      for r in runs], "target_pct": TARGET_PCT, "settings": {"off": OFF, "on": ON}}
