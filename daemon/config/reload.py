@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from plantwatch.daemon.config.model import Config, ConfigError, config_hash, load_config
 
@@ -58,7 +59,7 @@ def candidate(path: str | Path, active: Config) -> Candidate:
 
 
 def _dump(section: Any) -> Any:
-    return section.model_dump(mode="json") if section is not None and hasattr(section, "model_dump") else section
+    return section.model_dump(mode="json") if isinstance(section, BaseModel) else section
 
 
 def carry_rows(old: Any, fresh: Any, old_ids: list[str], new_ids: list[str]) -> Any:
