@@ -31,8 +31,7 @@ from pathlib import Path
 
 from plantwatch.daemon.lab.bench.env import Services, machine
 
-from plantwatch.daemon.lab.faults import checker
-from plantwatch.daemon.lab.faults.rig import LIMIT_DETECTOR, Rig, select, settings
+from plantwatch.daemon.lab.faults.rig import Rig, check_run, select, settings
 from plantwatch.daemon.lab.faults.single import Single, catalogue
 from plantwatch.daemon.lab.faults.watch import drain
 
@@ -168,13 +167,7 @@ async def run_single(args: argparse.Namespace, svc: Services, workdir: Path, ste
 
 
 async def verify(rig: Rig, ledger, summary: dict, labels: dict[int, str], events: list, step) -> dict:
-    sid, t = await checker.stored_rows(rig.admin_dsn, ledger.t0)
-    index = await checker.sensor_index(rig.admin_dsn)
-    rc = checker.check_readings(ledger, sid, t, index)
-    crossings = checker.crossings_of(ledger)
-    checker.match_alarms(crossings, rig.watch.changes, rig.db_ids, detector=LIMIT_DETECTOR)
-    await checker.record_alarms(rig.admin_dsn, crossings, rig.db_ids, detector=LIMIT_DETECTOR)
-    self_check = await checker.self_check(rig.admin_dsn, ledger, index, rc)
+    rc, crossings, self_check = await check_run(rig, ledger)
     rows = []
     for p, label in labels.items():
         mine = [c for c in crossings if c.phase == p]

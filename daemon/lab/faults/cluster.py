@@ -27,8 +27,7 @@ from pathlib import Path
 from plantwatch.connectors.rig_db import RigDb
 from plantwatch.daemon.lab.bench.env import Daemon, Services
 
-from plantwatch.daemon.lab.faults import checker
-from plantwatch.daemon.lab.faults.rig import LIMIT_DETECTOR, Rig, select, settings, signal_tree, wait_exit
+from plantwatch.daemon.lab.faults.rig import Rig, check_run, select, settings, signal_tree, wait_exit
 from plantwatch.daemon.lab.faults.watch import DB_ERRORS, drain
 
 NAMES = ("pw-a", "pw-b", "pw-c")
@@ -324,13 +323,7 @@ async def run_cluster(args: argparse.Namespace, svc: Services, workdir: Path, st
 
 
 async def verify_cluster(rig: Rig, ledger, summary: dict, phases: list[Phase]) -> dict:
-    sid, t = await checker.stored_rows(rig.admin_dsn, ledger.t0)
-    index = await checker.sensor_index(rig.admin_dsn)
-    rc = checker.check_readings(ledger, sid, t, index)
-    crossings = checker.crossings_of(ledger)
-    checker.match_alarms(crossings, rig.watch.changes, rig.db_ids, detector=LIMIT_DETECTOR)
-    await checker.record_alarms(rig.admin_dsn, crossings, rig.db_ids, detector=LIMIT_DETECTOR)
-    self_check = await checker.self_check(rig.admin_dsn, ledger, index, rc)
+    rc, crossings, self_check = await check_run(rig, ledger)
     rows = []
     for p, ph in enumerate(phases):
         mine = [c for c in crossings if c.phase == p]

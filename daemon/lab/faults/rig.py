@@ -19,7 +19,8 @@ from plantwatch.connectors.rig_db import RigDb
 from plantwatch.connectors.tcp_proxy import PgCopyWatch, TcpProxy
 from plantwatch.daemon.lab.bench.env import SITE, Daemon, Services, new_port, site_yaml
 
-from plantwatch.daemon.lab.faults.ledger import LedgerPublisher, LedgerSpec, collector_id
+from plantwatch.daemon.lab.faults import checker
+from plantwatch.daemon.lab.faults.ledger import Ledger, LedgerPublisher, LedgerSpec, collector_id
 from plantwatch.daemon.lab.faults.watch import AlarmWatch, Freshness
 
 #: the limit detector of the generated site (gas sensors: high 5, high-high 10) and the crossing value
@@ -173,3 +174,15 @@ def select(names: str, known: list[str]) -> list[str]:
     if bad:
         raise ValueError(f"unknown fault(s) {', '.join(bad)}; known: {', '.join(known)}")
     return [k for k in known if not want or k in want]
+
+
+async def check_run(rig: Rig, ledger: Ledger) -> tuple[checker.ReadingCheck, list[checker.Crossing], dict]:
+    """After a run: every reading row by row, every crossing matched with its alarm (on MQTT and
+    in the database), and the checker's self-check; (readings, crossings, self-check)."""
+    sid, t = await checker.stored_rows(rig.admin_dsn, ledger.t0)
+    index = await checker.sensor_index(rig.admin_dsn)
+    rc = checker.check_readings(ledger, sid, t, index)
+    crossings = checker.crossings_of(ledger)
+    checker.match_alarms(crossings, rig.watch.changes, rig.db_ids, detector=LIMIT_DETECTOR)
+    await checker.record_alarms(rig.admin_dsn, crossings, rig.db_ids, detector=LIMIT_DETECTOR)
+    return rc, crossings, await checker.self_check(rig.admin_dsn, ledger, index, rc)
