@@ -150,6 +150,22 @@ class ThresholdDecider(Decider):
         return np.where(new > cur, self.on_delay, self.off_delay)
 
 
+class KindDecider(Decider):
+    """The detector names the condition in ``x`` (its own statistics have their deadband); the
+    decider adds ``on_delay`` to an onset and ``off_delay`` to a return to normal (a change
+    between two conditions needs no delay)."""
+
+    def __init__(self, n: int, on_delay: float, off_delay: float):
+        super().__init__(n)
+        self.on_delay, self.off_delay = float(on_delay), float(off_delay)
+
+    def raw(self, idx, score, x):
+        return np.asarray(x, dtype=np.int8)
+
+    def delays(self, idx, cur, new):
+        return np.where(cur == 0, self.on_delay, np.where(new == 0, self.off_delay, 0.0))
+
+
 class LevelsDecider(Decider):
     """One ratio-to-limit per condition: the signal ``x`` has shape (K, m), row k for code k+1.
 

@@ -45,7 +45,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from .base import Detector, Output, SensorInfo
-from .decide import Decider
+from .decide import Decider, KindDecider
 from .inventory_balance_params import InventoryBalanceParams, minimum_detectable_rate
 from .registry import register
 
@@ -55,20 +55,6 @@ HISTORY = 96
 S_CAP = 1e6
 
 __all__ = ["InventoryBalance", "InventoryBalanceParams", "minimum_detectable_rate"]
-
-
-class BalanceDecider(Decider):
-    """The detector decides the kind (its CUSUMs have their own deadband); the decider adds delays."""
-
-    def __init__(self, n: int, on_delay: float, off_delay: float):
-        super().__init__(n)
-        self.on_delay, self.off_delay = float(on_delay), float(off_delay)
-
-    def raw(self, idx, score, x):
-        return np.asarray(x, dtype=np.int8)
-
-    def delays(self, idx, cur, new):
-        return np.where(cur == 0, self.on_delay, np.where(new == 0, self.off_delay, 0.0))
 
 
 @register
@@ -140,7 +126,7 @@ class InventoryBalance(Detector):
                 for i in range(n)]
 
     def make_decider(self) -> Decider:
-        return BalanceDecider(self.n, self.params.on_delay, self.params.off_delay)
+        return KindDecider(self.n, self.params.on_delay, self.params.off_delay)  # the CUSUMs decide the kind
 
     def _state_arrays(self):
         return {k: getattr(self, k) for k in (

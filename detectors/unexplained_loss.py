@@ -53,7 +53,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from .base import Detector, Output, debounce
-from .decide import Decider
+from .decide import Decider, KindDecider
 from .registry import register
 from .rowstats import nanmedian_rows
 
@@ -97,23 +97,21 @@ class UnexplainedLossParams(debounce(clear_ratio=0.5, longest=86400)):
         return _positive_map(v, "min_loss")
 
 
-class LossDecider(Decider):
+class LossDecider(KindDecider):
     """Codes 0 normal, 1 unexplained_loss, 2 loss_during_transfer_exceeds_declared.
 
     ``x`` passed to :meth:`step` is the kind (1 or 2) of the worst window; the score decides.
     """
 
     def __init__(self, n: int, clear_ratio: float, on_delay: float, off_delay: float):
-        super().__init__(n)
-        self.clear_ratio, self.on_delay, self.off_delay = float(clear_ratio), float(on_delay), float(off_delay)
+        super().__init__(n, on_delay, off_delay)
+        self.clear_ratio = float(clear_ratio)
 
     def raw(self, idx, score, x):
         held = self.code[idx] != 0
         active = np.where(held, score >= self.clear_ratio, score >= 1.0)
         return np.where(active, x, 0).astype(np.int8)
 
-    def delays(self, idx, cur, new):
-        return np.where(cur == 0, self.on_delay, np.where(new == 0, self.off_delay, 0.0))
 
 
 @register
