@@ -43,3 +43,22 @@ def test_every_runner_has_the_same_options(runner, capsys) -> None:
     text = capsys.readouterr().out
     assert all(opt in text for opt in ("--data", "--out", "--config"))
     assert text.startswith(f"usage: plantwatch eval {runner.__name__.rsplit('.', 1)[-1]} ")
+
+
+@pytest.mark.parametrize("runner, layout, expect", [
+    (skab, {}, "no labelled SKAB experiment"),
+    (skab, {"anomaly-free/anomaly-free.csv": "datetime;Pressure\n2020-01-01 00:00:00;1.0\n"},
+     "no labelled SKAB experiment"),
+    (tep, {"d01.dat": "1 2 3\n"}, "no d00.dat"),
+    (nab, {"data/x/a.csv": "timestamp,value\n2020-01-01 00:00:00,1\n"}, "no labels file"),
+    (nab, {"labels/combined_windows.json": '{"x/missing.csv": []}'}, "x/missing.csv is missing"),
+])
+def test_a_data_folder_the_runner_cannot_use_is_one_line(runner, layout, expect, tmp_path: Path, capsys) -> None:
+    """A wrong ``--data`` folder is refused with one line and exit 2; SKAB used to score zero files as F1 0.00."""
+    for rel, text in layout.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert runner.main(["--data", str(tmp_path)]) == 2
+    line = _one_line(capsys)
+    name = runner.__name__.rsplit(".", 1)[-1]
+    assert line.startswith(f"plantwatch eval {name}: --data {tmp_path}: ") and expect in line, line

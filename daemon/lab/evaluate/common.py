@@ -17,13 +17,18 @@ from rich.table import Table
 from plantwatch.detectors import SensorInfo, create
 
 
+class DataFolderError(Exception):
+    """The ``--data`` folder is not laid out like the benchmark (a file missing, nothing to score)."""
+
+
 def run_main(argv: Sequence[str] | None, *, name: str, doc: str | None, data: str, out: str, config: str,
              evaluate: Callable[[argparse.Namespace, dict | None], object],
              options: Sequence[tuple[str, str]] = ()) -> int:
     """The command line of every evaluation runner: ``--data`` (required), ``--out``, the
     runner's own ``options`` ((flag, help) pairs) and ``--config`` (a JSON file), then
     ``evaluate(args, config)``. A config the runner refuses (a ``ValueError``: bad detector
-    parameters, an unknown mode) is one line on stderr and exit code 2, no traceback."""
+    parameters, an unknown mode) is one line on stderr and exit code 2, no traceback; so is a
+    ``--data`` folder the runner cannot use (:class:`DataFolderError`)."""
     ap = argparse.ArgumentParser(prog=f"plantwatch eval {name}", description=doc.replace("``", "") if doc else None)
     ap.add_argument("--data", required=True, help=data)
     ap.add_argument("--out", help=out)
@@ -34,6 +39,9 @@ def run_main(argv: Sequence[str] | None, *, name: str, doc: str | None, data: st
     cfg = json.loads(Path(a.config).read_text()) if a.config else None
     try:
         evaluate(a, cfg)
+    except DataFolderError as e:
+        print(f"plantwatch eval {name}: --data {a.data}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     except ValueError as e:
         print(f"plantwatch eval {name}: {a.config or 'default preset'}: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -19,7 +19,8 @@ import numpy as np
 from plantwatch.detectors.presets import NAB_DEFAULT
 from plantwatch.detectors.scoring import nab as nabscore
 
-from plantwatch.daemon.lab.evaluate.common import Timer, console, run_main, stream_columns, table, write_series_csv
+from plantwatch.daemon.lab.evaluate.common import (DataFolderError, Timer, console, run_main, stream_columns, table,
+                                                   write_series_csv)
 
 #: published normalised scores (standard, reward_low_FP_rate, reward_low_FN_rate), NAB README
 PUBLISHED = {
@@ -58,9 +59,13 @@ def load(data_dir: Path, labels: Path | None = None) -> list[NabFile]:
     """All labelled files of an upstream-layout NAB folder, sorted by name."""
     data_dir = Path(data_dir)
     labels = labels or data_dir / "labels" / "combined_windows.json"
+    if not Path(labels).is_file():
+        raise DataFolderError(f"no labels file {labels} (give the NAB folder that holds data/ and labels/)")
     windows = json.loads(Path(labels).read_text())
     files = []
     for name in sorted(windows):
+        if not (data_dir / "data" / name).is_file():
+            raise DataFolderError(f"{labels} labels {name}, but {data_dir / 'data' / name} is missing")
         ts, vals = read_series(data_dir / "data" / name)
         limits = [(np.datetime64(a[:19]), np.datetime64(b[:19])) for a, b in windows[name]]
         files.append(NabFile(name, ts, vals, nabscore.window_rows(ts, limits)))

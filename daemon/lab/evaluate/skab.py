@@ -23,7 +23,7 @@ from plantwatch.detectors import create
 from plantwatch.detectors.scoring import skab as skabscore
 
 from plantwatch.daemon.config.model import load_config_text
-from plantwatch.daemon.lab.evaluate.common import Timer, console, run_main, sensors, table, write_series_csv
+from plantwatch.daemon.lab.evaluate.common import DataFolderError, Timer, console, run_main, sensors, table, write_series_csv
 
 #: the site config whose ``pca_monitor`` entry is the default monitor (package data)
 SITE = "sites/skab.yaml"
@@ -120,6 +120,9 @@ def eval_skab(data_dir: str | Path, out: str | Path | None = None, config: Mappi
     n_train = int(config.get("min_rows", 200))
     with Timer() as tm:
         files = load(Path(data_dir))
+        if not files:
+            raise DataFolderError("no labelled SKAB experiment (a ;-separated CSV with anomaly and changepoint "
+                                  "columns) in this folder or below it")
         preds = {f.name: run_file(f, config) for f in files}
     y = [f.anomaly[n_train:] for f in files]
     p = [preds[f.name][1].astype(int) for f in files]

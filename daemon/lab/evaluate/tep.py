@@ -21,7 +21,7 @@ from plantwatch.detectors.pca_control import PCAMonitor
 from plantwatch.detectors.presets import TEP_DEFAULT
 from plantwatch.detectors.scoring import tep as tepscore
 
-from plantwatch.daemon.lab.evaluate.common import Timer, console, run_main, sensors, table, write_series_csv
+from plantwatch.daemon.lab.evaluate.common import DataFolderError, Timer, console, run_main, sensors, table, write_series_csv
 
 #: Yin et al. (2012) PCA FDR % (9 PCs, 17 PCs), faults 1-15, and FAR %
 PUBLISHED_FDR = {1: (99.9, 100), 2: (98.8, 99.4), 3: (12.9, 10.3), 4: (100, 100), 5: (33.6, 34.8), 6: (100, 100),
@@ -93,6 +93,8 @@ def eval_tep(data_dir: str | Path, out: str | Path | None = None, config: Mappin
     config = dict(config or TEP_DEFAULT)
     d = Path(data_dir)
     cols = list(config.get("columns", TEP_DEFAULT["columns"]))
+    if not (d / "d00.dat").is_file():
+        raise DataFolderError("no d00.dat (the normal training run of the Braatz files) in this folder")
     with Timer() as tm:
         train = read_dat(d / "d00.dat")[:, cols]
         mon = monitor(config).fit(train)
