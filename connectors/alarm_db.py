@@ -4,7 +4,7 @@ entries that go with them, and the queries the API, CLI and reports use.
 The write-side records are *alarm ops* (plain data in ``connectors/records.py``, re-exported
 here): they travel in a pipeline unit's ``ops`` list beside
 :class:`~plantwatch.connectors.records.AlarmWrite` and are written, in order, by
-:func:`~plantwatch.connectors.store.apply_alarm_ops` through :func:`apply_op`,
+:func:`~plantwatch.connectors.alarm_writes.apply_alarm_ops` through :func:`apply_op`,
 inside the unit's transaction and after the previous alarm-writing unit committed. So an
 operator action, the alarm change it causes and its audit entries commit together, in the same
 order as the detector-driven changes around them.
@@ -39,7 +39,7 @@ _FIELDS = {"acked_at": "timestamptz", "acked_by": "text", "shelved_at": "timesta
 
 
 async def audit_alarm_write(conn: asyncpg.Connection, alarm_id: int, change_id: int, op: Any) -> None:
-    """The audit entry of one alarm change (called by store.apply_alarm_ops), and the change's
+    """The audit entry of one alarm change (called by alarm_writes.apply_alarm_ops), and the change's
     place in the alarm record: its audit sequence number (the one order every timeline follows)
     and the area where the alarm was raised."""
     seq, _ = await audit.append(conn, "alarm_change", f"alarm_change:{change_id}", {

@@ -3,7 +3,7 @@ transfers, events, alarm changes and the alarm-management operations. Plain data
 store writes them (``connectors/store.py``, ``connectors/alarm_db.py``), the daemon makes them.
 
 :data:`AlarmOp` is the one union of what travels in a unit's ``ops`` list, applied in order in
-the unit's transaction by :func:`~plantwatch.connectors.store.apply_alarm_ops`."""
+the unit's transaction by :func:`~plantwatch.connectors.alarm_writes.apply_alarm_ops`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

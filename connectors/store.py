@@ -19,8 +19,9 @@ import asyncpg
 import numpy as np
 
 from . import alarm_db, audit, pgcopy
-from .alarm_db import ALARM_AREA, audit_alarm_write
+from .alarm_db import ALARM_AREA
 from .alarm_records import AlarmRecords
+from .alarm_writes import apply_alarm_ops
 from .errors import availability, driver_errors, refusals
 from .leases import Fence, check_fence
 from .config_record import public_config
@@ -43,9 +44,7 @@ CREATE TEMP TABLE IF NOT EXISTS _stage_robot (LIKE robot_readings INCLUDING DEFA
 """
 
 
-def _ts(t: float):
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(t, tz=timezone.utc)
+_ts = alarm_db.ts
 
 
 def _count(status: str) -> int:
@@ -349,50 +348,6 @@ class Store(Rollups):
             return np.empty(0, np.int32), np.empty(0), np.empty(0), np.empty(0, np.int16)
         t, sid, val, q = pgcopy.decode_fixed(data, ["timestamptz", "int4", "float8", "int2"])
         return sid, t, val, q
-
-
-async def apply_alarm_ops(conn: asyncpg.Connection, ops: Sequence[AlarmOp]) -> list[int]:
-    """Apply event and alarm operations in order; returns the ids of the alarms written."""
-    ids: list[int] = []
-    for op in ops:
-        if not isinstance(op, (EventStart, EventEnd, AlarmWrite)):  # alarm management: actions, incidents
-            await alarm_db.apply_op(conn, op)
-        elif isinstance(op, EventStart):
-            await conn.execute(
-                "INSERT INTO events (detector_id, detector, sensor_id, condition, severity, started_at, start_score,"
-                " peak_score) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
-                op.detector_id, op.detector, op.sensor_id, op.condition, op.severity, _ts(op.t), op.score)
-        elif isinstance(op, EventEnd):
-            await conn.execute(
-                "UPDATE events SET ended_at = $3, peak_score = GREATEST(peak_score, $4)"
-                " WHERE detector_id = $1 AND sensor_id = $2 AND ended_at IS NULL",
-                op.detector_id, op.sensor_id, _ts(op.t), op.peak)
-        else:
-            alarm_id = await conn.fetchval(
-                "INSERT INTO alarms AS a (detector_id, sensor_id, state, active, condition, severity, raised_at,"
-                " cleared_at, event_id, updated_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN $9::timestamptz END,"
-                "  CASE WHEN $8 THEN $9::timestamptz END,"
-                "  (SELECT id FROM events WHERE detector_id = $1 AND sensor_id = $2 AND ended_at IS NULL"
-                "   ORDER BY started_at DESC LIMIT 1), now())"
-                " ON CONFLICT (detector_id, sensor_id) DO UPDATE SET state = EXCLUDED.state,"
-                "  active = EXCLUDED.active, condition = EXCLUDED.condition, severity = EXCLUDED.severity,"
-                "  raised_at = CASE WHEN $7 THEN EXCLUDED.raised_at ELSE a.raised_at END,"
-                "  cleared_at = CASE WHEN $8 THEN EXCLUDED.cleared_at WHEN $7 THEN NULL ELSE a.cleared_at END,"
-                "  event_id = COALESCE(EXCLUDED.event_id, a.event_id),"
-                "  acked_at = CASE WHEN $7 THEN NULL ELSE a.acked_at END,"
-                "  acked_by = CASE WHEN $7 THEN NULL ELSE a.acked_by END, updated_at = now()"
-                " RETURNING id",
-                op.detector_id, op.sensor_id, op.to_state, op.active, op.condition, op.severity, op.raised,
-                op.cleared, _ts(op.t))
-            change_id = await conn.fetchval(
-                "INSERT INTO alarm_changes (alarm_id, time, from_state, to_state, condition, severity, cause)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING id",
-                alarm_id, _ts(op.t), op.from_state, op.to_state, op.condition, op.severity,
-                json.dumps(audit.clean(op.cause)))
-            await audit_alarm_write(conn, alarm_id, change_id, op)  # same transaction: tamper-evident
-            ids.append(alarm_id)
-    return ids
 
 
 class _connect:

@@ -24,10 +24,7 @@ LAYERS: list[set[str]] = [
 LONGEST = 400
 #: modules still longer, each to be split by whoever changes it next; the list only shrinks (a new
 #: long module fails)
-LONG_LEFT = {
-    "connectors/store.py",
-    "daemon/lab/simulator/plant.py",
-}
+LONG_LEFT: set[str] = set()
 
 
 def test_modules_stay_small():

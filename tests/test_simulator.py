@@ -15,7 +15,8 @@ import pytest
 from plantwatch.detectors import REGISTRY
 from plantwatch.connectors import wire
 from plantwatch.daemon.lab.simulator.collector import Collectors, run_simulator
-from plantwatch.daemon.lab.simulator.plant import Plant, Route, area_of, leak_concentration, sensor_limits
+from plantwatch.daemon.lab.simulator.plant import Plant, leak_concentration, sensor_limits
+from plantwatch.daemon.lab.simulator.robot_route import Route, area_of
 from plantwatch.daemon.lab.simulator.scenario import Scenario, default_scenario, parse_scenario
 from plantwatch.daemon.lab.simulator.truth import build_truth, close_truth, write_truth
 from plantwatch.daemon.config.model import load_config

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plantwatch.daemon.lab.simulator.plant import Route, acoustic_level, default_route, leak_concentration, robot_channels, sensor_limits
+from plantwatch.daemon.lab.simulator.plant import leak_concentration, sensor_limits
+from plantwatch.daemon.lab.simulator.robot_route import Route, acoustic_level, default_route, robot_channels
 from plantwatch.daemon.lab.simulator.scenario import Incident, Robot, Scenario
 
 if TYPE_CHECKING:  # pragma: no cover
