@@ -272,6 +272,10 @@ def show(result: Mapping[str, Any]) -> None:
     c.print("detectors (learned on d00.dat, a row alarm is either's): "
             + "; ".join(f"{e['id']} ({e['type']}, {e['members']} variables): {what[e['type']]}"
                         for e in result["detectors"]))
+    if any("fdr_train" in v for v in result["faults"].values()):
+        c.print("dXX.dat: the fault is on from its first row, which follows d00.dat's last (another simulation):"
+                " the step between them reaches the first rows' scores; dXX_te.dat (fault from row 161) is "
+                "free of it")
     c.print(f"time: {result['seconds']:.2f} s")
 
 
