@@ -14,6 +14,7 @@ from plantwatch.daemon.lab.evaluate.tep import SITE, braatz_column, eval_tep, re
 from plantwatch.detectors.presets import TEP_LITERATURE
 
 
+
 def need(path: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present")
@@ -93,3 +94,15 @@ def test_skab_default_reaches_issue_targets(datasets: Path) -> None:
     assert o["f1"] >= 0.85 and o["far"] <= 11.0 and o["mar"] <= 19.0
     # each half of the files on its own still beats the plain monitor's F1 and the targets' F1
     assert all(h["f1"] >= 0.84 for h in res["halves"].values())
+
+
+def test_tep_normal_test_run_starts_without_a_false_alarm(datasets: Path, tmp_path: Path) -> None:
+    """Regression: the runner restarted the PCA smoothing at every run, and the unsmoothed first row
+    of d00_te.dat went over the smoothed rows' limit (a false alarm the process did not cause). The
+    detectors now carry on from the end of d00.dat, as on the plant."""
+    eval_tep(need(datasets / "tep" / "data"), out=tmp_path, quiet=True)
+    rows = (tmp_path / "tep" / "d00_te.csv").read_text().splitlines()
+    assert rows[0].startswith("row,score,alarm")
+    first = rows[1].split(",")
+    assert first[2] == "0", rows[1]
+    assert sum(r.split(",")[2] == "1" for r in rows[1:]) <= 9  # at most 9 of 960 rows: FAR <= 1 %
