@@ -109,3 +109,13 @@ def test_fault_test_sets_are_scored_from_row_161(datasets: Path, tmp_path: Path,
     assert f["far_test_first160"] == pytest.approx(100 * tep.far(normal))
     row = next(line for line in out.splitlines() if "IDV(1)" in line)
     assert f"{f['fdr_test']:.1f}" in row
+
+
+def test_a_normal_run_too_short_to_learn_on_is_refused(tmp_path: Path, capsys) -> None:
+    """d00.dat must cover both detectors' learning (the site's min_rows 500, learn 499): a run of
+    300 rows is one line and exit 2, not figures from detectors still learning."""
+    np.savetxt(tmp_path / "d00.dat", latent_data(np.random.default_rng(7), 300).T)
+    np.savetxt(tmp_path / "d00_te.dat", latent_data(np.random.default_rng(8), 960))
+    assert main(["--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("d00.dat's 300 rows are too few for tep-pca, tep-variability to learn (min_rows, learn)"), err

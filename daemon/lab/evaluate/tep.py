@@ -133,7 +133,7 @@ class Plant:
         self.entries = list(entries)
         self.dets: list[Detector] = [create(e.type, e.params, e.members) for e in self.entries]
         self.learned: list[dict[str, Any]] = []
-        self.t_next = 0.0
+        self.t_next = self.t_learned = 0.0
 
     @property
     def pca(self) -> PCAMonitor:
@@ -166,9 +166,11 @@ class Plant:
     def learn(self, X: np.ndarray) -> "Plant":
         """The normal run: every detector learns on it; their state at its end is kept."""
         self.stream(X)
-        if not self.pca.fitted:
-            raise DataFolderError(f"d00.dat has {len(X)} rows, fewer than the pca_monitor's min_rows "
-                                  f"({self.pca.params.min_rows})")
+        learning = [e.id for e, d in zip(self.entries, self.dets)
+                    if not (d.fitted if isinstance(d, PCAMonitor) else d.warm(np.arange(d.n)).all())]
+        if learning:
+            raise DataFolderError(f"d00.dat's {len(X)} rows are too few for {', '.join(learning)} to learn "
+                                  f"(min_rows, learn)")
         self.learned = [d.get_state() for d in self.dets]
         self.t_learned = self.t_next
         return self
