@@ -15,7 +15,7 @@ reading of every member per row, 3 minutes apart, ``d00.dat`` first (their learn
 then every other run from the state they reached at the end of ``d00.dat``, as if it followed
 that run on the plant (one pass, causal; the smoothing and the variability chart carry on). A row
 is in alarm when any detector's condition is raised on it. ``--config JSON`` gives the detectors'
-params as a preset instead (the form of ``TEP_LITERATURE`` in :mod:`plantwatch.detectors.presets`,
+params as a preset instead (the form of ``plantwatch.detectors.presets.TEP_LITERATURE``,
 the textbook monitor: its settings become the params of the same two registered detectors).
 """
 from __future__ import annotations
