@@ -26,28 +26,19 @@ NAB_RANGE: dict[str, Any] = {
                "rest_threshold": 0.3, "threshold": 0.79},
 }
 
-#: TEP: PCA T²/SPE on XMEAS(1-22) + XMV(1-11) (0-based columns 0-21 and 41-51, as in Yin et al.
-#: 2012), fitted on d00.dat only, beside the ``increment_variance`` detector on the same columns
-#: (learned on d00.dat's 499 increments): the sticking and stuck valve faults (19, 21) and the
-#: random-variation faults (16, 20) change how much a signal moves long before its mean. Rows are EWMA-smoothed (factor 0.7, ~3 samples of memory), which
-#: makes the textbook limits invalid, so both limits are calibrated on d00.dat itself (its 99.9 %
-#: quantile of max(T²/lim, SPE/lim) sits on the limit). Compared with the textbook monitor
-#: (17 PCs, 99 % limits: Yin's 6.4 % false alarms) this keeps false alarms on d00_te.dat under 1 %
-#: and raises detection of the small faults (5, 10, 16, 20, 21).
-TEP_DEFAULT: dict[str, Any] = {
-    "monitor": "pca",
-    "columns": list(range(22)) + list(range(41, 52)),
-    "n_components": 17,
-    "alpha": 0.99,
-    "smooth": 0.7,
-    "calibrate": 0.999,
-    "variability": {"learn": 499, "lam": 0.07, "limit_scale": 2.0},
-}
+#: TEP: the monitored variables XMEAS(1-22) + XMV(1-11) as 0-based Braatz columns (0-21 and 41-51,
+#: as in Yin et al. 2012).
+TEP_COLUMNS: list[int] = list(range(22)) + list(range(41, 52))
 
-#: The literature configuration (Yin et al. 2012, 17 PCs, textbook 99 % limits, no smoothing), for
-#: reproducing the published rates: ``plantwatch eval tep --config`` with this.
-TEP_LITERATURE: dict[str, Any] = {"monitor": "pca", "columns": list(range(22)) + list(range(41, 52)),
-                                  "n_components": 17, "alpha": 0.99}
+#: TEP: the default detectors are the ``tep-pca`` (``pca_monitor``) and ``tep-variability``
+#: (``increment_variance``) entries of the shipped site config ``daemon/lab/sites/tep.yaml``
+#: (``plantwatch eval tep`` reads it). ``plantwatch eval tep --config`` takes a preset of this
+#: form instead: PCA T²/SPE (``n_components``: a count, or a fraction of variance if < 1;
+#: ``alpha``; optional ``smooth``, ``calibrate``, ``limit_scale``: the ``pca_monitor`` stages) fitted
+#: on all of d00.dat and never refitted, a row in alarm while over the limit; ``variability``:
+#: ``increment_variance`` params, optional. This one is the literature monitor (Yin et al. 2012,
+#: 17 PCs, textbook 99 % limits, no smoothing), for reproducing the published rates.
+TEP_LITERATURE: dict[str, Any] = {"monitor": "pca", "columns": TEP_COLUMNS, "n_components": 17, "alpha": 0.99}
 
 #: SKAB: the default monitor is the ``skab-pca`` entry of the shipped site config
 #: ``daemon/lab/sites/skab.yaml`` (``plantwatch eval skab`` reads it). This is the monitor before
