@@ -22,7 +22,9 @@ grid): a fault that lasts must not become the new normal. Every reading moves th
 Tuning: ``lam`` sets the memory (about ``1 / lam`` readings): smaller is more sensitive to small,
 lasting changes and slower. ``limit_scale`` trades false alarms against detection; 2 keeps the
 Tennessee Eastman normal test run under 1 % false alarms with ``lam = 0.07``. ``learn`` should
-cover a few hundred readings of normal operation, including its usual disturbances.
+cover a few hundred readings of normal operation, including its usual disturbances. ``max_gap``
+(a few sampling intervals) keeps a step across a data gap or a restart from counting as one
+increment: the reading after the gap only sets where the next increment starts.
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ class IncrementVarianceParams(debounce(clear_ratio=0.8, longest=86400)):
     min_limit: float = Field(0.5, gt=0, le=20, description="smallest limit, in abs(log ratio)")
     floor: float = Field(1e-3, gt=0, lt=1, description="smallest ratio the chart takes a log of (a stuck signal)")
     min_step: float = Field(1e-9, gt=0, description="increments below this (sensor units) count as no movement")
+    max_gap: float | None = Field(None, gt=0, le=7 * 86400,
+                                  description="seconds: a reading more than this after the sensor's previous one has "
+                                              "no increment (a data gap, a restart); null: every reading has one")
 
 
 @register
@@ -55,6 +60,7 @@ class IncrementVariance(Detector):
         n, p = self.n, params
         self.warmup = p.learn + 1
         self.prev = np.full(n, np.nan)  # previous finite reading
+        self.tprev = np.full(n, np.nan)  # its time
         self.buf = np.zeros((n, p.learn), dtype=np.float32)  # squared increments while learning
         self.ninc = np.zeros(n, dtype=np.int64)  # increments learned
         self.base = np.full(n, np.nan)  # baseline mean squared increment (NaN: still learning)
@@ -72,25 +78,22 @@ class IncrementVariance(Detector):
                              off_delay=p.off_delay)
 
     def _state_arrays(self):
-        return {"prev": self.prev, "buf": self.buf, "ninc": self.ninc, "base": self.base, "limit": self.limit,
+        return {"prev": self.prev, "tprev": self.tprev, "buf": self.buf, "ninc": self.ninc, "base": self.base, "limit": self.limit,
                 "moved": self.moved, "z": self.z}
 
     def warm(self, idx: np.ndarray) -> np.ndarray:
         return np.isfinite(self.base[idx])
 
-    def restart(self, idx: np.ndarray) -> None:
-        """Start sensors ``idx`` afresh (a new, unrelated run of the same process): forget the
-        previous reading and reset the chart to 1; what was learned stays."""
-        self.prev[idx] = np.nan
-        self.z[idx] = 1.0
-
     # --- chart ---------------------------------------------------------------------------------
-    def _increment(self, idx, x):
-        """(d², has an increment) of each reading."""
+    def _increment(self, idx, t, x):
+        """(d², has an increment) of each reading: none for a first reading, a NaN, or (with
+        ``max_gap``) a reading that comes after a gap."""
         with np.errstate(invalid="ignore", over="ignore"):
             d = x - self.prev[idx]
             d2 = d * d
         has = np.isfinite(d2)
+        if self.params.max_gap is not None:
+            has &= ~(t - self.tprev[idx] > self.params.max_gap)
         return np.where(has, d2, 0.0), has
 
     def _next_z(self, idx, d2, has):
@@ -109,7 +112,7 @@ class IncrementVariance(Detector):
         return lr, down
 
     def evaluate_many(self, idx, t, x):
-        d2, has = self._increment(idx, x)
+        d2, has = self._increment(idx, t, x)
         z = self._next_z(idx, d2, has)
         # a reading without an increment (first one, NaN) leaves the chart where it is
         z = np.where(np.isnan(z) & np.isfinite(self.base[idx]), self.z[idx], z)
@@ -121,7 +124,7 @@ class IncrementVariance(Detector):
 
     def observe_many(self, idx, t, x, learn):
         p: IncrementVarianceParams = self.params
-        d2, has = self._increment(idx, x)
+        d2, has = self._increment(idx, t, x)
         z = self._next_z(idx, d2, has)
         ok = np.isfinite(z)
         self.z[idx[ok]] = z[ok]
@@ -135,6 +138,7 @@ class IncrementVariance(Detector):
                 self._fix(done)
         fin = np.isfinite(x)
         self.prev[idx[fin]] = x[fin]
+        self.tprev[idx[fin]] = t[fin]
 
     def _fix(self, cols: np.ndarray) -> None:
         """Baseline and limit from the learned increments (replayed through the chart)."""

@@ -13,7 +13,7 @@ import pytest
 from plantwatch.connectors.store import ReadingRows, Store
 from plantwatch.daemon.config.model import load_config_text
 from plantwatch.daemon.lab.backtest import backtest
-from plantwatch.daemon.lab.evaluate.tep import SAMPLE_S, SITE, Plant, braatz_column, read_dat, site_entries
+from plantwatch.daemon.lab.evaluate.tep import RUN_GAP_S, SAMPLE_S, SITE, Plant, braatz_column, read_dat, site_entries
 
 RUN = "d20.dat"  # random variation: alarms of both detectors on many sensors
 T0 = 1_700_000_000.0  # time of d00.dat's first sample
@@ -46,6 +46,7 @@ async def test_tep_site_config_backtest_matches_the_runner(db, datasets: Path) -
         ids = await store.sync_registry(cfg.site, cfg.sensors)
         both = np.vstack([train, X])
         t = T0 + SAMPLE_S * np.arange(len(both))
+        t[len(train):] += RUN_GAP_S  # the run is fed a day after d00.dat, as the runner feeds it
         cols = [braatz_column(s.id) for s in cfg.sensors]
         sid = np.repeat(np.array([ids[s.id] for s in cfg.sensors], dtype=np.int32), len(both))
         await store.write(ReadingRows(sid, np.tile(t, len(cols)), both[:, cols].T.ravel(),

@@ -494,10 +494,12 @@ def test_increment_variance_stuck_noisy_and_steady():
     assert np.isfinite(det.limit).all() and (det.limit >= 0.5).all()
 
 
-def test_increment_variance_restart_forgets_the_previous_reading():
-    det = create("increment_variance", {"learn": 20}, sensors(1))
-    feed(det, np.r_[np.arange(21.0)], np.arange(21.0))
-    det.restart(np.array([0]))
-    # a far-away first reading of a new run is not an increment of the old run
-    s, c = feed(det, np.array([1e6]), np.array([100.0]))
-    assert s[0, 0] == 0.0 and c[0, 0] == 0
+def test_increment_variance_has_no_increment_across_a_gap():
+    """With ``max_gap``, a far-away reading after a data gap is not an increment; without it, it is."""
+    for max_gap, expect_alarm in ((None, True), (10.0, False)):
+        det = create("increment_variance", {"learn": 20, "max_gap": max_gap}, sensors(1))
+        feed(det, np.arange(21.0), np.arange(21.0))
+        s, c = feed(det, np.array([1e6, 1e6 + 1]), np.array([100.0, 101.0]))
+        assert (c[0, 0] != 0) == expect_alarm, (max_gap, s, c)
+        if max_gap is not None:
+            assert s[0, 0] == 0.0 and c[1, 0] == 0  # the chart holds; the next step is a normal one

