@@ -1,17 +1,24 @@
-"""``plantwatch bench detectors``: readings per second of each registered detector.
+"""``plantwatch bench detectors``: cost per reading of each registered detector.
 
-Each detector is built from its ``example_params()`` over ``example_sensors(n)`` for n = 1,000
-and 10,000 sensors and fed rounds of one reading per sensor (one ``update`` call per round, as
-the daemon does for a batch whose sensors are distinct), one second of reading time apart, for
-``--seconds`` of wall-clock time after an untimed warm-up. The process runs on one core (numpy's
-element-wise operations are single-threaded), so the rate is per core.
+Each detector is built from its ``example_params()`` (``--detectors name``) or a named params
+set (``name:preset``, e.g. ``pca_monitor:skab``: the ``skab-pca`` entry of
+``daemon/lab/sites/skab.yaml``) over ``example_sensors(n)`` for n = 1,000 and 10,000 sensors and
+fed rounds of one reading per sensor, one second of reading time apart, for ``--seconds`` of
+wall-clock time after an untimed warm-up. A univariate detector gets one ``update`` call per
+round, as the daemon does for a batch whose sensors are distinct; a group detector
+(``pca_monitor``, ``pyod_group``) watches groups of ``--group-size`` sensors, one instance and one
+``update`` per group and round, and also reports its cost per row and its refits amortised over
+the rows between them (:mod:`.bench_groups`). The process runs on one core (numpy's element-wise
+operations are single-threaded), so the rate is per core.
 
 Rates differ between machines, so the table also gives each detector's cost per reading in units
 of the machine's own reference operation: ``np.add`` of two float64 arrays of the same size,
 per element. "x np.add = 40" means a reading costs as much as 40 element additions; that ratio
-is what to compare across machines.
+is what to compare across machines. "x default" is the cost per reading over that of a site's
+default set (``limit`` + ``stale`` + ``robust_zscore`` + ``ewma``, always timed in the same run).
 
-``main(argv)`` returns 0; ``--json FILE`` also writes the results as JSON.
+``main(argv)`` returns 0, or 2 with one line on stderr for a ``--detectors`` entry that names no
+detector or preset; ``--json FILE`` also writes the results as JSON.
 """
 from __future__ import annotations
 
