@@ -116,7 +116,7 @@ def run(specs: Sequence[str] | None, sizes: Sequence[int], seconds: float, inclu
                     progress(f"{label} x {n}" + (f" in groups of {g}" if g else ""))
                 try:
                     if group:
-                        res = bench_group(label, cls, params, n, g, seconds, _readings, warm_rounds)
+                        res = bench_group(label, cls, params, n, g, seconds, warm_rounds=warm_rounds)
                     else:
                         res = bench_one(cls, n, seconds, 100 if warm_rounds is None else warm_rounds, params=params)
                 except Exception as e:  # a detector with another interface: report, don't stop
