@@ -4,7 +4,8 @@ Each detector is built from its ``example_params()`` (``--detectors name``) or a
 set (``name:preset``, e.g. ``pca_monitor:skab``: the ``skab-pca`` entry of
 ``daemon/lab/sites/skab.yaml``) over ``example_sensors(n)`` for n = 1,000 and 10,000 sensors and
 fed rounds of one reading per sensor, one second of reading time apart, for ``--seconds`` of
-wall-clock time after an untimed warm-up. A univariate detector gets one ``update`` call per
+wall-clock time after an untimed warm-up, in three slices taken in turn with every other detector
+of that sensor count (so the machine's load falls on all alike; the best slice counts). A univariate detector gets one ``update`` call per
 round, as the daemon does for a batch whose sensors are distinct; a group detector
 (``pca_monitor``, ``pyod_group``) watches groups of ``--group-size`` sensors, one instance and one
 ``update`` per group and round, and also reports its cost per row and its refits amortised over
@@ -32,8 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from plantwatch.daemon.lab.bench_groups import (DEFAULT_SET, PRESETS, bench_group, default_specs, is_group, render_groups,
-                                               resolve)
+from plantwatch.daemon.lab.bench_groups import (DEFAULT_SET, PRESETS, GroupCase, Timed, default_specs, is_group,
+                                               render_groups, resolve)
 
 T0 = 1_700_000_000.0
 
@@ -63,9 +64,8 @@ def _readings(sensors, rounds: int, seed: int = 0) -> np.ndarray:
     return lo + np.clip(u, 0.05, 0.95) * span
 
 
-def bench_one(cls, n: int, seconds: float, warm_rounds: int = 100, repeats: int = 3,
-              params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Readings/s of one detector class over ``n`` sensors (best of ``repeats`` timed runs)."""
+def prepare_one(cls, n: int, warm_rounds: int = 100, params: dict[str, Any] | None = None) -> Timed:
+    """One instance over ``n`` sensors after ``warm_rounds`` untimed rounds, ready to time."""
     sensors = cls.example_sensors(n)  # declared in the base class (detectors/base.py)
     params = cls.Params.model_validate(cls.example_params() if params is None else params)
     det = cls(params, sensors)
@@ -81,54 +81,58 @@ def bench_one(cls, n: int, seconds: float, warm_rounds: int = 100, repeats: int 
 
     for _ in range(warm_rounds):
         one_round()
-    best, total_rounds, total_time = np.inf, 0, 0.0
-    for _ in range(repeats):  # best of a few: other processes only ever make a run slower
-        start = time.perf_counter()
-        timed = 0
-        while True:
-            one_round()
-            timed += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / repeats and timed >= 3:
-                break
-        best = min(best, elapsed / timed)
-        total_rounds += timed
-        total_time += elapsed
-    return {"rounds": total_rounds, "seconds": total_time, "readings_per_s": n / best,
-            "us_per_round": best * 1e6, "ns_per_reading": best / n * 1e9}
+    return Timed(one_round, n)
 
 
 def run(specs: Sequence[str] | None, sizes: Sequence[int], seconds: float, include_all: bool,
-        progress=None, group_sizes: Sequence[int] = (8,), warm_rounds: int | None = None) -> dict[str, Any]:
+        progress=None, group_sizes: Sequence[int] = (8,), warm_rounds: int | None = None,
+        repeats: int = 3) -> dict[str, Any]:
     """Time every ``name`` / ``name:preset`` in ``specs`` (default: :func:`bench_groups.default_specs`)
-    at each sensor count; the default set is always timed too, for the ratio column."""
+    at each sensor count; the default set is always timed too, for the ratio column. The cases of
+    one sensor count are prepared first, then timed in ``repeats`` interleaved slices each."""
     chosen = list(specs) if specs else default_specs(include_all)
     chosen = [d for d in DEFAULT_SET if d not in chosen] + chosen
+    resolved = [resolve(spec) for spec in chosen]
     results, skipped = [], []
     refs = {n: reference_ns_per_element(n) for n in sizes}
-    for spec in chosen:
-        label, cls, params = resolve(spec)
-        group = is_group(cls)
-        kind = "group" if group else "univariate" if cls.univariate else "multi"
-        for n in sizes:
+    for n in sizes:
+        live = []
+        for label, cls, params in resolved:
+            group = is_group(cls)
+            kind = "group" if group else "univariate" if cls.univariate else "multi"
             for g in group_sizes if group else [None]:
                 if progress:
-                    progress(f"{label} x {n}" + (f" in groups of {g}" if g else ""))
+                    progress(f"warming up {label} x {n}" + (f" in groups of {g}" if g else ""))
                 try:
                     if group:
-                        res = bench_group(label, cls, params, n, g, seconds, warm_rounds=warm_rounds)
+                        case = GroupCase(label, cls, params, n, g, warm_rounds)
+                        timed, finish = case.timed, case.finish
+                        if timed is None:
+                            skipped.append({"detector": label, "sensors": n, "group_size": g, "phase": "monitoring",
+                                            "reason": case.res["why"]})
+                            continue
                     else:
-                        res = bench_one(cls, n, seconds, 100 if warm_rounds is None else warm_rounds, params=params)
+                        timed = prepare_one(cls, n, 100 if warm_rounds is None else warm_rounds, params)
+                        finish = timed.figures
                 except Exception as e:  # a detector with another interface: report, don't stop
                     skipped.append({"detector": label, "sensors": n, "reason": f"{type(e).__name__}: {e}"})
                     continue
-                if group and res["samples"] == 0:
-                    skipped.append({"detector": label, "sensors": n, "group_size": g, "phase": "monitoring",
-                                    "reason": res["why"]})
-                    continue
-                res.update(detector=label, kind=kind, univariate=kind == "univariate", sensors=n,
-                           np_add_ratio=res["ns_per_reading"] / refs[n])
-                results.append(res)
+                live.append(({"detector": label, "kind": kind, "univariate": kind == "univariate", "sensors": n},
+                             timed, finish))
+        for rep in range(repeats):
+            if progress:
+                progress(f"timing {len(live)} cases at {n:,} sensors, slice {rep + 1} of {repeats}")
+            for _, timed, _ in live:
+                timed.slice(seconds / repeats)
+        for head, timed, finish in live:
+            if progress:
+                progress(f"refits of {head['detector']} x {n}")
+            res = finish() | head
+            res["np_add_ratio"] = res["ns_per_reading"] / refs[n]
+            results.append(res)
+        del live
+    order = {label: i for i, (label, _, _) in enumerate(resolved)}
+    results.sort(key=lambda r: (order[r["detector"]], r["sensors"], r.get("group_size") or 0))
     default = {}
     for n in sizes:
         parts = [r["ns_per_reading"] for r in results if r["sensors"] == n and r["detector"] in DEFAULT_SET]

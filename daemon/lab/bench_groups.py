@@ -21,7 +21,8 @@ Phases:
   (``get_state`` / ``set_state``, as the daemon restores a snapshot) instead of paying
   ``min_rows`` rounds each: the cost of a row does not depend on its values. Groups in alarm at
   the end of timing are reported (an alarmed group does not learn, which changes its cost).
-* monitoring (timed, like a univariate detector): rounds of all groups; refits falling due are
+* monitoring (timed like a univariate detector, in slices interleaved with the other detectors
+  of the same sensor count): rounds of all groups; refits falling due are
   left in flight, as the daemon leaves them while its worker thread fits (scoring goes on with
   the old model).
 * refit (timed separately): ``refit_data`` + ``fit_group_model`` + ``install_model`` of one group
@@ -33,6 +34,7 @@ A phase that gathers no samples says why (e.g. the warm-up was shorter than ``mi
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -143,74 +145,102 @@ def _no_fit_reason(label: str, det: GroupDetector, rounds: int) -> str:
             + ("; give --warm-rounds at least min_rows" if rounds < p.min_rows else ""))
 
 
-def bench_group(label: str, cls, params_dict: dict[str, Any], n: int, size: int, seconds: float,
-                readings: Callable = group_readings, warm_rounds: int | None = None, repeats: int = 3,
-                t0: float = 1_700_000_000.0) -> dict[str, Any]:
-    """Monitoring cost per reading and per row, and the amortised refit cost, of ``n`` sensors
-    in groups of ``size``. ``readings(sensors, rounds)`` gives a (rounds, members) block. The
-    result has ``samples`` 0 and ``why`` when the monitoring phase gathered none."""
-    params = cls.Params.model_validate(params_dict)
-    sensors = cls.example_sensors(n)
-    sizes = group_sizes(n, size)
-    wanted = max(params.min_rows, params.window if params.refit_every else 0) + 2
-    rounds = wanted if warm_rounds is None else warm_rounds
-    cycle = 64
-    layout = " + ".join(f"{sizes.count(g):,} × {g}" for g in sorted(set(sizes), key=lambda g: (-sizes.count(g), g)))
-    res: dict[str, Any] = {"groups": len(sizes), "group_size": size, "layout": layout, "warm_rounds": rounds}
-    protos, blocks = {}, {}
-    for g in sorted(set(sizes)):
-        blocks[g] = readings(sensors[:g], rounds + cycle)
-        protos[g] = _warm(cls, params, sensors[:g], blocks[g], rounds, t0)
-        if not protos[g].fitted:
-            return res | {"samples": 0, "why": _no_fit_reason(label, protos[g], rounds),
-                          "refit": {"samples": 0, "why": "no model to refit (not fitted)"}}
-    dets, starts, a = [], [], 0
-    for g in sizes:
-        d = cls(params, sensors[a:a + g])
-        d.defer_refit = True
-        d.set_state(protos[g].get_state())
-        dets.append(d)
-        starts.append(a)
-        a += g
-    # each group's readings: its size's block, laid side by side; one time per sensor per round
-    x_all = np.concatenate([blocks[g][rounds:] for g in sizes], axis=1)
-    jitter = np.random.default_rng(1).uniform(0, 0.5, n)
-    feeds = [(d, np.arange(g, dtype=np.int64), s, s + g) for d, g, s in zip(dets, sizes, starts)]
-    r = rounds
+class Timed:
+    """The timed rounds of one case. ``slice`` runs rounds for at least ``seconds`` (and three
+    rounds); the cases of one sensor count take their slices in turn, so a change in the
+    machine's load falls on all of them alike. The best slice counts: other processes only ever
+    make a round slower. One untimed round runs at once (so a detector that fails, fails here)."""
 
-    def one_round():
-        nonlocal r
-        t = t0 + r + jitter
-        x = x_all[(r - rounds) % cycle]
-        for d, idx, lo, hi in feeds:
-            d.update(idx, t[lo:hi], x[lo:hi])
-        r += 1
+    def __init__(self, step: Callable[[], None], n: int):
+        self.step, self.n = step, n
+        self.best, self.rounds, self.seconds = math.inf, 0, 0.0
+        step()
 
-    one_round()
-    rows_before = sum(int(d.counts[0]) for d in dets)
-    best, total_rounds, total_time = np.inf, 0, 0.0
-    for _ in range(repeats):
+    def slice(self, seconds: float) -> None:
         start = time.perf_counter()
         timed = 0
         while True:
-            one_round()
+            self.step()
             timed += 1
             elapsed = time.perf_counter() - start
-            if elapsed >= seconds / repeats and timed >= 3:
+            if elapsed >= seconds and timed >= 3:
                 break
-        best = min(best, elapsed / timed)
-        total_rounds += timed
-        total_time += elapsed
-    rows = sum(int(d.counts[0]) for d in dets) - rows_before
-    res["groups_in_alarm"] = sum(int(d.decider.code[0] != 0) for d in dets)
-    rows_per_round = rows / total_rounds
-    res.update(samples=total_rounds, rounds=total_rounds, seconds=total_time, readings_per_s=n / best,
-               us_per_round=best * 1e6, ns_per_reading=best / n * 1e9, rows_per_round=rows_per_round,
-               ns_per_row=best / rows_per_round * 1e9 if rows else None)
-    if not rows:
-        res["why_no_rows"] = f"{label}: no rows formed in {total_rounds} timed rounds (step {params.step})"
-    res["refit"] = _refit_cost(protos[sizes[0]], rows / (total_rounds * n))
-    return res
+        self.best = min(self.best, elapsed / timed)
+        self.rounds += timed
+        self.seconds += elapsed
+
+    def figures(self) -> dict[str, Any]:
+        return {"samples": self.rounds, "rounds": self.rounds, "seconds": self.seconds,
+                "readings_per_s": self.n / self.best, "us_per_round": self.best * 1e6,
+                "ns_per_reading": self.best / self.n * 1e9}
+
+
+class GroupCase:
+    """``n`` sensors in groups of ``size``, warmed up and ready to time (``timed``; None when the
+    warm-up did not fit a model, ``res["why"]`` says why); :meth:`finish` adds the per-row
+    figures and the refit cost. ``readings(sensors, rounds)`` gives a (rounds, members) block."""
+
+    def __init__(self, label: str, cls, params_dict: dict[str, Any], n: int, size: int,
+                 warm_rounds: int | None = None, readings: Callable = group_readings, t0: float = 1_700_000_000.0):
+        self.label = label
+        self.params = params = cls.Params.model_validate(params_dict)
+        sensors = cls.example_sensors(n)
+        sizes = group_sizes(n, size)
+        wanted = max(params.min_rows, params.window if params.refit_every else 0) + 2
+        rounds = wanted if warm_rounds is None else warm_rounds
+        cycle = 64
+        layout = " + ".join(f"{sizes.count(g):,} × {g}" for g in sorted(set(sizes), key=lambda g: (-sizes.count(g), g)))
+        self.res: dict[str, Any] = {"groups": len(sizes), "group_size": size, "layout": layout, "warm_rounds": rounds}
+        self.timed: Timed | None = None
+        protos, blocks = {}, {}
+        for g in sorted(set(sizes)):
+            blocks[g] = readings(sensors[:g], rounds + cycle)
+            protos[g] = _warm(cls, params, sensors[:g], blocks[g], rounds, t0)
+            if not protos[g].fitted:
+                self.res |= {"samples": 0, "why": _no_fit_reason(label, protos[g], rounds),
+                             "refit": {"samples": 0, "why": "no model to refit (not fitted)"}}
+                return
+        self.proto = protos[sizes[0]]
+        dets, starts, a = [], [], 0
+        for g in sizes:
+            d = cls(params, sensors[a:a + g])
+            d.defer_refit = True
+            d.set_state(protos[g].get_state())
+            dets.append(d)
+            starts.append(a)
+            a += g
+        self.dets = dets
+        # each group's readings: its size's block, laid side by side; one time per sensor per round
+        x_all = np.concatenate([blocks[g][rounds:] for g in sizes], axis=1)
+        jitter = np.random.default_rng(1).uniform(0, 0.5, n)
+        feeds = [(d, np.arange(g, dtype=np.int64), s, s + g) for d, g, s in zip(dets, sizes, starts)]
+        r = rounds
+
+        def one_round():
+            nonlocal r
+            t = t0 + r + jitter
+            x = x_all[(r - rounds) % cycle]
+            for d, idx, lo, hi in feeds:
+                d.update(idx, t[lo:hi], x[lo:hi])
+            r += 1
+
+        self.timed = Timed(one_round, n)
+        self.rows_before = self._rows()
+
+    def _rows(self) -> int:
+        return sum(int(d.counts[0]) for d in self.dets)
+
+    def finish(self) -> dict[str, Any]:
+        tm, res = self.timed, self.res
+        rows = self._rows() - self.rows_before
+        res["groups_in_alarm"] = sum(int(d.decider.code[0] != 0) for d in self.dets)
+        rows_per_round = rows / tm.rounds
+        res.update(tm.figures(), rows_per_round=rows_per_round,
+                   ns_per_row=tm.best / rows_per_round * 1e9 if rows else None)
+        if not rows:
+            res["why_no_rows"] = f"{self.label}: no rows formed in {tm.rounds} timed rounds (step {self.params.step})"
+        res["refit"] = _refit_cost(self.proto, rows / (tm.rounds * tm.n))
+        return res
 
 
 def _refit_cost(det: GroupDetector, rows_per_reading: float, tries: int = 5) -> dict[str, Any]:
