@@ -112,3 +112,15 @@ def test_group_sizes_split_sensors_like_areas():
     assert group_sizes(10000, 33) == [33] * 302 + [34]  # no group of one sensor
     assert group_sizes(5, 8) == [5]
     assert sum(group_sizes(10000, 8)) == 10000
+
+
+def test_cases_of_one_sensor_count_are_warmed_up_then_timed_in_interleaved_slices():
+    said = []
+    report = bench_detectors.run(["increment_variance", "pca_monitor"], [12], 0.01, False, progress=said.append,
+                                 group_sizes=[6])
+    timing = [i for i, s in enumerate(said) if s.startswith("timing ")]
+    warming = [i for i, s in enumerate(said) if s.startswith("warming up ")]
+    assert len(warming) == 6 and len(timing) == 3 and max(warming) < min(timing)
+    assert said[timing[0]] == "timing 6 cases at 12 sensors, slice 1 of 3"
+    # each case took one slice per turn, each slice at least three rounds
+    assert all(r["rounds"] >= 9 for r in report["results"]) and len(report["results"]) == 6
