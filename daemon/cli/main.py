@@ -205,7 +205,7 @@ PASSTHROUGH = {
     "bench": ("plantwatch.daemon.lab.bench", "end-to-end benchmark against the machine's own limits (bench --quick)"),
     "faults": ("plantwatch.daemon.lab.faults", "the daemon under load while its process, broker and database fail (faults --quick)"),
     "failover": ("plantwatch.daemon.lab.faults.failover", "three instances under load while instances, broker and database fail"),
-    "bench-detectors": ("plantwatch.daemon.lab.bench_detectors", "readings/s per core of each detector at 1k and 10k sensors"),
+    "bench-detectors": ("plantwatch.daemon.lab.bench_detectors", "cost per reading of each detector (group detectors per row too) at 1k and 10k sensors"),
     "bench-backtest": ("plantwatch.daemon.lab.bench_backtest", "how fast a backtest replays stored readings"),
     "eval": ("plantwatch.daemon.lab.evaluate.__main__", "evaluate the detectors on NAB, SKAB or TEP (eval nab --data DIR)"),
     "inventory": ("plantwatch.daemon.cli.inventory", "each tank's balance and the smallest loss rate it can find"),
