@@ -74,7 +74,6 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from .base import Detector, DetectorParams, Output, debounce
-from .decide import Decider
 from .group_decide import RowDecider
 
 #: standardised values are clipped to this, so hostile input (1e308) keeps scores finite
@@ -138,6 +137,7 @@ class GroupDetector(Detector):
     CONDITIONS = ("normal", "anomaly", "severe_anomaly")
     SEVERITY = {"anomaly": "medium", "severe_anomaly": "high"}
     _tokens = itertools.count(1)
+    decider: RowDecider
 
     def __init__(self, params: GroupParams, sensors):
         super().__init__(params, sensors)
@@ -187,7 +187,7 @@ class GroupDetector(Detector):
         return ()
 
     # --- protocol ----------------------------------------------------------------------------
-    def make_decider(self) -> Decider:
+    def make_decider(self) -> RowDecider:
         p: GroupParams = self.params
         return RowDecider(1, p.severe, p.clear_ratio, p.confirm_rows, p.clear_rows)
 
@@ -255,8 +255,7 @@ class GroupDetector(Detector):
                 s, contrib = 0.0, None
             self.last_score[0] = s
             before = int(self.decider.code[0])
-            code = int(self.decider.step(np.zeros(1, dtype=np.int64), np.array([float(self.counts[0])]),
-                                         np.array([s]), np.zeros(1))[0])
+            code = self.decider.step_one(float(self.counts[0]), float(s))
             self._attribute(before, code, contrib)
             if code == 0:
                 self._learn_row(row)

@@ -42,6 +42,26 @@ class RowDecider(Decider):
         self.code[idx] = new
         return new
 
+    def step_one(self, t: float, score: float) -> int:
+        """:meth:`step` for the group's one slot with plain numbers (a group steps once per row;
+        the array form costs more than the rest of the row). Same rules, same state."""
+        cur = int(self.code[0])
+        lim1 = self.clear_ratio if cur >= 1 else 1.0
+        lim2 = self.severe * self.clear_ratio if cur >= 2 else self.severe
+        raw = 2 if score >= lim2 else 1 if score >= lim1 else 0
+        above = int(self.above[0]) + 1 if score >= 1.0 else 0
+        below = int(self.below[0]) + 1 if raw == 0 else 0
+        self.above[0], self.below[0] = above, below
+        if cur == 0:
+            new = max(raw, 1) if above >= self.confirm else 0
+        else:
+            new = 0 if below >= self.clear else max(raw, 1)
+        self.pending[0] = raw
+        if new != cur:
+            self.since[0] = t
+        self.code[0] = new
+        return new
+
     def get_state(self):
         return super().get_state() | {"above": self.above.copy(), "below": self.below.copy()}
 

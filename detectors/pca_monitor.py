@@ -109,7 +109,7 @@ class PCAMonitor(GroupDetector):
         """Drift stage: the members, then each one's deviation from its slow baseline."""
         if self.params.detrend_t is None:
             return row
-        base = self.base if np.all(np.isfinite(self.base)) else row
+        base = self.base if np.isfinite(self.base).all() else row
         if commit:
             b = self.params.detrend_beta
             self.base = b * base + (1 - b) * row
@@ -145,17 +145,19 @@ class PCAMonitor(GroupDetector):
         return np.minimum(t2, SCORE_CAP), np.minimum(np.sum(e ** 2, axis=1), SCORE_CAP)
 
     def _score(self, row, commit=True):
+        # (one row of a few members: each numpy call is a few µs, so the calls are the plain ones)
         row = model_rows(row, self.n, self.drift)
         with np.errstate(over="ignore", invalid="ignore"):
-            z = np.clip((row - self.mean) / self.std, -Z_CLIP, Z_CLIP)
+            z = (row - self.mean) / self.std
+            np.minimum(np.maximum(z, -Z_CLIP, out=z), Z_CLIP, out=z)  # np.clip, NaN kept
         s_ = self.params.smooth
         if s_ > 0:
-            if np.all(np.isfinite(self.ewma)):
+            if np.isfinite(self.ewma).all():
                 z = s_ * self.ewma + (1 - s_) * z
             if commit:
                 self.ewma = z.copy()
         sc = self.P.T @ z
-        t2 = float(np.sum(sc ** 2 / self.lam))
+        t2 = float((sc * sc / self.lam).sum())
         e = z - self.P @ sc
         spe = float(e @ e)
         r_t2 = t2 / self.lim[0] if math.isfinite(self.lim[0]) else 0.0

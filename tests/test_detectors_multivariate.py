@@ -325,3 +325,22 @@ def test_example_params_valid_and_not_univariate(name):
     det = create(name, cls.example_params(), sensors())
     assert cls.univariate is False
     assert det.describe()["type"] == name
+
+
+@pytest.mark.parametrize("severe, clear_ratio, confirm, clear", [(3.0, 1.0, 1, 1), (2.0, 0.6, 3, 2), (1.5, 0.8, 1, 4)])
+def test_row_decider_one_slot_step_is_the_array_step(severe, clear_ratio, confirm, clear):
+    """The group's row decision with plain numbers (``step_one``, the per-row path) gives the codes
+    and state of the array ``step`` on every row of a score series that crosses every level."""
+    from plantwatch.detectors.group_decide import RowDecider
+
+    rng = np.random.default_rng(7)
+    scores = np.r_[rng.gamma(1.0, 0.7, 3000), [np.nan, 0.0, np.inf, 1.0, severe, severe * clear_ratio]]
+    a, b = RowDecider(1, severe, clear_ratio, confirm, clear), RowDecider(1, severe, clear_ratio, confirm, clear)
+    seen = set()
+    for k, s in enumerate(scores):
+        ca = int(a.step(np.zeros(1, dtype=np.int64), np.array([float(k)]), np.array([s]), np.zeros(1))[0])
+        cb = b.step_one(float(k), float(s))
+        assert ca == cb, (k, s)
+        seen.add(cb)
+    sa, sb = a.get_state(), b.get_state()
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa) and seen == {0, 1, 2}
