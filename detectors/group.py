@@ -206,19 +206,22 @@ class GroupDetector(Detector):
             self.last.copy(), self.last_t.copy(), self.fresh.copy())
         # a magnitude whose square overflows is no measurement: treat it like a missing value
         good = np.isfinite(x) & np.isfinite(t) & (np.abs(x) < 1e150)
-        last[idx[good]] = x[good]
-        last_t[idx[good]] = t[good]
+        if good.all():
+            last[idx], last_t[idx] = x, t
+        else:
+            last[idx[good]] = x[good]
+            last_t[idx[good]] = t[good]
         fresh[idx] = True
         if commit:
             self.seen[idx] += 1
-        tmax = float(np.max(t)) if len(t) else -math.inf
+        tmax = float(t.max()) if len(t) else -math.inf
         if not math.isfinite(tmax) or self.n == 0:
             return None, tmax
         step = self.params.step
         due = bool(fresh.all()) if step is None else tmax >= self.clock[1]
         if not due:
             return None, tmax
-        complete = bool(np.all(tmax - last_t <= self.params.max_age))
+        complete = bool((tmax - last_t <= self.params.max_age).all())
         if commit:
             fresh[:] = False
             if step is not None:
