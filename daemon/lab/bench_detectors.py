@@ -35,6 +35,7 @@ import numpy as np
 
 from plantwatch.daemon.lab.bench_groups import (DEFAULT_SET, PRESETS, GroupCase, Timed, default_specs, is_group,
                                                render_groups, resolve)
+from plantwatch.daemon.runtime import one_blas_thread
 
 T0 = 1_700_000_000.0
 
@@ -90,6 +91,7 @@ def run(specs: Sequence[str] | None, sizes: Sequence[int], seconds: float, inclu
     """Time every ``name`` / ``name:preset`` in ``specs`` (default: :func:`bench_groups.default_specs`)
     at each sensor count; the default set is always timed too, for the ratio column. The cases of
     one sensor count are prepared first, then timed in ``repeats`` interleaved slices each."""
+    one_blas_thread()  # as the daemon runs (its refits above all)
     chosen = list(specs) if specs else default_specs(include_all)
     chosen = [d for d in DEFAULT_SET if d not in chosen] + chosen
     resolved = [resolve(spec) for spec in chosen]
