@@ -67,6 +67,22 @@ def test_sparkplug_with_cluster_loads_and_partitions_nodes_by_group_and_node():
     assert wide.topics(1)[0] == t1
 
 
+def test_config_check_prints_each_nodes_primary_host(tmp_path, capsys):
+    """With cluster and host_id, each node must name its partition's host id (``{host_id}-p{k}``):
+    ``plantwatch config check`` prints the mapping (nothing printed it before)."""
+    from plantwatch.daemon.cli.main import main
+
+    nodes = _nodes("plant")
+    f = tmp_path / "site.yaml"
+    f.write_text(_text("plant", nodes, host_id="north"))
+    assert main(["config", "check", str(f), "--skip-files"]) == 0
+    out = capsys.readouterr().out
+    assert "Sparkplug primary host of each node (2 partitions" in out, out
+    assert f"plant/{nodes[0]}: north-p0" in out and f"plant/{nodes[1]}: north-p1" in out, out
+    assert Partitioner(load_config_text(_text("plant", nodes).replace("partitions: 2", "partitions: 1"))
+                       ).primary_hosts() == {}
+
+
 class Node:
     def __init__(self, c: aiomqtt.Client, group: str, node: str):
         self.c, self.group, self.node, self.seq = c, group, node, 0

@@ -47,6 +47,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                   f"{len(cfg.sensors)} sensors, {len(cfg.detectors)} detectors watching {n_watch} sensor slots; "
                   f"mqtt: {'embedded' if cfg.mqtt is None else f'{cfg.mqtt.host}:{cfg.mqtt.port}'}, "
                   f"database: {'embedded' if cfg.database is None else 'configured'}", highlight=False)
+    from plantwatch.daemon.ingest.partitions import Partitioner
+
+    hosts = Partitioner(cfg).primary_hosts()
+    if hosts:
+        out.print(f"Sparkplug primary host of each node ({cfg.cluster.partitions} partitions; set it on the node):",
+                  highlight=False)
+        for node, host in hosts.items():
+            out.print(f"  {escape(node)}: {escape(host)}", highlight=False, soft_wrap=True)
     return 0
 
 

@@ -87,6 +87,14 @@ class Partitioner:
             out += [f"{sptopic.NAMESPACE}/{group}/+/{node}", f"{sptopic.NAMESPACE}/{group}/+/{node}/+"]
         return out, shared
 
+    def primary_hosts(self) -> dict[str, str]:
+        """With ``cluster`` and ``sparkplug.host_id``: the host id each mapped Sparkplug node must
+        name as its primary host (``group/node`` -> ``{host_id}-p{k}``); empty otherwise."""
+        sp = self.cfg.sparkplug
+        if sp is None or not sp.host_id or self.cc is None or self.cc.partitions == 1:
+            return {}
+        return {n: f"{sp.host_id}-p{self.part_of(n)}" for n in sorted(self.nodes)}
+
     def mine(self, k: int):  # noqa: ANN201 - a predicate on topics
         """Whether a message on a topic is partition ``k``'s to store (the others a wildcard
         brings are only acknowledged)."""
