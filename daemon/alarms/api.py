@@ -38,7 +38,7 @@ from plantwatch.connectors.tls import ServerTls
 from plantwatch.daemon.alarms.api_input import InputError, action_body, query_text
 from plantwatch.daemon.alarms.console_api import ConsoleRoutes
 from plantwatch.daemon.alarms.console_push import ConsolePush
-from plantwatch.daemon.alarms.console_session import CsrfRefused, Sessions
+from plantwatch.daemon.alarms.console_session import USER, CsrfRefused, Sessions
 from plantwatch.daemon.config.console_users import DUMMY, password_matches
 from plantwatch.daemon.alarms.report_route import add_report_route
 from plantwatch.daemon.config.model import ApiConfig
@@ -220,7 +220,7 @@ class Api:
             if user is None:
                 return web.json_response({"error": "missing or unknown token"}, status=401,
                                          headers={"WWW-Authenticate": 'Bearer realm="plantwatch"'})
-            request["user"] = user
+            request[USER] = user
             resp = await (handler(request) if path in self.UNBOUNDED else self._bounded(handler, request))
         resp.headers.setdefault("Cache-Control", "no-store")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -279,7 +279,7 @@ class Api:
         return web.json_response({"ok": ok, "reason": reason}, status=200 if ok else 503)
 
     async def whoami(self, request: web.Request) -> web.Response:
-        u: User = request["user"]
+        u: User = request[USER]
         return _json({"name": u.name, "role": u.role, "site": self.site,
                       "may": sorted(a for a, roles in ACTIONS.items() if u.role in roles)})
 
@@ -299,7 +299,7 @@ class Api:
 
     def _action(self, action: str):
         async def handler(request: web.Request) -> web.Response:
-            user: User = request["user"]
+            user: User = request[USER]
             alarm_id = path_id(request, "alarm")
             body = action_body(action, await request.read())  # InputError: 400 with the reason
             reason = body.reason or getattr(body, "text", None) or ""

@@ -24,6 +24,7 @@ from plantwatch.connectors.alarm_records import AlarmRecords
 
 from plantwatch.daemon.alarms.api_input import ack_many_body
 from plantwatch.daemon.alarms.console_push import ConsolePush
+from plantwatch.daemon.alarms.console_session import USER
 from plantwatch.daemon.alarms.lifecycle import ACTIONS, ActionError, ManagedAlarmBook
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class ConsoleRoutes:
 
     # --- acknowledge many ---------------------------------------------------------------------------
     async def ack_many(self, request: web.Request) -> web.Response:
-        user = request["user"]
+        user = request[USER]
         body = ack_many_body(await request.read())  # InputError: 400 with the reason
         if user.role not in ACTIONS["ack"]:
             return self._json({"error": f"role {user.role!r} may not ack"}, status=403)

@@ -48,6 +48,10 @@ class Identity(Protocol):
     role: str
 
 
+#: who made an API request (set by the API's authentication middleware)
+USER = web.RequestKey("user", Identity)
+
+
 @dataclass
 class Session:
     user: Identity
