@@ -20,9 +20,9 @@ import math
 import numpy as np
 
 from .resonance_core import ShapeMemory
+from .resonance_match import LANES, CategoryStore
 
 _SQ2 = math.sqrt(2.0)
-CHUNK = 256  # sensors matched at once (their match arrays stay in the cache)
 
 
 def _unit_scale(v: np.ndarray) -> np.ndarray:
@@ -73,7 +73,7 @@ class _Ring:
 class ShapeBank:
     """``n`` sensors' shape memories; ``push(idx, x)`` scores one round of distinct sensors."""
 
-    def __init__(self, n: int, **kw):
+    def __init__(self, n: int, lanes: int = LANES, **kw):
         self.kw = kw
         self.n, self.learn, self.stride, self.w = n, kw["learn"], kw["stride"], kw["window"]
         self.levels, self.chomp, self.rho_cap, self.mask = kw["levels"], kw["chomp"], kw["rho_cap"], kw["mask"]
@@ -88,10 +88,7 @@ class ShapeBank:
         self.hist = np.zeros((n, self.levels + 1), dtype=np.int64)
         self.shape = np.zeros((n, w))
         self.slen = np.zeros(n, dtype=np.int64)
-        self.W = np.zeros((n, 4, 4 * w))
-        self._em = np.empty((0, 0, 4 * w))
-        self.nW = np.zeros((n, 4))  # the sum of each category (kept with W, so each match reads W once)
-        self.k = np.zeros(n, dtype=np.int64)
+        self.cats = CategoryStore(n, 4 * w, lanes=lanes)
         self.rho_lb, self.rho_ub = np.zeros(n), np.zeros(n)
         self.step, self.sim_n, self.last_rho, self.quiet, self.first_scored = (
             np.zeros(n, dtype=np.int64) for _ in range(5))
@@ -191,11 +188,10 @@ class ShapeBank:
         self.lo[j], self.span[j] = lo, hi - lo
         s = int(self.slen[j])
         self.shape[j, :s] = [float(u) * a + b for u in self.shape[j, :s]]
-        w, k = self.w, int(self.k[j])
-        Wj = self.W[j]
-        Wj[:k, w:2 * w] = Wj[:k, w:2 * w] * a + b
-        Wj[:k, 3 * w:] = 1.0 - ((1.0 - Wj[:k, 3 * w:]) * a + b)
-        self.nW[j, :k] = Wj[:k].sum(axis=1)
+        w, Wj = self.w, self.cats.get(j)
+        Wj[:, w:2 * w] = Wj[:, w:2 * w] * a + b
+        Wj[:, 3 * w:] = 1.0 - ((1.0 - Wj[:, 3 * w:]) * a + b)
+        self.cats.put(j, Wj)
         q = np.rint((np.arange(self.levels + 1) * a + b * self.levels)).astype(np.int64)
         hist = np.zeros(self.levels + 1, dtype=np.int64)
         np.add.at(hist, np.clip(q, 0, self.levels), self.hist[j])
@@ -203,68 +199,12 @@ class ShapeBank:
 
     # --- fuzzy ART, all ready sensors at once --------------------------------------------------
     def _train(self, D: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(new cluster?, best match, its level-match) per sensor, as :meth:`.FuzzyArt.train`.
-        Many sensors are matched in groups of similar category counts (less padding)."""
+        """(new cluster?, best match, its level-match) per sensor, as :meth:`.FuzzyArt.train`."""
         x = np.concatenate([f, 1.0 - f], axis=1)
-        k = self.k[D]
-        new, a, ae = np.zeros(len(D), dtype=bool), np.zeros(len(D)), np.zeros(len(D))
-        add = np.zeros(len(D), dtype=bool)
-        if len(D) <= CHUNK:
-            groups = [np.arange(len(D))]
-        else:
-            g = (k + 7) // 8
-            order = np.argsort(g, kind="stable")
-            cuts = np.flatnonzero(np.diff(g[order])) + 1
-            cuts = np.union1d(cuts, np.arange(CHUNK, len(D), CHUNK))  # chunks small enough to stay in cache
-            groups = np.split(order, cuts)
-        for sel in groups:
-            new[sel], a[sel], ae[sel], add[sel] = self._match(D[sel], x[sel], k[sel])
-        self._add(D[add], x[add])
-        return new, a, ae
-
-    def _match(self, D: np.ndarray, x: np.ndarray, k: np.ndarray):
-        K = max(1, int(k.max()))
-        every = len(D) == self.n and bool((D[1:] > D[:-1]).all())  # all sensors in order: views, no copies
-        Wd = self.W[:, :K] if every else self.W[D, :K]
-        nW = self.nW[:, :K] if every else self.nW[D, :K]
-        if self._em.shape[0] < len(D) or self._em.shape[1] < K:  # scratch, reused: no fresh pages per step
-            self._em = np.empty((self.n, self.W.shape[1], self.W.shape[2]))
-        em = np.minimum(x[:, None, :], Wd, out=self._em[: len(D), :K])
-        esum = em.sum(axis=2)
-        feat = esum / np.where(nW == 0, 1e-3, nW)
-        e = 2 * self.w - 1
-        energy = (em[:, :, e] + em[:, :, -1]) / np.maximum(Wd[:, :, e] + Wd[:, :, -1], 1e-300)
-        m = feat**3 * energy**2
-        valid = np.arange(K)[None, :] < k[:, None]
-        best = np.argmax(np.where(valid, m, -np.inf), axis=1)
-        r = np.arange(len(D))
-        empty = k == 0
-        a = np.where(empty, 0.0, m[r, best])
-        ae = np.where(empty, 0.0, energy[r, best])
-        up = valid & (m >= self.rho_ub[D][:, None])
-        ri, ci = np.nonzero(up)
-        self.W[D[ri], ci] = em[ri, ci]
-        self.nW[D[ri], ci] = esum[ri, ci]
-        add = ~up.any(axis=1)
-        return add & ~empty & (a < self.rho_lb[D]), a, ae, add
-
-    def _add(self, rows: np.ndarray, x: np.ndarray) -> None:
-        if not len(rows):
-            return
-        need = int(self.k[rows].max()) + 1
-        if need > self.W.shape[1]:
-            self._capacity(need)
-        self.W[rows, self.k[rows]] = x
-        self.nW[rows, self.k[rows]] = x.sum(axis=1)
-        self.k[rows] += 1
-
-    def _capacity(self, need: int) -> None:
-        cap = max(need, 2 * self.W.shape[1])
-        W = np.zeros((self.n, cap, self.W.shape[2]))
-        W[:, : self.W.shape[1]] = self.W
-        nW = np.zeros((self.n, cap))
-        nW[:, : self.nW.shape[1]] = self.nW
-        self.W, self.nW = W, nW
+        empty = self.cats.k[D] == 0
+        a, ae, add = self.cats.match(D, x, self.rho_ub[D], self.w)
+        self.cats.add(D[add], x[add])
+        return add & ~empty & (a < self.rho_lb[D]), a, ae
 
     def _detect(self, D: np.ndarray, f: np.ndarray, widened: np.ndarray) -> np.ndarray:
         """:meth:`.ShapeMemory._detect` (scoring) for the sensors ``D`` with shapes ``f``."""
@@ -343,9 +283,9 @@ class ShapeBank:
         m.block = [float(u) for u in self.block[j, : self.blen[j]]]
         m.hist = self.hist[j].copy()
         m.shape = [float(u) for u in self.shape[j, : self.slen[j]]]
-        k = int(self.k[j])
+        k = int(self.cats.k[j])
         m.art.W = np.zeros((max(64, k), 4 * self.w))
-        m.art.W[:k], m.art.k = self.W[j, :k], k
+        m.art.W[:k], m.art.k = self.cats.get(j), k
         m.art.rho_lb, m.art.rho_ub = float(self.rho_lb[j]), float(self.rho_ub[j])
         m.sims, m.sim_diffs = self.sims.ordered(j), self.diffs.ordered(j)
         m.anomaly_sims = list(self.anomaly_sims[j])
@@ -362,13 +302,7 @@ class ShapeBank:
         self.hist[j] = m.hist
         self.slen[j] = len(m.shape)
         self.shape[j, : len(m.shape)] = m.shape
-        k = m.art.k
-        if k > self.W.shape[1]:
-            self._capacity(k)
-        self.W[j] = 0.0
-        self.W[j, :k], self.k[j] = m.art.W[:k], k
-        self.nW[j] = 0.0
-        self.nW[j, :k] = self.W[j, :k].sum(axis=1)
+        self.cats.put(j, m.art.W[: m.art.k])
         self.rho_lb[j], self.rho_ub[j] = m.art.rho_lb, m.art.rho_ub
         self.sims.load(j, m.sims)
         self.diffs.load(j, m.sim_diffs)

@@ -39,9 +39,9 @@ def nab_like(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return X
 
 
-def compare(X: np.ndarray, kw: dict, rng: np.random.Generator) -> int:
+def compare(X: np.ndarray, kw: dict, rng: np.random.Generator, lanes: int = 256) -> int:
     n, length = X.shape
-    bank = ShapeBank(n, **kw)
+    bank = ShapeBank(n, lanes=lanes, **kw)
     refs = [ShapeMemory(**kw) for _ in range(n)]
     got, want = np.zeros_like(X), np.zeros_like(X)
     for k in range(length):
@@ -63,6 +63,16 @@ def test_batch_equals_reference_on_nab_like_series(seed: int) -> None:
     hits = compare(nab_like(rng, 25, 1500), KW, rng)
     print("detections", hits)
     assert hits >= 10  # the comparison covers detections, not only zeros
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_batch_equals_reference_across_blocks_of_places(lanes: int) -> None:
+    """Sensors in many blocks of the category store: full blocks are matched in place, partial
+    rounds through copies, places are re-sorted and swapped as counts change."""
+    rng = np.random.default_rng(11 + lanes)
+    hits = compare(nab_like(rng, 30, 1200), dict(KW, learn=150), rng, lanes=lanes)
+    print("detections", hits)
+    assert hits >= 10
 
 
 def test_batch_equals_reference_on_random_series_and_params() -> None:

@@ -1,0 +1,194 @@
+"""The fuzzy ART categories of all sensors of a :class:`~.resonance_batch.ShapeBank` and their match.
+
+The categories sit slot-major, ``W[slot, dim, place]``: the sensor at storage place ``p`` keeps its
+``k`` categories in slots ``0 .. k-1`` of column ``p``. Storage places are ordered by category count,
+largest first (``at[p]`` is the sensor at place ``p``, ``pos[j]`` the place of sensor ``j``), so a
+run of neighbouring places has about the same count: a match takes such runs as rectangles
+(``slots x dims x places``) of about :data:`BAND` categories, plain views of the store when the
+places are consecutive, and steps every element operation over long contiguous rows while the
+rectangle stays in the cache. When a sensor gains a category it swaps places with the first sensor
+of its old count, which keeps the order; a state loaded from outside (warm-up, restore) leaves it
+unordered until the padding the disorder costs makes a full re-sort worth it. The order only saves
+work: every rectangle is as tall as the largest count in it.
+
+The sum of a category's elements is numpy's own pairwise summation of a row, replayed over the
+rows of a rectangle (:func:`row_sums`), so the matches equal the per-sensor engine's
+(:class:`~.resonance_core.FuzzyArt`) to the last bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LANES = 256  # places per block: a block's categories are one contiguous (slots, dim, LANES) array
+RESORT = 1.3  # re-sort the places when the rectangles hold this many slots per category in use
+
+
+def row_sums(a: np.ndarray) -> np.ndarray:
+    """``a.sum(axis=1)`` of a ``(slots, d, places)`` array, added in the order numpy's pairwise
+    summation adds the ``d`` elements of one contiguous row (blocks of 8 accumulators, then a tree;
+    halves above 128 elements), so each sum equals ``row.sum()`` of the row bit for bit."""
+    d = a.shape[1]
+    if d < 8:
+        out = a[:, 0].copy()
+        for i in range(1, d):
+            out += a[:, i]
+        return out
+    if d > 128:
+        half = d // 2 - (d // 2) % 8
+        return row_sums(a[:, :half]) + row_sums(a[:, half:])
+    top = d - d % 8
+    r = a[:, 0:8].copy()
+    for i in range(8, top, 8):
+        r += a[:, i:i + 8]
+    s = r[:, 0::2] + r[:, 1::2]
+    t = s[:, 0::2] + s[:, 1::2]
+    out = t[:, 0] + t[:, 1]
+    for i in range(top, d):
+        out += a[:, i]
+    return out
+
+
+class CategoryStore:
+    """``n`` sensors' fuzzy ART categories of ``dim`` elements (complement-coded shapes)."""
+
+    def __init__(self, n: int, dim: int, cap: int = 4, lanes: int = LANES):
+        self.n, self.dim, self.L = n, dim, lanes
+        self.nb = -(-n // self.L)
+        self.W = np.zeros((self.nb, cap, dim, self.L))
+        self.nW = np.zeros((self.nb, cap, self.L))  # each category's sum (kept with W: a match reads W once)
+        self.k = np.zeros(n, dtype=np.int64)
+        self.at = np.arange(n, dtype=np.int64)
+        self.pos = np.arange(n, dtype=np.int64)
+        self.ordered = True  # places sorted by k, largest first
+
+    # --- one sensor -------------------------------------------------------------------------
+    def get(self, j: int) -> np.ndarray:
+        """Sensor ``j``'s categories as ``(k, dim)`` rows (a copy)."""
+        b, lane = divmod(int(self.pos[j]), self.L)
+        return np.ascontiguousarray(self.W[b, : self.k[j], :, lane])
+
+    def put(self, j: int, rows: np.ndarray) -> None:
+        """Make ``rows`` (``(k, dim)``) sensor ``j``'s categories."""
+        rows = np.ascontiguousarray(rows, dtype=np.float64).reshape(-1, self.dim)
+        k = len(rows)
+        if k > self.W.shape[1]:
+            self._capacity(k)
+        b, lane = divmod(int(self.pos[j]), self.L)
+        self.W[b, :, :, lane] = 0.0
+        self.W[b, :k, :, lane] = rows
+        self.nW[b, :, lane] = 0.0
+        self.nW[b, :k, lane] = rows.sum(axis=1)
+        if k != self.k[j]:
+            self.ordered = False
+        self.k[j] = k
+
+    # --- many sensors -----------------------------------------------------------------------
+    def add(self, rows: np.ndarray, x: np.ndarray) -> None:
+        """Append category ``x[i]`` to sensor ``rows[i]`` (distinct sensors)."""
+        if not len(rows):
+            return
+        k = self.k[rows]
+        if int(k.max()) + 1 > self.W.shape[1]:
+            self._capacity(int(k.max()) + 1)
+        b, lane = np.divmod(self.pos[rows], self.L)
+        self.W[b, k, :, lane] = x
+        self.nW[b, k, lane] = x.sum(axis=1)
+        if self.ordered:
+            self._lift(self.pos[rows])
+        self.k[rows] += 1
+
+    def _lift(self, p: np.ndarray) -> None:
+        """Before the sensors at places ``p`` gain one category each: move them to the front of
+        their count's run of places (swapping with the sensors there), which keeps the order."""
+        ks = self.k[self.at]  # counts by place, descending
+        c = ks[p]
+        start = np.searchsorted(-ks, -c, side="left")  # first place of each one's count
+        gain = np.zeros(self.n, dtype=np.int64)
+        np.add.at(gain, start, 1)
+        first = np.searchsorted(-ks, -ks, side="left")  # run start of every place
+        front = np.arange(self.n) < first + gain[first]  # the places the gaining sensors will take
+        mover = np.zeros(self.n, dtype=bool)
+        mover[p] = True
+        src = np.flatnonzero(mover & ~front)  # gaining sensors outside the front ...
+        dst = np.flatnonzero(front & ~mover)  # ... swap with the others in it (both by place: runs pair up)
+        if not len(src):
+            return
+        both, swap = np.r_[src, dst], np.r_[dst, src]
+        (bb, lb), (bs, ls) = np.divmod(both, self.L), np.divmod(swap, self.L)
+        self.W[bb, :, :, lb] = self.W[bs, :, :, ls]
+        self.nW[bb, :, lb] = self.nW[bs, :, ls]
+        self.at[both] = self.at[swap]
+        self.pos[self.at[both]] = both
+
+    def _capacity(self, need: int) -> None:
+        cap = max(need, 2 * self.W.shape[1])
+        W = np.zeros((self.nb, cap, self.dim, self.L))
+        W[:, : self.W.shape[1]] = self.W
+        nW = np.zeros((self.nb, cap, self.L))
+        nW[:, : self.nW.shape[1]] = self.nW
+        self.W, self.nW = W, nW
+
+    def _resort(self) -> None:
+        order = np.argsort(-self.k[self.at], kind="stable")
+        nb, cap = self.nb, self.W.shape[1]
+        W = np.zeros((nb * self.L, cap, self.dim))  # by place (the unused places at the end stay empty)
+        W[: self.n] = self.W.transpose(0, 3, 1, 2).reshape(nb * self.L, cap, self.dim)[order]
+        nW = np.zeros((nb * self.L, cap))
+        nW[: self.n] = self.nW.transpose(0, 2, 1).reshape(nb * self.L, cap)[order]
+        self.W = np.ascontiguousarray(W.reshape(nb, self.L, cap, self.dim).transpose(0, 2, 3, 1))
+        self.nW = np.ascontiguousarray(nW.reshape(nb, self.L, cap).transpose(0, 2, 1))
+        self.at = self.at[order]
+        self.pos[self.at] = np.arange(self.n)
+        self.ordered = True
+
+    def match(self, D: np.ndarray, x: np.ndarray, rho_ub: np.ndarray, w: int):
+        """Match shape ``x[i]`` (complement-coded) against every category of sensor ``D[i]``, as
+        :meth:`.FuzzyArt.match`/``train``: refine the categories matched at or above ``rho_ub[i]``
+        (with the element-wise minimum). Returns (best match, its level-match, none refined?)."""
+        P = self.pos[D]
+        order = np.argsort(P, kind="stable")
+        Ps, ks = P[order], self.k[D][order]
+        xs = np.ascontiguousarray(x[order].T)  # (dim, sensors), by place
+        ub = rho_ub[order]
+        blk = Ps // self.L
+        cuts = np.flatnonzero(np.diff(blk)) + 1
+        edges = np.r_[0, cuts, len(Ps)]
+        if not self.ordered:
+            slots = np.maximum.reduceat(np.maximum(ks, 1), edges[:-1]) * self.L
+            if int(slots.sum()) > RESORT * int(ks.sum()) + 4 * self.L:
+                self._resort()
+                return self.match(D, x, rho_ub, w)
+        a, ae, none = np.zeros(len(D)), np.zeros(len(D)), np.ones(len(D), dtype=bool)
+        e = 2 * w - 1
+        for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
+            kb = ks[lo:hi]
+            K = max(1, int(kb.max()))
+            b = int(blk[lo])
+            full = hi - lo == self.L
+            lanes = Ps[lo:hi] - b * self.L
+            Wb = self.W[b, :K] if full else self.W[b, :K][:, :, lanes]
+            nW = self.nW[b, :K] if full else self.nW[b, :K][:, lanes]
+            em = np.minimum(xs[None, :, lo:hi], Wb)
+            esum = row_sums(em)
+            feat = esum / np.where(nW == 0, 1e-3, nW)
+            energy = (em[:, e] + em[:, -1]) / np.maximum(Wb[:, e] + Wb[:, -1], 1e-300)
+            m = feat**3 * energy**2
+            valid = np.arange(K)[:, None] < kb[None, :]
+            best = np.argmax(np.where(valid, m, -np.inf), axis=0)
+            r = np.arange(hi - lo)
+            a[lo:hi], ae[lo:hi] = m[best, r], energy[best, r]
+            up = valid & (m >= ub[None, lo:hi])
+            none[lo:hi] = ~up.any(axis=0)
+            if full:
+                np.copyto(Wb, em, where=up[:, None, :])
+                np.copyto(nW, esum, where=up)
+            else:
+                hit = ~none[lo:hi]
+                if hit.any():
+                    self.W[b, :K, :, lanes[hit]] = np.where(up[:, None, :], em, Wb)[:, :, hit].transpose(2, 0, 1)
+                    self.nW[b, :K, lanes[hit]] = np.where(up, esum, nW)[:, hit].T
+        empty = ks == 0
+        a[empty], ae[empty] = 0.0, 0.0
+        out = np.empty((3, len(D)))
+        out[0, order], out[1, order], out[2, order] = a, ae, none
+        return out[0], out[1], out[2].astype(bool)
