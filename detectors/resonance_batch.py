@@ -26,21 +26,21 @@ _SQ2 = math.sqrt(2.0)
 
 
 def _unit_scale(v: np.ndarray) -> np.ndarray:
-    """Row-wise :func:`.resonance_core.unit_scale`."""
-    v = v - v.min(axis=1, keepdims=True)
-    top = v.max(axis=1, keepdims=True)
-    return np.divide(v, top, out=v.copy(), where=top > 0)
+    """Column-wise :func:`.resonance_core.unit_scale` (one shape per column)."""
+    v = v - v.min(axis=0)
+    top = v.max(axis=0)
+    return v / np.where(top > 0, top, 1.0)
 
 
 def _haar(v: np.ndarray) -> np.ndarray:
-    """Row-wise :func:`.resonance_core.haar`."""
+    """Column-wise :func:`.resonance_core.haar`."""
     out, a = [], v
-    while a.shape[1] > 1:
-        ev, od = a[:, 0::2], a[:, 1::2]
+    while a.shape[0] > 1:
+        ev, od = a[0::2], a[1::2]
         out.append((ev - od) / _SQ2)
         a = (ev + od) / _SQ2
     out.append(a)
-    return np.concatenate(out[::-1], axis=1)
+    return np.concatenate(out[::-1], axis=0)
 
 
 class _Ring:
@@ -172,8 +172,8 @@ class ShapeBank:
         out = np.zeros(len(R))
         if ready.any():
             D = R[ready]
-            win = self.shape[D]
-            f = np.concatenate([_unit_scale(_haar(_unit_scale(win))), win], axis=1)
+            win = np.ascontiguousarray(self.shape[D].T)  # one shape per column
+            f = np.concatenate([_unit_scale(_haar(_unit_scale(win))), win], axis=0)
             self.step[D] += 1
             out[ready] = self._detect(D, f, widened[ready])
         return out
@@ -199,15 +199,16 @@ class ShapeBank:
 
     # --- fuzzy ART, all ready sensors at once --------------------------------------------------
     def _train(self, D: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(new cluster?, best match, its level-match) per sensor, as :meth:`.FuzzyArt.train`."""
-        x = np.concatenate([f, 1.0 - f], axis=1)
+        """(new cluster?, best match, its level-match) per sensor (shape ``f[:, i]`` of sensor ``D[i]``),
+        as :meth:`.FuzzyArt.train`."""
+        x = np.concatenate([f, 1.0 - f], axis=0)
         empty = self.cats.k[D] == 0
         a, ae, add = self.cats.match(D, x, self.rho_ub[D], self.w)
-        self.cats.add(D[add], x[add])
+        self.cats.add(D[add], x[:, add].T)
         return add & ~empty & (a < self.rho_lb[D]), a, ae
 
     def _detect(self, D: np.ndarray, f: np.ndarray, widened: np.ndarray) -> np.ndarray:
-        """:meth:`.ShapeMemory._detect` (scoring) for the sensors ``D`` with shapes ``f``."""
+        """:meth:`.ShapeMemory._detect` (scoring) for the sensors ``D`` with shapes ``f`` (one per column)."""
         i = self.step[D]
         since = i - self.last_anomaly[D]
         clear = self.mask_after_new[D] & (i > self.trend + self.mask) & (self.quiet[D] >= self.mask)

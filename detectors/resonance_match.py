@@ -19,32 +19,33 @@ from __future__ import annotations
 
 import numpy as np
 
-LANES = 256  # places per block: a block's categories are one contiguous (slots, dim, LANES) array
+LANES = 512  # places per block: a block's categories are one contiguous (slots, dim, LANES) array
 RESORT = 1.3  # re-sort the places when the rectangles hold this many slots per category in use
 
 
 def row_sums(a: np.ndarray) -> np.ndarray:
-    """``a.sum(axis=1)`` of a ``(slots, d, places)`` array, added in the order numpy's pairwise
-    summation adds the ``d`` elements of one contiguous row (blocks of 8 accumulators, then a tree;
-    halves above 128 elements), so each sum equals ``row.sum()`` of the row bit for bit."""
-    d = a.shape[1]
+    """``a.sum(axis=-2)`` (the ``d`` elements of each category, which sit on the second-last axis),
+    added in the order numpy's pairwise summation adds the elements of one contiguous row (blocks
+    of 8 accumulators, then a tree; halves above 128 elements), so each sum equals ``row.sum()``
+    of the category's row bit for bit."""
+    d = a.shape[-2]
     if d < 8:
-        out = a[:, 0].copy()
+        out = a[..., 0, :].copy()
         for i in range(1, d):
-            out += a[:, i]
+            out += a[..., i, :]
         return out
     if d > 128:
         half = d // 2 - (d // 2) % 8
-        return row_sums(a[:, :half]) + row_sums(a[:, half:])
+        return row_sums(a[..., :half, :]) + row_sums(a[..., half:, :])
     top = d - d % 8
-    r = a[:, 0:8].copy()
-    for i in range(8, top, 8):
-        r += a[:, i:i + 8]
-    s = r[:, 0::2] + r[:, 1::2]
-    t = s[:, 0::2] + s[:, 1::2]
-    out = t[:, 0] + t[:, 1]
+    r = a[..., 0:8, :] + a[..., 8:16, :] if top >= 16 else a[..., 0:8, :].copy()
+    for i in range(16, top, 8):
+        r += a[..., i:i + 8, :]
+    s = r[..., 0::2, :] + r[..., 1::2, :]
+    t = s[..., 0::2, :] + s[..., 1::2, :]
+    out = t[..., 0, :] + t[..., 1, :]
     for i in range(top, d):
-        out += a[:, i]
+        out += a[..., i, :]
     return out
 
 
@@ -101,12 +102,10 @@ class CategoryStore:
         """Before the sensors at places ``p`` gain one category each: move them to the front of
         their count's run of places (swapping with the sensors there), which keeps the order."""
         ks = self.k[self.at]  # counts by place, descending
-        c = ks[p]
-        start = np.searchsorted(-ks, -c, side="left")  # first place of each one's count
-        gain = np.zeros(self.n, dtype=np.int64)
-        np.add.at(gain, start, 1)
-        first = np.searchsorted(-ks, -ks, side="left")  # run start of every place
-        front = np.arange(self.n) < first + gain[first]  # the places the gaining sensors will take
+        top = int(ks[0]) + 2
+        start = self.n - np.cumsum(np.bincount(ks, minlength=top))  # first place of each count
+        gain = np.bincount(ks[p], minlength=top)
+        front = np.arange(self.n) < (start + gain)[ks]  # the places the gaining sensors will take
         mover = np.zeros(self.n, dtype=bool)
         mover[p] = True
         src = np.flatnonzero(mover & ~front)  # gaining sensors outside the front ...
@@ -115,8 +114,9 @@ class CategoryStore:
             return
         both, swap = np.r_[src, dst], np.r_[dst, src]
         (bb, lb), (bs, ls) = np.divmod(both, self.L), np.divmod(swap, self.L)
-        self.W[bb, :, :, lb] = self.W[bs, :, :, ls]
-        self.nW[bb, :, lb] = self.nW[bs, :, ls]
+        K = int(self.k[self.at[both]].max()) + 1  # the slots in use, with the one being added
+        self.W[bb, :K, :, lb] = self.W[bs, :K, :, ls]
+        self.nW[bb, :K, lb] = self.nW[bs, :K, ls]
         self.at[both] = self.at[swap]
         self.pos[self.at[both]] = both
 
@@ -142,53 +142,56 @@ class CategoryStore:
         self.ordered = True
 
     def match(self, D: np.ndarray, x: np.ndarray, rho_ub: np.ndarray, w: int):
-        """Match shape ``x[i]`` (complement-coded) against every category of sensor ``D[i]``, as
+        """Match shape ``x[:, i]`` (complement-coded) against every category of sensor ``D[i]``, as
         :meth:`.FuzzyArt.match`/``train``: refine the categories matched at or above ``rho_ub[i]``
         (with the element-wise minimum). Returns (best match, its level-match, none refined?)."""
-        P = self.pos[D]
-        order = np.argsort(P, kind="stable")
-        Ps, ks = P[order], self.k[D][order]
-        xs = np.ascontiguousarray(x[order].T)  # (dim, sensors), by place
-        ub = rho_ub[order]
+        if len(D) == self.n and bool((D == np.arange(self.n)).all()):
+            order = self.at  # every sensor: by place is the order of the places
+        else:
+            order = np.argsort(self.pos[D], kind="stable")
+        Ps, ks = self.pos[D[order]], self.k[D[order]]
         blk = Ps // self.L
-        cuts = np.flatnonzero(np.diff(blk)) + 1
-        edges = np.r_[0, cuts, len(Ps)]
+        edges = np.r_[0, np.flatnonzero(np.diff(blk)) + 1, len(Ps)]
         if not self.ordered:
             slots = np.maximum.reduceat(np.maximum(ks, 1), edges[:-1]) * self.L
             if int(slots.sum()) > RESORT * int(ks.sum()) + 4 * self.L:
                 self._resort()
                 return self.match(D, x, rho_ub, w)
+        xs, ub = x[:, order], rho_ub[order]
         a, ae, none = np.zeros(len(D)), np.zeros(len(D)), np.ones(len(D), dtype=bool)
-        e = 2 * w - 1
         for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
-            kb = ks[lo:hi]
-            K = max(1, int(kb.max()))
             b = int(blk[lo])
-            full = hi - lo == self.L
             lanes = Ps[lo:hi] - b * self.L
-            Wb = self.W[b, :K] if full else self.W[b, :K][:, :, lanes]
-            nW = self.nW[b, :K] if full else self.nW[b, :K][:, lanes]
-            em = np.minimum(xs[None, :, lo:hi], Wb)
-            esum = row_sums(em)
-            feat = esum / np.where(nW == 0, 1e-3, nW)
-            energy = (em[:, e] + em[:, -1]) / np.maximum(Wb[:, e] + Wb[:, -1], 1e-300)
-            m = feat**3 * energy**2
-            valid = np.arange(K)[:, None] < kb[None, :]
-            best = np.argmax(np.where(valid, m, -np.inf), axis=0)
-            r = np.arange(hi - lo)
-            a[lo:hi], ae[lo:hi] = m[best, r], energy[best, r]
-            up = valid & (m >= ub[None, lo:hi])
+            K = max(1, int(ks[lo:hi].max()))
+            first = lanes[-1] == hi - lo - 1  # the block's first places: views of the store
+            Wb = self.W[b, :K, :, : hi - lo] if first else self.W[b, :K][:, :, lanes]
+            nW = self.nW[b, :K, : hi - lo] if first else self.nW[b, :K][:, lanes]
+            xb = np.ascontiguousarray(xs[:, lo:hi])
+            a[lo:hi], ae[lo:hi], up, em, esum = self._kernel(xb, Wb, nW, ks[lo:hi], ub[lo:hi], 2 * w - 1)
             none[lo:hi] = ~up.any(axis=0)
-            if full:
-                np.copyto(Wb, em, where=up[:, None, :])
+            if first:
+                # W = em where refined: min(W, x) there, min(W, inf) elsewhere (faster than a masked copy)
+                np.minimum(Wb, np.maximum(xb, np.where(up, 0.0, np.inf)[:, None, :]), out=Wb)
                 np.copyto(nW, esum, where=up)
-            else:
+            elif not none[lo:hi].all():
                 hit = ~none[lo:hi]
-                if hit.any():
-                    self.W[b, :K, :, lanes[hit]] = np.where(up[:, None, :], em, Wb)[:, :, hit].transpose(2, 0, 1)
-                    self.nW[b, :K, lanes[hit]] = np.where(up, esum, nW)[:, hit].T
+                self.W[b, :K, :, lanes[hit]] = np.where(up[:, None, :], em, Wb)[:, :, hit].transpose(2, 0, 1)
+                self.nW[b, :K, lanes[hit]] = np.where(up, esum, nW)[:, hit].T
         empty = ks == 0
         a[empty], ae[empty] = 0.0, 0.0
         out = np.empty((3, len(D)))
         out[0, order], out[1, order], out[2, order] = a, ae, none
         return out[0], out[1], out[2].astype(bool)
+
+    @staticmethod
+    def _kernel(x: np.ndarray, W: np.ndarray, nW: np.ndarray, k: np.ndarray, ub: np.ndarray, e: int):
+        """One block: shapes ``x`` (dim, places) against categories ``W`` (slots, dim, places)."""
+        em = np.minimum(x, W)
+        esum = row_sums(em)
+        feat = esum / np.where(nW == 0, 1e-3, nW)
+        energy = (em[:, e] + em[:, -1]) / np.maximum(W[:, e] + W[:, -1], 1e-300)
+        m = feat**3 * energy**2
+        valid = np.arange(len(W))[:, None] < k
+        best = np.argmax(np.where(valid, m, -np.inf), axis=0)
+        r = np.arange(len(k))
+        return m[best, r], energy[best, r], valid & (m >= ub), em, esum
