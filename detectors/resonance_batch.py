@@ -86,6 +86,7 @@ class ShapeBank:
         self.blen = np.zeros(n, dtype=np.int64)
         self.lo, self.span, self.ma = (np.full(n, np.nan) for _ in range(3))
         self.hist = np.zeros((n, self.levels + 1), dtype=np.int64)
+        self.med, self.below, self.tot = (np.zeros(n, dtype=np.int64) for _ in range(3))  # see _median
         self.shape = np.zeros((n, w))
         self.slen = np.zeros(n, dtype=np.int64)
         self.cats = CategoryStore(n, 4 * w, lanes=lanes)
@@ -152,9 +153,7 @@ class ShapeBank:
             u = np.where(span > 0, (v - slo) / np.where(span > 0, span, 1.0), 0.5)
         u = np.where(np.isfinite(u), np.minimum(1.0, np.maximum(0.0, u)), 0.5)
         q = np.rint(u * self.levels).astype(np.int64)
-        self.hist[R, q] += 1
-        cum = np.cumsum(self.hist[R], axis=1)
-        med = (cum < ((cum[:, -1] + 1) // 2)[:, None]).sum(axis=1) / self.levels
+        med = self._median(R, q) / self.levels
         u = q / self.levels
         level = np.where(np.abs(u - med) < self.chomp, med, u)
         # the last `window` levels
@@ -196,6 +195,35 @@ class ShapeBank:
         hist = np.zeros(self.levels + 1, dtype=np.int64)
         np.add.at(hist, np.clip(q, 0, self.levels), self.hist[j])
         self.hist[j] = hist
+        self._median_reset(j)
+
+    # --- the running median level --------------------------------------------------------------
+    def _median(self, R: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Count level ``q`` of the sensors ``R`` and return their median bins: the first bin whose
+        cumulative count reaches half the total (what the reference finds by searchsorted). Kept
+        incrementally: ``below`` counts the levels under the median bin, which moves a few bins at most."""
+        self.hist[R, q] += 1
+        self.tot[R] += 1
+        self.below[R] += q < self.med[R]
+        todo = R
+        while len(todo):
+            m, bl, half = self.med[todo], self.below[todo], (self.tot[todo] + 1) // 2
+            left = bl >= half  # a lower bin reaches half already
+            m = m - left
+            bl = bl - np.where(left, self.hist[todo, m], 0)
+            h = self.hist[todo, m]
+            right = ~left & (bl + h < half)  # this bin does not reach half yet
+            bl = bl + np.where(right, h, 0)
+            m = m + right
+            self.med[todo], self.below[todo] = m, bl
+            todo = todo[left | right]
+        return self.med[R]
+
+    def _median_reset(self, j: int) -> None:
+        cum = np.cumsum(self.hist[j])
+        self.tot[j] = cum[-1]
+        self.med[j] = int(np.searchsorted(cum, (cum[-1] + 1) // 2))
+        self.below[j] = cum[self.med[j] - 1] if self.med[j] > 0 else 0
 
     # --- fuzzy ART, all ready sensors at once --------------------------------------------------
     def _train(self, D: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,8 +264,9 @@ class ShapeBank:
                 self.anomaly_sims[j].append(float(v))
             self.last_anomaly_sim[H], self.last_anomaly[H] = a[hit], i[hit]
         self.mask_after_new[D] |= new
-        for r in np.flatnonzero((since == self.mask) | (i - self.last_rho[D] >= self.trend // 2)):
-            self._adapt(int(D[r]), int(i[r]))
+        due = (since == self.mask) | (i - self.last_rho[D] >= self.trend // 2)
+        if due.any():
+            self._adapt(D[due], i[due])
         return score
 
     def _confidence(self, H: np.ndarray, a: np.ndarray, ae: np.ndarray) -> np.ndarray:
@@ -253,21 +282,24 @@ class ShapeBank:
             score = np.where(widened, np.maximum(score, self.extreme), score)
         return score
 
-    def _adapt(self, j: int, i: int) -> None:
-        """:meth:`.ShapeMemory._adapt` on sensor ``j``."""
-        lo_sim = float(self.sims.v[j, : self.sims.len[j]].min())  # the min needs no order
-        ub = min(self.rho_cap, float(self.sim_sum[j]) / int(self.sim_n[j]))
-        lb = float(self.rho_lb[j])
-        if lb <= lo_sim:
-            lb += (lo_sim - lb) * 0.19
-        else:
-            d = [min(0.37, v) for v in self.diffs.ordered(j) if v > 0.05] if i > 2 * self.trend else []
-            lb -= max(0.01, float(np.mean(d)) if d else 0.0) / 2
+    def _adapt(self, J: np.ndarray, i: np.ndarray) -> None:
+        """:meth:`.ShapeMemory._adapt` on the sensors ``J`` (at their steps ``i``)."""
+        v = self.sims.v[J]
+        lo_sim = np.where(np.arange(v.shape[1]) < self.sims.len[J][:, None], v, np.inf).min(axis=1)  # no order
+        ub = np.minimum(self.rho_cap, self.sim_sum[J] / self.sim_n[J])
+        lb = self.rho_lb[J].copy()
+        rise = lb <= lo_sim
+        lb[rise] = lb[rise] + (lo_sim[rise] - lb[rise]) * 0.19
+        for r in np.flatnonzero(~rise):  # the means of lists, in the reference's order
+            j, lbr = int(J[r]), float(lb[r])
+            d = [min(0.37, u) for u in self.diffs.ordered(j) if u > 0.05] if i[r] > 2 * self.trend else []
+            lbr -= max(0.01, float(np.mean(d)) if d else 0.0) / 2
             if self.anomaly_sims[j]:
-                lb = max(float(np.mean(self.anomaly_sims[j])), lb)
-        self.rho_lb[j], self.rho_ub[j] = min(ub, lb), ub
-        self.last_rho[j] = i
-        self.mask_after_new[j] = True
+                lbr = max(float(np.mean(self.anomaly_sims[j])), lbr)
+            lb[r] = lbr
+        self.rho_lb[J], self.rho_ub[J] = np.minimum(ub, lb), ub
+        self.last_rho[J] = i
+        self.mask_after_new[J] = True
 
     # --- one sensor as a reference memory (state, what-if scores) ----------------------------
     _SCALARS = ("count", "lo", "span", "ma", "step", "sim_sum", "sim_n", "last_anomaly", "last_anomaly_sim",
@@ -301,6 +333,7 @@ class ShapeBank:
         self.blen[j] = len(m.block)
         self.block[j, : len(m.block)] = m.block
         self.hist[j] = m.hist
+        self._median_reset(j)
         self.slen[j] = len(m.shape)
         self.shape[j, : len(m.shape)] = m.shape
         self.cats.put(j, m.art.W[: m.art.k])

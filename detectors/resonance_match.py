@@ -49,6 +49,21 @@ def row_sums(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def min_sums(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """``row_sums(np.minimum(x, W))`` (``x``: (d, places), ``W``: (slots, d, places)) without the
+    whole minimum in memory: 8 elements of each category at a time, added in the same order."""
+    d = W.shape[1]
+    if d % 8 or d > 128:
+        return row_sums(np.minimum(x, W))
+    r = np.minimum(x[0:8], W[:, 0:8])
+    t = np.empty_like(r)
+    for i in range(8, d, 8):
+        r += np.minimum(x[i:i + 8], W[:, i:i + 8], out=t)
+    s = r[:, 0::2] + r[:, 1::2]
+    t = s[:, 0::2] + s[:, 1::2]
+    return t[:, 0] + t[:, 1]
+
+
 class CategoryStore:
     """``n`` sensors' fuzzy ART categories of ``dim`` elements (complement-coded shapes)."""
 
@@ -167,15 +182,17 @@ class CategoryStore:
             Wb = self.W[b, :K, :, : hi - lo] if first else self.W[b, :K][:, :, lanes]
             nW = self.nW[b, :K, : hi - lo] if first else self.nW[b, :K][:, lanes]
             xb = np.ascontiguousarray(xs[:, lo:hi])
-            a[lo:hi], ae[lo:hi], up, em, esum = self._kernel(xb, Wb, nW, ks[lo:hi], ub[lo:hi], 2 * w - 1)
+            a[lo:hi], ae[lo:hi], up, esum = self._kernel(xb, Wb, nW, ks[lo:hi], ub[lo:hi], 2 * w - 1)
             none[lo:hi] = ~up.any(axis=0)
+            if none[lo:hi].all():
+                continue
+            # refined: W = min(W, x) (min(W, inf) elsewhere: faster than a masked copy)
+            new = np.minimum(Wb, np.maximum(xb, np.where(up, 0.0, np.inf)[:, None, :]), out=Wb if first else None)
             if first:
-                # W = em where refined: min(W, x) there, min(W, inf) elsewhere (faster than a masked copy)
-                np.minimum(Wb, np.maximum(xb, np.where(up, 0.0, np.inf)[:, None, :]), out=Wb)
                 np.copyto(nW, esum, where=up)
-            elif not none[lo:hi].all():
+            else:
                 hit = ~none[lo:hi]
-                self.W[b, :K, :, lanes[hit]] = np.where(up[:, None, :], em, Wb)[:, :, hit].transpose(2, 0, 1)
+                self.W[b, :K, :, lanes[hit]] = new[:, :, hit].transpose(2, 0, 1)
                 self.nW[b, :K, lanes[hit]] = np.where(up, esum, nW)[:, hit].T
         empty = ks == 0
         a[empty], ae[empty] = 0.0, 0.0
@@ -185,13 +202,15 @@ class CategoryStore:
 
     @staticmethod
     def _kernel(x: np.ndarray, W: np.ndarray, nW: np.ndarray, k: np.ndarray, ub: np.ndarray, e: int):
-        """One block: shapes ``x`` (dim, places) against categories ``W`` (slots, dim, places)."""
-        em = np.minimum(x, W)
-        esum = row_sums(em)
+        """One block: shapes ``x`` (dim, places) against categories ``W`` (slots, dim, places).
+        Returns the best match and its level-match per place, and per slot and place whether the
+        category is refined and the sum of its element-wise minimum with the shape."""
+        esum = min_sums(x, W)
         feat = esum / np.where(nW == 0, 1e-3, nW)
-        energy = (em[:, e] + em[:, -1]) / np.maximum(W[:, e] + W[:, -1], 1e-300)
+        em_e, em_l = np.minimum(x[e], W[:, e]), np.minimum(x[-1], W[:, -1])
+        energy = (em_e + em_l) / np.maximum(W[:, e] + W[:, -1], 1e-300)
         m = feat**3 * energy**2
         valid = np.arange(len(W))[:, None] < k
         best = np.argmax(np.where(valid, m, -np.inf), axis=0)
         r = np.arange(len(k))
-        return m[best, r], energy[best, r], valid & (m >= ub), em, esum
+        return m[best, r], energy[best, r], valid & (m >= ub), esum
