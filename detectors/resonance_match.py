@@ -64,6 +64,16 @@ def min_sums(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     return t[:, 0] + t[:, 1]
 
 
+def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray) -> None:
+    """``W = min(W, x)`` in place for the categories where ``up`` ((slots, places)), 8 elements at a
+    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others."""
+    pad = np.where(up, 0.0, np.inf)[:, None, :]
+    t = np.empty((len(W), min(8, W.shape[1]), W.shape[2]))
+    for i in range(0, W.shape[1], 8):
+        part = W[:, i:i + 8]
+        np.minimum(part, np.maximum(x[i:i + 8], pad, out=t[:, : part.shape[1]]), out=part)
+
+
 class CategoryStore:
     """``n`` sensors' fuzzy ART categories of ``dim`` elements (complement-coded shapes)."""
 
@@ -186,8 +196,8 @@ class CategoryStore:
             none[lo:hi] = ~up.any(axis=0)
             if none[lo:hi].all():
                 continue
-            # refined: W = min(W, x) (min(W, inf) elsewhere: faster than a masked copy)
-            new = np.minimum(Wb, np.maximum(xb, np.where(up, 0.0, np.inf)[:, None, :]), out=Wb if first else None)
+            new = Wb if first else Wb.copy()
+            refine(new, xb, up)
             if first:
                 np.copyto(nW, esum, where=up)
             else:
