@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .resonance_core import ShapeMemory
-from .resonance_match import LANES, CategoryStore
+from .resonance_match import LANES, CategoryStore, row_sums
 
 _SQ2 = math.sqrt(2.0)
 
@@ -135,8 +135,8 @@ class ShapeBank:
 
     def _level_step(self, R: np.ndarray) -> np.ndarray:
         """Form the level of the full blocks of sensors ``R``, then their shapes and ART step."""
-        B = self.block[R]
-        mean, hi, lo = B.mean(axis=1), B.max(axis=1), B.min(axis=1)
+        B = self.block[R].T[None]  # (1, stride, sensors)
+        mean, hi, lo = row_sums(B)[0] / self.stride, B[0].max(axis=0), B[0].min(axis=0)
         ma = self.ma[R]
         ma = np.where(np.isnan(ma), mean, (ma + mean) / 2)
         self.ma[R] = ma
@@ -202,7 +202,8 @@ class ShapeBank:
         """Count level ``q`` of the sensors ``R`` and return their median bins: the first bin whose
         cumulative count reaches half the total (what the reference finds by searchsorted). Kept
         incrementally: ``below`` counts the levels under the median bin, which moves a few bins at most."""
-        self.hist[R, q] += 1
+        hist, nb = self.hist.reshape(-1), self.levels + 1  # flat: one index per sensor and bin
+        hist[R * nb + q] += 1
         self.tot[R] += 1
         self.below[R] += q < self.med[R]
         todo = R
@@ -210,8 +211,8 @@ class ShapeBank:
             m, bl, half = self.med[todo], self.below[todo], (self.tot[todo] + 1) // 2
             left = bl >= half  # a lower bin reaches half already
             m = m - left
-            bl = bl - np.where(left, self.hist[todo, m], 0)
-            h = self.hist[todo, m]
+            h = hist[todo * nb + m]
+            bl = bl - np.where(left, h, 0)
             right = ~left & (bl + h < half)  # this bin does not reach half yet
             bl = bl + np.where(right, h, 0)
             m = m + right

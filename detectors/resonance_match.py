@@ -30,7 +30,7 @@ def row_sums(a: np.ndarray) -> np.ndarray:
     of the category's row bit for bit."""
     d = a.shape[-2]
     if d < 8:
-        out = a[..., 0, :].copy()
+        out = a[..., 0, :] + 0.0  # numpy starts from 0.0 (so -0.0 sums to 0.0)
         for i in range(1, d):
             out += a[..., i, :]
         return out
@@ -182,7 +182,7 @@ class CategoryStore:
             if int(slots.sum()) > RESORT * int(ks.sum()) + 4 * self.L:
                 self._resort()
                 return self.match(D, x, rho_ub, w)
-        xs, ub = x[:, order], rho_ub[order]
+        xs, ub = np.take(x, order, axis=1), rho_ub[order]
         a, ae, none = np.zeros(len(D)), np.zeros(len(D)), np.ones(len(D), dtype=bool)
         for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
             b = int(blk[lo])
