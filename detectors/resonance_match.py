@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+SPARSE = 8  # match a block's range of places in place unless fewer than one in SPARSE is matched
 LANES = 512  # places per block: a block's categories are one contiguous (slots, dim, LANES) array
 RESORT = 1.3  # re-sort the places when the rectangles hold this many slots per category in use
 
@@ -78,7 +79,8 @@ class CategoryStore:
     """``n`` sensors' fuzzy ART categories of ``dim`` elements (complement-coded shapes)."""
 
     def __init__(self, n: int, dim: int, cap: int = 4, lanes: int = LANES):
-        self.n, self.dim, self.L = n, dim, lanes
+        self.n, self.dim = n, dim
+        self.L = min(lanes, max(8, 1 << (n - 1).bit_length()))  # a few sensors: short rows, close together
         self.nb = -(-n // self.L)
         self.W = np.zeros((self.nb, cap, dim, self.L))
         self.nW = np.zeros((self.nb, cap, self.L))  # each category's sum (kept with W: a match reads W once)
@@ -188,22 +190,28 @@ class CategoryStore:
             b = int(blk[lo])
             lanes = Ps[lo:hi] - b * self.L
             K = max(1, int(ks[lo:hi].max()))
-            first = lanes[-1] == hi - lo - 1  # the block's first places: views of the store
-            Wb = self.W[b, :K, :, : hi - lo] if first else self.W[b, :K][:, :, lanes]
-            nW = self.nW[b, :K, : hi - lo] if first else self.nW[b, :K][:, lanes]
-            xb = np.ascontiguousarray(xs[:, lo:hi])
-            a[lo:hi], ae[lo:hi], up, esum = self._kernel(xb, Wb, nW, ks[lo:hi], ub[lo:hi], 2 * w - 1)
-            none[lo:hi] = ~up.any(axis=0)
+            l0, l1 = int(lanes[0]), int(lanes[-1]) + 1
+            if l1 - l0 <= SPARSE * (hi - lo):  # a view of the places' range (the others masked)
+                Wb, nW = self.W[b, :K, :, l0:l1], self.nW[b, :K, l0:l1]
+                sel = lanes - l0
+                xb, kb, ubb = np.zeros((self.dim, l1 - l0)), np.zeros(l1 - l0, dtype=np.int64), np.zeros(l1 - l0)
+                xb[:, sel], kb[sel], ubb[sel] = xs[:, lo:hi], ks[lo:hi], ub[lo:hi]
+            else:  # few places far apart: copies (one cache line per element)
+                sel = slice(None)
+                Wb, nW = self.W[b, :K][:, :, lanes], self.nW[b, :K][:, lanes]
+                xb, kb, ubb = np.ascontiguousarray(xs[:, lo:hi]), ks[lo:hi], ub[lo:hi]
+            ab, aeb, up, esum = self._kernel(xb, Wb, nW, kb, ubb, 2 * w - 1)
+            a[lo:hi], ae[lo:hi], none[lo:hi] = ab[sel], aeb[sel], ~up.any(axis=0)[sel]
             if none[lo:hi].all():
                 continue
-            new = Wb if first else Wb.copy()
-            refine(new, xb, up)
-            if first:
-                np.copyto(nW, esum, where=up)
-            else:
+            if isinstance(sel, slice):
                 hit = ~none[lo:hi]
-                self.W[b, :K, :, lanes[hit]] = new[:, :, hit].transpose(2, 0, 1)
+                refine(Wb, xb, up)
+                self.W[b, :K, :, lanes[hit]] = Wb[:, :, hit].transpose(2, 0, 1)
                 self.nW[b, :K, lanes[hit]] = np.where(up, esum, nW)[:, hit].T
+            else:
+                refine(Wb, xb, up)
+                np.copyto(nW, esum, where=up)
         empty = ks == 0
         a[empty], ae[empty] = 0.0, 0.0
         out = np.empty((3, len(D)))
