@@ -1,17 +1,18 @@
 """All sensors of one ``shape_novelty`` detector in one set of arrays (vectorised :mod:`.resonance_core`).
 
 :class:`ShapeBank` holds, for ``n`` sensors, what one :class:`~.resonance_core.ShapeMemory` holds
-for one: the reading block, the value scale, the level histogram, the last ``window`` levels, the
-fuzzy ART categories (padded to the largest count, ``k`` per sensor says how many are in use) and
+for one: the reading block, the value scale, the level histogram (with its running median), the
+last ``window`` levels, the fuzzy ART categories (a :class:`~.resonance_match.CategoryStore`) and
 the vigilance bookkeeping. ``push(idx, x)`` takes one round of distinct sensors: the readings are
 buffered with array operations, and the sensors whose block is full form their level, shape and
-ART step together (masked numpy over the padded categories). The results equal the per-sensor
-engine's (``tests/test_shape_novelty_batch.py`` compares them on random and NAB-like series).
+ART step together (:meth:`.CategoryStore.match`, blocks of sensors sorted by category count). The
+results equal the per-sensor engine's (``tests/test_shape_novelty_batch.py`` compares them on
+random and NAB-like series).
 
 Rare steps run per sensor on the sensor's slice of the arrays, with the reference code's
 arithmetic: the warm-up (once per sensor, by the reference engine itself, whose result is then
-loaded), widening the scale to a never-seen value, the vigilance update (every ``trend // 2``
-shapes) and the list of anomaly matches.
+loaded), widening the scale to a never-seen value, the means of the vigilance update where the
+lower vigilance falls (the rest of it runs on all due sensors at once) and the list of anomaly matches.
 """
 from __future__ import annotations
 

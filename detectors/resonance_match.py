@@ -1,19 +1,23 @@
 """The fuzzy ART categories of all sensors of a :class:`~.resonance_batch.ShapeBank` and their match.
 
-The categories sit slot-major, ``W[slot, dim, place]``: the sensor at storage place ``p`` keeps its
-``k`` categories in slots ``0 .. k-1`` of column ``p``. Storage places are ordered by category count,
-largest first (``at[p]`` is the sensor at place ``p``, ``pos[j]`` the place of sensor ``j``), so a
-run of neighbouring places has about the same count: a match takes such runs as rectangles
-(``slots x dims x places``) of about :data:`BAND` categories, plain views of the store when the
-places are consecutive, and steps every element operation over long contiguous rows while the
-rectangle stays in the cache. When a sensor gains a category it swaps places with the first sensor
-of its old count, which keeps the order; a state loaded from outside (warm-up, restore) leaves it
-unordered until the padding the disorder costs makes a full re-sort worth it. The order only saves
-work: every rectangle is as tall as the largest count in it.
+The categories sit in blocks of :data:`LANES` storage places, slot-major inside a block:
+``W[block, slot, dim, lane]``; the sensor at place ``p`` keeps its ``k`` categories in slots
+``0 .. k-1`` of lane ``p % LANES`` of block ``p // LANES``. Places are ordered by category count,
+largest first (``at[p]`` is the sensor at place ``p``, ``pos[j]`` the place of sensor ``j``), so the
+sensors of a block have about the same count. A match takes each block as one rectangle (slots x
+dims x lanes, as tall as the largest count in it): a plain view of the store when the matched
+places fill a range of the block densely, a copy when they are few and far apart (every element
+of a lane lies in its own cache line). Element operations run over rows of contiguous lanes,
+8 elements of each category at a time, so the temporaries stay in the cache; the store itself is
+read once for the match and once for the refinement, which is what a match costs.
 
-The sum of a category's elements is numpy's own pairwise summation of a row, replayed over the
-rows of a rectangle (:func:`row_sums`), so the matches equal the per-sensor engine's
-(:class:`~.resonance_core.FuzzyArt`) to the last bit.
+When a sensor gains a category it swaps places with the first sensor of its old count, which keeps
+the order; a state loaded from outside (warm-up, restore) leaves it unordered until the padding the
+disorder costs makes a full re-sort worth it. The order only saves work.
+
+The sum of a category's elements replays numpy's own pairwise summation of a row (:func:`row_sums`,
+:func:`min_sums`), so the matches equal the per-sensor engine's (:class:`~.resonance_core.FuzzyArt`)
+to the last bit.
 """
 from __future__ import annotations
 
