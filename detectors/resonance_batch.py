@@ -1,17 +1,18 @@
 """All sensors of one ``shape_novelty`` detector in one set of arrays (vectorised :mod:`.resonance_core`).
 
 :class:`ShapeBank` holds, for ``n`` sensors, what one :class:`~.resonance_core.ShapeMemory` holds
-for one: the reading block, the value scale, the level histogram, the last ``window`` levels, the
-fuzzy ART categories (padded to the largest count, ``k`` per sensor says how many are in use) and
+for one: the reading block, the value scale, the level histogram (with its running median), the
+last ``window`` levels, the fuzzy ART categories (a :class:`~.resonance_match.CategoryStore`) and
 the vigilance bookkeeping. ``push(idx, x)`` takes one round of distinct sensors: the readings are
 buffered with array operations, and the sensors whose block is full form their level, shape and
-ART step together (masked numpy over the padded categories). The results equal the per-sensor
-engine's (``tests/test_shape_novelty_batch.py`` compares them on random and NAB-like series).
+ART step together (:meth:`.CategoryStore.match`, blocks of sensors sorted by category count). The
+results equal the per-sensor engine's (``tests/test_shape_novelty_batch.py`` compares them on
+random and NAB-like series).
 
 Rare steps run per sensor on the sensor's slice of the arrays, with the reference code's
 arithmetic: the warm-up (once per sensor, by the reference engine itself, whose result is then
-loaded), widening the scale to a never-seen value, the vigilance update (every ``trend // 2``
-shapes) and the list of anomaly matches.
+loaded), widening the scale to a never-seen value, the means of the vigilance update where the
+lower vigilance falls (the rest of it runs on all due sensors at once) and the list of anomaly matches.
 """
 from __future__ import annotations
 
@@ -20,27 +21,27 @@ import math
 import numpy as np
 
 from .resonance_core import ShapeMemory
+from .resonance_match import LANES, CategoryStore, row_sums
 
 _SQ2 = math.sqrt(2.0)
-CHUNK = 256  # sensors matched at once (their match arrays stay in the cache)
 
 
 def _unit_scale(v: np.ndarray) -> np.ndarray:
-    """Row-wise :func:`.resonance_core.unit_scale`."""
-    v = v - v.min(axis=1, keepdims=True)
-    top = v.max(axis=1, keepdims=True)
-    return np.divide(v, top, out=v.copy(), where=top > 0)
+    """Column-wise :func:`.resonance_core.unit_scale` (one shape per column)."""
+    v = v - v.min(axis=0)
+    top = v.max(axis=0)
+    return v / np.where(top > 0, top, 1.0)
 
 
 def _haar(v: np.ndarray) -> np.ndarray:
-    """Row-wise :func:`.resonance_core.haar`."""
+    """Column-wise :func:`.resonance_core.haar`."""
     out, a = [], v
-    while a.shape[1] > 1:
-        ev, od = a[:, 0::2], a[:, 1::2]
+    while a.shape[0] > 1:
+        ev, od = a[0::2], a[1::2]
         out.append((ev - od) / _SQ2)
         a = (ev + od) / _SQ2
     out.append(a)
-    return np.concatenate(out[::-1], axis=1)
+    return np.concatenate(out[::-1], axis=0)
 
 
 class _Ring:
@@ -73,7 +74,7 @@ class _Ring:
 class ShapeBank:
     """``n`` sensors' shape memories; ``push(idx, x)`` scores one round of distinct sensors."""
 
-    def __init__(self, n: int, **kw):
+    def __init__(self, n: int, lanes: int = LANES, **kw):
         self.kw = kw
         self.n, self.learn, self.stride, self.w = n, kw["learn"], kw["stride"], kw["window"]
         self.levels, self.chomp, self.rho_cap, self.mask = kw["levels"], kw["chomp"], kw["rho_cap"], kw["mask"]
@@ -86,12 +87,10 @@ class ShapeBank:
         self.blen = np.zeros(n, dtype=np.int64)
         self.lo, self.span, self.ma = (np.full(n, np.nan) for _ in range(3))
         self.hist = np.zeros((n, self.levels + 1), dtype=np.int64)
+        self.med, self.below, self.tot = (np.zeros(n, dtype=np.int64) for _ in range(3))  # see _median
         self.shape = np.zeros((n, w))
         self.slen = np.zeros(n, dtype=np.int64)
-        self.W = np.zeros((n, 4, 4 * w))
-        self._em = np.empty((0, 0, 4 * w))
-        self.nW = np.zeros((n, 4))  # the sum of each category (kept with W, so each match reads W once)
-        self.k = np.zeros(n, dtype=np.int64)
+        self.cats = CategoryStore(n, 4 * w, lanes=lanes)
         self.rho_lb, self.rho_ub = np.zeros(n), np.zeros(n)
         self.step, self.sim_n, self.last_rho, self.quiet, self.first_scored = (
             np.zeros(n, dtype=np.int64) for _ in range(5))
@@ -137,8 +136,8 @@ class ShapeBank:
 
     def _level_step(self, R: np.ndarray) -> np.ndarray:
         """Form the level of the full blocks of sensors ``R``, then their shapes and ART step."""
-        B = self.block[R]
-        mean, hi, lo = B.mean(axis=1), B.max(axis=1), B.min(axis=1)
+        B = self.block[R].T[None]  # (1, stride, sensors)
+        mean, hi, lo = row_sums(B)[0] / self.stride, B[0].max(axis=0), B[0].min(axis=0)
         ma = self.ma[R]
         ma = np.where(np.isnan(ma), mean, (ma + mean) / 2)
         self.ma[R] = ma
@@ -155,9 +154,7 @@ class ShapeBank:
             u = np.where(span > 0, (v - slo) / np.where(span > 0, span, 1.0), 0.5)
         u = np.where(np.isfinite(u), np.minimum(1.0, np.maximum(0.0, u)), 0.5)
         q = np.rint(u * self.levels).astype(np.int64)
-        self.hist[R, q] += 1
-        cum = np.cumsum(self.hist[R], axis=1)
-        med = (cum < ((cum[:, -1] + 1) // 2)[:, None]).sum(axis=1) / self.levels
+        med = self._median(R, q) / self.levels
         u = q / self.levels
         level = np.where(np.abs(u - med) < self.chomp, med, u)
         # the last `window` levels
@@ -175,8 +172,8 @@ class ShapeBank:
         out = np.zeros(len(R))
         if ready.any():
             D = R[ready]
-            win = self.shape[D]
-            f = np.concatenate([_unit_scale(_haar(_unit_scale(win))), win], axis=1)
+            win = np.ascontiguousarray(self.shape[D].T)  # one shape per column
+            f = np.concatenate([_unit_scale(_haar(_unit_scale(win))), win], axis=0)
             self.step[D] += 1
             out[ready] = self._detect(D, f, widened[ready])
         return out
@@ -191,83 +188,57 @@ class ShapeBank:
         self.lo[j], self.span[j] = lo, hi - lo
         s = int(self.slen[j])
         self.shape[j, :s] = [float(u) * a + b for u in self.shape[j, :s]]
-        w, k = self.w, int(self.k[j])
-        Wj = self.W[j]
-        Wj[:k, w:2 * w] = Wj[:k, w:2 * w] * a + b
-        Wj[:k, 3 * w:] = 1.0 - ((1.0 - Wj[:k, 3 * w:]) * a + b)
-        self.nW[j, :k] = Wj[:k].sum(axis=1)
+        w, Wj = self.w, self.cats.get(j)
+        Wj[:, w:2 * w] = Wj[:, w:2 * w] * a + b
+        Wj[:, 3 * w:] = 1.0 - ((1.0 - Wj[:, 3 * w:]) * a + b)
+        self.cats.put(j, Wj)
         q = np.rint((np.arange(self.levels + 1) * a + b * self.levels)).astype(np.int64)
         hist = np.zeros(self.levels + 1, dtype=np.int64)
         np.add.at(hist, np.clip(q, 0, self.levels), self.hist[j])
         self.hist[j] = hist
+        self._median_reset(j)
+
+    # --- the running median level --------------------------------------------------------------
+    def _median(self, R: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Count level ``q`` of the sensors ``R`` and return their median bins: the first bin whose
+        cumulative count reaches half the total (what the reference finds by searchsorted). Kept
+        incrementally: ``below`` counts the levels under the median bin, which moves a few bins at most."""
+        hist, nb = self.hist.reshape(-1), self.levels + 1  # flat: one index per sensor and bin
+        hist[R * nb + q] += 1
+        self.tot[R] += 1
+        self.below[R] += q < self.med[R]
+        todo = R
+        while len(todo):
+            m, bl, half = self.med[todo], self.below[todo], (self.tot[todo] + 1) // 2
+            left = bl >= half  # a lower bin reaches half already
+            m = m - left
+            h = hist[todo * nb + m]
+            bl = bl - np.where(left, h, 0)
+            right = ~left & (bl + h < half)  # this bin does not reach half yet
+            bl = bl + np.where(right, h, 0)
+            m = m + right
+            self.med[todo], self.below[todo] = m, bl
+            todo = todo[left | right]
+        return self.med[R]
+
+    def _median_reset(self, j: int) -> None:
+        cum = np.cumsum(self.hist[j])
+        self.tot[j] = cum[-1]
+        self.med[j] = int(np.searchsorted(cum, (cum[-1] + 1) // 2))
+        self.below[j] = cum[self.med[j] - 1] if self.med[j] > 0 else 0
 
     # --- fuzzy ART, all ready sensors at once --------------------------------------------------
     def _train(self, D: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(new cluster?, best match, its level-match) per sensor, as :meth:`.FuzzyArt.train`.
-        Many sensors are matched in groups of similar category counts (less padding)."""
-        x = np.concatenate([f, 1.0 - f], axis=1)
-        k = self.k[D]
-        new, a, ae = np.zeros(len(D), dtype=bool), np.zeros(len(D)), np.zeros(len(D))
-        add = np.zeros(len(D), dtype=bool)
-        if len(D) <= CHUNK:
-            groups = [np.arange(len(D))]
-        else:
-            g = (k + 7) // 8
-            order = np.argsort(g, kind="stable")
-            cuts = np.flatnonzero(np.diff(g[order])) + 1
-            cuts = np.union1d(cuts, np.arange(CHUNK, len(D), CHUNK))  # chunks small enough to stay in cache
-            groups = np.split(order, cuts)
-        for sel in groups:
-            new[sel], a[sel], ae[sel], add[sel] = self._match(D[sel], x[sel], k[sel])
-        self._add(D[add], x[add])
-        return new, a, ae
-
-    def _match(self, D: np.ndarray, x: np.ndarray, k: np.ndarray):
-        K = max(1, int(k.max()))
-        every = len(D) == self.n and bool((D[1:] > D[:-1]).all())  # all sensors in order: views, no copies
-        Wd = self.W[:, :K] if every else self.W[D, :K]
-        nW = self.nW[:, :K] if every else self.nW[D, :K]
-        if self._em.shape[0] < len(D) or self._em.shape[1] < K:  # scratch, reused: no fresh pages per step
-            self._em = np.empty((self.n, self.W.shape[1], self.W.shape[2]))
-        em = np.minimum(x[:, None, :], Wd, out=self._em[: len(D), :K])
-        esum = em.sum(axis=2)
-        feat = esum / np.where(nW == 0, 1e-3, nW)
-        e = 2 * self.w - 1
-        energy = (em[:, :, e] + em[:, :, -1]) / np.maximum(Wd[:, :, e] + Wd[:, :, -1], 1e-300)
-        m = feat**3 * energy**2
-        valid = np.arange(K)[None, :] < k[:, None]
-        best = np.argmax(np.where(valid, m, -np.inf), axis=1)
-        r = np.arange(len(D))
-        empty = k == 0
-        a = np.where(empty, 0.0, m[r, best])
-        ae = np.where(empty, 0.0, energy[r, best])
-        up = valid & (m >= self.rho_ub[D][:, None])
-        ri, ci = np.nonzero(up)
-        self.W[D[ri], ci] = em[ri, ci]
-        self.nW[D[ri], ci] = esum[ri, ci]
-        add = ~up.any(axis=1)
-        return add & ~empty & (a < self.rho_lb[D]), a, ae, add
-
-    def _add(self, rows: np.ndarray, x: np.ndarray) -> None:
-        if not len(rows):
-            return
-        need = int(self.k[rows].max()) + 1
-        if need > self.W.shape[1]:
-            self._capacity(need)
-        self.W[rows, self.k[rows]] = x
-        self.nW[rows, self.k[rows]] = x.sum(axis=1)
-        self.k[rows] += 1
-
-    def _capacity(self, need: int) -> None:
-        cap = max(need, 2 * self.W.shape[1])
-        W = np.zeros((self.n, cap, self.W.shape[2]))
-        W[:, : self.W.shape[1]] = self.W
-        nW = np.zeros((self.n, cap))
-        nW[:, : self.nW.shape[1]] = self.nW
-        self.W, self.nW = W, nW
+        """(new cluster?, best match, its level-match) per sensor (shape ``f[:, i]`` of sensor ``D[i]``),
+        as :meth:`.FuzzyArt.train`."""
+        x = np.concatenate([f, 1.0 - f], axis=0)
+        empty = self.cats.k[D] == 0
+        a, ae, add = self.cats.match(D, x, self.rho_ub[D], self.w)
+        self.cats.add(D[add], x[:, add].T)
+        return add & ~empty & (a < self.rho_lb[D]), a, ae
 
     def _detect(self, D: np.ndarray, f: np.ndarray, widened: np.ndarray) -> np.ndarray:
-        """:meth:`.ShapeMemory._detect` (scoring) for the sensors ``D`` with shapes ``f``."""
+        """:meth:`.ShapeMemory._detect` (scoring) for the sensors ``D`` with shapes ``f`` (one per column)."""
         i = self.step[D]
         since = i - self.last_anomaly[D]
         clear = self.mask_after_new[D] & (i > self.trend + self.mask) & (self.quiet[D] >= self.mask)
@@ -295,8 +266,9 @@ class ShapeBank:
                 self.anomaly_sims[j].append(float(v))
             self.last_anomaly_sim[H], self.last_anomaly[H] = a[hit], i[hit]
         self.mask_after_new[D] |= new
-        for r in np.flatnonzero((since == self.mask) | (i - self.last_rho[D] >= self.trend // 2)):
-            self._adapt(int(D[r]), int(i[r]))
+        due = (since == self.mask) | (i - self.last_rho[D] >= self.trend // 2)
+        if due.any():
+            self._adapt(D[due], i[due])
         return score
 
     def _confidence(self, H: np.ndarray, a: np.ndarray, ae: np.ndarray) -> np.ndarray:
@@ -312,21 +284,24 @@ class ShapeBank:
             score = np.where(widened, np.maximum(score, self.extreme), score)
         return score
 
-    def _adapt(self, j: int, i: int) -> None:
-        """:meth:`.ShapeMemory._adapt` on sensor ``j``."""
-        lo_sim = float(self.sims.v[j, : self.sims.len[j]].min())  # the min needs no order
-        ub = min(self.rho_cap, float(self.sim_sum[j]) / int(self.sim_n[j]))
-        lb = float(self.rho_lb[j])
-        if lb <= lo_sim:
-            lb += (lo_sim - lb) * 0.19
-        else:
-            d = [min(0.37, v) for v in self.diffs.ordered(j) if v > 0.05] if i > 2 * self.trend else []
-            lb -= max(0.01, float(np.mean(d)) if d else 0.0) / 2
+    def _adapt(self, J: np.ndarray, i: np.ndarray) -> None:
+        """:meth:`.ShapeMemory._adapt` on the sensors ``J`` (at their steps ``i``)."""
+        v = self.sims.v[J]
+        lo_sim = np.where(np.arange(v.shape[1]) < self.sims.len[J][:, None], v, np.inf).min(axis=1)  # no order
+        ub = np.minimum(self.rho_cap, self.sim_sum[J] / self.sim_n[J])
+        lb = self.rho_lb[J].copy()
+        rise = lb <= lo_sim
+        lb[rise] = lb[rise] + (lo_sim[rise] - lb[rise]) * 0.19
+        for r in np.flatnonzero(~rise):  # the means of lists, in the reference's order
+            j, lbr = int(J[r]), float(lb[r])
+            d = [min(0.37, u) for u in self.diffs.ordered(j) if u > 0.05] if i[r] > 2 * self.trend else []
+            lbr -= max(0.01, float(np.mean(d)) if d else 0.0) / 2
             if self.anomaly_sims[j]:
-                lb = max(float(np.mean(self.anomaly_sims[j])), lb)
-        self.rho_lb[j], self.rho_ub[j] = min(ub, lb), ub
-        self.last_rho[j] = i
-        self.mask_after_new[j] = True
+                lbr = max(float(np.mean(self.anomaly_sims[j])), lbr)
+            lb[r] = lbr
+        self.rho_lb[J], self.rho_ub[J] = np.minimum(ub, lb), ub
+        self.last_rho[J] = i
+        self.mask_after_new[J] = True
 
     # --- one sensor as a reference memory (state, what-if scores) ----------------------------
     _SCALARS = ("count", "lo", "span", "ma", "step", "sim_sum", "sim_n", "last_anomaly", "last_anomaly_sim",
@@ -343,9 +318,9 @@ class ShapeBank:
         m.block = [float(u) for u in self.block[j, : self.blen[j]]]
         m.hist = self.hist[j].copy()
         m.shape = [float(u) for u in self.shape[j, : self.slen[j]]]
-        k = int(self.k[j])
+        k = int(self.cats.k[j])
         m.art.W = np.zeros((max(64, k), 4 * self.w))
-        m.art.W[:k], m.art.k = self.W[j, :k], k
+        m.art.W[:k], m.art.k = self.cats.get(j), k
         m.art.rho_lb, m.art.rho_ub = float(self.rho_lb[j]), float(self.rho_ub[j])
         m.sims, m.sim_diffs = self.sims.ordered(j), self.diffs.ordered(j)
         m.anomaly_sims = list(self.anomaly_sims[j])
@@ -360,15 +335,10 @@ class ShapeBank:
         self.blen[j] = len(m.block)
         self.block[j, : len(m.block)] = m.block
         self.hist[j] = m.hist
+        self._median_reset(j)
         self.slen[j] = len(m.shape)
         self.shape[j, : len(m.shape)] = m.shape
-        k = m.art.k
-        if k > self.W.shape[1]:
-            self._capacity(k)
-        self.W[j] = 0.0
-        self.W[j, :k], self.k[j] = m.art.W[:k], k
-        self.nW[j] = 0.0
-        self.nW[j, :k] = self.W[j, :k].sum(axis=1)
+        self.cats.put(j, m.art.W[: m.art.k])
         self.rho_lb[j], self.rho_ub[j] = m.art.rho_lb, m.art.rho_ub
         self.sims.load(j, m.sims)
         self.diffs.load(j, m.sim_diffs)

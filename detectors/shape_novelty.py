@@ -16,8 +16,9 @@ widens it). Every reading is remembered, flagged or not, like range novelty: the
 signal *has* shown are a fact, so :meth:`update` is overridden to record all readings.
 Cost: all sensors of the detector step together (:mod:`.resonance_batch`: the readings of a round
 are buffered with array operations; the sensors whose block is full form their shapes and match
-them against their padded categories in one masked numpy pass), so the cost per reading falls
-with the number of sensors; the per-sensor engine :class:`~.resonance_core.ShapeMemory` is the
+them against their categories, kept in blocks of sensors with similar category counts by
+:mod:`.resonance_match`), so the cost per reading falls with the number of sensors; it is bound by
+reading and refining the categories (``4 x window`` floats each, every ``stride`` readings); the per-sensor engine :class:`~.resonance_core.ShapeMemory` is the
 reference it is tested against and runs each sensor's warm-up.
 """
 from __future__ import annotations
