@@ -109,7 +109,9 @@ class PCAMonitor(GroupDetector):
         """Drift stage: the members, then each one's deviation from its slow baseline."""
         if self.params.detrend_t is None:
             return row
-        base = self.base if np.isfinite(self.base).all() else row
+        # the baseline and the smoothed row are set whole from complete (finite) rows: all NaN
+        # before the first, all finite after it, so the first member tells
+        base = self.base if math.isfinite(self.base[0]) else row
         if commit:
             b = self.params.detrend_beta
             self.base = b * base + (1 - b) * row
@@ -152,7 +154,7 @@ class PCAMonitor(GroupDetector):
             np.minimum(np.maximum(z, -Z_CLIP, out=z), Z_CLIP, out=z)  # np.clip, NaN kept
         s_ = self.params.smooth
         if s_ > 0:
-            if np.isfinite(self.ewma).all():
+            if math.isfinite(self.ewma[0]):  # (all NaN or all finite, as the baseline)
                 z = s_ * self.ewma + (1 - s_) * z
             if commit:
                 self.ewma = z.copy()
