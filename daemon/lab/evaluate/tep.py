@@ -12,8 +12,9 @@ The detectors are the ``pca_monitor`` and ``increment_variance`` entries of a si
 (default: the shipped ``daemon/lab/sites/tep.yaml``; its sensors are named ``XMEAS<k>`` and
 ``XMV<k>``, which gives each its Braatz column), created and fed as the daemon feeds them: one
 reading of every member per row, 3 minutes apart, ``d00.dat`` first (their learning period),
-then every other run from the state they reached at the end of ``d00.dat``, as if it followed
-that run on the plant (one pass, causal; the smoothing and the variability chart carry on). A row
+then every other run from the state they reached at the end of ``d00.dat``, fed a day after it
+ended: a later run of the same plant (one pass, causal; the smoothing and the variability chart
+carry on, and ``increment_variance``'s ``max_gap`` takes no increment across the day). A row
 is in alarm when any detector's condition is raised on it. ``--config JSON`` gives the detectors'
 params as a preset instead (the form of ``plantwatch.detectors.presets.TEP_LITERATURE``,
 the textbook monitor: its settings become the params of the same two registered detectors).
