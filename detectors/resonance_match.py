@@ -72,7 +72,18 @@ def min_sums(x: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray) -> None:
     """``W = min(W, x)`` in place for the categories where ``up`` ((slots, places)), 8 elements at a
-    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others."""
+    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others. Only
+    the slots with a refined category are touched (a range of them, or a few gathered ones)."""
+    slots = np.flatnonzero(up.any(axis=1))
+    if not len(slots):
+        return
+    s0, s1 = int(slots[0]), int(slots[-1]) + 1
+    if 2 * len(slots) < s1 - s0:  # a few slots far apart (many categories, few sensors)
+        part = W[slots]
+        refine(part, x, up[slots])
+        W[slots] = part
+        return
+    W, up = W[s0:s1], up[s0:s1]
     pad = np.where(up, 0.0, np.inf).astype(W.dtype)[:, None, :]
     t = np.empty((len(W), min(8, W.shape[1]), W.shape[2]), dtype=W.dtype)
     for i in range(0, W.shape[1], 8):
