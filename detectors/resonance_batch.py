@@ -74,7 +74,7 @@ class _Ring:
 class ShapeBank:
     """``n`` sensors' shape memories; ``push(idx, x)`` scores one round of distinct sensors."""
 
-    def __init__(self, n: int, lanes: int = LANES, **kw):
+    def __init__(self, n: int, lanes: int = LANES, dtype: type = np.float32, **kw):
         self.kw = kw
         self.n, self.learn, self.stride, self.w = n, kw["learn"], kw["stride"], kw["window"]
         self.levels, self.chomp, self.rho_cap, self.mask = kw["levels"], kw["chomp"], kw["rho_cap"], kw["mask"]
@@ -90,7 +90,7 @@ class ShapeBank:
         self.med, self.below, self.tot = (np.zeros(n, dtype=np.int64) for _ in range(3))  # see _median
         self.shape = np.zeros((n, w))
         self.slen = np.zeros(n, dtype=np.int64)
-        self.cats = CategoryStore(n, 4 * w, lanes=lanes)
+        self.cats = CategoryStore(n, 4 * w, lanes=lanes, dtype=dtype)
         self.rho_lb, self.rho_ub = np.zeros(n), np.zeros(n)
         self.step, self.sim_n, self.last_rho, self.quiet, self.first_scored = (
             np.zeros(n, dtype=np.int64) for _ in range(5))

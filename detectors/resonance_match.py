@@ -16,8 +16,9 @@ the order; a state loaded from outside (warm-up, restore) leaves it unordered un
 disorder costs makes a full re-sort worth it. The order only saves work.
 
 The sum of a category's elements replays numpy's own pairwise summation of a row (:func:`row_sums`,
-:func:`min_sums`), so the matches equal the per-sensor engine's (:class:`~.resonance_core.FuzzyArt`)
-to the last bit.
+:func:`min_sums`), so with float64 categories the matches equal the per-sensor engine's
+(:class:`~.resonance_core.FuzzyArt`) to the last bit. The detector stores float32 categories (the
+default): half the memory traffic, matches within float32 rounding (~1e-7) of the engine's.
 """
 from __future__ import annotations
 
@@ -71,9 +72,20 @@ def min_sums(x: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray) -> None:
     """``W = min(W, x)`` in place for the categories where ``up`` ((slots, places)), 8 elements at a
-    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others."""
-    pad = np.where(up, 0.0, np.inf)[:, None, :]
-    t = np.empty((len(W), min(8, W.shape[1]), W.shape[2]))
+    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others. Only
+    the slots with a refined category are touched (a range of them, or a few gathered ones)."""
+    slots = np.flatnonzero(up.any(axis=1))
+    if not len(slots):
+        return
+    s0, s1 = int(slots[0]), int(slots[-1]) + 1
+    if 2 * len(slots) < s1 - s0:  # a few slots far apart (many categories, few sensors)
+        part = W[slots]
+        refine(part, x, up[slots])
+        W[slots] = part
+        return
+    W, up = W[s0:s1], up[s0:s1]
+    pad = np.where(up, 0.0, np.inf).astype(W.dtype)[:, None, :]
+    t = np.empty((len(W), min(8, W.shape[1]), W.shape[2]), dtype=W.dtype)
     for i in range(0, W.shape[1], 8):
         part = W[:, i:i + 8]
         np.minimum(part, np.maximum(x[i:i + 8], pad, out=t[:, : part.shape[1]]), out=part)
@@ -82,12 +94,12 @@ def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray) -> None:
 class CategoryStore:
     """``n`` sensors' fuzzy ART categories of ``dim`` elements (complement-coded shapes)."""
 
-    def __init__(self, n: int, dim: int, cap: int = 4, lanes: int = LANES):
-        self.n, self.dim = n, dim
+    def __init__(self, n: int, dim: int, cap: int = 4, lanes: int = LANES, dtype: type = np.float32):
+        self.n, self.dim, self.dtype = n, dim, np.dtype(dtype)
         self.L = min(lanes, max(8, 1 << (n - 1).bit_length()))  # a few sensors: short rows, close together
         self.nb = -(-n // self.L)
-        self.W = np.zeros((self.nb, cap, dim, self.L))
-        self.nW = np.zeros((self.nb, cap, self.L))  # each category's sum (kept with W: a match reads W once)
+        self.W = np.zeros((self.nb, cap, dim, self.L), dtype=self.dtype)
+        self.nW = np.zeros((self.nb, cap, self.L), dtype=self.dtype)  # each category's sum (a match reads W once)
         self.k = np.zeros(n, dtype=np.int64)
         self.at = np.arange(n, dtype=np.int64)
         self.pos = np.arange(n, dtype=np.int64)
@@ -101,7 +113,7 @@ class CategoryStore:
 
     def put(self, j: int, rows: np.ndarray) -> None:
         """Make ``rows`` (``(k, dim)``) sensor ``j``'s categories."""
-        rows = np.ascontiguousarray(rows, dtype=np.float64).reshape(-1, self.dim)
+        rows = np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1, self.dim)
         k = len(rows)
         if k > self.W.shape[1]:
             self._capacity(k)
@@ -123,6 +135,7 @@ class CategoryStore:
         if int(k.max()) + 1 > self.W.shape[1]:
             self._capacity(int(k.max()) + 1)
         b, lane = np.divmod(self.pos[rows], self.L)
+        x = x.astype(self.dtype)
         self.W[b, k, :, lane] = x
         self.nW[b, k, lane] = x.sum(axis=1)
         if self.ordered:
@@ -153,18 +166,18 @@ class CategoryStore:
 
     def _capacity(self, need: int) -> None:
         cap = max(need, 2 * self.W.shape[1])
-        W = np.zeros((self.nb, cap, self.dim, self.L))
+        W = np.zeros((self.nb, cap, self.dim, self.L), dtype=self.dtype)
         W[:, : self.W.shape[1]] = self.W
-        nW = np.zeros((self.nb, cap, self.L))
+        nW = np.zeros((self.nb, cap, self.L), dtype=self.dtype)
         nW[:, : self.nW.shape[1]] = self.nW
         self.W, self.nW = W, nW
 
     def _resort(self) -> None:
         order = np.argsort(-self.k[self.at], kind="stable")
         nb, cap = self.nb, self.W.shape[1]
-        W = np.zeros((nb * self.L, cap, self.dim))  # by place (the unused places at the end stay empty)
+        W = np.zeros((nb * self.L, cap, self.dim), dtype=self.dtype)  # by place (unused places at the end stay empty)
         W[: self.n] = self.W.transpose(0, 3, 1, 2).reshape(nb * self.L, cap, self.dim)[order]
-        nW = np.zeros((nb * self.L, cap))
+        nW = np.zeros((nb * self.L, cap), dtype=self.dtype)
         nW[: self.n] = self.nW.transpose(0, 2, 1).reshape(nb * self.L, cap)[order]
         self.W = np.ascontiguousarray(W.reshape(nb, self.L, cap, self.dim).transpose(0, 2, 3, 1))
         self.nW = np.ascontiguousarray(nW.reshape(nb, self.L, cap).transpose(0, 2, 1))
@@ -188,7 +201,7 @@ class CategoryStore:
             if int(slots.sum()) > RESORT * int(ks.sum()) + 4 * self.L:
                 self._resort()
                 return self.match(D, x, rho_ub, w)
-        xs, ub = np.take(x, order, axis=1), rho_ub[order]
+        xs, ub = np.take(x, order, axis=1).astype(self.dtype), rho_ub[order]
         a, ae, none = np.zeros(len(D)), np.zeros(len(D)), np.ones(len(D), dtype=bool)
         for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
             b = int(blk[lo])
@@ -198,7 +211,8 @@ class CategoryStore:
             if l1 - l0 <= SPARSE * (hi - lo):  # a view of the places' range (the others masked)
                 Wb, nW = self.W[b, :K, :, l0:l1], self.nW[b, :K, l0:l1]
                 sel = lanes - l0
-                xb, kb, ubb = np.zeros((self.dim, l1 - l0)), np.zeros(l1 - l0, dtype=np.int64), np.zeros(l1 - l0)
+                xb, kb, ubb = (np.zeros((self.dim, l1 - l0), dtype=self.dtype), np.zeros(l1 - l0, dtype=np.int64),
+                               np.zeros(l1 - l0))
                 xb[:, sel], kb[sel], ubb[sel] = xs[:, lo:hi], ks[lo:hi], ub[lo:hi]
             else:  # few places far apart: copies (one cache line per element)
                 sel = slice(None)
@@ -230,7 +244,7 @@ class CategoryStore:
         esum = min_sums(x, W)
         feat = esum / np.where(nW == 0, 1e-3, nW)
         em_e, em_l = np.minimum(x[e], W[:, e]), np.minimum(x[-1], W[:, -1])
-        energy = (em_e + em_l) / np.maximum(W[:, e] + W[:, -1], 1e-300)
+        energy = (em_e + em_l) / np.maximum(W[:, e] + W[:, -1], 1e-300 if W.dtype == np.float64 else 1e-30)
         m = feat**3 * energy**2
         valid = np.arange(len(W))[:, None] < k
         best = np.argmax(np.where(valid, m, -np.inf), axis=0)
