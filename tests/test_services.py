@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import aiomqtt
 import asyncpg
@@ -40,6 +41,21 @@ async def publish(host: str, port: int, topic: str, payloads: list[bytes]) -> No
 def test_free_port_is_bindable() -> None:
     port = free_port()
     assert 1024 < port < 65536
+
+
+def test_free_ports_are_outside_the_kernels_ephemeral_range() -> None:
+    """A server's port is taken below the range the kernel gives outgoing connections: a port the
+    kernel picked could be taken by another process's client socket before the daemon bound it
+    (a test failed with "metrics: cannot listen on 127.0.0.1:41189: Address already in use")."""
+    import socket
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    assert all(p < low for p in ports), sorted(p for p in ports if p >= low)
+    assert len(ports) > 40  # spread out, not one port handed to every caller
+    with socket.socket() as s:
+        p = free_port()
+        s.bind(("127.0.0.1", p))  # free indeed
 
 
 def test_services_do_not_use_system_ports(mosquitto: MosquittoInstance, postgres: PostgresInstance) -> None:

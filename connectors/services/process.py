@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -33,12 +34,38 @@ class ServiceStartError(ServiceError):
     """The service was found but did not start (or stop) in time; the message has its log tail."""
 
 
-def free_port(host: str = LOCALHOST) -> int:
-    """Return a TCP port on ``host`` that is free right now.
+#: where :func:`free_port` looks: below the kernel's ephemeral range (``ip_local_port_range``)
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_pick = random.SystemRandom()
 
-    The kernel picks an unused ephemeral port; there is a small window before
-    the caller binds it, which is acceptable for tests on one machine.
+
+def _server_ports() -> tuple[int, int] | None:
+    """Ports below the kernel's ephemeral range (20,000 of them at most), or None when that range
+    cannot be read or starts too low."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (max(1024, low - 20_000), low - 1) if low - 1 > 2048 else None
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """Return a TCP port on ``host`` that is free right now, for a server to listen on.
+
+    It is taken below the kernel's ephemeral range: the kernel gives ports of that range to every
+    outgoing connection, so a port it picked (``bind(0)``) could be taken by another process's
+    client socket before the server bound it ("Address already in use", seen with three test
+    workers). A random port below the range can only collide with another server's pick.
     """
+    ports = _server_ports()
+    for _ in range(200 if ports else 0):
+        port = _pick.randint(*ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:  # in use (or in TIME_WAIT): try another
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
