@@ -327,20 +327,40 @@ def test_example_params_valid_and_not_univariate(name):
     assert det.describe()["type"] == name
 
 
+def _row_decision_arrays(state, severe, clear_ratio, confirm, clear, t, s):
+    """The row decision as array formulas (the form it had before its one-slot path): the oracle."""
+    code, above, below, since = state
+    cur = code
+    lim1 = np.where(cur >= 1, clear_ratio, 1.0)
+    lim2 = np.where(cur >= 2, severe * clear_ratio, severe)
+    raw = np.select([s >= lim2, s >= lim1], [2, 1], 0).astype(np.int8)
+    above = np.where(s >= 1.0, above + 1, 0)
+    below = np.where(raw == 0, below + 1, 0)
+    new = np.where(cur == 0, np.where(above >= confirm, np.maximum(raw, 1), 0),
+                   np.where(below >= clear, 0, np.maximum(raw, 1))).astype(np.int8)
+    since = np.where(new != cur, t, since)
+    return new, above, below, since, raw
+
+
 @pytest.mark.parametrize("severe, clear_ratio, confirm, clear", [(3.0, 1.0, 1, 1), (2.0, 0.6, 3, 2), (1.5, 0.8, 1, 4)])
-def test_row_decider_one_slot_step_is_the_array_step(severe, clear_ratio, confirm, clear):
-    """The group's row decision with plain numbers (``step_one``, the per-row path) gives the codes
-    and state of the array ``step`` on every row of a score series that crosses every level."""
+def test_row_decider_one_slot_step_is_the_array_rule(severe, clear_ratio, confirm, clear):
+    """The group's row decision with plain numbers (``step_one``, the per-row path, and ``step``
+    over several slots) gives the codes and state of the array formulas on every row of a score
+    series that crosses every level."""
     from plantwatch.detectors.group_decide import RowDecider
 
     rng = np.random.default_rng(7)
     scores = np.r_[rng.gamma(1.0, 0.7, 3000), [np.nan, 0.0, np.inf, 1.0, severe, severe * clear_ratio]]
-    a, b = RowDecider(1, severe, clear_ratio, confirm, clear), RowDecider(1, severe, clear_ratio, confirm, clear)
+    one, two = RowDecider(1, severe, clear_ratio, confirm, clear), RowDecider(2, severe, clear_ratio, confirm, clear)
+    state = (np.zeros(1, np.int8), np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -np.inf))
     seen = set()
     for k, s in enumerate(scores):
-        ca = int(a.step(np.zeros(1, dtype=np.int64), np.array([float(k)]), np.array([s]), np.zeros(1))[0])
-        cb = b.step_one(float(k), float(s))
-        assert ca == cb, (k, s)
-        seen.add(cb)
-    sa, sb = a.get_state(), b.get_state()
-    assert all(np.array_equal(sa[k], sb[k]) for k in sa) and seen == {0, 1, 2}
+        new, above, below, since, raw = _row_decision_arrays(state, severe, clear_ratio, confirm, clear, float(k),
+                                                             np.array([s]))
+        state = (new, above, below, since)
+        got = one.step_one(float(k), float(s))
+        both = two.step(np.array([1, 0]), np.array([float(k)] * 2), np.array([s, s]), np.zeros(2))
+        assert got == int(new[0]) and both.tolist() == [got, got], (k, s)
+        assert (one.above[0], one.below[0], one.pending[0], one.since[0]) == (above[0], below[0], raw[0], since[0])
+        seen.add(got)
+    assert seen == {0, 1, 2}
