@@ -151,10 +151,10 @@ class Plant:
         codes = [np.zeros((n, len(e.cols)), dtype=np.int8) for e in self.entries]
         t2, spe = np.zeros(n), np.zeros(n)
         pca = self.pca
+        members = [np.arange(len(e.cols), dtype=np.int64) for e in self.entries]
         for r in range(n):
             t = self.t_next + SAMPLE_S * r
-            for k, (e, det) in enumerate(zip(self.entries, self.dets)):
-                idx = np.arange(len(e.cols), dtype=np.int64)
+            for k, (e, det, idx) in enumerate(zip(self.entries, self.dets, members)):
                 out = det.update(idx, np.full(len(idx), t), X[r, e.cols])
                 scores[k, r], codes[k][r] = out.score.max(initial=0.0), out.code
             t2[r], spe[r] = pca.stat[0], pca.stat[2]
