@@ -14,6 +14,9 @@ Matching rules (``lead`` and ``margin`` in seconds):
 * an alarm is **explained** by an incident when it is on one of its ``sensors`` or ``affected``
   sensors within that window (a robust z-score alarm on a detector the leak reached without
   passing its limit is not false);
+* a silence alarm (``stale``, ``comm_lost``) raised after the simulated run ended (``t0 +
+  duration``) is the detectors seeing the simulator stop, not a false alarm: it is listed apart
+  (``after_run``);
 * any other alarm is **false**: outside every incident window, or on a sensor no incident touched.
 """
 from __future__ import annotations
@@ -56,6 +59,16 @@ class Truth:
     incidents: tuple[TruthIncident, ...]
     site: str = ""
     scenario: str = ""
+    duration: float | None = None  # seconds the simulator published from t0
+
+    @property
+    def end(self) -> float | None:
+        """When the simulator stopped publishing (None when not known)."""
+        return None if self.t0 is None or self.duration is None else self.t0 + self.duration
+
+
+#: conditions that mean "nothing arrives": after the simulated run they describe its end
+SILENCE = ("stale", "comm_lost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +121,7 @@ class DemoReport:
     lead: float = DEFAULT_LEAD
     margin: float = DEFAULT_MARGIN
     source: str = "alarms"
+    after_run: list[AlarmRow] = field(default_factory=list)  # silence alarms once the simulator stopped
 
     @property
     def detected(self) -> int:
@@ -147,7 +161,8 @@ def parse_truth(data: Mapping[str, Any]) -> Truth:
             settle=float(e.get("settle") or 0.0), conditions=None if conds is None else tuple(conds),
             magnitude=e.get("magnitude")))
     return Truth(t0=data.get("t0"), incidents=tuple(incs), site=str(data.get("site") or ""),
-                 scenario=str(data.get("scenario") or ""))
+                 scenario=str(data.get("scenario") or ""),
+                 duration=None if data.get("duration") is None else float(data["duration"]))
 
 
 def load_truth(path: str | Path) -> Truth:
@@ -184,9 +199,12 @@ def match_alarms(truth: Truth | Mapping[str, Any], alarms: Iterable[AlarmRow | M
             incident=inc, detected=bool(detections), first_alarm=first,
             delay=None if first is None else first - inc.start, detections=detections, related=related,
             missed=[s for s in inc.sensors if s not in alarmed]))
-    false = [a for a, ok in zip(rows, explained) if not ok]
+    end = truth.end
+    after = [a for a, ok in zip(rows, explained)
+             if not ok and end is not None and a.time > end and a.condition in SILENCE]
+    false = [a for a, ok in zip(rows, explained) if not ok and a not in after]
     return DemoReport(truth=truth, results=results, false_alarms=false, total_alarms=len(rows), lead=lead,
-                      margin=margin, source=source)
+                      margin=margin, source=source, after_run=after)
 
 
 # --- database ---------------------------------------------------------------------------------
@@ -264,6 +282,9 @@ def report_tables(report: DemoReport):
             "\n".join(r.detectors) or "—",
             "\n".join(f"{m}: {r.why[m]}" if m in r.why else m for m in r.missed) or "—",
         )
+    if report.after_run:
+        table.caption += (f"; after the simulator stopped, {len(report.after_run)} silence alarm(s) "
+                          f"({', '.join(sorted({a.condition for a in report.after_run}))}) saw it stop: not counted")
     tables = [table]
     if report.false_alarms:
         fa = Table(title=f"false alarms ({len(report.false_alarms)})", title_justify="left")
