@@ -12,18 +12,20 @@ order as the detector-driven changes around them.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Sequence
 
 import asyncpg
 
 from . import audit
+from .pgcopy import pg_datetime
 from .records import (AlarmFields, IncidentCause, IncidentClose, IncidentJoin, IncidentOpen,  # noqa: F401 - re-exported
                       JournalApplied, OperatorAction)
 
 
 def ts(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=timezone.utc)
+    """Unix seconds as PostgreSQL stores them (connectors/pgcopy.py: the same µs as a reading's)."""
+    return pg_datetime(t)
 
 
 def epoch(d: datetime | None) -> float | None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
 
 from .audit_base import Problem, canonical, clean, micros
+from .pgcopy import pg_datetime
 
 _TOL = 1e-5  # seconds: timestamps are compared to the microsecond
 
@@ -88,7 +88,7 @@ def fold_incidents(entries: list[tuple[int, dict[str, Any]]]) -> tuple[dict[int,
     members: dict[tuple[int, int, int], dict[str, Any]] = {}
     for seq, b in entries:
         iid, ev = b["id"], b.get("event")
-        t_us = micros(datetime.fromtimestamp(float(b["time"]), tz=timezone.utc)) if b.get("time") is not None else None
+        t_us = micros(pg_datetime(b["time"])) if b.get("time") is not None else None
         if ev == "opened":
             incs[iid] = {"seq": seq, "title": b.get("title"), "started_at": b.get("time"), "ended_at": None,
                          "last_alarm_at": b.get("time"), "cause_alarm_id": b.get("cause_alarm_id"),
@@ -141,6 +141,7 @@ async def _incidents(conn: asyncpg.Connection, problems: list[Problem]) -> None:
     stored = {(r["incident_id"], r["alarm_id"], r["t"]): dict(r) for r in await conn.fetch(
         "SELECT incident_id, alarm_id, (extract(epoch FROM raised_at) * 1000000)::bigint AS t, role, condition, severity"
         " FROM incident_alarms")}
+    members = _rounded_as_stored(members, stored)
     for key in sorted(set(stored) | set(members), key=lambda k: tuple(-1 if x is None else x for x in k)):
         then, now = members.get(key), stored.get(key)
         name = f"(incident {key[0]}, alarm {key[1]})"
@@ -152,6 +153,19 @@ async def _incidents(conn: asyncpg.Connection, problems: list[Problem]) -> None:
         else:
             _columns("incident_alarms", name, then["seq"], {k: now[k] for k in ("role", "condition", "severity")},
                      then, problems)
+
+
+def _rounded_as_stored(members: dict[tuple, dict], stored: dict[tuple, Any]) -> dict[tuple, dict]:
+    """The chain records a member's raise time in Unix seconds; the row stores it in µs. Rows
+    written before every time was rounded as PostgreSQL rounds (connectors/pgcopy.py:
+    ``pg_datetime``) hold ``datetime.fromtimestamp``'s rounding, 1 µs away for some times: a
+    member 1 µs from a stored row of the same incident and alarm is that row."""
+    out = {}
+    for (iid, aid, t), m in members.items():
+        if t is not None and (iid, aid, t) not in stored:
+            t = next((u for u in (t - 1, t + 1) if (iid, aid, u) in stored), t)
+        out[(iid, aid, t)] = m
+    return out
 
 
 async def _configs(conn: asyncpg.Connection, problems: list[Problem]) -> None:

@@ -5,8 +5,9 @@ so the scoring (:mod:`plantwatch.daemon.lab.demo_report`) needs no database to b
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
+from .pgcopy import pg_datetime
 
 #: Alarm raises: every alarm change that makes a (detector, sensor) alarm active (from normal or
 #: after it returned to normal) or moves it to a more severe severity while active (high →
@@ -49,7 +50,7 @@ ORDER BY e.started_at, e.detector_id, s.tag
 
 
 def _ts(t: float | datetime) -> datetime:
-    return t if isinstance(t, datetime) else datetime.fromtimestamp(float(t), tz=timezone.utc)
+    return t if isinstance(t, datetime) else pg_datetime(t)
 
 
 def _unix(v: datetime | None) -> float | None:

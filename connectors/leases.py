@@ -25,6 +25,7 @@ import asyncpg
 import numpy as np
 
 from .errors import DRIVER_UNAVAILABLE, StoreUnavailable
+from .pgcopy import pg_datetime
 
 #: a database that is not there (refused, lost, shutting down, not answering in time): a pause.
 #: The driver's own errors (what lease and state calls still raise) and the store's
@@ -183,8 +184,6 @@ async def read_partition_readings(pool: asyncpg.Pool, sensor_ids: list[int], sta
     """(sensor_id, t, value, quality) of the readings of ``sensor_ids`` in [start, end), in time
     order (binary COPY): what a taker replays through its detectors from the partition's saved
     state up to the last committed reading."""
-    from datetime import datetime, timezone
-
     from . import pgcopy
 
     buf = io.BytesIO()
@@ -192,7 +191,7 @@ async def read_partition_readings(pool: asyncpg.Pool, sensor_ids: list[int], sta
         await conn.copy_from_query(
             "SELECT time, sensor_id, value, quality FROM readings WHERE sensor_id = ANY ($3::int[])"
             " AND time >= $1 AND time < $2 ORDER BY time",
-            datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc), sensor_ids,
+            pg_datetime(start), pg_datetime(end), sensor_ids,
             output=buf, format="binary")
     data = buf.getvalue()
     if len(data) <= len(pgcopy.HEADER) + len(pgcopy.TRAILER):

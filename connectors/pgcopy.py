@@ -7,9 +7,12 @@ microseconds since 2000-01-01 UTC, PostgreSQL's own representation.
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import numpy as np
 
 PG_EPOCH = 946_684_800.0  # 2000-01-01T00:00:00Z in Unix seconds
+_PG_EPOCH_DT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
 
@@ -20,6 +23,15 @@ _FIELDS = {"timestamptz": (">i8", 8), "int4": (">i4", 4), "float8": (">f8", 8), 
 def unix_to_pg_micros(t: np.ndarray) -> np.ndarray:
     """Unix seconds (float64) → PostgreSQL timestamptz (int64 µs since 2000-01-01), rounded to µs."""
     return np.rint((np.asarray(t, dtype=np.float64) - PG_EPOCH) * 1e6).astype(np.int64)
+
+
+def pg_datetime(t: float) -> datetime:
+    """Unix seconds → the ``datetime`` of the timestamptz PostgreSQL stores for them: rounded to
+    µs exactly as :func:`unix_to_pg_micros` (binary COPY) and ``to_timestamp()`` round.
+    ``datetime.fromtimestamp`` rounds the Unix value itself and gives 1 µs more or less for some
+    times (1796561804.1564865: …156487 against …156486), so a robot reading, an alarm or a query
+    bound made with it would not be at the time of the reading stored by COPY."""
+    return _PG_EPOCH_DT + timedelta(microseconds=int(round((float(t) - PG_EPOCH) * 1e6)))
 
 
 def encode(columns: list[tuple[str, np.ndarray]]) -> bytes:

@@ -7,14 +7,15 @@ unit) and when they were declared.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import asyncpg
 import numpy as np
+from .pgcopy import pg_datetime
 
 
 def _ts(t: float) -> datetime:
-    return datetime.fromtimestamp(t, timezone.utc)
+    return pg_datetime(t)
 
 
 @dataclass(slots=True)

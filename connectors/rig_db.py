@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from datetime import datetime, timezone
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
 import asyncpg
 import numpy as np
+from .pgcopy import pg_datetime
 
 #: what a query of a database that is stopped, frozen or restarting raises (asyncpg reports a
 #: connection closed under a running query as an InternalClientError)
@@ -68,7 +69,7 @@ _NEWEST_OF = ("SELECT min(t) FROM (SELECT (SELECT extract(epoch FROM time)::floa
 
 
 def _ts(t: float) -> datetime:
-    return datetime.fromtimestamp(t, timezone.utc)
+    return pg_datetime(t)
 
 
 def _database_of(dsn: str) -> str:

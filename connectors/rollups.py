@@ -4,14 +4,15 @@ the rollups, and marked for the sealer (``connectors/seal.py``) so that a readin
 its slice was sealed gets a sealed delta."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import asyncpg
 import numpy as np
+from .pgcopy import pg_datetime
 
 
 def _ts(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=timezone.utc)
+    return pg_datetime(t)
 
 
 def _count(status: str) -> int:

@@ -29,12 +29,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import asyncpg
 
 from . import audit
+from .pgcopy import pg_datetime
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: the rows of one sensor in one slice, each as fixed-width bytes, hashed in time order
 #: (``timestamptz_send``: the stored int8 of microseconds since 2000-01-01, no arithmetic per row)
@@ -55,7 +58,7 @@ def _digest_sql(table: str) -> str:
 
 
 def _ts(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc)
+    return _UNIX_EPOCH + timedelta(microseconds=int(us))
 
 
 def iso(us: int) -> str:
@@ -85,7 +88,7 @@ async def first_whole_slice(pool: asyncpg.Pool, now: float, width: int) -> float
     start = math.floor(now / width) * width
     async with pool.acquire() as conn:
         stored = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM readings WHERE time >= $1)",
-                                     datetime.fromtimestamp(start, tz=timezone.utc))
+                                     pg_datetime(start))
     return start + width if stored else start
 
 

@@ -105,6 +105,19 @@ async def test_incident_membership_deleted_is_named(incident):
     assert f"incident_alarms row (incident {iid}, alarm {alarm}) is gone" in out and "as consequence" in out, out
 
 
+async def test_a_membership_stored_with_the_earlier_rounding_of_its_time_verifies(incident):
+    """Rows written before every time was rounded as PostgreSQL rounds it (connectors/pgcopy.py:
+    ``pg_datetime``) hold ``datetime.fromtimestamp``'s µs, 1 µs away for some times: such a row is
+    still its chain entry's row; 2 µs away it is not."""
+    rig, admin, iid, _ = incident
+    moved = ("UPDATE incident_alarms SET raised_at = raised_at + interval '1 microsecond'"
+             " WHERE incident_id = $1 AND role = 'cause'")
+    await admin.execute(moved, iid)
+    assert await problems(rig) == []
+    await admin.execute(moved, iid)
+    assert any(f"incident_alarms row (incident {iid}" in p for p in await problems(rig))
+
+
 async def test_reading_changed_is_named_by_slice_and_sensor(record):
     rig, admin, _, ids = record
     n = await admin.fetchval("WITH u AS (UPDATE readings SET value = 0 WHERE sensor_id = $1 AND value > 40"

@@ -221,7 +221,11 @@ async def test_the_shipped_stack_carries_every_collectors_readings_and_the_simul
             except AssertionError:
                 stored = await _count(db, sql)
                 dead = await _rows(db, "SELECT topic, reason, detail FROM dead_letters")
-                raise AssertionError(f"{stored} of {n} readings stored; dead letters {dead};"
+                near = await _rows(db, "SELECT s.tag, r.time FROM (SELECT sensor_id, time FROM readings UNION ALL"
+                                       " SELECT sensor_id, time FROM robot_readings) r JOIN sensors s ON s.id = r.sensor_id"
+                                       f" WHERE r.time BETWEEN to_timestamp({t0 - 1}) AND to_timestamp({t0 + 1})")
+                raise AssertionError(f"{stored} of {n} readings stored at to_timestamp({t0}); stored near it: {near};"
+                                     f" dead letters {dead};"
                                      f" broker log:\n{broker.log_path.read_text()[-3000:]}") from None
             assert await _count(db, f"SELECT count(*) FROM readings WHERE time = to_timestamp({t0 - 1})") == 0
 

@@ -169,3 +169,34 @@ async def test_owner_role_enables_timescaledb_itself_on_a_new_database(postgres)
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+# Unix times whose µs PostgreSQL (to_timestamp, binary COPY) and datetime.fromtimestamp round
+# apart: the first was a robot reading of the site stack's test stored 1 µs after the fixed
+# readings sent with it.
+AWKWARD = [1796561804.1564865] + (1.79e9 + np.random.default_rng(7).random(400) * 1e7).tolist()
+
+
+async def test_every_time_is_stored_as_postgresql_rounds_it(any_db):
+    """A fixed and a robot reading sent at one time are stored at one time, the one
+    ``to_timestamp`` gives; so are the times of alarms and query bounds (``pg_datetime``)."""
+    store = await Store.open(any_db)
+    try:
+        ids = await store.sync_registry(CFG.site, CFG.sensors)
+        t = np.array(AWKWARD)
+        n = len(t)
+        await store.write(ReadingRows(np.full(n, ids["G0"], np.int32), t, np.ones(n), np.zeros(n, np.int16)),
+                          RobotRows(np.full(n, ids["R0"], np.int32), t, np.ones(n), np.zeros(n, np.int16),
+                                    np.zeros(n), np.zeros(n), [None] * n))
+        async with store.pool.acquire() as c:
+            want = [r[0] for r in await c.fetch("SELECT to_timestamp(x) FROM unnest($1::float8[]) WITH ORDINALITY"
+                                                " AS u(x, i) ORDER BY i", AWKWARD)]
+            fixed = [r[0] for r in await c.fetch("SELECT time FROM readings ORDER BY time")]
+            robot = [r[0] for r in await c.fetch("SELECT time FROM robot_readings ORDER BY time")]
+        assert fixed == sorted(want)
+        assert robot == sorted(want), [(a, b) for a, b in zip(robot, sorted(want)) if a != b][:3]
+        from plantwatch.connectors.pgcopy import pg_datetime
+        assert [pg_datetime(x) for x in AWKWARD] == want
+    finally:
+        await store.close()
+
