@@ -139,12 +139,22 @@ class Store(Rollups):
 
     async def sync_limits(self, limits: Sequence[tuple[str, str, float | None, float | None, float | None, float | None]],
                           ids: dict[str, int]) -> None:
-        """The limits each limit-type detector applies to each sensor (for dashboards)."""
+        """The limits each limit-type detector applies to each sensor (for dashboards). Safe when
+        several instances start at the same moment: upserts, then deletes what is no longer
+        configured (a delete-then-insert of two transactions refused the second's insert as a
+        duplicate key and stopped that instance)."""
+        rows = [(ids[tag], det, ll, lo, hi, hh) for tag, det, ll, lo, hi, hh in limits]
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM sensor_limits")
             await conn.executemany(
-                "INSERT INTO sensor_limits (sensor_id, detector_id, low_low, low, high, high_high) VALUES ($1, $2, $3, $4, $5, $6)",
-                [(ids[tag], det, ll, lo, hi, hh) for tag, det, ll, lo, hi, hh in limits])
+                "INSERT INTO sensor_limits (sensor_id, detector_id, low_low, low, high, high_high)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sensor_id, detector_id) DO UPDATE SET"
+                " low_low = EXCLUDED.low_low, low = EXCLUDED.low, high = EXCLUDED.high, high_high = EXCLUDED.high_high,"
+                " updated_at = now() WHERE (sensor_limits.low_low, sensor_limits.low, sensor_limits.high,"
+                " sensor_limits.high_high) IS DISTINCT FROM (EXCLUDED.low_low, EXCLUDED.low, EXCLUDED.high,"
+                " EXCLUDED.high_high)", sorted(rows, key=lambda r: (r[0], r[1])))
+            await conn.execute(
+                "DELETE FROM sensor_limits l WHERE NOT EXISTS (SELECT 1 FROM unnest($1::int[], $2::text[]) AS k(s, d)"
+                " WHERE k.s = l.sensor_id AND k.d = l.detector_id)", [r[0] for r in rows], [r[1] for r in rows])
 
     async def record_config(self, digest: str, content: str) -> None:
         """The config loaded, and its part an inspector may read (no credentials), chained."""

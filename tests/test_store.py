@@ -200,3 +200,26 @@ async def test_every_time_is_stored_as_postgresql_rounds_it(any_db):
     finally:
         await store.close()
 
+
+async def test_instances_starting_together_sync_the_limits_without_refusing_each_other(any_db):
+    """Two instances of a cluster starting at the same moment both write the limits table; a
+    delete-then-insert refused the later one's insert as a duplicate key and stopped it (a red
+    failover test: "stopped by UniqueViolationError ... sensor_limits_pkey")."""
+    import asyncio
+
+    stores = [await Store.open(any_db) for _ in range(3)]
+    try:
+        ids = await stores[0].sync_registry(CFG.site, CFG.sensors)
+        limits = [(f"G{i}", det, None, None, 10.0 + i, 20.0 + i) for i in range(5) for det in ("a", "b")]
+        for _ in range(15):
+            async with stores[0].pool.acquire() as c:
+                await c.execute("DELETE FROM sensor_limits")
+            await asyncio.gather(*(s.sync_limits(limits, ids) for s in stores))
+        # a changed config: changed limits updated, removed ones gone, the rest kept
+        await stores[1].sync_limits([(f"G{i}", "a", None, 1.0, 30.0, None) for i in range(3)], ids)
+        async with stores[0].pool.acquire() as c:
+            got = sorted(tuple(r) for r in await c.fetch("SELECT sensor_id, detector_id, low, high FROM sensor_limits"))
+        assert got == sorted((ids[f"G{i}"], "a", 1.0, 30.0) for i in range(3))
+    finally:
+        for s in stores:
+            await s.close()
