@@ -10,5 +10,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.ve
   rm -rf .venv
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c deploy/dev/constraints.txt -e .
+# (the grep drops pip's per-package warnings about a machine's configured but absent local index mirrors)
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c deploy/dev/constraints.txt -e . 2>&1 \
+  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 exec .venv/bin/plantwatch demo "$@"
