@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+
 from .pgcopy import pg_datetime
 
 #: Alarm raises: every alarm change that makes a (detector, sensor) alarm active (from normal or

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import asyncpg
 import numpy as np
 
+from . import pgcopy
 from .errors import DRIVER_UNAVAILABLE, StoreUnavailable
-from .pgcopy import pg_datetime
 
 #: a database that is not there (refused, lost, shutting down, not answering in time): a pause.
 #: The driver's own errors (what lease and state calls still raise) and the store's
@@ -184,14 +184,12 @@ async def read_partition_readings(pool: asyncpg.Pool, sensor_ids: list[int], sta
     """(sensor_id, t, value, quality) of the readings of ``sensor_ids`` in [start, end), in time
     order (binary COPY): what a taker replays through its detectors from the partition's saved
     state up to the last committed reading."""
-    from . import pgcopy
-
     buf = io.BytesIO()
     async with pool.acquire() as conn:
         await conn.copy_from_query(
             "SELECT time, sensor_id, value, quality FROM readings WHERE sensor_id = ANY ($3::int[])"
             " AND time >= $1 AND time < $2 ORDER BY time",
-            pg_datetime(start), pg_datetime(end), sensor_ids,
+            pgcopy.pg_datetime(start), pgcopy.pg_datetime(end), sensor_ids,
             output=buf, format="binary")
     data = buf.getvalue()
     if len(data) <= len(pgcopy.HEADER) + len(pgcopy.TRAILER):
