@@ -84,11 +84,14 @@ def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray) -> None:
         W[slots] = part
         return
     W, up = W[s0:s1], up[s0:s1]
-    pad = np.where(up, 0.0, np.inf).astype(W.dtype)[:, None, :]
-    t = np.empty((len(W), min(8, W.shape[1]), W.shape[2]), dtype=W.dtype)
+    c = min(8, W.shape[1])
+    pad = np.empty((len(W), c, W.shape[2]), dtype=W.dtype)  # spelled out over the 8 elements: a
+    np.copyto(pad, np.where(up, 0.0, np.inf).astype(W.dtype)[:, None, :])  # broadcast one is slower
+    t = np.empty_like(pad)
     for i in range(0, W.shape[1], 8):
         part = W[:, i:i + 8]
-        np.minimum(part, np.maximum(x[i:i + 8], pad, out=t[:, : part.shape[1]]), out=part)
+        m = part.shape[1]
+        np.minimum(part, np.maximum(x[i:i + m], pad[:, :m], out=t[:, :m]), out=part)
 
 
 class CategoryStore:
@@ -201,35 +204,32 @@ class CategoryStore:
             if int(slots.sum()) > RESORT * int(ks.sum()) + 4 * self.L:
                 self._resort()
                 return self.match(D, x, rho_ub, w)
-        xs, ub = np.take(x, order, axis=1).astype(self.dtype), rho_ub[order]
+        xs, ub = np.take(x.astype(self.dtype), order, axis=1, mode="clip"), rho_ub[order]
         a, ae, none = np.zeros(len(D)), np.zeros(len(D)), np.ones(len(D), dtype=bool)
         for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
             b = int(blk[lo])
             lanes = Ps[lo:hi] - b * self.L
             K = max(1, int(ks[lo:hi].max()))
             l0, l1 = int(lanes[0]), int(lanes[-1]) + 1
-            if l1 - l0 <= SPARSE * (hi - lo):  # a view of the places' range (the others masked)
-                Wb, nW = self.W[b, :K, :, l0:l1], self.nW[b, :K, l0:l1]
-                sel = lanes - l0
-                xb, kb, ubb = (np.zeros((self.dim, l1 - l0), dtype=self.dtype), np.zeros(l1 - l0, dtype=np.int64),
-                               np.zeros(l1 - l0))
-                xb[:, sel], kb[sel], ubb[sel] = xs[:, lo:hi], ks[lo:hi], ub[lo:hi]
-            else:  # few places far apart: copies (one cache line per element)
+            copied = l1 - l0 > SPARSE * (hi - lo)
+            if copied:  # few places far apart: copies (one cache line per element)
                 sel = slice(None)
                 Wb, nW = self.W[b, :K][:, :, lanes], self.nW[b, :K][:, lanes]
                 xb, kb, ubb = np.ascontiguousarray(xs[:, lo:hi]), ks[lo:hi], ub[lo:hi]
-            ab, aeb, up, esum = self._kernel(xb, Wb, nW, kb, ubb, 2 * w - 1)
-            a[lo:hi], ae[lo:hi], none[lo:hi] = ab[sel], aeb[sel], ~up.any(axis=0)[sel]
-            if none[lo:hi].all():
-                continue
-            if isinstance(sel, slice):
-                hit = ~none[lo:hi]
-                refine(Wb, xb, up)
+            else:  # a view of the places' range (the others masked)
+                Wb, nW = self.W[b, :K, :, l0:l1], self.nW[b, :K, l0:l1]
+                if l1 - l0 == hi - lo:  # all of them
+                    sel, xb, kb, ubb = slice(None), np.ascontiguousarray(xs[:, lo:hi]), ks[lo:hi], ub[lo:hi]
+                else:
+                    sel = lanes - l0
+                    xb, kb, ubb = (np.zeros((self.dim, l1 - l0), dtype=self.dtype),
+                                   np.zeros(l1 - l0, dtype=np.int64), np.zeros(l1 - l0))
+                    xb[:, sel], kb[sel], ubb[sel] = xs[:, lo:hi], ks[lo:hi], ub[lo:hi]
+            ab, aeb, hit = self._block(xb, Wb, nW, kb, ubb, 2 * w - 1)
+            a[lo:hi], ae[lo:hi], none[lo:hi] = ab[sel], aeb[sel], ~hit[sel]
+            if copied and hit.any():
                 self.W[b, :K, :, lanes[hit]] = Wb[:, :, hit].transpose(2, 0, 1)
-                self.nW[b, :K, lanes[hit]] = np.where(up, esum, nW)[:, hit].T
-            else:
-                refine(Wb, xb, up)
-                np.copyto(nW, esum, where=up)
+                self.nW[b, :K, lanes[hit]] = nW[:, hit].T
         empty = ks == 0
         a[empty], ae[empty] = 0.0, 0.0
         out = np.empty((3, len(D)))
@@ -237,16 +237,21 @@ class CategoryStore:
         return out[0], out[1], out[2].astype(bool)
 
     @staticmethod
-    def _kernel(x: np.ndarray, W: np.ndarray, nW: np.ndarray, k: np.ndarray, ub: np.ndarray, e: int):
-        """One block: shapes ``x`` (dim, places) against categories ``W`` (slots, dim, places).
-        Returns the best match and its level-match per place, and per slot and place whether the
-        category is refined and the sum of its element-wise minimum with the shape."""
+    def _block(x: np.ndarray, W: np.ndarray, nW: np.ndarray, k: np.ndarray, ub: np.ndarray, e: int):
+        """One block: shapes ``x`` (dim, places) against categories ``W`` (slots, dim, places), which
+        it refines in place (and their sums ``nW``). Returns the best match and its level-match per
+        place, and whether any category of the place was refined."""
         esum = min_sums(x, W)
         feat = esum / np.where(nW == 0, 1e-3, nW)
         em_e, em_l = np.minimum(x[e], W[:, e]), np.minimum(x[-1], W[:, -1])
         energy = (em_e + em_l) / np.maximum(W[:, e] + W[:, -1], 1e-300 if W.dtype == np.float64 else 1e-30)
         m = feat**3 * energy**2
         valid = np.arange(len(W))[:, None] < k
+        up = valid & (m >= ub)
+        hit = up.any(axis=0)
+        if hit.any():
+            refine(W, x, up)
+            np.copyto(nW, esum, where=up)
         best = np.argmax(np.where(valid, m, -np.inf), axis=0)
         r = np.arange(len(k))
-        return m[best, r], energy[best, r], valid & (m >= ub), esum
+        return m[best, r], energy[best, r], hit
