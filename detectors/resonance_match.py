@@ -55,43 +55,55 @@ def row_sums(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def min_sums(x: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """``row_sums(np.minimum(x, W))`` (``x``: (d, places), ``W``: (slots, d, places)) without the
-    whole minimum in memory: 8 elements of each category at a time, added in the same order."""
+def min_sums(x: np.ndarray, W: np.ndarray, em: np.ndarray | None = None) -> np.ndarray:
+    """``row_sums(np.minimum(x, W))`` (``x``: (d, places), ``W``: (slots, d, places)), added in the
+    same order; the minimum is kept in ``em`` (shaped like ``W``) if given, else only 8 elements of
+    each category at a time are in memory."""
     d = W.shape[1]
     if d % 8 or d > 128:
-        return row_sums(np.minimum(x, W))
-    r = np.minimum(x[0:8], W[:, 0:8])
-    t = np.empty_like(r)
-    for i in range(8, d, 8):
-        r += np.minimum(x[i:i + 8], W[:, i:i + 8], out=t)
+        return row_sums(np.minimum(x, W, out=em))
+    if em is None:
+        r = np.minimum(x[0:8], W[:, 0:8])
+        t = np.empty_like(r)
+        for i in range(8, d, 8):
+            r += np.minimum(x[i:i + 8], W[:, i:i + 8], out=t)
+    else:
+        np.minimum(x, W, out=em)
+        r = em[:, 0:8] + em[:, 8:16] if d >= 16 else em[:, 0:8].copy()
+        for i in range(16, d, 8):
+            r += em[:, i:i + 8]
     s = r[:, 0::2] + r[:, 1::2]
     t = s[:, 0::2] + s[:, 1::2]
     return t[:, 0] + t[:, 1]
 
 
-def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray) -> None:
+def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray, em: np.ndarray | None = None) -> None:
     """``W = min(W, x)`` in place for the categories where ``up`` ((slots, places)), 8 elements at a
-    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others. Only
-    the slots with a refined category are touched (a range of them, or a few gathered ones)."""
+    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others; with
+    ``em`` (``min(x, W)``, shaped like ``W``, which it overwrites) min(W, em + (0 or inf)). Only the
+    slots with a refined category are touched (a range of them, or a few gathered ones)."""
     slots = np.flatnonzero(up.any(axis=1))
     if not len(slots):
         return
     s0, s1 = int(slots[0]), int(slots[-1]) + 1
     if 2 * len(slots) < s1 - s0:  # a few slots far apart (many categories, few sensors)
         part = W[slots]
-        refine(part, x, up[slots])
+        refine(part, x, up[slots], None if em is None else em[slots])
         W[slots] = part
         return
     W, up = W[s0:s1], up[s0:s1]
     c = min(8, W.shape[1])
     pad = np.empty((len(W), c, W.shape[2]), dtype=W.dtype)  # spelled out over the 8 elements: a
     np.copyto(pad, np.where(up, 0.0, np.inf).astype(W.dtype)[:, None, :])  # broadcast one is slower
-    t = np.empty_like(pad)
+    t = np.empty_like(pad) if em is None else None
     for i in range(0, W.shape[1], 8):
         part = W[:, i:i + 8]
         m = part.shape[1]
-        np.minimum(part, np.maximum(x[i:i + m], pad[:, :m], out=t[:, :m]), out=part)
+        if em is None:
+            u = np.maximum(x[i:i + m], pad[:, :m], out=t[:, :m])
+        else:
+            u = np.add(em[s0:s1, i:i + m], pad[:, :m], out=em[s0:s1, i:i + m])
+        np.minimum(part, u, out=part)
 
 
 class CategoryStore:
@@ -160,10 +172,14 @@ class CategoryStore:
         if not len(src):
             return
         both, swap = np.r_[src, dst], np.r_[dst, src]
-        (bb, lb), (bs, ls) = np.divmod(both, self.L), np.divmod(swap, self.L)
-        K = int(self.k[self.at[both]].max()) + 1  # the slots in use, with the one being added
-        self.W[bb, :K, :, lb] = self.W[bs, :K, :, ls]
-        self.nW[bb, :K, lb] = self.nW[bs, :K, ls]
+        # a pair has one count: its slots in use, with the one being added, and no more (each
+        # element of a lane lies in its own cache line)
+        K = self.k[self.at[both]] + 1
+        rep = np.repeat(np.arange(len(both)), K)
+        slot = np.arange(len(rep)) - np.repeat(np.cumsum(K) - K, K)
+        (bb, lb), (bs, ls) = np.divmod(both[rep], self.L), np.divmod(swap[rep], self.L)
+        self.W[bb, slot, :, lb] = self.W[bs, slot, :, ls]
+        self.nW[bb, slot, lb] = self.nW[bs, slot, ls]
         self.at[both] = self.at[swap]
         self.pos[self.at[both]] = both
 
@@ -241,16 +257,18 @@ class CategoryStore:
         """One block: shapes ``x`` (dim, places) against categories ``W`` (slots, dim, places), which
         it refines in place (and their sums ``nW``). Returns the best match and its level-match per
         place, and whether any category of the place was refined."""
-        esum = min_sums(x, W)
-        feat = esum / np.where(nW == 0, 1e-3, nW)
-        em_e, em_l = np.minimum(x[e], W[:, e]), np.minimum(x[-1], W[:, -1])
-        energy = (em_e + em_l) / np.maximum(W[:, e] + W[:, -1], 1e-300 if W.dtype == np.float64 else 1e-30)
+        em = np.empty_like(W)  # the minimum, kept for the refinement
+        esum = min_sums(x, W, em)
+        nWs = nW.copy()
+        nWs[nW == 0] = 1e-3
+        feat = esum / nWs
+        energy = (em[:, e] + em[:, -1]) / np.maximum(W[:, e] + W[:, -1], 1e-300 if W.dtype == np.float64 else 1e-30)
         m = feat**3 * energy**2
         valid = np.arange(len(W))[:, None] < k
         up = valid & (m >= ub)
         hit = up.any(axis=0)
         if hit.any():
-            refine(W, x, up)
+            refine(W, x, up, em)
             np.copyto(nW, esum, where=up)
         best = np.argmax(np.where(valid, m, -np.inf), axis=0)
         r = np.arange(len(k))
