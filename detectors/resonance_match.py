@@ -7,9 +7,11 @@ largest first (``at[p]`` is the sensor at place ``p``, ``pos[j]`` the place of s
 sensors of a block have about the same count. A match takes each block as one rectangle (slots x
 dims x lanes, as tall as the largest count in it): a plain view of the store when the matched
 places fill a range of the block densely, a copy when they are few and far apart (every element
-of a lane lies in its own cache line). Element operations run over rows of contiguous lanes,
-8 elements of each category at a time, so the temporaries stay in the cache; the store itself is
-read once for the match and once for the refinement, which is what a match costs.
+of a lane lies in its own cache line). Element operations run over rows of contiguous lanes
+(the shapes of a block are one contiguous array too: a broadcast operand that is not costs twice
+as much per element); the element-wise minimum of a block is kept for its sums, its level-match
+and its refinement (min(W, minimum + 0 or inf)), so the refinement reads no shape again. Reading
+the store for the match and writing the refined slots back is what a match costs.
 
 When a sensor gains a category it swaps places with the first sensor of its old count, which keeps
 the order; a state loaded from outside (warm-up, restore) leaves it unordered until the padding the
