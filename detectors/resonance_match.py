@@ -8,8 +8,8 @@ sensors of a block have about the same count. A match takes each block as one re
 dims x lanes, as tall as the largest count in it): a plain view of the store when the matched
 places fill a range of the block densely, a copy when they are few and far apart (every element
 of a lane lies in its own cache line). Element operations run over rows of contiguous lanes
-(the shapes of a block are one contiguous array too: a broadcast operand that is not costs twice
-as much per element); the element-wise minimum of a block is kept for its sums, its level-match
+(the shapes of a block are one contiguous array too: a broadcast operand that is not is slower
+per element); the element-wise minimum of a block is kept for its sums, its level-match
 and its refinement (min(W, minimum + 0 or inf)), so the refinement reads no shape again. Reading
 the store for the match and writing the refined slots back is what a match costs.
 
