@@ -7,9 +7,11 @@ largest first (``at[p]`` is the sensor at place ``p``, ``pos[j]`` the place of s
 sensors of a block have about the same count. A match takes each block as one rectangle (slots x
 dims x lanes, as tall as the largest count in it): a plain view of the store when the matched
 places fill a range of the block densely, a copy when they are few and far apart (every element
-of a lane lies in its own cache line). Element operations run over rows of contiguous lanes,
-8 elements of each category at a time, so the temporaries stay in the cache; the store itself is
-read once for the match and once for the refinement, which is what a match costs.
+of a lane lies in its own cache line). Element operations run over rows of contiguous lanes
+(the shapes of a block are one contiguous array too: a broadcast operand that is not is slower
+per element); the element-wise minimum of a block is kept for its sums, its level-match
+and its refinement (min(W, minimum + 0 or inf)), so the refinement reads no shape again. Reading
+the store for the match and writing the refined slots back is what a match costs.
 
 When a sensor gains a category it swaps places with the first sensor of its old count, which keeps
 the order; a state loaded from outside (warm-up, restore) leaves it unordered until the padding the
@@ -55,40 +57,55 @@ def row_sums(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def min_sums(x: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """``row_sums(np.minimum(x, W))`` (``x``: (d, places), ``W``: (slots, d, places)) without the
-    whole minimum in memory: 8 elements of each category at a time, added in the same order."""
+def min_sums(x: np.ndarray, W: np.ndarray, em: np.ndarray | None = None) -> np.ndarray:
+    """``row_sums(np.minimum(x, W))`` (``x``: (d, places), ``W``: (slots, d, places)), added in the
+    same order; the minimum is kept in ``em`` (shaped like ``W``) if given, else only 8 elements of
+    each category at a time are in memory."""
     d = W.shape[1]
     if d % 8 or d > 128:
-        return row_sums(np.minimum(x, W))
-    r = np.minimum(x[0:8], W[:, 0:8])
-    t = np.empty_like(r)
-    for i in range(8, d, 8):
-        r += np.minimum(x[i:i + 8], W[:, i:i + 8], out=t)
+        return row_sums(np.minimum(x, W, out=em))
+    if em is None:
+        r = np.minimum(x[0:8], W[:, 0:8])
+        t = np.empty_like(r)
+        for i in range(8, d, 8):
+            r += np.minimum(x[i:i + 8], W[:, i:i + 8], out=t)
+    else:
+        np.minimum(x, W, out=em)
+        r = em[:, 0:8] + em[:, 8:16] if d >= 16 else em[:, 0:8].copy()
+        for i in range(16, d, 8):
+            r += em[:, i:i + 8]
     s = r[:, 0::2] + r[:, 1::2]
     t = s[:, 0::2] + s[:, 1::2]
     return t[:, 0] + t[:, 1]
 
 
-def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray) -> None:
+def refine(W: np.ndarray, x: np.ndarray, up: np.ndarray, em: np.ndarray | None = None) -> None:
     """``W = min(W, x)`` in place for the categories where ``up`` ((slots, places)), 8 elements at a
-    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others. Only
-    the slots with a refined category are touched (a range of them, or a few gathered ones)."""
+    time: min(W, max(x, 0 or inf)), which is faster than a masked copy and leaves the others; with
+    ``em`` (``min(x, W)``, shaped like ``W``, which it overwrites) min(W, em + (0 or inf)). Only the
+    slots with a refined category are touched (a range of them, or a few gathered ones)."""
     slots = np.flatnonzero(up.any(axis=1))
     if not len(slots):
         return
     s0, s1 = int(slots[0]), int(slots[-1]) + 1
     if 2 * len(slots) < s1 - s0:  # a few slots far apart (many categories, few sensors)
         part = W[slots]
-        refine(part, x, up[slots])
+        refine(part, x, up[slots], None if em is None else em[slots])
         W[slots] = part
         return
     W, up = W[s0:s1], up[s0:s1]
-    pad = np.where(up, 0.0, np.inf).astype(W.dtype)[:, None, :]
-    t = np.empty((len(W), min(8, W.shape[1]), W.shape[2]), dtype=W.dtype)
+    c = min(8, W.shape[1])
+    pad = np.empty((len(W), c, W.shape[2]), dtype=W.dtype)  # spelled out over the 8 elements: a
+    np.copyto(pad, np.where(up, 0.0, np.inf).astype(W.dtype)[:, None, :])  # broadcast one is slower
+    t = np.empty_like(pad) if em is None else None
     for i in range(0, W.shape[1], 8):
         part = W[:, i:i + 8]
-        np.minimum(part, np.maximum(x[i:i + 8], pad, out=t[:, : part.shape[1]]), out=part)
+        m = part.shape[1]
+        if em is None:
+            u = np.maximum(x[i:i + m], pad[:, :m], out=t[:, :m])
+        else:
+            u = np.add(em[s0:s1, i:i + m], pad[:, :m], out=em[s0:s1, i:i + m])
+        np.minimum(part, u, out=part)
 
 
 class CategoryStore:
@@ -157,10 +174,14 @@ class CategoryStore:
         if not len(src):
             return
         both, swap = np.r_[src, dst], np.r_[dst, src]
-        (bb, lb), (bs, ls) = np.divmod(both, self.L), np.divmod(swap, self.L)
-        K = int(self.k[self.at[both]].max()) + 1  # the slots in use, with the one being added
-        self.W[bb, :K, :, lb] = self.W[bs, :K, :, ls]
-        self.nW[bb, :K, lb] = self.nW[bs, :K, ls]
+        # a pair has one count: its slots in use, with the one being added, and no more (each
+        # element of a lane lies in its own cache line)
+        K = self.k[self.at[both]] + 1
+        rep = np.repeat(np.arange(len(both)), K)
+        slot = np.arange(len(rep)) - np.repeat(np.cumsum(K) - K, K)
+        (bb, lb), (bs, ls) = np.divmod(both[rep], self.L), np.divmod(swap[rep], self.L)
+        self.W[bb, slot, :, lb] = self.W[bs, slot, :, ls]
+        self.nW[bb, slot, lb] = self.nW[bs, slot, ls]
         self.at[both] = self.at[swap]
         self.pos[self.at[both]] = both
 
@@ -201,35 +222,32 @@ class CategoryStore:
             if int(slots.sum()) > RESORT * int(ks.sum()) + 4 * self.L:
                 self._resort()
                 return self.match(D, x, rho_ub, w)
-        xs, ub = np.take(x, order, axis=1).astype(self.dtype), rho_ub[order]
+        xs, ub = np.take(x.astype(self.dtype), order, axis=1, mode="clip"), rho_ub[order]
         a, ae, none = np.zeros(len(D)), np.zeros(len(D)), np.ones(len(D), dtype=bool)
         for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
             b = int(blk[lo])
             lanes = Ps[lo:hi] - b * self.L
             K = max(1, int(ks[lo:hi].max()))
             l0, l1 = int(lanes[0]), int(lanes[-1]) + 1
-            if l1 - l0 <= SPARSE * (hi - lo):  # a view of the places' range (the others masked)
-                Wb, nW = self.W[b, :K, :, l0:l1], self.nW[b, :K, l0:l1]
-                sel = lanes - l0
-                xb, kb, ubb = (np.zeros((self.dim, l1 - l0), dtype=self.dtype), np.zeros(l1 - l0, dtype=np.int64),
-                               np.zeros(l1 - l0))
-                xb[:, sel], kb[sel], ubb[sel] = xs[:, lo:hi], ks[lo:hi], ub[lo:hi]
-            else:  # few places far apart: copies (one cache line per element)
+            copied = l1 - l0 > SPARSE * (hi - lo)
+            if copied:  # few places far apart: copies (one cache line per element)
                 sel = slice(None)
                 Wb, nW = self.W[b, :K][:, :, lanes], self.nW[b, :K][:, lanes]
                 xb, kb, ubb = np.ascontiguousarray(xs[:, lo:hi]), ks[lo:hi], ub[lo:hi]
-            ab, aeb, up, esum = self._kernel(xb, Wb, nW, kb, ubb, 2 * w - 1)
-            a[lo:hi], ae[lo:hi], none[lo:hi] = ab[sel], aeb[sel], ~up.any(axis=0)[sel]
-            if none[lo:hi].all():
-                continue
-            if isinstance(sel, slice):
-                hit = ~none[lo:hi]
-                refine(Wb, xb, up)
+            else:  # a view of the places' range (the others masked)
+                Wb, nW = self.W[b, :K, :, l0:l1], self.nW[b, :K, l0:l1]
+                if l1 - l0 == hi - lo:  # all of them
+                    sel, xb, kb, ubb = slice(None), np.ascontiguousarray(xs[:, lo:hi]), ks[lo:hi], ub[lo:hi]
+                else:
+                    sel = lanes - l0
+                    xb, kb, ubb = (np.zeros((self.dim, l1 - l0), dtype=self.dtype),
+                                   np.zeros(l1 - l0, dtype=np.int64), np.zeros(l1 - l0))
+                    xb[:, sel], kb[sel], ubb[sel] = xs[:, lo:hi], ks[lo:hi], ub[lo:hi]
+            ab, aeb, hit = self._block(xb, Wb, nW, kb, ubb, 2 * w - 1)
+            a[lo:hi], ae[lo:hi], none[lo:hi] = ab[sel], aeb[sel], ~hit[sel]
+            if copied and hit.any():
                 self.W[b, :K, :, lanes[hit]] = Wb[:, :, hit].transpose(2, 0, 1)
-                self.nW[b, :K, lanes[hit]] = np.where(up, esum, nW)[:, hit].T
-            else:
-                refine(Wb, xb, up)
-                np.copyto(nW, esum, where=up)
+                self.nW[b, :K, lanes[hit]] = nW[:, hit].T
         empty = ks == 0
         a[empty], ae[empty] = 0.0, 0.0
         out = np.empty((3, len(D)))
@@ -237,16 +255,23 @@ class CategoryStore:
         return out[0], out[1], out[2].astype(bool)
 
     @staticmethod
-    def _kernel(x: np.ndarray, W: np.ndarray, nW: np.ndarray, k: np.ndarray, ub: np.ndarray, e: int):
-        """One block: shapes ``x`` (dim, places) against categories ``W`` (slots, dim, places).
-        Returns the best match and its level-match per place, and per slot and place whether the
-        category is refined and the sum of its element-wise minimum with the shape."""
-        esum = min_sums(x, W)
-        feat = esum / np.where(nW == 0, 1e-3, nW)
-        em_e, em_l = np.minimum(x[e], W[:, e]), np.minimum(x[-1], W[:, -1])
-        energy = (em_e + em_l) / np.maximum(W[:, e] + W[:, -1], 1e-300 if W.dtype == np.float64 else 1e-30)
+    def _block(x: np.ndarray, W: np.ndarray, nW: np.ndarray, k: np.ndarray, ub: np.ndarray, e: int):
+        """One block: shapes ``x`` (dim, places) against categories ``W`` (slots, dim, places), which
+        it refines in place (and their sums ``nW``). Returns the best match and its level-match per
+        place, and whether any category of the place was refined."""
+        em = np.empty_like(W)  # the minimum, kept for the refinement
+        esum = min_sums(x, W, em)
+        nWs = nW.copy()
+        nWs[nW == 0] = 1e-3
+        feat = esum / nWs
+        energy = (em[:, e] + em[:, -1]) / np.maximum(W[:, e] + W[:, -1], 1e-300 if W.dtype == np.float64 else 1e-30)
         m = feat**3 * energy**2
         valid = np.arange(len(W))[:, None] < k
+        up = valid & (m >= ub)
+        hit = up.any(axis=0)
+        if hit.any():
+            refine(W, x, up, em)
+            np.copyto(nW, esum, where=up)
         best = np.argmax(np.where(valid, m, -np.inf), axis=0)
         r = np.arange(len(k))
-        return m[best, r], energy[best, r], valid & (m >= ub), esum
+        return m[best, r], energy[best, r], hit
