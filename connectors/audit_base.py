@@ -41,6 +41,11 @@ def micros(t: datetime) -> int:
     return (t - _EPOCH) // _US
 
 
+def from_micros(us: int) -> datetime:
+    """The ``datetime`` of exact microseconds since the epoch (the inverse of :func:`micros`)."""
+    return _EPOCH + int(us) * _US
+
+
 @dataclass
 class Problem:
     seq: int | None

@@ -29,15 +29,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import asyncpg
 
 from . import audit
+from .audit_base import from_micros
 from .pgcopy import pg_datetime
-
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: the rows of one sensor in one slice, each as fixed-width bytes, hashed in time order
 #: (``timestamptz_send``: the stored int8 of microseconds since 2000-01-01, no arithmetic per row)
@@ -57,18 +56,14 @@ def _digest_sql(table: str) -> str:
             f" FROM {table} WHERE time >= $1 AND time < $2 GROUP BY 1, 2")
 
 
-def _ts(us: int) -> datetime:
-    return _UNIX_EPOCH + timedelta(microseconds=int(us))
-
-
 def iso(us: int) -> str:
-    return _ts(us).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return from_micros(us).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 async def digests(conn: asyncpg.Connection, table: str, lo_us: int, hi_us: int,
                   width: int) -> dict[tuple[int, int], tuple[int, str]]:
     """(slice start in µs, sensor id) -> (rows, digest) of ``table`` in [lo, hi)."""
-    rows = await conn.fetch(_digest_sql(table), _ts(lo_us), _ts(hi_us), float(width))
+    rows = await conn.fetch(_digest_sql(table), from_micros(lo_us), from_micros(hi_us), float(width))
     return {(audit.micros(r["slice"]), r["sensor_id"]): (r["n"], r["digest"]) for r in rows}
 
 
@@ -78,7 +73,7 @@ async def dead_letter_rows(conn: asyncpg.Connection, lo_us: int, hi_us: int) -> 
     rows = await conn.fetch(
         "SELECT id, topic, collector, seq, reason, msg_key, encode(sha256(convert_to(detail, 'UTF8')), 'hex')"
         " AS detail_sha256, payload_sha256 FROM v_dead_letter_digests WHERE received_at >= $1 AND received_at < $2",
-        _ts(lo_us), _ts(hi_us))
+        from_micros(lo_us), from_micros(hi_us))
     return {r["id"]: {k: r[k] for k in DEAD_COLS} for r in rows}
 
 
@@ -198,7 +193,7 @@ class Sealer:
                     "rows": {str(k): v for k, v in sorted(dead.items())}})
             await audit.append(conn, "seal", "sealed", {"from": lo, "until": hi, "width": self.width,
                                                         "horizon": self.horizon})
-            await conn.execute("UPDATE seal_state SET sealed_until = $1, updated_at = now() WHERE id = 1", _ts(hi))
+            await conn.execute("UPDATE seal_state SET sealed_until = $1, updated_at = now() WHERE id = 1", from_micros(hi))
         return (hi - lo) // w_us
 
     async def reseal(self, spans: list[tuple[float, float]] | None = None, *, recheck: float = 0.0) -> int:
