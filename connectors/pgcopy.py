@@ -31,7 +31,9 @@ def pg_datetime(t: float) -> datetime:
     ``datetime.fromtimestamp`` rounds the Unix value itself and gives 1 µs more or less for some
     times (1796561804.1564865: …156487 against …156486), so a robot reading, an alarm or a query
     bound made with it would not be at the time of the reading stored by COPY."""
-    return _PG_EPOCH_DT + timedelta(microseconds=int(unix_to_pg_micros(float(t))))
+    # Python's arithmetic, not numpy's cast: a time no timestamp can hold (1e300, NaN) raises
+    # here instead of becoming an arbitrary int64
+    return _PG_EPOCH_DT + timedelta(microseconds=round((float(t) - PG_EPOCH) * 1e6))
 
 
 def encode(columns: list[tuple[str, np.ndarray]]) -> bytes:
